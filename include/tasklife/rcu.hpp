@@ -1,0 +1,237 @@
+// tasklife/rcu.hpp — the RCU domain: read-side critical sections, grace periods,
+// deferred callbacks.
+//
+// What it is
+//   An rcu_domain is the RCU of one simulated kernel. By default it runs on
+//   liburcu's memb flavor (real grace periods, membarrier-based readers); the
+//   backend is a seam (rcu_backend) so a deterministic backend with manually
+//   advanced grace periods can replace it without touching the code above. All
+//   native domains share liburcu's one process-wide RCU: a grace period of one is
+//   a grace period of all, which only ever makes a domain wait longer, never less.
+//   liburcu's headers are included by src/rcu.cpp only: their macros
+//   (rcu_dereference, call_rcu, ...) would otherwise rename kernel-style names.
+//
+// Members (kernel names where the kernel has the operation)
+//   rcu_head, rcu_callback_t          the callback head embedded in an object
+//   rcu_domain::rcu_read_lock/unlock  enter/leave a read-side critical section (nests)
+//   rcu_domain::rcu_read_lock_held    is this thread inside one?
+//   rcu_domain::synchronize_rcu       wait for a full grace period
+//   rcu_domain::call_rcu              run a callback after a grace period
+//   rcu_domain::rcu_barrier           wait for every queued callback, chained ones too
+//   rcu_domain::stats                 queued/completed callbacks, grace periods waited
+//   rcu_read_guard                    RAII read-side critical section
+//   rcu_thread_registration           RAII registration of the calling thread
+//   rcu_backend                       the seam
+//
+// Diagnostics (checked builds; see check.hpp)
+//   Misuse that liburcu answers with a hang or a silent failure is a contract
+//   violation naming the domain: synchronize_rcu or rcu_barrier inside a read-side
+//   critical section, rcu_barrier from a callback, a read lock on an unregistered
+//   thread, an unbalanced unlock, unregistering inside a critical section, a thread
+//   that exits inside a critical section or still registered, a domain destroyed
+//   while threads are registered with it.
+//
+// Lifetime
+//   A thread must be registered (rcu_thread_registration) before its first read
+//   lock and until after its last unlock; registrations nest. call_rcu and
+//   rcu_barrier may be called from any thread (an unregistered caller is
+//   registered for the duration of the call). A callback runs once, on a backend
+//   thread, at least one grace period after call_rcu; the head must stay valid
+//   until then. Destroying a domain first waits for all of its callbacks,
+//   including those queued by its callbacks.
+//
+// Memory ordering
+//   The guarantee is RCU's: every read-side critical section that began before
+//   synchronize_rcu was called (or before call_rcu queued the callback) has ended,
+//   and everything it did happens before synchronize_rcu returns (before the
+//   callback runs). liburcu provides this with membarrier and futexes, which
+//   ThreadSanitizer cannot see; TSan builds therefore annotate the edges in
+//   src/rcu.cpp: a release on a grace-period token before every read unlock
+//   (pairs with the acquire after synchronize_rcu and at the top of every
+//   callback), and a release on the head before call_rcu (pairs with the acquire
+//   on the head in the callback trampoline). The domain's statistics are relaxed
+//   counters, except the callback completion count, released after the callback
+//   returns and acquired by rcu_barrier and the destructor.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <source_location>
+#include <string>
+#include <string_view>
+
+#include <tasklife/check.hpp>
+#include <tasklife/export.hpp>
+
+namespace tasklife {
+
+class rcu_domain;
+struct rcu_head;
+
+using rcu_callback_t = void (*)(rcu_head* head);
+
+// The callback head an object embeds, like the kernel's struct rcu_head. Recover
+// the object in the callback with offsetof (the object must be standard-layout)
+// or keep the head as its first member.
+struct rcu_head {
+  // Room for the backend's queue node (liburcu's struct rcu_head: 16 bytes).
+  alignas(void*) std::byte backend_node[16];
+  rcu_callback_t func;
+  rcu_domain* domain;
+  bool chained;  // queued from inside a callback of the same domain (rcu_barrier loops)
+};
+
+// The seam. A backend implements the flavor; the domain adds checks, statistics
+// and (for the native backend) the inlined read-side fast path.
+class TASKLIFE_API rcu_backend {
+ public:
+  virtual ~rcu_backend();
+  virtual std::string_view name() const noexcept = 0;
+  virtual void register_thread() = 0;
+  virtual void unregister_thread() = 0;
+  virtual bool thread_registered() const noexcept = 0;
+  virtual void read_lock() noexcept = 0;
+  virtual void read_unlock() noexcept = 0;
+  virtual unsigned read_depth() const noexcept = 0;
+  virtual void synchronize() = 0;
+  // Queues `head`; after a grace period the backend calls rcu_domain::invoke(head).
+  virtual void call(rcu_head* head) = 0;
+  // Waits until every callback queued before the call has been invoked.
+  virtual void barrier() = 0;
+};
+
+struct rcu_stats {
+  std::uint64_t callbacks_queued;     // call_rcu calls
+  std::uint64_t callbacks_completed;  // callbacks that returned
+  std::uint64_t synchronize_calls;    // grace periods waited for by synchronize_rcu
+  std::uint64_t barrier_calls;        // rcu_barrier calls (and destructor drains)
+  std::uint64_t pending() const noexcept { return callbacks_queued - callbacks_completed; }
+};
+
+namespace detail {
+// The native (liburcu memb) read side, defined in src/rcu.cpp with liburcu's
+// inlined fast path. Release builds use link-time optimisation so these calls
+// disappear into the caller; see docs/design.md.
+TASKLIFE_API void native_read_lock() noexcept;
+TASKLIFE_API void native_read_unlock() noexcept;
+TASKLIFE_API bool native_read_lock_held() noexcept;
+}  // namespace detail
+
+class TASKLIFE_API rcu_domain {
+ public:
+  // A domain on liburcu's memb flavor.
+  explicit rcu_domain(std::string name = "rcu");
+  // A domain on a custom backend (e.g. the deterministic one).
+  rcu_domain(std::string name, std::unique_ptr<rcu_backend> backend);
+  ~rcu_domain();
+  rcu_domain(const rcu_domain&) = delete;
+  rcu_domain& operator=(const rcu_domain&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  std::string_view backend_name() const noexcept { return backend_->name(); }
+  bool is_native() const noexcept { return native_; }
+
+  // Read side. Inline: one predictable branch on the backend, then liburcu's
+  // inlined fast path (native) or the backend's virtual call.
+  void rcu_read_lock() noexcept {
+    if (native_) [[likely]] {
+      detail::native_read_lock();
+    } else {
+      checked_backend_read_lock();
+    }
+  }
+  void rcu_read_unlock() noexcept {
+    if (native_) [[likely]] {
+      detail::native_read_unlock();
+    } else {
+      checked_backend_read_unlock();
+    }
+  }
+  bool rcu_read_lock_held() const noexcept {
+    return native_ ? detail::native_read_lock_held() : backend_->read_depth() != 0;
+  }
+  bool thread_registered() const noexcept { return backend_->thread_registered(); }
+
+  // Waits for a grace period. Contract: not inside a read-side critical section.
+  void synchronize_rcu(std::source_location where = std::source_location::current());
+
+  // Queues `func(head)` to run after a grace period. `head` must stay valid and
+  // unqueued until the callback runs.
+  void call_rcu(rcu_head* head, rcu_callback_t func,
+                std::source_location where = std::source_location::current());
+
+  // Waits for all callbacks queued before the call, and for the callbacks those
+  // queue, transitively. Contract: not inside a read-side critical section and
+  // not from a callback. liburcu 0.13 batches callbacks every 10 ms, so one call
+  // costs at least ~10 ms (one more per link of a callback chain).
+  void rcu_barrier(std::source_location where = std::source_location::current());
+
+  rcu_stats stats() const noexcept;
+
+  // Called by a backend when a callback's grace period has elapsed.
+  static void invoke(rcu_head* head) noexcept;
+
+  // Registration bookkeeping used by rcu_thread_registration.
+  void register_thread(std::source_location where);
+  void unregister_thread(std::source_location where) noexcept;
+
+ private:
+  void checked_backend_read_lock() noexcept;
+  void checked_backend_read_unlock() noexcept;
+
+  std::string name_;
+  std::unique_ptr<rcu_backend> owned_backend_;
+  rcu_backend* backend_;
+  bool native_;
+  // Statistics: relaxed, except completed_ (see Memory ordering above).
+  std::atomic<std::uint64_t> queued_{0};
+  std::atomic<std::uint64_t> completed_{0};
+  std::atomic<std::uint64_t> chained_pending_{0};  // queued from inside a callback
+  std::atomic<std::uint64_t> synchronize_calls_{0};
+  std::atomic<std::uint64_t> barrier_calls_{0};
+  std::atomic<std::int64_t> registrations_{0};  // live rcu_thread_registration objects
+};
+
+// RAII read-side critical section; nests.
+class rcu_read_guard {
+ public:
+  explicit rcu_read_guard(rcu_domain& domain) noexcept : domain_(domain) {
+    domain_.rcu_read_lock();
+  }
+  ~rcu_read_guard() { domain_.rcu_read_unlock(); }
+  rcu_read_guard(const rcu_read_guard&) = delete;
+  rcu_read_guard& operator=(const rcu_read_guard&) = delete;
+
+ private:
+  rcu_domain& domain_;
+};
+
+// RAII registration of the calling thread with a domain; nests. Must be
+// destroyed on the thread that created it.
+class rcu_thread_registration {
+ public:
+  explicit rcu_thread_registration(rcu_domain& domain,
+                                   std::source_location where = std::source_location::current())
+      : domain_(domain), where_(where) {
+    domain_.register_thread(where_);
+  }
+  ~rcu_thread_registration() { domain_.unregister_thread(where_); }
+  rcu_thread_registration(const rcu_thread_registration&) = delete;
+  rcu_thread_registration& operator=(const rcu_thread_registration&) = delete;
+
+ private:
+  rcu_domain& domain_;
+  std::source_location where_;
+};
+
+// Facts about the native backend, for benchmark reports.
+struct rcu_native_info {
+  std::string_view flavor;        // "memb"
+  bool has_sys_membarrier;        // false: liburcu fell back to full barriers
+  bool read_side_inlined;         // _LGPL_SOURCE (TASKLIFE_URCU_INLINE)
+};
+TASKLIFE_API rcu_native_info rcu_native_backend_info() noexcept;
+
+}  // namespace tasklife

@@ -1,0 +1,64 @@
+// Contract violations: the process-wide handler and its default.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <tasklife/check.hpp>
+
+namespace tasklife {
+namespace {
+
+void default_contract_handler(const contract_violation& v) {
+  fmt::print(stderr, "tasklife: {} contract violated at {}:{} ({}):\n  {}\n", v.component,
+             v.where.file_name(), v.where.line(), v.where.function_name(), v.message);
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Acquire/release: pairs with set_contract_handler (see check.hpp).
+std::atomic<contract_handler> g_handler{&default_contract_handler};
+// Relaxed: a statistic; nothing is ordered by it.
+std::atomic<std::uint64_t> g_violations{0};
+
+contract_handler load_handler() noexcept { return g_handler.load(std::memory_order_acquire); }
+
+}  // namespace
+
+contract_handler set_contract_handler(contract_handler handler) noexcept {
+  if (handler == nullptr) {
+    handler = &default_contract_handler;
+  }
+  return g_handler.exchange(handler, std::memory_order_acq_rel);
+}
+
+std::uint64_t contract_violations_seen() noexcept {
+  return g_violations.load(std::memory_order_relaxed);
+}
+
+namespace detail {
+
+void report_contract_violation(std::string_view component, std::string message,
+                               std::source_location where) {
+  g_violations.fetch_add(1, std::memory_order_relaxed);
+  const contract_violation v{component, std::move(message), where};
+  load_handler()(v);
+}
+
+void report_contract_violation_noexcept(std::string_view component, std::string message,
+                                        std::source_location where) noexcept {
+  g_violations.fetch_add(1, std::memory_order_relaxed);
+  const contract_violation v{component, std::move(message), where};
+  try {
+    load_handler()(v);
+  } catch (...) {
+    // A throwing handler cannot unwind through a destructor or a thread's exit:
+    // the violation has been counted and, by the handler, recorded; say so and go on.
+    fmt::print(stderr, "tasklife: {} contract violated (in a context that cannot throw):\n  {}\n",
+               v.component, v.message);
+  }
+}
+
+}  // namespace detail
+}  // namespace tasklife

@@ -1,0 +1,448 @@
+// The RCU domain and its native backend on liburcu's memb flavor. This is the
+// only translation unit of tasklife that includes liburcu.
+#if TASKLIFE_URCU_INLINE
+#define _LGPL_SOURCE 1  // liburcu's inlined read side (LGPL-2.1; see README)
+#endif
+#include <fmt/format.h>
+#include <urcu/urcu-memb.h>
+
+#include <cstddef>
+#include <new>
+#include <tasklife/rcu.hpp>
+
+#if !TASKLIFE_URCU_INLINE
+// Exported by liburcu-memb; declared by its static header only under _LGPL_SOURCE.
+extern "C" int urcu_memb_has_sys_membarrier;
+#endif
+
+// ThreadSanitizer annotations of the grace-period edges (see rcu.hpp, Memory
+// ordering). The Debian liburcu 0.13.2 is not instrumented, so these are the
+// only happens-before edges TSan sees between readers and reclaimers.
+#if defined(__SANITIZE_THREAD__)
+#define TASKLIFE_TSAN_ANNOTATE 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TASKLIFE_TSAN_ANNOTATE 1
+#endif
+#endif
+
+#ifdef TASKLIFE_TSAN_ANNOTATE
+extern "C" void __tsan_acquire(void* addr);  // NOLINT(bugprone-reserved-identifier)
+extern "C" void __tsan_release(void* addr);  // NOLINT(bugprone-reserved-identifier)
+#endif
+
+namespace tasklife {
+namespace {
+
+#ifdef TASKLIFE_TSAN_ANNOTATE
+// One token stands for "a grace period": every reader releases it when it leaves
+// a critical section; whoever has waited for a grace period acquires it.
+char g_gp_token;
+void tsan_release(void* addr) noexcept { __tsan_release(addr); }
+void tsan_acquire(void* addr) noexcept { __tsan_acquire(addr); }
+#else
+void tsan_release(void*) noexcept {}
+void tsan_acquire(void*) noexcept {}
+#endif
+void* gp_token() noexcept {
+#ifdef TASKLIFE_TSAN_ANNOTATE
+  return &g_gp_token;
+#else
+  return nullptr;
+#endif
+}
+
+// TASKLIFE_TEST_BROKEN_GRACE_PERIOD builds a deliberately broken variant, used
+// only by the TSan self-test: synchronize_rcu returns without waiting and
+// callbacks run at once, with every annotation still in place. TSan must then
+// report the premature free the test commits.
+#ifdef TASKLIFE_TEST_BROKEN_GRACE_PERIOD
+constexpr bool kBrokenGracePeriod = true;
+#else
+constexpr bool kBrokenGracePeriod = false;
+#endif
+
+// Per-thread state of the native backend. Trivially constructible, so access is
+// a plain TLS load. read_depth is maintained only in checked builds; release
+// builds ask liburcu (urcu_memb_read_ongoing).
+struct native_thread_state {
+  unsigned registrations;
+  unsigned read_depth;
+  unsigned callback_depth;  // > 0 while this thread runs an RCU callback
+  rcu_domain* callback_domain;
+  bool exit_check_armed;
+};
+constinit thread_local native_thread_state tls{};
+
+// liburcu registers its call_rcu worker itself: a thread running a callback is a
+// registered reader even though it never created an rcu_thread_registration.
+bool natively_registered() noexcept { return tls.registrations > 0 || tls.callback_depth > 0; }
+
+void force_unregister() noexcept {
+  while (tls.read_depth > 0) {
+    --tls.read_depth;
+    urcu_memb_read_unlock();
+  }
+  if (tls.registrations > 0) {
+    tls.registrations = 0;
+    urcu_memb_unregister_thread();
+  }
+}
+
+// Runs when a thread that ever registered exits: liburcu forbids exiting inside a
+// critical section (grace periods would stall forever) or while registered.
+struct thread_exit_check {
+  thread_exit_check() = default;
+  thread_exit_check(const thread_exit_check&) = delete;
+  thread_exit_check& operator=(const thread_exit_check&) = delete;
+  ~thread_exit_check() {
+    if (tls.read_depth > 0) {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("a thread exits inside an RCU read-side critical section (nesting {}); "
+                      "every later grace period would wait for it forever. tasklife ends the "
+                      "section and unregisters the thread.",
+                      tls.read_depth),
+          std::source_location::current());
+    } else if (tls.registrations > 0) {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("a thread exits while still registered with RCU ({} registration(s) not "
+                      "destroyed); liburcu requires unregistering first. tasklife unregisters it.",
+                      tls.registrations),
+          std::source_location::current());
+    }
+    force_unregister();
+  }
+};
+thread_local thread_exit_check tls_exit_check;
+
+// Registers the calling thread for the duration of a scope if it is not already
+// (call_rcu and rcu_barrier take liburcu read locks internally).
+class scoped_native_registration {
+ public:
+  scoped_native_registration() noexcept : registered_here_(!natively_registered()) {
+    if (registered_here_) {
+      urcu_memb_register_thread();
+    }
+  }
+  ~scoped_native_registration() {
+    if (registered_here_) {
+      urcu_memb_unregister_thread();
+    }
+  }
+  scoped_native_registration(const scoped_native_registration&) = delete;
+  scoped_native_registration& operator=(const scoped_native_registration&) = delete;
+
+ private:
+  bool registered_here_;
+};
+
+extern "C" void tasklife_urcu_trampoline(::rcu_head* node) {
+  // backend_node is the first member of tasklife::rcu_head (asserted below).
+  rcu_domain::invoke(reinterpret_cast<tasklife::rcu_head*>(node));
+}
+
+class urcu_memb_backend final : public rcu_backend {
+ public:
+  std::string_view name() const noexcept override { return "liburcu-memb"; }
+
+  void register_thread() override {
+    if (!tls.exit_check_armed) {
+      tls.exit_check_armed = true;
+      (void)&tls_exit_check;  // odr-use: constructs it, so its destructor runs at exit
+    }
+    if (tls.registrations++ == 0) {
+      urcu_memb_register_thread();
+    }
+  }
+  void unregister_thread() override {
+    if (tls.registrations > 0 && --tls.registrations == 0) {
+      urcu_memb_unregister_thread();
+    }
+  }
+  bool thread_registered() const noexcept override { return natively_registered(); }
+  void read_lock() noexcept override { detail::native_read_lock(); }
+  void read_unlock() noexcept override { detail::native_read_unlock(); }
+  unsigned read_depth() const noexcept override {
+    if constexpr (contract_checks_enabled) {
+      return tls.read_depth;
+    } else {
+      return urcu_memb_read_ongoing() ? 1U : 0U;
+    }
+  }
+  void synchronize() override {
+    if constexpr (!kBrokenGracePeriod) {
+      urcu_memb_synchronize_rcu();
+    }
+    tsan_acquire(gp_token());  // pairs with the release in native_read_unlock
+  }
+  void call(tasklife::rcu_head* head) override {
+    static_assert(sizeof(::rcu_head) <= sizeof(head->backend_node));
+    static_assert(alignof(::rcu_head) <= alignof(tasklife::rcu_head));
+    static_assert(offsetof(tasklife::rcu_head, backend_node) == 0);
+    tsan_release(head);  // pairs with the acquire on the head in rcu_domain::invoke
+    if constexpr (kBrokenGracePeriod) {
+      rcu_domain::invoke(head);
+      return;
+    }
+    const scoped_native_registration registration;
+    urcu_memb_call_rcu(reinterpret_cast<::rcu_head*>(head->backend_node),
+                       &tasklife_urcu_trampoline);
+  }
+  void barrier() override {
+    const scoped_native_registration registration;
+    urcu_memb_barrier();
+  }
+};
+
+urcu_memb_backend& native_backend() noexcept {
+  static urcu_memb_backend backend;
+  return backend;
+}
+
+std::string describe(const rcu_domain& d) {
+  return fmt::format("RCU domain '{}' ({})", d.name(), d.backend_name());
+}
+
+}  // namespace
+
+rcu_backend::~rcu_backend() = default;
+
+namespace detail {
+
+void native_read_lock() noexcept {
+  if constexpr (contract_checks_enabled) {
+    if (!natively_registered()) [[unlikely]] {
+      report_contract_violation_noexcept(
+          "rcu",
+          "rcu_read_lock() on a thread that is not registered with RCU: liburcu's "
+          "synchronize_rcu would not wait for this reader (a silent use-after-free window). "
+          "Create an rcu_thread_registration first; the lock is not taken.",
+          std::source_location::current());
+      return;
+    }
+    ++tls.read_depth;
+  }
+  urcu_memb_read_lock();
+}
+
+void native_read_unlock() noexcept {
+  if constexpr (contract_checks_enabled) {
+    if (tls.read_depth == 0) [[unlikely]] {
+      report_contract_violation_noexcept(
+          "rcu",
+          "rcu_read_unlock() without a matching rcu_read_lock() on this thread; the unlock "
+          "is not passed to liburcu (it would corrupt the reader's nesting count).",
+          std::source_location::current());
+      return;
+    }
+    --tls.read_depth;
+  }
+  tsan_release(gp_token());  // pairs with the acquire after a grace period
+  urcu_memb_read_unlock();
+}
+
+bool native_read_lock_held() noexcept {
+  if constexpr (contract_checks_enabled) {
+    return tls.read_depth > 0;
+  } else {
+    return urcu_memb_read_ongoing() != 0;
+  }
+}
+
+}  // namespace detail
+
+rcu_domain::rcu_domain(std::string name)
+    : name_(std::move(name)), backend_(&native_backend()), native_(true) {}
+
+rcu_domain::rcu_domain(std::string name, std::unique_ptr<rcu_backend> backend)
+    : name_(std::move(name)),
+      owned_backend_(std::move(backend)),
+      backend_(owned_backend_.get()),
+      native_(false) {}
+
+rcu_domain::~rcu_domain() {
+  if constexpr (contract_checks_enabled) {
+    const auto live = registrations_.load(std::memory_order_relaxed);
+    if (live != 0) {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("{} destroyed while {} thread registration(s) with it are alive",
+                      describe(*this), live),
+          std::source_location::current());
+    }
+  }
+  // Drain: the trampoline touches the domain after each callback, so every one of
+  // them must have completed before the memory goes. Acquire pairs with the
+  // release increment of completed_ in invoke().
+  while (queued_.load(std::memory_order_relaxed) !=
+         completed_.load(std::memory_order_acquire)) {
+    barrier_calls_.fetch_add(1, std::memory_order_relaxed);
+    backend_->barrier();
+  }
+}
+
+void rcu_domain::checked_backend_read_lock() noexcept {
+  if constexpr (contract_checks_enabled) {
+    if (!backend_->thread_registered()) [[unlikely]] {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("rcu_read_lock() on a thread not registered with {}; the lock is not taken",
+                      describe(*this)),
+          std::source_location::current());
+      return;
+    }
+  }
+  backend_->read_lock();
+}
+
+void rcu_domain::checked_backend_read_unlock() noexcept {
+  if constexpr (contract_checks_enabled) {
+    if (backend_->read_depth() == 0) [[unlikely]] {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("rcu_read_unlock() without a matching rcu_read_lock() in {}", describe(*this)),
+          std::source_location::current());
+      return;
+    }
+  }
+  backend_->read_unlock();
+}
+
+void rcu_domain::synchronize_rcu(std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (rcu_read_lock_held()) [[unlikely]] {
+      detail::report_contract_violation(
+          "rcu",
+          fmt::format("synchronize_rcu() inside an RCU read-side critical section of {}: the "
+                      "grace period would wait for this very reader and never end (liburcu "
+                      "hangs). It returns without waiting.",
+                      describe(*this)),
+          where);
+      return;
+    }
+  }
+  backend_->synchronize();
+  synchronize_calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (head == nullptr || func == nullptr) [[unlikely]] {
+      detail::report_contract_violation(
+          "rcu", fmt::format("call_rcu() with a null {} on {}", head == nullptr ? "head" : "callback",
+                             describe(*this)),
+          where);
+      return;
+    }
+  }
+  head->func = func;
+  head->domain = this;
+  head->chained = tls.callback_depth > 0 && tls.callback_domain == this;
+  if (head->chained) {
+    // Relaxed: ordered before the parent callback's release of completed_, which
+    // rcu_barrier acquires before it reads this counter.
+    chained_pending_.fetch_add(1, std::memory_order_relaxed);
+  }
+  queued_.fetch_add(1, std::memory_order_relaxed);
+  backend_->call(head);
+}
+
+void rcu_domain::rcu_barrier(std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (rcu_read_lock_held()) [[unlikely]] {
+      detail::report_contract_violation(
+          "rcu",
+          fmt::format("rcu_barrier() inside an RCU read-side critical section of {}: liburcu "
+                      "prints an error and returns without waiting. It returns without waiting.",
+                      describe(*this)),
+          where);
+      return;
+    }
+    if (tls.callback_depth > 0) [[unlikely]] {
+      detail::report_contract_violation(
+          "rcu",
+          fmt::format("rcu_barrier() from inside an RCU callback of {}: the callback worker would "
+                      "wait for itself (liburcu deadlocks). It returns without waiting.",
+                      describe(*this)),
+          where);
+      return;
+    }
+  }
+  barrier_calls_.fetch_add(1, std::memory_order_relaxed);
+  // One backend barrier flushes what was queued before it; a callback that queued
+  // another (a chain) needs one more pass per link.
+  do {
+    backend_->barrier();
+  } while (chained_pending_.load(std::memory_order_acquire) != 0);
+}
+
+rcu_stats rcu_domain::stats() const noexcept {
+  rcu_stats s{};
+  s.callbacks_completed = completed_.load(std::memory_order_acquire);
+  s.callbacks_queued = queued_.load(std::memory_order_relaxed);
+  s.synchronize_calls = synchronize_calls_.load(std::memory_order_relaxed);
+  s.barrier_calls = barrier_calls_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void rcu_domain::invoke(rcu_head* head) noexcept {
+  // The callback may free the head's object: read everything needed first.
+  rcu_domain* const domain = head->domain;
+  const bool chained = head->chained;
+  tsan_acquire(head);        // pairs with the release before call_rcu
+  tsan_acquire(gp_token());  // pairs with every reader's release at unlock
+
+  native_thread_state& state = tls;
+  rcu_domain* const outer_domain = state.callback_domain;
+  ++state.callback_depth;
+  state.callback_domain = domain;
+  try {
+    head->func(head);
+  } catch (...) {
+    detail::report_contract_violation_noexcept(
+        "rcu", fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
+        std::source_location::current());
+  }
+  --state.callback_depth;
+  state.callback_domain = outer_domain;
+
+  if (chained) {
+    domain->chained_pending_.fetch_sub(1, std::memory_order_release);
+  }
+  // Release: the callback's effects happen before rcu_barrier/~rcu_domain observe
+  // the completion (pairs with their acquire loads). Last access to the domain.
+  domain->completed_.fetch_add(1, std::memory_order_release);
+}
+
+void rcu_domain::register_thread(std::source_location where) {
+  (void)where;
+  backend_->register_thread();
+  registrations_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void rcu_domain::unregister_thread(std::source_location where) noexcept {
+  registrations_.fetch_sub(1, std::memory_order_relaxed);
+  if constexpr (contract_checks_enabled) {
+    if (backend_->read_depth() > 0 && (!native_ || tls.registrations == 1)) [[unlikely]] {
+      detail::report_contract_violation_noexcept(
+          "rcu",
+          fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
+                      "{}), registered at {}:{}; tasklife ends the section first",
+                      describe(*this), backend_->read_depth(), where.file_name(), where.line()),
+          where);
+      if (native_) {
+        force_unregister();
+        return;
+      }
+    }
+  }
+  backend_->unregister_thread();
+}
+
+rcu_native_info rcu_native_backend_info() noexcept {
+  return rcu_native_info{"memb", urcu_memb_has_sys_membarrier != 0, TASKLIFE_URCU_INLINE != 0};
+}
+
+}  // namespace tasklife

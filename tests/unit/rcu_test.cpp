@@ -1,0 +1,423 @@
+// The RCU domain: read-side sections, grace periods, callbacks, rcu_barrier with
+// chains, the backend seam, and every misuse diagnostic of rcu.hpp.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <tasklife/rcu.hpp>
+#include <thread>
+#include <vector>
+
+#include "../support/contract_capture.hpp"
+
+namespace tasklife {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using test::contract_error;
+
+class RcuTest : public ::testing::Test {
+ protected:
+  // Every test ends with the domain drained: nothing queued is left behind.
+  void TearDown() override {
+    domain_.rcu_barrier();
+    const rcu_stats s = domain_.stats();
+    EXPECT_EQ(s.pending(), 0U);
+  }
+
+  test::contract_capture capture_;
+  rcu_domain domain_{"test"};
+};
+
+// Spins (yielding) for a while; used to give a buggy implementation the chance
+// to misbehave. It never decides a test's outcome on its own.
+void give_others_a_chance() {
+  for (int i = 0; i < 2000; ++i) {
+    std::this_thread::yield();
+  }
+}
+
+struct counted_callback {
+  rcu_head head{};
+  std::atomic<int>* ran = nullptr;
+  static void run(rcu_head* h) {
+    auto* self = reinterpret_cast<counted_callback*>(h);  // head is the first member
+    self->ran->fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+TEST_F(RcuTest, ReadGuardNestsAndIsSeenAsHeld) {
+  const rcu_thread_registration reg(domain_);
+  EXPECT_FALSE(domain_.rcu_read_lock_held());
+  {
+    const rcu_read_guard outer(domain_);
+    EXPECT_TRUE(domain_.rcu_read_lock_held());
+    {
+      const rcu_read_guard inner(domain_);
+      EXPECT_TRUE(domain_.rcu_read_lock_held());
+    }
+    EXPECT_TRUE(domain_.rcu_read_lock_held()) << "leaving the inner section keeps the outer one";
+  }
+  EXPECT_FALSE(domain_.rcu_read_lock_held());
+  EXPECT_TRUE(capture_.violations().empty());
+}
+
+TEST_F(RcuTest, RegistrationNestsAcrossDomains) {
+  rcu_domain other("other");
+  EXPECT_FALSE(domain_.thread_registered());
+  {
+    const rcu_thread_registration a(domain_);
+    {
+      const rcu_thread_registration b(other);
+      EXPECT_TRUE(domain_.thread_registered());
+    }
+    EXPECT_TRUE(domain_.thread_registered()) << "the outer registration is still alive";
+    const rcu_read_guard guard(domain_);
+  }
+  EXPECT_FALSE(domain_.thread_registered());
+  EXPECT_TRUE(capture_.violations().empty());
+}
+
+TEST_F(RcuTest, SynchronizeRcuWaitsForAPreexistingReader) {
+  std::atomic<int> stage{0};
+  std::atomic<bool> synchronize_returned{false};
+  bool returned_while_reading = false;
+  std::thread reader([&] {
+    const rcu_thread_registration reg(domain_);
+    {
+      const rcu_read_guard guard(domain_);
+      stage.store(1, std::memory_order_release);
+      while (stage.load(std::memory_order_acquire) != 2) {
+        std::this_thread::yield();
+      }
+      give_others_a_chance();
+      returned_while_reading = synchronize_returned.load(std::memory_order_acquire);
+    }
+  });
+  while (stage.load(std::memory_order_acquire) != 1) {
+    std::this_thread::yield();
+  }
+  std::thread writer([&] {
+    stage.store(2, std::memory_order_release);
+    domain_.synchronize_rcu();
+    synchronize_returned.store(true, std::memory_order_release);
+  });
+  reader.join();
+  writer.join();
+  EXPECT_FALSE(returned_while_reading) << "the grace period ended inside a reader's section";
+  EXPECT_TRUE(synchronize_returned.load());
+  EXPECT_EQ(domain_.stats().synchronize_calls, 1U);
+}
+
+TEST_F(RcuTest, CallbackWaitsForAPreexistingReaderAndRunsOnce) {
+  std::atomic<int> ran{0};
+  counted_callback cb;
+  cb.ran = &ran;
+  std::atomic<int> stage{0};
+  int ran_while_reading = -1;
+  std::thread reader([&] {
+    const rcu_thread_registration reg(domain_);
+    const rcu_read_guard guard(domain_);
+    stage.store(1, std::memory_order_release);
+    while (stage.load(std::memory_order_acquire) != 2) {
+      std::this_thread::yield();
+    }
+    give_others_a_chance();
+    ran_while_reading = ran.load(std::memory_order_relaxed);
+  });
+  while (stage.load(std::memory_order_acquire) != 1) {
+    std::this_thread::yield();
+  }
+  domain_.call_rcu(&cb.head, &counted_callback::run);
+  stage.store(2, std::memory_order_release);
+  reader.join();
+  domain_.rcu_barrier();
+  EXPECT_EQ(ran_while_reading, 0);
+  EXPECT_EQ(ran.load(), 1);
+  const rcu_stats s = domain_.stats();
+  EXPECT_EQ(s.callbacks_queued, 1U);
+  EXPECT_EQ(s.callbacks_completed, 1U);
+}
+
+TEST_F(RcuTest, BarrierWaitsForEveryQueuedCallback) {
+  std::atomic<int> ran{0};
+  std::vector<counted_callback> cbs(1000);
+  for (auto& cb : cbs) {
+    cb.ran = &ran;
+    domain_.call_rcu(&cb.head, &counted_callback::run);  // from an unregistered thread: allowed
+  }
+  domain_.rcu_barrier();
+  EXPECT_EQ(ran.load(), 1000);
+  EXPECT_EQ(domain_.stats().pending(), 0U);
+}
+
+// A callback that queues the next link: delayed_put_task_struct ->
+// put_task_struct -> (v6.17+) call_rcu(__put_task_struct_rcu_cb) is such a chain.
+struct chain_link {
+  rcu_head head{};
+  rcu_domain* domain = nullptr;
+  int remaining = 0;
+  std::atomic<int>* ran = nullptr;
+  static void run(rcu_head* h) {
+    auto* self = reinterpret_cast<chain_link*>(h);
+    self->ran->fetch_add(1, std::memory_order_relaxed);
+    if (self->remaining-- > 0) {
+      self->domain->call_rcu(&self->head, &chain_link::run);
+    }
+  }
+};
+
+TEST_F(RcuTest, BarrierWaitsForChainedCallbacks) {
+  std::atomic<int> ran{0};
+  chain_link link;
+  link.domain = &domain_;
+  link.remaining = 3;
+  link.ran = &ran;
+  domain_.call_rcu(&link.head, &chain_link::run);
+  domain_.rcu_barrier();  // one call, however long the chain
+  EXPECT_EQ(ran.load(), 4);
+  EXPECT_EQ(domain_.stats().callbacks_completed, 4U);
+}
+
+TEST_F(RcuTest, DestroyingADomainDrainsItsChains) {
+  std::atomic<int> ran{0};
+  chain_link link;
+  link.remaining = 2;
+  link.ran = &ran;
+  {
+    rcu_domain scoped("scoped");
+    link.domain = &scoped;
+    scoped.call_rcu(&link.head, &chain_link::run);
+  }
+  EXPECT_EQ(ran.load(), 3) << "the domain's memory outlived every callback of its chain";
+}
+
+TEST_F(RcuTest, NativeBackendReportsItsFacts) {
+  EXPECT_TRUE(domain_.is_native());
+  EXPECT_EQ(domain_.backend_name(), "liburcu-memb");
+  const rcu_native_info info = rcu_native_backend_info();
+  EXPECT_EQ(info.flavor, "memb");
+}
+
+// ---- misuse: diagnostics instead of hangs and silent failures --------------------------------
+
+TEST_F(RcuTest, SynchronizeInsideReadSectionIsReportedInsteadOfHanging) {
+  const rcu_thread_registration reg(domain_);
+  const rcu_read_guard guard(domain_);
+  EXPECT_THROW(domain_.synchronize_rcu(), contract_error);
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("synchronize_rcu() inside an RCU read-side critical section")));
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("RCU domain 'test'")));
+  EXPECT_EQ(domain_.stats().synchronize_calls, 0U);
+}
+
+TEST_F(RcuTest, BarrierInsideReadSectionIsReportedInsteadOfSilentlyNotWaiting) {
+  const rcu_thread_registration reg(domain_);
+  const rcu_read_guard guard(domain_);
+  EXPECT_THROW(domain_.rcu_barrier(), contract_error);
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("rcu_barrier() inside an RCU read-side critical section")));
+}
+
+struct barrier_from_callback {
+  rcu_head head{};
+  rcu_domain* domain = nullptr;
+  std::atomic<bool> reported{false};
+  static void run(rcu_head* h) {
+    auto* self = reinterpret_cast<barrier_from_callback*>(h);
+    try {
+      self->domain->rcu_barrier();
+    } catch (const contract_error&) {
+      self->reported.store(true, std::memory_order_relaxed);
+    }
+  }
+};
+
+TEST_F(RcuTest, BarrierFromCallbackIsReportedInsteadOfDeadlocking) {
+  barrier_from_callback cb;
+  cb.domain = &domain_;
+  domain_.call_rcu(&cb.head, &barrier_from_callback::run);
+  domain_.rcu_barrier();
+  EXPECT_TRUE(cb.reported.load());
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("rcu_barrier() from inside an RCU callback")));
+}
+
+TEST_F(RcuTest, ReadLockOnUnregisteredThreadIsReported) {
+  bool held_after = true;
+  std::thread t([&] {
+    domain_.rcu_read_lock();  // noexcept: recorded, lock not taken
+    held_after = domain_.rcu_read_lock_held();
+  });
+  t.join();
+  EXPECT_FALSE(held_after);
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("rcu_read_lock() on a thread that is not registered")));
+}
+
+TEST_F(RcuTest, UnbalancedUnlockIsReported) {
+  const rcu_thread_registration reg(domain_);
+  domain_.rcu_read_unlock();
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("rcu_read_unlock() without a matching")));
+  // The bogus unlock was not passed on: a real section still works afterwards.
+  const rcu_read_guard guard(domain_);
+  EXPECT_TRUE(domain_.rcu_read_lock_held());
+}
+
+TEST_F(RcuTest, UnregisteringInsideReadSectionIsReportedAndTheSectionEnded) {
+  std::thread t([&] {
+    {
+      const rcu_thread_registration reg(domain_);
+      domain_.rcu_read_lock();
+    }  // unregisters inside the section
+    EXPECT_FALSE(domain_.rcu_read_lock_held());
+  });
+  t.join();
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("unregisters from RCU domain 'test' (liburcu-memb) inside a "
+                                 "read-side critical section")));
+  domain_.synchronize_rcu();  // would hang if the reader had been left behind
+}
+
+TEST_F(RcuTest, ThreadExitingInsideReadSectionIsReported) {
+  std::optional<rcu_domain> doomed(std::in_place, "doomed");
+  std::thread t([&] {
+    doomed->register_thread(std::source_location::current());  // never unregistered
+    doomed->rcu_read_lock();
+  });
+  t.join();
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("a thread exits inside an RCU read-side critical section")));
+  domain_.synchronize_rcu();  // the dead reader was removed: a grace period still ends
+  doomed.reset();
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("RCU domain 'doomed' (liburcu-memb) destroyed while 1 thread "
+                                 "registration(s) with it are alive")));
+}
+
+TEST_F(RcuTest, ThreadExitingWhileRegisteredIsReported) {
+  std::optional<rcu_domain> doomed(std::in_place, "doomed");
+  std::thread t([&] { doomed->register_thread(std::source_location::current()); });
+  t.join();
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("a thread exits while still registered with RCU")));
+  doomed.reset();
+}
+
+TEST_F(RcuTest, CallRcuWithNullCallbackIsReported) {
+  rcu_head head{};
+  EXPECT_THROW(domain_.call_rcu(&head, nullptr), contract_error);
+  EXPECT_EQ(domain_.stats().callbacks_queued, 0U);
+}
+
+// ---- the seam: a backend whose grace periods are advanced by hand -------------------------
+
+// A minimal backend, enough to show the domain's checks and accounting are the
+// backend's clients: readers are counted per thread; a grace period may end only
+// when no thread is reading; callbacks wait in a queue until advance().
+class manual_backend final : public rcu_backend {
+ public:
+  std::string_view name() const noexcept override { return "manual"; }
+  void register_thread() override { ++state().registrations; }
+  void unregister_thread() override { --state().registrations; }
+  bool thread_registered() const noexcept override { return state().registrations > 0; }
+  void read_lock() noexcept override {
+    ++state().depth;
+    readers_.fetch_add(1);
+  }
+  void read_unlock() noexcept override {
+    --state().depth;
+    readers_.fetch_sub(1);
+  }
+  unsigned read_depth() const noexcept override { return state().depth; }
+  void synchronize() override { ++grace_periods_; }
+  void call(rcu_head* head) override {
+    const std::lock_guard lock(mutex_);
+    queue_.push_back(head);
+  }
+  void barrier() override {
+    while (advance() > 0) {
+    }
+  }
+  // Ends one grace period if nobody reads; runs what was queued before it.
+  std::size_t advance() {
+    if (readers_.load() != 0) {
+      return 0;
+    }
+    std::deque<rcu_head*> batch;
+    {
+      const std::lock_guard lock(mutex_);
+      batch.swap(queue_);
+    }
+    ++grace_periods_;
+    for (rcu_head* head : batch) {
+      rcu_domain::invoke(head);
+    }
+    return batch.size();
+  }
+  int grace_periods() const { return grace_periods_; }
+
+ private:
+  struct per_thread {
+    unsigned registrations = 0;
+    unsigned depth = 0;
+  };
+  static per_thread& state() {
+    thread_local per_thread s;
+    return s;
+  }
+  std::atomic<int> readers_{0};
+  int grace_periods_ = 0;
+  std::mutex mutex_;
+  std::deque<rcu_head*> queue_;
+};
+
+TEST_F(RcuTest, CustomBackendPlugsIntoTheSameDomainApi) {
+  auto owned = std::make_unique<manual_backend>();
+  manual_backend& backend = *owned;
+  rcu_domain manual("manual", std::move(owned));
+  EXPECT_FALSE(manual.is_native());
+  EXPECT_EQ(manual.backend_name(), "manual");
+
+  std::atomic<int> ran{0};
+  counted_callback cb;
+  cb.ran = &ran;
+  {
+    const rcu_thread_registration reg(manual);
+    const rcu_read_guard guard(manual);
+    EXPECT_TRUE(manual.rcu_read_lock_held());
+    manual.call_rcu(&cb.head, &counted_callback::run);
+    EXPECT_EQ(backend.advance(), 0U) << "a grace period ended inside a read-side section";
+    EXPECT_THROW(manual.synchronize_rcu(), contract_error);
+  }
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_EQ(backend.advance(), 1U);
+  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(manual.stats().pending(), 0U);
+
+  manual.rcu_read_lock();  // unregistered: reported through the domain's checks
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("not registered with RCU domain 'manual'")));
+}
+
+// ---- the default handler: one death test --------------------------------------------------
+
+TEST(RcuDeathTest, DefaultHandlerAbortsWithTheDomainsName) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        set_contract_handler(nullptr);
+        rcu_domain d("fatal");
+        const rcu_thread_registration reg(d);
+        const rcu_read_guard guard(d);
+        d.synchronize_rcu();
+      },
+      "synchronize_rcu\\(\\) inside an RCU read-side critical section of RCU domain 'fatal'");
+}
+
+}  // namespace
+}  // namespace tasklife

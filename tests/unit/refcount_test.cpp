@@ -1,0 +1,309 @@
+// refcount_t against the kernel: every lkdtm REFCOUNT_* case (drivers/misc/lkdtm/
+// refcount.c, expectations from the current saturating implementation), the
+// once-per-kind warning machinery, and the decrement variants.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdlib>
+#include <string>
+#include <tasklife/refcount.hpp>
+
+#include "../support/contract_capture.hpp"
+
+namespace tasklife {
+namespace {
+
+constexpr unsigned kSaturated = static_cast<unsigned>(REFCOUNT_SATURATED);
+constexpr unsigned u(int v) { return static_cast<unsigned>(v); }
+
+class RefcountTest : public ::testing::Test {
+ protected:
+  // Exactly one warning of `type` was raised and reached the sink, with the
+  // kernel's message, after the counter had been saturated.
+  void ExpectSingleWarning(refcount_saturation_type type, const refcount_t* r) {
+    EXPECT_EQ(refcount_warnings_seen(type), 1U);
+    const auto warnings = capture_.refcount_warnings();
+    ASSERT_EQ(warnings.size(), 1U);
+    EXPECT_EQ(warnings[0].warning.type, type);
+    EXPECT_EQ(warnings[0].warning.ref, r);
+    EXPECT_EQ(warnings[0].warning.message, refcount_warning_message(type));
+    EXPECT_TRUE(warnings[0].warning.saturated);
+    EXPECT_EQ(warnings[0].value_at_warning, kSaturated) << "saturation is written before the warning";
+  }
+  void ExpectNoWarning() { EXPECT_TRUE(capture_.refcount_warnings().empty()); }
+
+  test::contract_capture capture_;
+};
+
+TEST_F(RefcountTest, KernelConstants) {
+  EXPECT_EQ(REFCOUNT_MAX, INT_MAX);
+  EXPECT_EQ(REFCOUNT_SATURATED, INT_MIN / 2);
+  EXPECT_EQ(kSaturated, 0xc0000000U);
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_NOT_ZERO_OVF), "refcount_t: saturated; leaking memory.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_OVF), "refcount_t: saturated; leaking memory.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_UAF), "refcount_t: addition on 0; use-after-free.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_SUB_UAF), "refcount_t: underflow; use-after-free.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_DEC_LEAK), "refcount_t: decrement hit 0; leaking memory.");
+}
+
+TEST_F(RefcountTest, SetReadIncDecWithoutWarnings) {
+  refcount_t r{1};
+  refcount_inc(&r);
+  refcount_add(3, &r);
+  EXPECT_EQ(refcount_read(&r), 5U);
+  refcount_dec(&r);
+  EXPECT_FALSE(refcount_sub_and_test(3, &r));
+  EXPECT_TRUE(refcount_dec_and_test(&r));
+  EXPECT_EQ(refcount_read(&r), 0U);
+  refcount_set(&r, 7);
+  EXPECT_EQ(refcount_read(&r), 7U);
+  refcount_set_release(&r, 2);
+  EXPECT_TRUE(refcount_inc_not_zero_acquire(&r));
+  EXPECT_TRUE(refcount_add_not_zero_acquire(2, &r));
+  EXPECT_EQ(refcount_read(&r), 5U);
+  ExpectNoWarning();
+}
+
+// ---- lkdtm: overflow ----------------------------------------------------------------------
+
+TEST_F(RefcountTest, LkdtmIncOverflow) {
+  refcount_t over{REFCOUNT_MAX - 1};
+  refcount_dec(&over);  // good: no overflow
+  refcount_inc(&over);
+  ExpectNoWarning();
+  refcount_inc(&over);  // bad: the second one overflows
+  EXPECT_EQ(refcount_read(&over), u(REFCOUNT_MAX));
+  refcount_inc(&over);
+  EXPECT_EQ(refcount_read(&over), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_OVF, &over);
+}
+
+TEST_F(RefcountTest, LkdtmAddOverflow) {
+  refcount_t over{REFCOUNT_MAX - 1};
+  for (int i = 0; i < 4; ++i) {
+    refcount_dec(&over);
+  }
+  refcount_add(4, &over);  // good: back to MAX - 1
+  EXPECT_EQ(refcount_read(&over), u(REFCOUNT_MAX - 1));
+  ExpectNoWarning();
+  refcount_add(4, &over);  // bad
+  EXPECT_EQ(refcount_read(&over), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_OVF, &over);
+}
+
+TEST_F(RefcountTest, LkdtmIncNotZeroOverflow) {
+  refcount_t over{REFCOUNT_MAX};
+  EXPECT_TRUE(refcount_inc_not_zero(&over));
+  EXPECT_EQ(refcount_read(&over), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_NOT_ZERO_OVF, &over);
+}
+
+TEST_F(RefcountTest, LkdtmAddNotZeroOverflow) {
+  refcount_t over{REFCOUNT_MAX};
+  EXPECT_TRUE(refcount_add_not_zero(6, &over));
+  EXPECT_EQ(refcount_read(&over), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_NOT_ZERO_OVF, &over);
+}
+
+// ---- lkdtm: zero and negative ---------------------------------------------------------------
+
+TEST_F(RefcountTest, LkdtmDecZero) {
+  refcount_t zero{2};
+  refcount_dec(&zero);  // good
+  ExpectNoWarning();
+  refcount_dec(&zero);  // bad: hits 0 ("Zero detected: saturated")
+  EXPECT_EQ(refcount_read(&zero), kSaturated);
+  ExpectSingleWarning(REFCOUNT_DEC_LEAK, &zero);
+}
+
+TEST_F(RefcountTest, LkdtmDecNegative) {
+  refcount_t neg{0};
+  refcount_dec(&neg);  // "Negative detected: saturated"
+  EXPECT_EQ(refcount_read(&neg), kSaturated);
+  ExpectSingleWarning(REFCOUNT_DEC_LEAK, &neg);
+}
+
+TEST_F(RefcountTest, LkdtmDecAndTestNegative) {
+  refcount_t neg{0};
+  EXPECT_FALSE(refcount_dec_and_test(&neg));
+  EXPECT_EQ(refcount_read(&neg), kSaturated);
+  ExpectSingleWarning(REFCOUNT_SUB_UAF, &neg);
+}
+
+TEST_F(RefcountTest, LkdtmSubAndTestNegative) {
+  refcount_t neg{3};
+  EXPECT_FALSE(refcount_sub_and_test(5, &neg));
+  EXPECT_EQ(refcount_read(&neg), kSaturated);
+  ExpectSingleWarning(REFCOUNT_SUB_UAF, &neg);
+}
+
+TEST_F(RefcountTest, LkdtmIncZero) {
+  refcount_t zero{0};
+  EXPECT_FALSE(refcount_inc_not_zero(&zero));
+  EXPECT_EQ(refcount_read(&zero), 0U) << "inc_not_zero must leave a dead counter at 0";
+  ExpectNoWarning();
+  refcount_inc(&zero);  // not refused: the value becomes 1, then saturates and warns
+  EXPECT_EQ(refcount_read(&zero), kSaturated) << "\"Zero detected: saturated\"";
+  ExpectSingleWarning(REFCOUNT_ADD_UAF, &zero);
+}
+
+TEST_F(RefcountTest, LkdtmAddZero) {
+  refcount_t zero{0};
+  EXPECT_FALSE(refcount_add_not_zero(3, &zero));
+  EXPECT_EQ(refcount_read(&zero), 0U);
+  ExpectNoWarning();
+  refcount_add(3, &zero);
+  EXPECT_EQ(refcount_read(&zero), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_UAF, &zero);
+}
+
+// ---- lkdtm: saturated stays saturated ----------------------------------------------------------
+
+TEST_F(RefcountTest, LkdtmIncSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  refcount_inc(&sat);
+  EXPECT_EQ(refcount_read(&sat), kSaturated) << "\"Saturation detected: still saturated\"";
+  ExpectSingleWarning(REFCOUNT_ADD_OVF, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmDecSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  refcount_dec(&sat);
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_DEC_LEAK, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmAddSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  refcount_add(8, &sat);
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_OVF, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmIncNotZeroSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_TRUE(refcount_inc_not_zero(&sat));
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_NOT_ZERO_OVF, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmAddNotZeroSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_TRUE(refcount_add_not_zero(7, &sat));
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_ADD_NOT_ZERO_OVF, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmDecAndTestSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_FALSE(refcount_dec_and_test(&sat));
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_SUB_UAF, &sat);
+}
+
+TEST_F(RefcountTest, LkdtmSubAndTestSaturated) {
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_FALSE(refcount_sub_and_test(8, &sat));
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectSingleWarning(REFCOUNT_SUB_UAF, &sat);
+}
+
+// lkdtm's REFCOUNT_TIMING walks up INT_MAX - 4 increments and back down; the
+// final dec_and_test must report 0 at exactly the last step. The full walk takes
+// ~20 s, so the step count is scaled: TASKLIFE_REFCOUNT_TIMING_STEPS (default 2^22).
+TEST_F(RefcountTest, LkdtmTimingReachesZeroExactlyAtTheLastStep) {
+  unsigned steps = 1U << 22;
+  if (const char* env = std::getenv("TASKLIFE_REFCOUNT_TIMING_STEPS")) {
+    steps = static_cast<unsigned>(std::stoul(env));
+  }
+  refcount_t count{1};
+  for (unsigned i = 0; i < steps; ++i) {
+    refcount_inc(&count);
+  }
+  unsigned hit_zero_at = 0;
+  for (unsigned i = 0; i < steps; ++i) {
+    if (refcount_dec_and_test(&count)) {
+      hit_zero_at = i + 1;
+      break;
+    }
+  }
+  EXPECT_EQ(hit_zero_at, 0U) << "reached 0 early";
+  EXPECT_TRUE(refcount_dec_and_test(&count)) << "the last reference must bring it to 0";
+  EXPECT_EQ(refcount_read(&count), 0U);
+  ExpectNoWarning();
+}
+
+// ---- WARN_ONCE per kind -------------------------------------------------------------------
+
+TEST_F(RefcountTest, EachKindWarnsOnceUntilReset) {
+  refcount_t a{0};
+  refcount_t b{0};
+  refcount_inc(&a);
+  refcount_inc(&b);  // same kind, second occurrence: counted, not warned
+  EXPECT_EQ(refcount_warnings_seen(REFCOUNT_ADD_UAF), 2U);
+  EXPECT_EQ(capture_.refcount_warnings().size(), 1U);
+  EXPECT_EQ(refcount_read(&b), kSaturated) << "saturation does not depend on the warning";
+
+  refcount_t c{0};
+  refcount_dec(&c);  // another kind warns independently
+  EXPECT_EQ(capture_.refcount_warnings().size(), 2U);
+
+  refcount_reset_warnings();
+  EXPECT_EQ(refcount_warnings_seen(REFCOUNT_ADD_UAF), 0U);
+  refcount_t d{0};
+  refcount_inc(&d);
+  const auto warnings = capture_.refcount_warnings();
+  ASSERT_EQ(warnings.size(), 3U);
+  EXPECT_EQ(warnings[2].warning.type, REFCOUNT_ADD_UAF);
+  EXPECT_EQ(warnings[2].warning.ref, &d);
+}
+
+TEST_F(RefcountTest, WarningNamesTheCallSite) {
+  refcount_t r{0};
+  const int line = __LINE__ + 1;
+  refcount_inc(&r);
+  const auto warnings = capture_.refcount_warnings();
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_EQ(warnings[0].warning.where.line(), static_cast<unsigned>(line));
+  EXPECT_THAT(warnings[0].warning.where.file_name(), ::testing::HasSubstr("refcount_test.cpp"));
+}
+
+// ---- dec_if_one / dec_not_one -------------------------------------------------------------
+
+TEST_F(RefcountTest, DecIfOneOnlyFromOne) {
+  refcount_t r{2};
+  EXPECT_FALSE(refcount_dec_if_one(&r));
+  EXPECT_EQ(refcount_read(&r), 2U);
+  refcount_dec(&r);
+  EXPECT_TRUE(refcount_dec_if_one(&r));
+  EXPECT_EQ(refcount_read(&r), 0U);
+  EXPECT_FALSE(refcount_dec_if_one(&r));
+  ExpectNoWarning();
+}
+
+TEST_F(RefcountTest, DecNotOneRefusesOneAndIgnoresSaturated) {
+  refcount_t r{3};
+  EXPECT_TRUE(refcount_dec_not_one(&r));
+  EXPECT_EQ(refcount_read(&r), 2U);
+  EXPECT_TRUE(refcount_dec_not_one(&r));
+  EXPECT_FALSE(refcount_dec_not_one(&r));
+  EXPECT_EQ(refcount_read(&r), 1U);
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_TRUE(refcount_dec_not_one(&sat));
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  ExpectNoWarning();
+}
+
+TEST_F(RefcountTest, DecNotOneFromZeroWarnsUnderflowWithoutSaturating) {
+  refcount_t zero{0};
+  EXPECT_TRUE(refcount_dec_not_one(&zero));
+  EXPECT_EQ(refcount_read(&zero), 0U);
+  const auto warnings = capture_.refcount_warnings();
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_EQ(warnings[0].warning.message, "refcount_t: underflow; use-after-free.");
+  EXPECT_FALSE(warnings[0].warning.saturated);
+}
+
+}  // namespace
+}  // namespace tasklife
