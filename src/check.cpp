@@ -1,10 +1,11 @@
 // Contract violations: the process-wide handler and its default.
-#include <fmt/format.h>
-
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+
+#include <fmt/format.h>
+
 #include <tasklife/check.hpp>
 
 namespace tasklife {
@@ -22,7 +23,9 @@ std::atomic<contract_handler> g_handler{&default_contract_handler};
 // Relaxed: a statistic; nothing is ordered by it.
 std::atomic<std::uint64_t> g_violations{0};
 
-contract_handler load_handler() noexcept { return g_handler.load(std::memory_order_acquire); }
+contract_handler load_handler() noexcept {
+  return g_handler.load(std::memory_order_acquire);
+}
 
 }  // namespace
 

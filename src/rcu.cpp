@@ -3,11 +3,13 @@
 #if TASKLIFE_URCU_INLINE
 #define _LGPL_SOURCE 1  // liburcu's inlined read side (LGPL-2.1; see README)
 #endif
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+
 #include <fmt/format.h>
 #include <urcu/urcu-memb.h>
 
-#include <cstddef>
-#include <new>
 #include <tasklife/rcu.hpp>
 
 #if !TASKLIFE_URCU_INLINE
@@ -38,8 +40,12 @@ namespace {
 // One token stands for "a grace period": every reader releases it when it leaves
 // a critical section; whoever has waited for a grace period acquires it.
 char g_gp_token;
-void tsan_release(void* addr) noexcept { __tsan_release(addr); }
-void tsan_acquire(void* addr) noexcept { __tsan_acquire(addr); }
+void tsan_release(void* addr) noexcept {
+  __tsan_release(addr);
+}
+void tsan_acquire(void* addr) noexcept {
+  __tsan_acquire(addr);
+}
 #else
 void tsan_release(void*) noexcept {}
 void tsan_acquire(void*) noexcept {}
@@ -70,21 +76,26 @@ struct native_thread_state {
   unsigned read_depth;
   unsigned callback_depth;  // > 0 while this thread runs an RCU callback
   rcu_domain* callback_domain;
+  std::uint8_t callback_epoch;  // the running callback's chain epoch index
+  bool urcu_registered;         // tasklife called urcu_memb_register_thread on this thread
   bool exit_check_armed;
 };
 constinit thread_local native_thread_state tls{};
 
 // liburcu registers its call_rcu worker itself: a thread running a callback is a
 // registered reader even though it never created an rcu_thread_registration.
-bool natively_registered() noexcept { return tls.registrations > 0 || tls.callback_depth > 0; }
+bool natively_registered() noexcept {
+  return tls.registrations > 0 || tls.callback_depth > 0;
+}
 
 void force_unregister() noexcept {
   while (tls.read_depth > 0) {
     --tls.read_depth;
     urcu_memb_read_unlock();
   }
-  if (tls.registrations > 0) {
-    tls.registrations = 0;
+  tls.registrations = 0;
+  if (tls.urcu_registered) {
+    tls.urcu_registered = false;
     urcu_memb_unregister_thread();
   }
 }
@@ -152,12 +163,17 @@ class urcu_memb_backend final : public rcu_backend {
       tls.exit_check_armed = true;
       (void)&tls_exit_check;  // odr-use: constructs it, so its destructor runs at exit
     }
-    if (tls.registrations++ == 0) {
+    // liburcu's callback worker is registered by liburcu: registering it again
+    // would trip liburcu's assertion (and unregistering would unregister it).
+    if (!natively_registered()) {
       urcu_memb_register_thread();
+      tls.urcu_registered = true;
     }
+    ++tls.registrations;
   }
   void unregister_thread() override {
-    if (tls.registrations > 0 && --tls.registrations == 0) {
+    if (tls.registrations > 0 && --tls.registrations == 0 && tls.urcu_registered) {
+      tls.urcu_registered = false;
       urcu_memb_unregister_thread();
     }
   }
@@ -273,11 +289,26 @@ rcu_domain::~rcu_domain() {
           std::source_location::current());
     }
   }
-  // Drain: the trampoline touches the domain after each callback, so every one of
-  // them must have completed before the memory goes. Acquire pairs with the
-  // release increment of completed_ in invoke().
-  while (queued_.load(std::memory_order_relaxed) !=
-         completed_.load(std::memory_order_acquire)) {
+  // Drain: invoke() touches the domain after each callback, so every one of them
+  // must have returned before the memory goes. Acquire pairs with the release
+  // decrement in invoke().
+  if (pending_.load(std::memory_order_acquire) == 0) {
+    return;
+  }
+  if (rcu_read_lock_held() || tls.callback_depth > 0) [[unlikely]] {
+    // Waiting here would never end: the pending callbacks wait for a grace period
+    // that waits for this reader, or for the very worker that would run them.
+    detail::report_contract_violation_noexcept(
+        "rcu",
+        fmt::format("{} destroyed with {} callback(s) pending {}: they can never run before the "
+                    "domain's memory goes",
+                    describe(*this), pending_.load(std::memory_order_relaxed),
+                    tls.callback_depth > 0 ? "from inside an RCU callback"
+                                           : "inside a read-side critical section"),
+        std::source_location::current());
+    std::abort();
+  }
+  while (pending_.load(std::memory_order_acquire) != 0) {
     barrier_calls_.fetch_add(1, std::memory_order_relaxed);
     backend_->barrier();
   }
@@ -302,7 +333,8 @@ void rcu_domain::checked_backend_read_unlock() noexcept {
     if (backend_->read_depth() == 0) [[unlikely]] {
       detail::report_contract_violation_noexcept(
           "rcu",
-          fmt::format("rcu_read_unlock() without a matching rcu_read_lock() in {}", describe(*this)),
+          fmt::format("rcu_read_unlock() without a matching rcu_read_lock() in {}",
+                      describe(*this)),
           std::source_location::current());
       return;
     }
@@ -331,8 +363,9 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
   if constexpr (contract_checks_enabled) {
     if (head == nullptr || func == nullptr) [[unlikely]] {
       detail::report_contract_violation(
-          "rcu", fmt::format("call_rcu() with a null {} on {}", head == nullptr ? "head" : "callback",
-                             describe(*this)),
+          "rcu",
+          fmt::format("call_rcu() with a null {} on {}", head == nullptr ? "head" : "callback",
+                      describe(*this)),
           where);
       return;
     }
@@ -341,11 +374,17 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
   head->domain = this;
   head->chained = tls.callback_depth > 0 && tls.callback_domain == this;
   if (head->chained) {
-    // Relaxed: ordered before the parent callback's release of completed_, which
-    // rcu_barrier acquires before it reads this counter.
-    chained_pending_.fetch_add(1, std::memory_order_relaxed);
+    // A chain link counts under its root's epoch (see rcu_barrier). Relaxed: the
+    // increment precedes the parent's release of pending_, which rcu_barrier
+    // acquires before it reads this counter.
+    head->epoch = tls.callback_epoch;
+    chained_[head->epoch].fetch_add(1, std::memory_order_relaxed);
+  } else {
+    head->epoch = static_cast<std::uint8_t>(epoch_.load(std::memory_order_acquire) & 1U);
   }
   queued_.fetch_add(1, std::memory_order_relaxed);
+  // Release: ordered before the enqueue that hands the head to the backend.
+  pending_.fetch_add(1, std::memory_order_release);
   backend_->call(head);
 }
 
@@ -371,16 +410,25 @@ void rcu_domain::rcu_barrier(std::source_location where) {
     }
   }
   barrier_calls_.fetch_add(1, std::memory_order_relaxed);
-  // One backend barrier flushes what was queued before it; a callback that queued
-  // another (a chain) needs one more pass per link.
+  // SRCU-style epochs keep the wait bounded. Flip the epoch: roots queued from
+  // now on count under the other index. One backend barrier runs every callback
+  // queued before it; a chain link queued by one of them counts under the old
+  // index, so pass again until that index has drained. Later roots' chains use
+  // the new index and are not waited for.
+  const std::lock_guard lock(barrier_mutex_);
+  const unsigned old_epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) & 1U;
   do {
     backend_->barrier();
-  } while (chained_pending_.load(std::memory_order_acquire) != 0);
+  } while (chained_[old_epoch].load(std::memory_order_acquire) != 0);
+  // Acquire pairs with every callback's release of pending_: what the callbacks
+  // did happens before rcu_barrier returns (also for TSan, which cannot see
+  // liburcu's own barrier).
+  (void)pending_.load(std::memory_order_acquire);
 }
 
 rcu_stats rcu_domain::stats() const noexcept {
   rcu_stats s{};
-  s.callbacks_completed = completed_.load(std::memory_order_acquire);
+  s.callbacks_completed = completed_.load(std::memory_order_relaxed);
   s.callbacks_queued = queued_.load(std::memory_order_relaxed);
   s.synchronize_calls = synchronize_calls_.load(std::memory_order_relaxed);
   s.barrier_calls = barrier_calls_.load(std::memory_order_relaxed);
@@ -388,16 +436,19 @@ rcu_stats rcu_domain::stats() const noexcept {
 }
 
 void rcu_domain::invoke(rcu_head* head) noexcept {
+  tsan_acquire(head);        // pairs with the release before call_rcu
+  tsan_acquire(gp_token());  // pairs with every reader's release at unlock
   // The callback may free the head's object: read everything needed first.
   rcu_domain* const domain = head->domain;
   const bool chained = head->chained;
-  tsan_acquire(head);        // pairs with the release before call_rcu
-  tsan_acquire(gp_token());  // pairs with every reader's release at unlock
+  const std::uint8_t epoch = head->epoch;
 
   native_thread_state& state = tls;
   rcu_domain* const outer_domain = state.callback_domain;
+  const std::uint8_t outer_epoch = state.callback_epoch;
   ++state.callback_depth;
   state.callback_domain = domain;
+  state.callback_epoch = epoch;
   try {
     head->func(head);
   } catch (...) {
@@ -407,13 +458,15 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
   }
   --state.callback_depth;
   state.callback_domain = outer_domain;
+  state.callback_epoch = outer_epoch;
 
   if (chained) {
-    domain->chained_pending_.fetch_sub(1, std::memory_order_release);
+    domain->chained_[epoch].fetch_sub(1, std::memory_order_release);
   }
-  // Release: the callback's effects happen before rcu_barrier/~rcu_domain observe
-  // the completion (pairs with their acquire loads). Last access to the domain.
-  domain->completed_.fetch_add(1, std::memory_order_release);
+  domain->completed_.fetch_add(1, std::memory_order_relaxed);
+  // Release: the callback's effects happen before rcu_barrier/~rcu_domain see the
+  // count drop (pairs with their acquire loads). The last access to the domain.
+  domain->pending_.fetch_sub(1, std::memory_order_release);
 }
 
 void rcu_domain::register_thread(std::source_location where) {
@@ -429,8 +482,9 @@ void rcu_domain::unregister_thread(std::source_location where) noexcept {
       detail::report_contract_violation_noexcept(
           "rcu",
           fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
-                      "{}), registered at {}:{}; tasklife ends the section first",
-                      describe(*this), backend_->read_depth(), where.file_name(), where.line()),
+                      "{}), registered at {}:{}{}",
+                      describe(*this), backend_->read_depth(), where.file_name(), where.line(),
+                      native_ ? "; tasklife ends the section first" : ""),
           where);
       if (native_) {
         force_unregister();

@@ -1,21 +1,22 @@
 // refcount_t's out-of-line half: lib/refcount.c's warn-and-saturate, the rarely
 // used decrements, and the warning sink.
-#include <fmt/format.h>
-
 #include <array>
 #include <atomic>
 #include <cstdio>
+
+#include <fmt/format.h>
+
 #include <tasklife/refcount.hpp>
 
 namespace tasklife {
 namespace {
 
 constexpr std::array<std::string_view, refcount_saturation_type_count> kMessages = {
-    "refcount_t: saturated; leaking memory.",       // REFCOUNT_ADD_NOT_ZERO_OVF
-    "refcount_t: saturated; leaking memory.",       // REFCOUNT_ADD_OVF
-    "refcount_t: addition on 0; use-after-free.",   // REFCOUNT_ADD_UAF
-    "refcount_t: underflow; use-after-free.",       // REFCOUNT_SUB_UAF
-    "refcount_t: decrement hit 0; leaking memory.", // REFCOUNT_DEC_LEAK
+    "refcount_t: saturated; leaking memory.",        // REFCOUNT_ADD_NOT_ZERO_OVF
+    "refcount_t: saturated; leaking memory.",        // REFCOUNT_ADD_OVF
+    "refcount_t: addition on 0; use-after-free.",    // REFCOUNT_ADD_UAF
+    "refcount_t: underflow; use-after-free.",        // REFCOUNT_SUB_UAF
+    "refcount_t: decrement hit 0; leaking memory.",  // REFCOUNT_DEC_LEAK
 };
 
 constexpr std::array<std::string_view, refcount_saturation_type_count> kNames = {
@@ -108,14 +109,30 @@ bool refcount_dec_not_one(refcount_t* r, std::source_location where) noexcept {
     const unsigned uval = static_cast<unsigned>(val);
     const unsigned unew = uval - 1U;
     if (unew > uval) {
-      warn_once(kDecNotOneSlot, refcount_warning{REFCOUNT_SUB_UAF, r,
-                                                 kMessages[REFCOUNT_SUB_UAF], false, where});
+      warn_once(kDecNotOneSlot,
+                refcount_warning{REFCOUNT_SUB_UAF, r, kMessages[REFCOUNT_SUB_UAF], false, where});
       return true;
     }
     // Release CAS, as refcount_dec: this holder's accesses precede the decrement.
   } while (!refs.compare_exchange_weak(val, detail::wrapping_sub(val, 1), detail::decrement_order,
                                        std::memory_order_relaxed));
   return true;
+}
+
+bool refcount_dec_and_mutex_lock(refcount_t* r, std::mutex* lock, std::source_location where) {
+  if (refcount_dec_not_one(r, where)) {
+    return false;
+  }
+  lock->lock();
+  if (!refcount_dec_and_test(r, where)) {
+    lock->unlock();
+    return false;
+  }
+  return true;
+}
+
+bool refcount_dec_and_lock(refcount_t* r, std::mutex* lock, std::source_location where) {
+  return refcount_dec_and_mutex_lock(r, lock, where);
 }
 
 }  // namespace tasklife

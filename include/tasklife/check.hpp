@@ -30,8 +30,9 @@
 //   aborting) makes tasklife skip the offending operation where it can: the
 //   unbalanced unlock is not passed on, synchronize_rcu does not block, ...
 //   Violations detected in a context that cannot throw (a destructor, a thread
-//   exiting) call the handler from a noexcept function: a throwing handler then
-//   terminates the process, as a death test expects.
+//   exiting, the read side) still call the handler, which may record them; if it
+//   throws, the exception is caught there, the violation is printed to stderr,
+//   and execution continues as if the handler had returned.
 //
 // Memory ordering
 //   The handler pointer is an atomic read with acquire and written with release

@@ -50,14 +50,16 @@
 //   (pairs with the acquire after synchronize_rcu and at the top of every
 //   callback), and a release on the head before call_rcu (pairs with the acquire
 //   on the head in the callback trampoline). The domain's statistics are relaxed
-//   counters, except the callback completion count, released after the callback
-//   returns and acquired by rcu_barrier and the destructor.
+//   counters; its count of pending callbacks is released after each callback
+//   returns and acquired by rcu_barrier and the destructor, so what a callback did
+//   happens before they return.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <source_location>
 #include <string>
 #include <string_view>
@@ -80,7 +82,8 @@ struct rcu_head {
   alignas(void*) std::byte backend_node[16];
   rcu_callback_t func;
   rcu_domain* domain;
-  bool chained;  // queued from inside a callback of the same domain (rcu_barrier loops)
+  bool chained;        // queued from inside a callback of the same domain
+  std::uint8_t epoch;  // rcu_barrier's epoch index this chain counts under
 };
 
 // The seam. A backend implements the flavor; the domain adds checks, statistics
@@ -162,10 +165,13 @@ class TASKLIFE_API rcu_domain {
   void call_rcu(rcu_head* head, rcu_callback_t func,
                 std::source_location where = std::source_location::current());
 
-  // Waits for all callbacks queued before the call, and for the callbacks those
-  // queue, transitively. Contract: not inside a read-side critical section and
-  // not from a callback. liburcu 0.13 batches callbacks every 10 ms, so one call
-  // costs at least ~10 ms (one more per link of a callback chain).
+  // Waits for all callbacks queued before the call, and for every callback they
+  // queue in turn (chains). Callbacks queued by other threads after the call
+  // began, and their chains, are not waited for, so the wait is bounded unless a
+  // callback re-queues itself forever. Everything the waited-for callbacks did
+  // happens before rcu_barrier returns. Contract: not inside a read-side critical
+  // section and not from a callback. liburcu 0.13 batches callbacks every 10 ms,
+  // so one call costs at least ~10 ms (one more per link of a callback chain).
   void rcu_barrier(std::source_location where = std::source_location::current());
 
   rcu_stats stats() const noexcept;
@@ -185,10 +191,19 @@ class TASKLIFE_API rcu_domain {
   std::unique_ptr<rcu_backend> owned_backend_;
   rcu_backend* backend_;
   bool native_;
-  // Statistics: relaxed, except completed_ (see Memory ordering above).
+  // Statistics: relaxed.
   std::atomic<std::uint64_t> queued_{0};
   std::atomic<std::uint64_t> completed_{0};
-  std::atomic<std::uint64_t> chained_pending_{0};  // queued from inside a callback
+  // Callbacks queued and not yet returned: incremented before the enqueue,
+  // decremented with release as invoke()'s last access to the domain (pairs with
+  // the acquire loads in rcu_barrier and the destructor). A chain link is queued
+  // before its parent returns, so this never reads 0 while a chain is running.
+  std::atomic<std::uint64_t> pending_{0};
+  // rcu_barrier's epochs: callbacks queued from callbacks, counted under the
+  // epoch index of the root of their chain (see rcu_barrier).
+  std::atomic<unsigned> epoch_{0};
+  std::atomic<std::uint64_t> chained_[2] = {0, 0};
+  std::mutex barrier_mutex_;  // serialises rcu_barrier (one epoch flip at a time)
   std::atomic<std::uint64_t> synchronize_calls_{0};
   std::atomic<std::uint64_t> barrier_calls_{0};
   std::atomic<std::int64_t> registrations_{0};  // live rcu_thread_registration objects
@@ -228,9 +243,9 @@ class rcu_thread_registration {
 
 // Facts about the native backend, for benchmark reports.
 struct rcu_native_info {
-  std::string_view flavor;        // "memb"
-  bool has_sys_membarrier;        // false: liburcu fell back to full barriers
-  bool read_side_inlined;         // _LGPL_SOURCE (TASKLIFE_URCU_INLINE)
+  std::string_view flavor;  // "memb"
+  bool has_sys_membarrier;  // false: liburcu fell back to full barriers
+  bool read_side_inlined;   // _LGPL_SOURCE (TASKLIFE_URCU_INLINE)
 };
 TASKLIFE_API rcu_native_info rcu_native_backend_info() noexcept;
 

@@ -16,10 +16,11 @@
 //   refcount_set, refcount_set_release, refcount_read
 //   refcount_inc, refcount_add              increment; from 0: ADD_UAF; overflow: ADD_OVF
 //   refcount_inc_not_zero, refcount_add_not_zero          CAS loop, false on 0
-//   refcount_inc_not_zero_acquire, refcount_add_not_zero_acquire
+//   refcount_inc_not_zero_acquire, refcount_add_not_zero_acquire, and their _limited_ forms
 //   refcount_dec_and_test, refcount_sub_and_test          true when the count hit 0
 //   refcount_dec                            decrement that must not hit 0 (DEC_LEAK)
 //   refcount_dec_if_one, refcount_dec_not_one
+//   refcount_dec_and_lock, refcount_dec_and_mutex_lock   (a std::mutex stands for both locks)
 //   refcount_saturation_type                ADD_NOT_ZERO_OVF, ADD_OVF, ADD_UAF, SUB_UAF, DEC_LEAK
 //   refcount_warning, set_refcount_warning_sink, refcount_reset_warnings,
 //   refcount_warnings_seen                  the WARN_ONCE machinery, pluggable for tests
@@ -47,7 +48,7 @@
 //   | inc, add                    | relaxed RMW                                           |
 //   | inc/add_not_zero            | relaxed CAS; success orders later stores only by      |
 //   |                             | control dependency (see _acquire for more)            |
-//   | inc/add_not_zero_acquire    | acquire CAS on success                                |
+//   | inc/add_not_zero_acquire    | acquire CAS on success; refuses at the limit         |
 //   | dec_and_test, sub_and_test  | release RMW; acquire fence on the path to 0           |
 //   | dec, dec_if_one, dec_not_one| release RMW / release CAS                             |
 //   Under ThreadSanitizer, which does not model fences, the decrements are acq_rel
@@ -57,6 +58,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <source_location>
 #include <string_view>
 
@@ -87,10 +89,10 @@ struct refcount_access;
 // "refcount_t: underflow; use-after-free.".
 struct refcount_warning {
   refcount_saturation_type type;
-  const refcount_t* ref;         // the counter (already saturated when `saturated`)
+  const refcount_t* ref;  // the counter (already saturated when `saturated`)
   std::string_view message;
-  bool saturated;                // false only for refcount_dec_not_one's underflow warning
-  std::source_location where;    // the call site of the refcount operation
+  bool saturated;              // false only for refcount_dec_not_one's underflow warning
+  std::source_location where;  // the call site of the refcount operation
 };
 
 using refcount_warning_sink = void (*)(const refcount_warning&);
@@ -162,7 +164,8 @@ inline void refcount_set_release(refcount_t* r, int n) noexcept {
 // refcount_read: relaxed, like atomic_read; a snapshot for diagnostics and for
 // decisions made under a lock. Returned as unsigned int, as in the kernel.
 inline unsigned int refcount_read(const refcount_t* r) noexcept {
-  return static_cast<unsigned int>(detail::refcount_access::refs(r).load(std::memory_order_relaxed));
+  return static_cast<unsigned int>(
+      detail::refcount_access::refs(r).load(std::memory_order_relaxed));
 }
 
 // refcount_add: relaxed RMW. The caller already holds a reference, so the object
@@ -217,15 +220,39 @@ inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_locatio
   return detail::refcount_add_not_zero_impl<std::memory_order_relaxed>(1, r, where);
 }
 
-// The _acquire variants: acquire on success, pairs with refcount_set_release.
-[[nodiscard]] inline bool refcount_add_not_zero_acquire(
-    int i, refcount_t* r, std::source_location where = std::source_location::current()) noexcept {
-  return detail::refcount_add_not_zero_impl<std::memory_order_acquire>(i, r, where);
+// refcount_add_not_zero_limited_acquire: the kernel's __refcount_add_not_zero_limited_acquire.
+// Acquire CAS on success (pairs with refcount_set_release: the object's
+// re-initialisation is visible). Refuses (false, no change, no warning) when the
+// count is 0 or when adding i would pass `limit` — which, computed with the
+// kernel's wrapping arithmetic, includes a saturated (negative) count.
+[[nodiscard]] inline bool refcount_add_not_zero_limited_acquire(int i, refcount_t* r,
+                                                                int limit) noexcept {
+  std::atomic<int>& refs = detail::refcount_access::refs(r);
+  int old = refs.load(std::memory_order_relaxed);
+  do {
+    if (old == 0) {
+      return false;
+    }
+    if (i > detail::wrapping_sub(limit, old)) {
+      return false;
+    }
+  } while (!refs.compare_exchange_weak(old, detail::wrapping_add(old, i), std::memory_order_acquire,
+                                       std::memory_order_relaxed));
+  return true;
 }
 
-[[nodiscard]] inline bool refcount_inc_not_zero_acquire(
-    refcount_t* r, std::source_location where = std::source_location::current()) noexcept {
-  return detail::refcount_add_not_zero_impl<std::memory_order_acquire>(1, r, where);
+[[nodiscard]] inline bool refcount_inc_not_zero_limited_acquire(refcount_t* r, int limit) noexcept {
+  return refcount_add_not_zero_limited_acquire(1, r, limit);
+}
+
+// The unlimited _acquire variants are the limited ones at INT_MAX, as in the
+// kernel: at REFCOUNT_MAX or saturated they refuse instead of saturating.
+[[nodiscard]] inline bool refcount_add_not_zero_acquire(int i, refcount_t* r) noexcept {
+  return refcount_add_not_zero_limited_acquire(i, r, INT_MAX);
+}
+
+[[nodiscard]] inline bool refcount_inc_not_zero_acquire(refcount_t* r) noexcept {
+  return refcount_add_not_zero_limited_acquire(1, r, INT_MAX);
 }
 
 // refcount_sub_and_test: release RMW, so everything this holder did to the object
@@ -236,13 +263,16 @@ inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_locatio
 [[nodiscard]] inline bool refcount_sub_and_test(
     int i, refcount_t* r, std::source_location where = std::source_location::current()) noexcept {
   const int old = detail::refcount_access::refs(r).fetch_sub(i, detail::decrement_order);
-  if (old == i) {
+  // old > 0: sub_and_test(0) on a dead counter must not report a second "last"
+  // reference (Petr Pavlu, 2024: "Report UAF for refcount_sub_and_test(0) when
+  // counter==0").
+  if (old > 0 && old == i) {
     if constexpr (!detail::tsan_build) {
       std::atomic_thread_fence(std::memory_order_acquire);  // pairs with the release above
     }
     return true;
   }
-  if (old < 0 || detail::wrapping_sub(old, i) < 0) [[unlikely]] {
+  if (old <= 0 || detail::wrapping_sub(old, i) < 0) [[unlikely]] {
     detail::refcount_warn_saturate(r, REFCOUNT_SUB_UAF, where);
   }
   return false;
@@ -271,5 +301,13 @@ inline void refcount_dec(refcount_t* r,
 // without saturating, and returns true, as the kernel's does. Release CAS loop.
 [[nodiscard]] TASKLIFE_API bool refcount_dec_not_one(
     refcount_t* r, std::source_location where = std::source_location::current()) noexcept;
+
+// refcount_dec_and_mutex_lock / refcount_dec_and_lock: decrement, and if the count
+// reached 0 return true with `lock` held (the caller unlocks). Fast path via
+// refcount_dec_not_one; only the possible last reference takes the lock.
+[[nodiscard]] TASKLIFE_API bool refcount_dec_and_mutex_lock(
+    refcount_t* r, std::mutex* lock, std::source_location where = std::source_location::current());
+[[nodiscard]] TASKLIFE_API bool refcount_dec_and_lock(
+    refcount_t* r, std::mutex* lock, std::source_location where = std::source_location::current());
 
 }  // namespace tasklife

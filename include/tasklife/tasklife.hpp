@@ -4,8 +4,16 @@
 //   check.hpp     contract checks and the violation handler
 //   refcount.hpp  the kernel's saturating refcount_t
 //   rcu.hpp       the RCU domain over liburcu (the only layer that touches it)
+//   task.hpp      task_struct, usage/rcu_users and the kernel's lifetime functions
+//   pid.hpp       pid namespaces and lock-free lookup by number
+//   history.hpp   per-task lifetime events, recorded on demand
+//   kernel.hpp    the simulated system: lifecycle, current, tracepoints, teardown
 #pragma once
 
 #include <tasklife/check.hpp>
+#include <tasklife/history.hpp>
+#include <tasklife/kernel.hpp>
+#include <tasklife/pid.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/refcount.hpp>
+#include <tasklife/task.hpp>

@@ -3,15 +3,18 @@
 // writers replace it and poison the old one only after a grace period
 // (synchronize_rcu, or call_rcu). A premature reclaim shows up as a reader
 // seeing the poison (and as an ASan/TSan report in the sanitizer presets).
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <mutex>
 #include <string>
-#include <tasklife/rcu.hpp>
 #include <thread>
 #include <tuple>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <tasklife/rcu.hpp>
 
 #include "../support/contract_capture.hpp"
 #include "../support/stress_config.hpp"
@@ -26,14 +29,42 @@ struct node {
   rcu_head head{};  // first member: the callback recovers the node from it
   std::atomic<int> value{kAlive};
   static std::atomic<long> freed;
-  static void reclaim(rcu_head* h) {
-    auto* n = reinterpret_cast<node*>(h);
-    n->value.store(kPoison, std::memory_order_relaxed);
-    delete n;
-    freed.fetch_add(1, std::memory_order_relaxed);
-  }
+  static void reclaim(rcu_head* h);
 };
 std::atomic<long> node::freed{0};
+
+// Reclaimed nodes stay poisoned for a while before their memory is reused, so a
+// reader that still holds one sees the poison instead of a recycled node.
+class poisoned_ring {
+ public:
+  void add(node* n) {
+    const std::lock_guard lock(mutex_);
+    ring_.push_back(n);
+    if (ring_.size() > 4096) {
+      delete ring_.front();
+      ring_.pop_front();
+    }
+  }
+  void clear() {
+    const std::lock_guard lock(mutex_);
+    for (node* n : ring_) {
+      delete n;
+    }
+    ring_.clear();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::deque<node*> ring_;
+};
+poisoned_ring g_poisoned;
+
+void node::reclaim(rcu_head* h) {
+  auto* n = reinterpret_cast<node*>(h);
+  n->value.store(kPoison, std::memory_order_relaxed);
+  g_poisoned.add(n);
+  freed.fetch_add(1, std::memory_order_relaxed);
+}
 
 enum class reclaim_mode { synchronize, call_rcu };
 
@@ -91,6 +122,7 @@ TEST_P(RcuStressTest, ReadersNeverSeeAnObjectReclaimedUnderThem) {
   }
   domain.rcu_barrier();
   node::reclaim(&current.load()->head);
+  g_poisoned.clear();
 
   EXPECT_EQ(poisoned_reads.load(), 0) << "a reader saw a reclaimed object";
   EXPECT_EQ(node::freed.load(), allocated) << "every object reclaimed exactly once";
@@ -105,11 +137,11 @@ std::string Name(const ::testing::TestParamInfo<std::tuple<int, reclaim_mode>>& 
          (mode == reclaim_mode::synchronize ? "Synchronize" : "CallRcu");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Readers, RcuStressTest,
-    ::testing::Combine(::testing::Values(1, 2, 4),
-                       ::testing::Values(reclaim_mode::synchronize, reclaim_mode::call_rcu)),
-    Name);
+INSTANTIATE_TEST_SUITE_P(Readers, RcuStressTest,
+                         ::testing::Combine(::testing::Values(1, 2, 4),
+                                            ::testing::Values(reclaim_mode::synchronize,
+                                                              reclaim_mode::call_rcu)),
+                         Name);
 
 }  // namespace
 }  // namespace tasklife

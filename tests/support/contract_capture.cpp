@@ -4,7 +4,7 @@ namespace tasklife::test {
 namespace {
 
 std::mutex g_mutex;
-std::vector<std::string> g_violations;      // guarded by g_mutex
+std::vector<std::string> g_violations;                       // guarded by g_mutex
 std::vector<contract_capture::captured_warning> g_warnings;  // guarded by g_mutex
 
 void capturing_handler(const contract_violation& v) {

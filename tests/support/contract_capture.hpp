@@ -2,13 +2,13 @@
 // things a GoogleTest test can assert, instead of aborting the test binary.
 #pragma once
 
-#include <tasklife/check.hpp>
-#include <tasklife/refcount.hpp>
-
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <tasklife/check.hpp>
+#include <tasklife/refcount.hpp>
 
 namespace tasklife::test {
 

@@ -12,13 +12,15 @@
 //
 // The two threads coordinate with relaxed atomics only, which give TSan no
 // happens-before edge: the only edge between the read and the free is the one
-// the grace period provides.
-#include <tasklife/rcu.hpp>
-
+// the grace period provides. Under ASan the broken variant reads freed memory and
+// ASan reports a heap-use-after-free.
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <thread>
+
+#include <tasklife/rcu.hpp>
 
 namespace {
 
@@ -42,16 +44,20 @@ int main(int argc, char** argv) {
   std::atomic<int> stage{0};
   int seen = -1;
 
+  std::atomic<bool> reclaimed{false};
   std::thread reader([&] {
     const tasklife::rcu_thread_registration reg(domain);
     const tasklife::rcu_read_guard guard(domain);
     object* o = published.load(std::memory_order_acquire);
     stage.store(1, std::memory_order_relaxed);
-    while (stage.load(std::memory_order_relaxed) != 2) {
+    // Wait (bounded) until the writer says it reclaimed the object. With a real
+    // grace period that cannot happen while this reader is inside its section, so
+    // the wait times out; with the broken variant it happens at once and the read
+    // below touches freed memory, deterministically.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    while (!reclaimed.load(std::memory_order_relaxed) &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::yield();
-    }
-    for (int i = 0; i < 1000; ++i) {
-      std::this_thread::yield();  // widen the window for the broken variant
     }
     seen = o->value;  // still inside the critical section
   });
@@ -60,14 +66,15 @@ int main(int argc, char** argv) {
     std::this_thread::yield();
   }
   object* old = published.exchange(nullptr, std::memory_order_acq_rel);
-  stage.store(2, std::memory_order_relaxed);
   if (use_call_rcu) {
     domain.call_rcu(&old->head, &reclaim);
+    reclaimed.store(true, std::memory_order_relaxed);  // true only if the callback ran inline
     reader.join();
     domain.rcu_barrier();
   } else {
     domain.synchronize_rcu();
     reclaim(&old->head);
+    reclaimed.store(true, std::memory_order_relaxed);
     reader.join();
   }
   std::printf("reader saw %d (%s)\n", seen, seen == 8 ? "intact" : "POISONED");

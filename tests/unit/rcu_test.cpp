@@ -1,25 +1,26 @@
 // The RCU domain: read-side sections, grace periods, callbacks, rcu_barrier with
 // chains, the backend seam, and every misuse diagnostic of rcu.hpp.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <tasklife/rcu.hpp>
 #include <thread>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <tasklife/rcu.hpp>
 
 #include "../support/contract_capture.hpp"
 
 namespace tasklife {
 namespace {
 
+using test::contract_error;
 using ::testing::Contains;
 using ::testing::HasSubstr;
-using test::contract_error;
 
 class RcuTest : public ::testing::Test {
  protected:
@@ -182,6 +183,44 @@ TEST_F(RcuTest, BarrierWaitsForChainedCallbacks) {
   domain_.rcu_barrier();  // one call, however long the chain
   EXPECT_EQ(ran.load(), 4);
   EXPECT_EQ(domain_.stats().callbacks_completed, 4U);
+}
+
+struct plain_writer {
+  rcu_head head{};
+  int value = 0;  // plain memory: only rcu_barrier orders the callback's write
+  static void run(rcu_head* h) { reinterpret_cast<plain_writer*>(h)->value = 42; }
+};
+
+TEST_F(RcuTest, BarrierOrdersWhatCallbacksDidBeforeItReturns) {
+  plain_writer w;
+  domain_.call_rcu(&w.head, &plain_writer::run);
+  domain_.rcu_barrier();
+  EXPECT_EQ(w.value, 42);  // a data race under TSan unless the barrier provides the edge
+}
+
+struct registering_callback {
+  rcu_head head{};
+  rcu_domain* domain = nullptr;
+  std::atomic<bool> was_held{false};
+  static void run(rcu_head* h) {
+    auto* self = reinterpret_cast<registering_callback*>(h);
+    // The worker is registered by liburcu already; a nested registration and a
+    // read-side section must simply work.
+    const rcu_thread_registration reg(*self->domain);
+    const rcu_read_guard guard(*self->domain);
+    self->was_held.store(self->domain->rcu_read_lock_held(), std::memory_order_relaxed);
+  }
+};
+
+TEST_F(RcuTest, CallbacksMayRegisterAndReadLock) {
+  registering_callback cb;
+  cb.domain = &domain_;
+  domain_.call_rcu(&cb.head, &registering_callback::run);
+  domain_.rcu_barrier();
+  EXPECT_TRUE(cb.was_held.load());
+  EXPECT_TRUE(capture_.violations().empty());
+  domain_.call_rcu(&cb.head, &registering_callback::run);  // the worker is still healthy
+  domain_.rcu_barrier();
 }
 
 TEST_F(RcuTest, DestroyingADomainDrainsItsChains) {
@@ -401,7 +440,8 @@ TEST_F(RcuTest, CustomBackendPlugsIntoTheSameDomainApi) {
   EXPECT_EQ(manual.stats().pending(), 0U);
 
   manual.rcu_read_lock();  // unregistered: reported through the domain's checks
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("not registered with RCU domain 'manual'")));
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("not registered with RCU domain 'manual'")));
 }
 
 // ---- the default handler: one death test --------------------------------------------------
@@ -417,6 +457,23 @@ TEST(RcuDeathTest, DefaultHandlerAbortsWithTheDomainsName) {
         d.synchronize_rcu();
       },
       "synchronize_rcu\\(\\) inside an RCU read-side critical section of RCU domain 'fatal'");
+}
+
+TEST(RcuDeathTest, DestroyingADomainWithPendingCallbacksInsideAReadSectionAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        set_contract_handler(nullptr);
+        rcu_domain outer("outer");
+        const rcu_thread_registration reg(outer);
+        auto* doomed = new rcu_domain("doomed");
+        static rcu_head head{};
+        doomed->call_rcu(&head, [](rcu_head*) {});
+        const rcu_read_guard guard(outer);
+        delete doomed;  // cannot drain: its callback waits for this reader
+      },
+      "RCU domain 'doomed' \\(liburcu-memb\\) destroyed with 1 callback\\(s\\) pending inside a "
+      "read-side critical section");
 }
 
 }  // namespace

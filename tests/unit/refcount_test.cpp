@@ -1,12 +1,15 @@
 // refcount_t against the kernel: every lkdtm REFCOUNT_* case (drivers/misc/lkdtm/
 // refcount.c, expectations from the current saturating implementation), the
 // once-per-kind warning machinery, and the decrement variants.
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <climits>
-#include <cstdlib>
-#include <string>
 #include <tasklife/refcount.hpp>
 
 #include "../support/contract_capture.hpp"
@@ -15,7 +18,9 @@ namespace tasklife {
 namespace {
 
 constexpr unsigned kSaturated = static_cast<unsigned>(REFCOUNT_SATURATED);
-constexpr unsigned u(int v) { return static_cast<unsigned>(v); }
+constexpr unsigned u(int v) {
+  return static_cast<unsigned>(v);
+}
 
 class RefcountTest : public ::testing::Test {
  protected:
@@ -29,7 +34,8 @@ class RefcountTest : public ::testing::Test {
     EXPECT_EQ(warnings[0].warning.ref, r);
     EXPECT_EQ(warnings[0].warning.message, refcount_warning_message(type));
     EXPECT_TRUE(warnings[0].warning.saturated);
-    EXPECT_EQ(warnings[0].value_at_warning, kSaturated) << "saturation is written before the warning";
+    EXPECT_EQ(warnings[0].value_at_warning, kSaturated)
+        << "saturation is written before the warning";
   }
   void ExpectNoWarning() { EXPECT_TRUE(capture_.refcount_warnings().empty()); }
 
@@ -40,11 +46,14 @@ TEST_F(RefcountTest, KernelConstants) {
   EXPECT_EQ(REFCOUNT_MAX, INT_MAX);
   EXPECT_EQ(REFCOUNT_SATURATED, INT_MIN / 2);
   EXPECT_EQ(kSaturated, 0xc0000000U);
-  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_NOT_ZERO_OVF), "refcount_t: saturated; leaking memory.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_NOT_ZERO_OVF),
+            "refcount_t: saturated; leaking memory.");
   EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_OVF), "refcount_t: saturated; leaking memory.");
-  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_UAF), "refcount_t: addition on 0; use-after-free.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_ADD_UAF),
+            "refcount_t: addition on 0; use-after-free.");
   EXPECT_EQ(refcount_warning_message(REFCOUNT_SUB_UAF), "refcount_t: underflow; use-after-free.");
-  EXPECT_EQ(refcount_warning_message(REFCOUNT_DEC_LEAK), "refcount_t: decrement hit 0; leaking memory.");
+  EXPECT_EQ(refcount_warning_message(REFCOUNT_DEC_LEAK),
+            "refcount_t: decrement hit 0; leaking memory.");
 }
 
 TEST_F(RefcountTest, SetReadIncDecWithoutWarnings) {
@@ -136,6 +145,15 @@ TEST_F(RefcountTest, LkdtmSubAndTestNegative) {
   EXPECT_FALSE(refcount_sub_and_test(5, &neg));
   EXPECT_EQ(refcount_read(&neg), kSaturated);
   ExpectSingleWarning(REFCOUNT_SUB_UAF, &neg);
+}
+
+// Added with the 2024 fix to refcount_sub_and_test: subtracting 0 from a dead
+// counter must not look like the last reference going away.
+TEST_F(RefcountTest, LkdtmSubAndTestZero) {
+  refcount_t zero{0};
+  EXPECT_FALSE(refcount_sub_and_test(0, &zero));
+  EXPECT_EQ(refcount_read(&zero), kSaturated);
+  ExpectSingleWarning(REFCOUNT_SUB_UAF, &zero);
 }
 
 TEST_F(RefcountTest, LkdtmIncZero) {
@@ -303,6 +321,50 @@ TEST_F(RefcountTest, DecNotOneFromZeroWarnsUnderflowWithoutSaturating) {
   ASSERT_EQ(warnings.size(), 1U);
   EXPECT_EQ(warnings[0].warning.message, "refcount_t: underflow; use-after-free.");
   EXPECT_FALSE(warnings[0].warning.saturated);
+}
+
+// ---- _acquire and _limited_ ----------------------------------------------------------------
+
+TEST_F(RefcountTest, AcquireVariantsRefuseAtTheLimitInsteadOfSaturating) {
+  refcount_t at_max{REFCOUNT_MAX};
+  EXPECT_FALSE(refcount_inc_not_zero_acquire(&at_max));
+  EXPECT_EQ(refcount_read(&at_max), u(REFCOUNT_MAX));
+  refcount_t sat{REFCOUNT_SATURATED};
+  EXPECT_FALSE(refcount_add_not_zero_acquire(1, &sat)) << "a saturated count is past any limit";
+  EXPECT_EQ(refcount_read(&sat), kSaturated);
+  refcount_t zero{0};
+  EXPECT_FALSE(refcount_inc_not_zero_acquire(&zero));
+  EXPECT_EQ(refcount_read(&zero), 0U);
+  refcount_t limited{9};
+  EXPECT_TRUE(refcount_inc_not_zero_limited_acquire(&limited, 10));
+  EXPECT_FALSE(refcount_inc_not_zero_limited_acquire(&limited, 10));
+  EXPECT_EQ(refcount_read(&limited), 10U);
+  ExpectNoWarning();
+}
+
+// Whether another thread finds `m` locked (try_lock on a mutex the caller owns is UB).
+bool HeldByThisThread(std::mutex& m) {
+  bool acquired = false;
+  std::thread probe([&] {
+    acquired = m.try_lock();
+    if (acquired) {
+      m.unlock();
+    }
+  });
+  probe.join();
+  return !acquired;
+}
+
+TEST_F(RefcountTest, DecAndMutexLockHoldsTheLockOnlyForTheLastReference) {
+  std::mutex lock;
+  refcount_t r{2};
+  EXPECT_FALSE(refcount_dec_and_mutex_lock(&r, &lock));
+  EXPECT_FALSE(HeldByThisThread(lock)) << "not the last reference: the lock must not be held";
+  EXPECT_TRUE(refcount_dec_and_lock(&r, &lock));
+  EXPECT_TRUE(HeldByThisThread(lock)) << "the last reference returns with the lock held";
+  lock.unlock();
+  EXPECT_EQ(refcount_read(&r), 0U);
+  ExpectNoWarning();
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Uses the installed package: a counter, a read-side section and a deferred free.
-#include <tasklife/tasklife.hpp>
-
 #include <cstdio>
+
+#include <tasklife/tasklife.hpp>
 
 namespace {
 struct object {

@@ -1,0 +1,130 @@
+// tasklife/pid.hpp — pid namespaces and lock-free lookup of a task by number.
+//
+// What it is
+//   A pid_namespace numbers the tasks visible in it. Namespaces nest: a task has
+//   a number at each level from its own (active) namespace up to the root
+//   (init_pid_ns), as struct pid's upid array does in the kernel. Numbers are
+//   allocated cyclically up to pid_max: after a wrap-around the search restarts
+//   at reserved_pids (the kernel's RESERVED_PIDS, 300), and a number freed by a
+//   reaped task can be handed to a new one, so a stale number can later name a
+//   different task.
+//
+//   The table is the one the kernel's idr plays: a flat array indexed by number,
+//   sized pid_max + 1 when the namespace is created and never resized, whose
+//   entries are atomic task pointers. Lookup is two loads, no lock (the choice
+//   is measured in docs/benchmarks.md against liburcu's rculfhash and a
+//   shared_mutex-protected unordered_map). Allocation and freeing of numbers take
+//   a per-namespace mutex.
+//
+// Members
+//   pid_namespace                     level, parent, pid_max, find_task, counts
+//   find_task_by_pid_ns(nr, ns)       the task numbered nr in ns, or nullptr (RCU held)
+//   find_task_by_vpid(nr)             the same in current's namespace
+//   task_active_pid_ns(t)             the namespace t was created in (its deepest level)
+//   task_pid_nr_ns(t, ns), task_pid_vnr(t), task_pid_nr(t)
+//
+// Lifetime
+//   Namespaces are created and owned by their kernel and live until it is
+//   destroyed. A task is hashed at every level by fork and unhashed from every
+//   level by release_task before its reap-side rcu_users drop; a pointer found
+//   by a lookup is therefore valid until the caller's RCU read-side critical
+//   section ends, but its rcu_users may already be 0: take a reference with
+//   refcount_inc_not_zero(&t->rcu_users) (bpf_task_acquire) inside the section.
+//
+// Memory ordering
+//   hash publishes the task with a release store into the table (pairs with the
+//   acquire load in find_task), so a reader that finds a task sees it fully
+//   initialised. unhash stores nullptr (relaxed is enough: it publishes
+//   nothing; the reclaim it precedes is ordered by the grace period). The free
+//   numbers are guarded by the namespace's mutex.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <source_location>
+#include <vector>
+
+#include <tasklife/export.hpp>
+#include <tasklife/task.hpp>
+
+namespace tasklife {
+
+inline constexpr int PID_MAX_DEFAULT = 0x8000;   // 32768
+inline constexpr int PID_MAX_LIMIT = 4 * 1024 * 1024;
+inline constexpr int RESERVED_PIDS = 300;
+inline constexpr unsigned int MAX_PID_NS_LEVEL = 32;
+
+class TASKLIFE_API pid_namespace {
+ public:
+  pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, int reserved_pids);
+  ~pid_namespace();
+  pid_namespace(const pid_namespace&) = delete;
+  pid_namespace& operator=(const pid_namespace&) = delete;
+
+  unsigned int level() const noexcept { return level_; }
+  pid_namespace* parent() const noexcept { return parent_; }
+  kernel& owner() const noexcept { return owner_; }
+  int pid_max() const noexcept { return pid_max_; }
+
+  // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr > pid_max).
+  // Lock-free. The caller must hold the RCU read lock (checked builds: reported).
+  task_struct* find_task(pid_t nr,
+                         std::source_location where = std::source_location::current()) const;
+
+  std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
+  std::size_t nr_allocated() const;
+
+  // The namespace's init (pid 1), which adopts orphans; nullptr once it is gone.
+  task_struct* child_reaper() const noexcept {
+    return child_reaper_.load(std::memory_order_acquire);
+  }
+
+  // Used by the kernel's fork and release_task.
+  pid_t alloc_nr();  // -EAGAIN when every number is in use
+  void free_nr(pid_t nr) noexcept;
+  void hash(pid_t nr, task_struct* t) noexcept;
+  void unhash(pid_t nr, task_struct* t) noexcept;
+  void set_child_reaper(task_struct* t) noexcept {
+    child_reaper_.store(t, std::memory_order_release);  // pairs with child_reaper()
+  }
+
+ private:
+  kernel& owner_;
+  pid_namespace* const parent_;
+  const unsigned int level_;
+  const int pid_max_;
+  const int reserved_pids_;
+  std::unique_ptr<std::atomic<task_struct*>[]> table_;  // pid_max_ + 1 entries
+  std::atomic<std::size_t> nr_hashed_{0};               // relaxed: a statistic
+  std::atomic<task_struct*> child_reaper_{nullptr};
+
+  mutable std::mutex alloc_mutex_;
+  std::vector<std::uint64_t> allocated_;  // bitmap, guarded by alloc_mutex_
+  std::size_t nr_allocated_ = 0;          // guarded by alloc_mutex_
+  pid_t last_pid_ = 0;                    // guarded by alloc_mutex_
+};
+
+// find_task_by_pid_ns: the task numbered nr in ns; the caller holds the RCU read lock.
+TASKLIFE_API task_struct* find_task_by_pid_ns(
+    pid_t nr, pid_namespace* ns, std::source_location where = std::source_location::current());
+
+// find_task_by_vpid: the same in the active namespace of current (get_current()).
+TASKLIFE_API task_struct* find_task_by_vpid(
+    pid_t vnr, std::source_location where = std::source_location::current());
+
+// The namespace t was created in: its deepest level.
+TASKLIFE_API pid_namespace* task_active_pid_ns(const task_struct* t) noexcept;
+
+// t's number in ns, or 0 when t is not visible there.
+TASKLIFE_API pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns) noexcept;
+// t's number in current's namespace.
+TASKLIFE_API pid_t task_pid_vnr(const task_struct* t) noexcept;
+// t's number in the root namespace (t->pid).
+inline pid_t task_pid_nr(const task_struct* t) noexcept { return t->pid; }
+
+}  // namespace tasklife

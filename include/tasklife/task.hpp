@@ -1,0 +1,178 @@
+// tasklife/task.hpp — struct task_struct and the kernel's functions that keep it alive.
+//
+// What it is
+//   The lifetime-relevant part of the kernel's task_struct: the two counters and
+//   the RCU callback head, identity (pid, tgid, comm), parent, exit state and the
+//   flags that matter to lifetime. Everything else a task has in the kernel is
+//   left out. The functions below are the kernel's, under the kernel's names
+//   (include/linux/sched/task.h, kernel/fork.c, kernel/exit.c):
+//
+//   | function                    | counter          | on reaching 0                          |
+//   |-----------------------------|------------------|----------------------------------------|
+//   | get_task_struct             | usage +1         | (inc from 0: ADD_UAF warning)          |
+//   | tryget_task_struct          | usage +1 if > 0  | NULL when usage is 0                   |
+//   | put_task_struct             | usage -1         | __put_task_struct, now (<= v6.16) or   |
+//   |                             |                  | after a grace period (v6.17+, config)  |
+//   | put_task_struct_many        | usage -n         | __put_task_struct, always now          |
+//   | put_task_struct_rcu_user    | rcu_users -1     | call_rcu(delayed_put_task_struct)      |
+//   | delayed_put_task_struct     | usage -1 (cb)    | fires sched_process_free, then put     |
+//   | __put_task_struct           | -                | frees the task                         |
+//
+//   A new task starts with usage = 1 ("one for the rcu users") and rcu_users = 2
+//   (one for the reaper's release_task, one for the scheduler's final switch).
+//
+// Members
+//   task_struct          the task (public kernel fields; internals in `detail`)
+//   PF_*, EXIT_*, TASK_* the kernel's flag and state values that matter here
+//   the lifetime functions above; task_kernel(t) names the owning kernel
+//
+// Lifetime
+//   A task's memory is freed only when usage reaches 0, and never before one
+//   grace period has passed since rcu_users reached 0 (the rcu_users group owns
+//   one usage reference and gives it back from an RCU callback). A usage holder
+//   keeps the memory longer, without a further grace period (the final put frees
+//   at once on <= v6.16). So: a pointer found inside an RCU read-side critical
+//   section while rcu_users > 0 stays valid until the section ends; a usage
+//   reference keeps it valid until put_task_struct.
+//   In checked builds (TASKLIFE_CHECKS=full) a freed task is poisoned and kept in
+//   a bounded quarantine; any use through the library is reported as a
+//   use-after-free naming the task, its pid and the event that freed it.
+//
+// Memory ordering
+//   The counters are refcount_t (see refcount.hpp): increments relaxed, the
+//   decrement that reaches 0 acquires every other holder's release, so the free
+//   is ordered after every access made under a reference. The free after
+//   rcu_users reaches 0 is additionally ordered after every RCU reader by the
+//   grace period (rcu.hpp). flags, exit_state and state are atomics: written with
+//   release by the lifecycle operation that changes them and read with acquire by
+//   whoever decides on them (pairs named where they are written, src/kernel.cpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <source_location>
+#include <vector>
+
+#include <tasklife/check.hpp>
+#include <tasklife/export.hpp>
+#include <tasklife/rcu.hpp>
+#include <tasklife/refcount.hpp>
+
+namespace tasklife {
+
+class kernel;
+class pid_namespace;
+struct task_struct;
+
+inline constexpr int TASK_COMM_LEN = 16;
+
+// task->flags (include/linux/sched.h values).
+inline constexpr unsigned int PF_IDLE = 0x00000002;
+inline constexpr unsigned int PF_EXITING = 0x00000004;
+inline constexpr unsigned int PF_KTHREAD = 0x00200000;
+
+// task->exit_state.
+inline constexpr int EXIT_DEAD = 0x00000010;
+inline constexpr int EXIT_ZOMBIE = 0x00000020;
+
+// task->__state (tasklife spells it `state`: identifiers with a double underscore
+// are reserved in C++).
+inline constexpr unsigned int TASK_RUNNING = 0x00000000;
+inline constexpr unsigned int TASK_DEAD = 0x00000080;
+
+// One level of a task's pid: its number in one namespace (struct upid).
+struct upid {
+  pid_t nr;
+  pid_namespace* ns;
+};
+
+namespace detail {
+
+struct task_history;
+
+// What tasklife keeps beside the kernel's fields. Not part of the API.
+struct task_private {
+  kernel* owner = nullptr;
+  std::uint64_t id = 0;                  // unique within the owning kernel, never reused
+  std::atomic<std::uint32_t> magic{0};   // task_alive_magic until freed (checked builds)
+  std::atomic<bool> traced{false};       // record this task's events (history.hpp)
+  bool autoreap = false;                 // exit_notify releases the task itself
+  bool on_list = false;                  // on the kernel's task list (under tasklist_lock)
+  std::atomic<bool> final_switch_done{false};
+  std::atomic<bool> rcu_users_zero_seen{false};
+  std::atomic<bool> in_grace_period{false};  // rcu_users hit 0, delayed_put not yet run
+  std::uint64_t gp_requested_seq = 0;    // the domain's grace-period count at that moment
+  std::vector<upid> numbers;             // level 0 (root) .. level of the active namespace
+  // The kernel's task list and the parent's children list, under tasklist_lock.
+  task_struct* prev = nullptr;
+  task_struct* next = nullptr;
+  task_struct* children = nullptr;       // first child
+  task_struct* sibling_next = nullptr;
+  task_struct* sibling_prev = nullptr;
+  // Kept after the free for the use-after-free report.
+  std::uint64_t freed_event = 0;
+  std::source_location freed_where{};
+  bool freed_by_fork_failure = false;
+  task_struct* quarantine_next = nullptr;
+};
+
+inline constexpr std::uint32_t task_alive_magic = 0x7a5c11feU;
+inline constexpr std::uint32_t task_freed_magic = 0x6b6b6b6bU;  // the slab's POISON_FREE
+
+}  // namespace detail
+
+struct task_struct {
+  // The lifetime fields first: one cache line for acquire/release.
+  refcount_t usage;
+  refcount_t rcu_users;
+  rcu_head rcu;
+
+  pid_t pid = 0;   // the number in the root namespace (init_pid_ns)
+  pid_t tgid = 0;
+  std::atomic<unsigned int> flags{0};
+  std::atomic<int> exit_state{0};
+  std::atomic<unsigned int> state{TASK_RUNNING};
+  int exit_code = 0;
+  char comm[TASK_COMM_LEN] = {};
+  task_struct* real_parent = nullptr;  // under the kernel's tasklist_lock
+  task_struct* group_leader = nullptr;
+
+  detail::task_private priv;
+};
+
+// The kernel that owns `t`.
+inline kernel& task_kernel(const task_struct* t) noexcept { return *t->priv.owner; }
+
+// get_task_struct: usage +1 (relaxed refcount_inc; from 0: ADD_UAF warning). Returns t.
+TASKLIFE_API task_struct* get_task_struct(
+    task_struct* t, std::source_location where = std::source_location::current());
+
+// tryget_task_struct: usage +1 unless it is 0; t or nullptr.
+[[nodiscard]] TASKLIFE_API task_struct* tryget_task_struct(
+    task_struct* t, std::source_location where = std::source_location::current());
+
+// put_task_struct: usage -1; the last one calls __put_task_struct, immediately
+// (<= v6.16) or via call_rcu(__put_task_struct_rcu_cb) (v6.17+); see kernel_config.
+TASKLIFE_API void put_task_struct(task_struct* t,
+                                  std::source_location where = std::source_location::current());
+
+// put_task_struct_many: usage -n; the last one calls __put_task_struct directly.
+TASKLIFE_API void put_task_struct_many(
+    task_struct* t, int nr, std::source_location where = std::source_location::current());
+
+// put_task_struct_rcu_user: rcu_users -1; the last one queues delayed_put_task_struct.
+TASKLIFE_API void put_task_struct_rcu_user(
+    task_struct* t, std::source_location where = std::source_location::current());
+
+// The RCU callbacks, exposed under their kernel names for documentation and tests.
+TASKLIFE_API void delayed_put_task_struct(rcu_head* rhp);
+TASKLIFE_API void __put_task_struct_rcu_cb(rcu_head* rhp);  // NOLINT(bugprone-reserved-identifier)
+
+// __put_task_struct: frees. Preconditions (warned, as the kernel's WARN_ONs): the
+// task has an exit_state, usage reads 0, and it is not current.
+TASKLIFE_API void __put_task_struct(  // NOLINT(bugprone-reserved-identifier)
+    task_struct* t, std::source_location where = std::source_location::current());
+
+}  // namespace tasklife

@@ -1,0 +1,154 @@
+// The kernel's task lifetime functions (include/linux/sched/task.h, kernel/fork.c,
+// kernel/exit.c) over the simulated task_struct.
+#include <fmt/format.h>
+
+#include <tasklife/kernel.hpp>
+#include <tasklife/task.hpp>
+
+#include "task_internal.hpp"
+
+namespace tasklife {
+namespace detail {
+
+bool report_bad_task(const task_struct* t, std::string_view op, std::source_location where) {
+  if (t == nullptr) {
+    report_contract_violation("task", fmt::format("{}() called with a NULL task", op), where);
+    return false;
+  }
+  const std::uint32_t magic = t->priv.magic.load(std::memory_order_relaxed);
+  if (magic == task_freed_magic) {
+    report_contract_violation(
+        "task",
+        fmt::format("use-after-free: {}() on task '{}' (pid {}, id {}) of kernel '{}', which was "
+                    "freed by {} at {}:{} (event #{})",
+                    op, t->comm, t->pid, t->priv.id, task_kernel(t).name(),
+                    t->priv.freed_by_fork_failure ? "the failed fork's free_task"
+                                                  : "__put_task_struct",
+                    t->priv.freed_where.file_name(), t->priv.freed_where.line(),
+                    t->priv.freed_event),
+        where);
+  } else {
+    report_contract_violation(
+        "task",
+        fmt::format("{}() on {}: not a live task_struct (magic {:#x})", op,
+                    static_cast<const void*>(t), magic),
+        where);
+  }
+  return false;
+}
+
+void put_rcu_user_untraced(task_struct* t, std::source_location where) {
+  if (refcount_dec_and_test(&t->rcu_users, where)) {
+    task_kernel(t).on_rcu_users_zero(t, where);
+  }
+}
+
+}  // namespace detail
+
+task_struct* get_task_struct(task_struct* t, std::source_location where) {
+  if (!detail::check_task(t, "get_task_struct", where)) {
+    return t;
+  }
+  refcount_inc(&t->usage, where);
+  detail::trace_event(t, task_event_kind::get, refcount_read(&t->usage),
+                      refcount_read(&t->rcu_users), {}, where);
+  return t;
+}
+
+task_struct* tryget_task_struct(task_struct* t, std::source_location where) {
+  if (!detail::check_task(t, "tryget_task_struct", where)) {
+    return nullptr;
+  }
+  if (!refcount_inc_not_zero(&t->usage, where)) {
+    detail::trace_event(t, task_event_kind::tryget_failed, 0, refcount_read(&t->rcu_users), {},
+                        where);
+    return nullptr;
+  }
+  detail::trace_event(t, task_event_kind::tryget, refcount_read(&t->usage),
+                      refcount_read(&t->rcu_users), {}, where);
+  return t;
+}
+
+void put_task_struct(task_struct* t, std::source_location where) {
+  if (!detail::check_task(t, "put_task_struct", where)) {
+    return;
+  }
+  // Counter values are read before the decrement: after it, only the thread that
+  // reaches 0 may still touch the task.
+  detail::trace_event(t, task_event_kind::put, refcount_read(&t->usage) - 1U,
+                      refcount_read(&t->rcu_users), {}, where);
+  if (!refcount_dec_and_test(&t->usage, where)) {
+    return;
+  }
+  kernel& k = task_kernel(t);
+  if (k.config().final_put == final_put_mode::deferred) {
+    // v6.17+ (8671bad873eb): always defer the teardown by a grace period. The rcu
+    // head is free again: usage cannot reach 0 while rcu_users > 0, because the
+    // rcu_users group owns a usage reference it gives back from its own callback.
+    detail::trace_event(t, task_event_kind::free_deferred, 0, refcount_read(&t->rcu_users), {},
+                        where);
+    k.rcu().call_rcu(&t->rcu, &__put_task_struct_rcu_cb, where);
+    return;
+  }
+  __put_task_struct(t, where);
+}
+
+void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
+  if (!detail::check_task(t, "put_task_struct_many", where)) {
+    return;
+  }
+  detail::trace_event(t, task_event_kind::put_many,
+                      refcount_read(&t->usage) - static_cast<unsigned>(nr),
+                      refcount_read(&t->rcu_users), {}, where);
+  if (refcount_sub_and_test(nr, &t->usage, where)) {
+    __put_task_struct(t, where);  // never deferred, in every kernel version
+  }
+}
+
+void put_task_struct_rcu_user(task_struct* t, std::source_location where) {
+  if (!detail::check_task(t, "put_task_struct_rcu_user", where)) {
+    return;
+  }
+  detail::trace_event(t, task_event_kind::rcu_user_put, refcount_read(&t->usage),
+                      refcount_read(&t->rcu_users) - 1U, {}, where);
+  detail::put_rcu_user_untraced(t, where);
+}
+
+void delayed_put_task_struct(rcu_head* rhp) {
+  task_struct* t = detail::task_of_rcu(rhp);
+  // A full grace period has passed since rcu_users reached 0: every reader that
+  // found the task under RCU has left its critical section.
+  task_kernel(t).on_delayed_put(t);
+  put_task_struct(t, std::source_location::current());
+}
+
+void __put_task_struct_rcu_cb(rcu_head* rhp) {  // NOLINT(bugprone-reserved-identifier)
+  __put_task_struct(detail::task_of_rcu(rhp), std::source_location::current());
+}
+
+void __put_task_struct(task_struct* t,  // NOLINT(bugprone-reserved-identifier)
+                       std::source_location where) {
+  if (!detail::check_task(t, "__put_task_struct", where)) {
+    return;
+  }
+  // The kernel's WARN_ONs: they warn and carry on.
+  if constexpr (contract_checks_enabled) {
+    const unsigned usage = refcount_read(&t->usage);
+    const int exit_state = t->exit_state.load(std::memory_order_acquire);
+    if (exit_state == 0 || usage != 0 || t == get_current()) [[unlikely]] {
+      detail::report_contract_violation(
+          "task",
+          fmt::format("__put_task_struct() on task '{}' (pid {}) of kernel '{}' with {}: the "
+                      "kernel WARNs (exit_state={:#x}, usage={}, current={})",
+                      t->comm, t->pid, task_kernel(t).name(),
+                      exit_state == 0 ? "no exit_state (it never exited)"
+                      : usage != 0    ? "usage != 0"
+                                      : "the task being current",
+                      exit_state, static_cast<int>(usage), t == get_current()),
+          where);
+    }
+  }
+  task_kernel(t).free_task(t, where, false);
+}
+
+}  // namespace tasklife

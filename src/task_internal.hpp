@@ -1,0 +1,57 @@
+// Internal helpers shared by the task, pid and kernel implementations.
+#pragma once
+
+#include <cstddef>
+#include <source_location>
+#include <string_view>
+#include <tasklife/kernel.hpp>
+#include <tasklife/task.hpp>
+#include <type_traits>
+
+namespace tasklife::detail {
+
+static_assert(std::is_standard_layout_v<task_struct>,
+              "task_struct must be standard-layout: its rcu head is mapped back with offsetof");
+
+// The kernel's container_of for the task's rcu head.
+inline task_struct* task_of_rcu(rcu_head* rhp) noexcept {
+  return reinterpret_cast<task_struct*>(reinterpret_cast<char*>(rhp) - offsetof(task_struct, rcu));
+}
+
+// Reports (and returns false for) a null task and, in full-check builds, a task
+// that has been freed (poisoned, in quarantine). `op` names the operation.
+[[gnu::cold]] bool report_bad_task(const task_struct* t, std::string_view op,
+                                   std::source_location where);
+
+inline bool check_task(const task_struct* t, std::string_view op, std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (t == nullptr) [[unlikely]] {
+      return report_bad_task(t, op, where);
+    }
+  }
+  if constexpr (debug_checks_enabled) {
+    // Relaxed: the magic is written before the free is published, and a racing
+    // use after free is exactly the bug being reported.
+    if (t->priv.magic.load(std::memory_order_relaxed) != task_alive_magic) [[unlikely]] {
+      return report_bad_task(t, op, where);
+    }
+  }
+  return true;
+}
+
+// Defined in kernel.cpp.
+void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
+                  std::string_view detail, std::source_location where);
+
+// Records an event for a traced task; `usage`/`rcu_users` are the values to show.
+inline void trace_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
+                        std::string_view detail, std::source_location where) {
+  if (t->priv.traced.load(std::memory_order_relaxed)) [[unlikely]] {
+    record_event(t, kind, usage, rcu_users, detail, where);
+  }
+}
+
+// put_task_struct_rcu_user without its own event (the caller records one).
+void put_rcu_user_untraced(task_struct* t, std::source_location where);
+
+}  // namespace tasklife::detail
