@@ -1,10 +1,10 @@
 // The simulated kernel: fork, exit, the final switch, the reap, the free.
-#include <tasklife/kernel.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstring>
+#include <tasklife/kernel.hpp>
 
 #include "task_internal.hpp"
 
@@ -26,27 +26,48 @@ constinit thread_local task_struct* tls_current = nullptr;
 
 std::string_view to_string(task_event_kind kind) noexcept {
   switch (kind) {
-    case task_event_kind::fork: return "fork";
-    case task_event_kind::fork_failed: return "fork_failed";
-    case task_event_kind::get: return "get";
-    case task_event_kind::tryget: return "tryget";
-    case task_event_kind::tryget_failed: return "tryget_failed";
-    case task_event_kind::put: return "put";
-    case task_event_kind::put_many: return "put_many";
-    case task_event_kind::rcu_user_get: return "rcu_user_get";
-    case task_event_kind::rcu_user_put: return "rcu_user_put";
-    case task_event_kind::exit: return "exit";
-    case task_event_kind::zombie: return "zombie";
-    case task_event_kind::autoreap: return "autoreap";
-    case task_event_kind::reap: return "reap";
-    case task_event_kind::unhash: return "unhash";
-    case task_event_kind::task_dead: return "task_dead";
-    case task_event_kind::final_switch: return "final_switch";
-    case task_event_kind::gp_requested: return "gp_requested";
-    case task_event_kind::gp_elapsed: return "gp_elapsed";
-    case task_event_kind::free_deferred: return "free_deferred";
-    case task_event_kind::free: return "free";
-    case task_event_kind::kfunc: return "kfunc";
+    case task_event_kind::fork:
+      return "fork";
+    case task_event_kind::fork_failed:
+      return "fork_failed";
+    case task_event_kind::get:
+      return "get";
+    case task_event_kind::tryget:
+      return "tryget";
+    case task_event_kind::tryget_failed:
+      return "tryget_failed";
+    case task_event_kind::put:
+      return "put";
+    case task_event_kind::put_many:
+      return "put_many";
+    case task_event_kind::rcu_user_get:
+      return "rcu_user_get";
+    case task_event_kind::rcu_user_put:
+      return "rcu_user_put";
+    case task_event_kind::exit:
+      return "exit";
+    case task_event_kind::zombie:
+      return "zombie";
+    case task_event_kind::autoreap:
+      return "autoreap";
+    case task_event_kind::reap:
+      return "reap";
+    case task_event_kind::unhash:
+      return "unhash";
+    case task_event_kind::task_dead:
+      return "task_dead";
+    case task_event_kind::final_switch:
+      return "final_switch";
+    case task_event_kind::gp_requested:
+      return "gp_requested";
+    case task_event_kind::gp_elapsed:
+      return "gp_elapsed";
+    case task_event_kind::free_deferred:
+      return "free_deferred";
+    case task_event_kind::free:
+      return "free";
+    case task_event_kind::kfunc:
+      return "kfunc";
   }
   return "?";
 }
@@ -121,9 +142,9 @@ void kernel::record(task_struct* t, task_event_kind kind, unsigned usage, unsign
   e.kind = kind;
   e.usage = usage;
   e.rcu_users = rcu_users;
-  e.time_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - epoch_)
-          .count());
+  e.time_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::steady_clock::now() - epoch_)
+                                             .count());
   e.detail = detail;
   e.where = where;
   emit(e);
@@ -172,8 +193,9 @@ void kernel::set_event_listener(std::function<void(const task_event&)> listener)
 kernel::kernel(kernel_config config) : config_(std::move(config)) {
   if (config_.pid_max < 2 || config_.pid_max > PID_MAX_LIMIT) {
     detail::report_contract_violation(
-        "kernel", fmt::format("kernel '{}': pid_max {} is outside [2, PID_MAX_LIMIT]", config_.name,
-                              config_.pid_max),
+        "kernel",
+        fmt::format("kernel '{}': pid_max {} is outside [2, PID_MAX_LIMIT]", config_.name,
+                    config_.pid_max),
         std::source_location::current());
     config_.pid_max = PID_MAX_DEFAULT;
   }
@@ -187,13 +209,15 @@ kernel::kernel(kernel_config config) : config_(std::move(config)) {
       std::make_unique<pid_namespace>(*this, nullptr, config_.pid_max, config_.reserved_pids));
 }
 
-kernel::~kernel() { shutdown(); }
+kernel::~kernel() {
+  shutdown();
+}
 
 pid_namespace& kernel::create_pid_namespace(pid_namespace& parent) {
   if (parent.level() + 1 > MAX_PID_NS_LEVEL) {
     detail::report_contract_violation(
-        "kernel", fmt::format("kernel '{}': pid namespaces nest at most {} deep", name(),
-                              MAX_PID_NS_LEVEL),
+        "kernel",
+        fmt::format("kernel '{}': pid namespaces nest at most {} deep", name(), MAX_PID_NS_LEVEL),
         std::source_location::current());
   }
   const std::lock_guard lock(namespaces_mutex_);
@@ -588,10 +612,9 @@ std::vector<leaked_task> kernel::allocated_tasks() const {
   std::vector<leaked_task> out;
   const std::lock_guard lock(tasklist_lock_);
   for (task_struct* t = tasks_; t != nullptr; t = t->priv.next) {
-    out.push_back(leaked_task{t->priv.id, t->pid, t->comm, refcount_read(&t->usage),
-                              refcount_read(&t->rcu_users),
-                              t->exit_state.load(std::memory_order_relaxed),
-                              t->state.load(std::memory_order_relaxed)});
+    out.push_back(leaked_task{
+        t->priv.id, t->pid, t->comm, refcount_read(&t->usage), refcount_read(&t->rcu_users),
+        t->exit_state.load(std::memory_order_relaxed), t->state.load(std::memory_order_relaxed)});
   }
   return out;
 }
@@ -642,7 +665,9 @@ std::vector<leaked_task> kernel::shutdown() {
 
 // ---- current ----------------------------------------------------------------------------------
 
-task_struct* get_current() noexcept { return tls_current; }
+task_struct* get_current() noexcept {
+  return tls_current;
+}
 
 namespace {
 rcu_domain& domain_of_checked(task_struct* t, std::source_location where) {

@@ -1,7 +1,8 @@
 // Pid namespaces: cyclic number allocation and the lock-free table.
+#include <cerrno>
+
 #include <fmt/format.h>
 
-#include <cerrno>
 #include <tasklife/kernel.hpp>
 #include <tasklife/pid.hpp>
 

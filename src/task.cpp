@@ -19,20 +19,18 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
   if (magic == task_freed_magic) {
     report_contract_violation(
         "task",
-        fmt::format("use-after-free: {}() on task '{}' (pid {}, id {}) of kernel '{}', which was "
-                    "freed by {} at {}:{} (event #{})",
-                    op, t->comm, t->pid, t->priv.id, task_kernel(t).name(),
-                    t->priv.freed_by_fork_failure ? "the failed fork's free_task"
-                                                  : "__put_task_struct",
-                    t->priv.freed_where.file_name(), t->priv.freed_where.line(),
-                    t->priv.freed_event),
+        fmt::format(
+            "use-after-free: {}() on task '{}' (pid {}, id {}) of kernel '{}', which was "
+            "freed by {} at {}:{} (event #{})",
+            op, t->comm, t->pid, t->priv.id, task_kernel(t).name(),
+            t->priv.freed_by_fork_failure ? "the failed fork's free_task" : "__put_task_struct",
+            t->priv.freed_where.file_name(), t->priv.freed_where.line(), t->priv.freed_event),
         where);
   } else {
-    report_contract_violation(
-        "task",
-        fmt::format("{}() on {}: not a live task_struct (magic {:#x})", op,
-                    static_cast<const void*>(t), magic),
-        where);
+    report_contract_violation("task",
+                              fmt::format("{}() on {}: not a live task_struct (magic {:#x})", op,
+                                          static_cast<const void*>(t), magic),
+                              where);
   }
   return false;
 }

@@ -4,9 +4,10 @@
 #include <cstddef>
 #include <source_location>
 #include <string_view>
+#include <type_traits>
+
 #include <tasklife/kernel.hpp>
 #include <tasklife/task.hpp>
-#include <type_traits>
 
 namespace tasklife::detail {
 

@@ -21,12 +21,12 @@
 //   task at the same moment and a snapshot otherwise.
 #pragma once
 
-#include <fmt/format.h>
-#include <sys/types.h>
-
 #include <cstdint>
 #include <source_location>
 #include <string_view>
+#include <sys/types.h>
+
+#include <fmt/format.h>
 
 #include <tasklife/export.hpp>
 
@@ -63,9 +63,9 @@ struct task_event {
   std::uint64_t task_id;  // the task's unique id in its kernel
   pid_t pid;              // root-namespace pid
   task_event_kind kind;
-  unsigned int usage;     // after the event
+  unsigned int usage;  // after the event
   unsigned int rcu_users;
-  std::uint64_t time_ns;  // since the kernel was created
+  std::uint64_t time_ns;    // since the kernel was created
   std::string_view detail;  // static text (e.g. the kfunc's name); may be empty
   std::source_location where;
 };
@@ -76,10 +76,10 @@ template <>
 struct fmt::formatter<tasklife::task_event> : fmt::formatter<std::string_view> {
   template <typename FormatContext>
   auto format(const tasklife::task_event& e, FormatContext& ctx) const {
-    auto out = fmt::format_to(ctx.out(), "#{:<4} {:>9.3f} us  pid {:<6} {:<14} usage={:<2} rcu_users={:<2}",
-                              e.seq, static_cast<double>(e.time_ns) / 1000.0, e.pid,
-                              tasklife::to_string(e.kind), static_cast<int>(e.usage),
-                              static_cast<int>(e.rcu_users));
+    auto out = fmt::format_to(
+        ctx.out(), "#{:<4} {:>9.3f} us  pid {:<6} {:<14} usage={:<2} rcu_users={:<2}", e.seq,
+        static_cast<double>(e.time_ns) / 1000.0, e.pid, tasklife::to_string(e.kind),
+        static_cast<int>(e.usage), static_cast<int>(e.rcu_users));
     if (!e.detail.empty()) {
       out = fmt::format_to(out, " {}", e.detail);
     }

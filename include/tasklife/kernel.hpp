@@ -45,8 +45,6 @@
 //   readers (pid.hpp). Statistics are relaxed counters.
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -58,6 +56,7 @@
 #include <optional>
 #include <source_location>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include <tasklife/check.hpp>
@@ -90,7 +89,7 @@ struct kernel_config {
   // Freed tasks kept poisoned for use-after-free reports (TASKLIFE_CHECKS=full).
   std::size_t quarantine_capacity = 1024;
   // The RCU backend; nullptr means liburcu's memb flavor.
-  std::function<std::unique_ptr<rcu_backend>()> rcu_backend_factory;
+  std::function<std::unique_ptr<rcu_backend>()> rcu_backend_factory{};
 };
 
 // Where copy_process is made to fail (clone_args::fail).
@@ -117,12 +116,12 @@ struct fork_result {
 };
 
 struct kernel_stats {
-  std::uint64_t forked;         // successful forks
-  std::uint64_t fork_failures;  // failed forks (freed without the counters)
-  std::uint64_t rcu_users_zero; // tasks whose rcu_users reached 0 (grace period requested)
-  std::uint64_t gp_elapsed;     // delayed_put_task_struct has run
-  std::uint64_t freed;          // tasks freed by __put_task_struct
-  std::uint64_t quarantined;    // freed tasks currently kept poisoned
+  std::uint64_t forked;          // successful forks
+  std::uint64_t fork_failures;   // failed forks (freed without the counters)
+  std::uint64_t rcu_users_zero;  // tasks whose rcu_users reached 0 (grace period requested)
+  std::uint64_t gp_elapsed;      // delayed_put_task_struct has run
+  std::uint64_t freed;           // tasks freed by __put_task_struct
+  std::uint64_t quarantined;     // freed tasks currently kept poisoned
   // Derived counts.
   std::uint64_t live() const noexcept { return forked - rcu_users_zero; }
   std::uint64_t awaiting_gp() const noexcept { return rcu_users_zero - gp_elapsed; }
@@ -214,8 +213,8 @@ class TASKLIFE_API kernel {
 
   // ---- history ------------------------------------------------------------------------
   void trace_task(task_struct* t, bool on = true) noexcept;
-  std::vector<task_event> events() const;                       // every recorded event
-  std::vector<task_event> history(std::uint64_t task_id) const; // one task's
+  std::vector<task_event> events() const;                        // every recorded event
+  std::vector<task_event> history(std::uint64_t task_id) const;  // one task's
   std::vector<task_event> history(const task_struct* t) const { return history(t->priv.id); }
   void set_event_listener(std::function<void(const task_event&)> listener);
   // Records an event for a traced task (used by the layers above: kfuncs), with

@@ -39,14 +39,13 @@
 //   numbers are guarded by the namespace's mutex.
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <source_location>
+#include <sys/types.h>
 #include <vector>
 
 #include <tasklife/export.hpp>
@@ -54,7 +53,7 @@
 
 namespace tasklife {
 
-inline constexpr int PID_MAX_DEFAULT = 0x8000;   // 32768
+inline constexpr int PID_MAX_DEFAULT = 0x8000;  // 32768
 inline constexpr int PID_MAX_LIMIT = 4 * 1024 * 1024;
 inline constexpr int RESERVED_PIDS = 300;
 inline constexpr unsigned int MAX_PID_NS_LEVEL = 32;
@@ -125,6 +124,8 @@ TASKLIFE_API pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns)
 // t's number in current's namespace.
 TASKLIFE_API pid_t task_pid_vnr(const task_struct* t) noexcept;
 // t's number in the root namespace (t->pid).
-inline pid_t task_pid_nr(const task_struct* t) noexcept { return t->pid; }
+inline pid_t task_pid_nr(const task_struct* t) noexcept {
+  return t->pid;
+}
 
 }  // namespace tasklife

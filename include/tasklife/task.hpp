@@ -48,11 +48,10 @@
 //   whoever decides on them (pairs named where they are written, src/kernel.cpp).
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <cstdint>
 #include <source_location>
+#include <sys/types.h>
 #include <vector>
 
 #include <tasklife/check.hpp>
@@ -95,20 +94,20 @@ struct task_history;
 // What tasklife keeps beside the kernel's fields. Not part of the API.
 struct task_private {
   kernel* owner = nullptr;
-  std::uint64_t id = 0;                  // unique within the owning kernel, never reused
-  std::atomic<std::uint32_t> magic{0};   // task_alive_magic until freed (checked builds)
-  std::atomic<bool> traced{false};       // record this task's events (history.hpp)
-  bool autoreap = false;                 // exit_notify releases the task itself
-  bool on_list = false;                  // on the kernel's task list (under tasklist_lock)
+  std::uint64_t id = 0;                 // unique within the owning kernel, never reused
+  std::atomic<std::uint32_t> magic{0};  // task_alive_magic until freed (checked builds)
+  std::atomic<bool> traced{false};      // record this task's events (history.hpp)
+  bool autoreap = false;                // exit_notify releases the task itself
+  bool on_list = false;                 // on the kernel's task list (under tasklist_lock)
   std::atomic<bool> final_switch_done{false};
   std::atomic<bool> rcu_users_zero_seen{false};
   std::atomic<bool> in_grace_period{false};  // rcu_users hit 0, delayed_put not yet run
-  std::uint64_t gp_requested_seq = 0;    // the domain's grace-period count at that moment
-  std::vector<upid> numbers;             // level 0 (root) .. level of the active namespace
+  std::uint64_t gp_requested_seq = 0;        // the domain's grace-period count at that moment
+  std::vector<upid> numbers;                 // level 0 (root) .. level of the active namespace
   // The kernel's task list and the parent's children list, under tasklist_lock.
   task_struct* prev = nullptr;
   task_struct* next = nullptr;
-  task_struct* children = nullptr;       // first child
+  task_struct* children = nullptr;  // first child
   task_struct* sibling_next = nullptr;
   task_struct* sibling_prev = nullptr;
   // Kept after the free for the use-after-free report.
@@ -129,7 +128,7 @@ struct task_struct {
   refcount_t rcu_users;
   rcu_head rcu;
 
-  pid_t pid = 0;   // the number in the root namespace (init_pid_ns)
+  pid_t pid = 0;  // the number in the root namespace (init_pid_ns)
   pid_t tgid = 0;
   std::atomic<unsigned int> flags{0};
   std::atomic<int> exit_state{0};
@@ -143,7 +142,9 @@ struct task_struct {
 };
 
 // The kernel that owns `t`.
-inline kernel& task_kernel(const task_struct* t) noexcept { return *t->priv.owner; }
+inline kernel& task_kernel(const task_struct* t) noexcept {
+  return *t->priv.owner;
+}
 
 // get_task_struct: usage +1 (relaxed refcount_inc; from 0: ADD_UAF warning). Returns t.
 TASKLIFE_API task_struct* get_task_struct(

@@ -1,0 +1,521 @@
+// The task lifecycle against the kernel: initial counts, the two death orders,
+// who drops what, the grace period before the free, usage holders, the v6.17
+// deferred free, fork failure, use-after-free reports, teardown, tracepoints and
+// history. Section 1, 2 and 8 of the kernel notes are the specification; each
+// test names the invariant it proves (docs/semantics.md points back here).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <optional>
+#include <string>
+#include <tasklife/kernel.hpp>
+#include <thread>
+#include <vector>
+
+#include "../support/contract_capture.hpp"
+
+namespace tasklife {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using test::contract_error;
+
+// Holds a read-side critical section open on its own thread until released: no
+// grace period of the domain can end meanwhile. Deterministic, no sleeps.
+class rcu_reader_hold {
+ public:
+  explicit rcu_reader_hold(rcu_domain& domain)
+      : thread_([this, &domain] {
+          const rcu_thread_registration reg(domain);
+          const rcu_read_guard guard(domain);
+          inside_.store(true, std::memory_order_release);
+          while (!release_.load(std::memory_order_acquire)) {
+            std::this_thread::yield();
+          }
+        }) {
+    while (!inside_.load(std::memory_order_acquire)) {
+      std::this_thread::yield();
+    }
+  }
+  ~rcu_reader_hold() { release(); }
+  rcu_reader_hold(const rcu_reader_hold&) = delete;
+  rcu_reader_hold& operator=(const rcu_reader_hold&) = delete;
+  void release() {
+    release_.store(true, std::memory_order_release);
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+ private:
+  std::atomic<bool> inside_{false};
+  std::atomic<bool> release_{false};
+  std::thread thread_;
+};
+
+class TaskTest : public ::testing::Test {
+ protected:
+  void Make(kernel_config config = {}) {
+    config.name = "task-test";
+    k_.emplace(std::move(config));
+  }
+  void SetUp() override { Make(); }
+  // Every test ends with nothing leaked and nothing left pending.
+  void TearDown() override {
+    if (k_) {
+      const auto leaks = k_->shutdown();
+      EXPECT_TRUE(leaks.empty()) << leaks.size() << " task(s) leaked";
+      const kernel_stats s = k_->stats();
+      EXPECT_EQ(s.forked, s.freed) << "every forked task freed exactly once";
+      EXPECT_EQ(k_->rcu().stats().pending(), 0U);
+    }
+  }
+  kernel& k() { return *k_; }
+  task_struct* Fork(const clone_args& args = {}, task_struct* parent = nullptr) {
+    fork_result r = k().fork(parent, args);
+    EXPECT_TRUE(r) << "fork failed: " << r.error;
+    return r.task;
+  }
+  // Exit, final switch and reap in the zombie order (A), without waiting for the GP.
+  void KillAndReap(task_struct* t) {
+    k().do_exit(t);
+    k().finish_task_switch(t);
+    EXPECT_TRUE(k().wait_task_zombie(t));
+  }
+  bool Hashed(task_struct* t) {
+    const rcu_thread_registration reg(k().rcu());
+    const rcu_read_guard guard(k().rcu());
+    return find_task_by_pid_ns(t->pid, &k().init_pid_ns()) == t;
+  }
+
+  test::contract_capture capture_;  // outlives the kernel: teardown reports are captured
+  std::optional<kernel> k_;
+};
+
+unsigned usage(const task_struct* t) { return refcount_read(&t->usage); }
+unsigned rcu_users(const task_struct* t) { return refcount_read(&t->rcu_users); }
+
+// ---- section 8, item 1: initial counts --------------------------------------------------------
+
+TEST_F(TaskTest, ForkStartsWithUsageOneAndRcuUsersTwoHashedEverywhere) {
+  std::vector<task_struct*> seen;
+  const auto probe = k().task_newtask().attach([&](task_struct* t) {
+    EXPECT_EQ(usage(t), 1U);
+    EXPECT_EQ(rcu_users(t), 2U);
+    seen.push_back(t);
+  });
+  task_struct* init = Fork({.comm = "init"});
+  task_struct* child = Fork({.comm = "worker", .new_pid_ns = true}, init);
+  EXPECT_EQ(usage(child), 1U) << "one for the rcu users";
+  EXPECT_EQ(rcu_users(child), 2U) << "one for the reaper, one for the scheduler";
+  EXPECT_EQ(init->pid, 1);
+  EXPECT_STREQ(child->comm, "worker");
+  EXPECT_EQ(child->real_parent, init);
+  EXPECT_EQ(child->tgid, child->pid);
+  EXPECT_TRUE(Hashed(child));
+  pid_namespace* ns = task_active_pid_ns(child);
+  EXPECT_EQ(ns->level(), 1U);
+  EXPECT_EQ(task_pid_nr_ns(child, ns), 1) << "pid 1 of its new namespace";
+  EXPECT_EQ(task_pid_nr_ns(child, &k().init_pid_ns()), child->pid);
+  EXPECT_THAT(seen, ElementsAre(init, child)) << "task_newtask fired once per fork";
+  k().task_newtask().detach(probe);
+  KillAndReap(child);
+  KillAndReap(init);
+}
+
+// ---- section 8, items 2 and 3: the two death orders -------------------------------------------
+
+TEST_F(TaskTest, ZombieOrderUnhashesAtReapAndFreesAfterTheGracePeriod) {
+  task_struct* t = Fork({.comm = "zombie"});
+  k().do_exit(t, 7);
+  EXPECT_NE(t->flags.load() & PF_EXITING, 0U);
+  EXPECT_EQ(t->exit_state.load(), EXIT_ZOMBIE);
+  EXPECT_EQ(t->state.load(), TASK_DEAD);
+  EXPECT_EQ(t->exit_code, 7);
+  EXPECT_EQ(rcu_users(t), 2U);
+
+  k().finish_task_switch(t);  // the scheduler's drop
+  EXPECT_EQ(rcu_users(t), 1U);
+  EXPECT_TRUE(Hashed(t)) << "a zombie is still findable by pid";
+
+  std::optional<rcu_reader_hold> reader(std::in_place, k().rcu());
+  EXPECT_TRUE(k().wait_task_zombie(t));
+  EXPECT_FALSE(Hashed(t)) << "release_task unhashes before the reap-side drop";
+  EXPECT_EQ(t->exit_state.load(), EXIT_DEAD);
+  EXPECT_EQ(rcu_users(t), 0U);
+  EXPECT_EQ(k().stats().rcu_users_zero, 1U) << "the grace period is requested";
+  // The reader holds the grace period open: no free can have happened (no barrier
+  // here: it would wait for the callback, which waits for the reader).
+  EXPECT_EQ(k().stats().freed, 0U) << "freed before a grace period had passed";
+  EXPECT_EQ(usage(t), 1U);
+  reader.reset();
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().gp_elapsed, 1U);
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, AutoreapOrderUnhashesAtExitAndTheFinalSwitchRequestsTheGracePeriod) {
+  task_struct* t = Fork({.comm = "thread", .autoreap = true});
+  k().do_exit(t);
+  EXPECT_EQ(t->exit_state.load(), EXIT_DEAD);
+  EXPECT_FALSE(Hashed(t)) << "release_task(self) runs while the task still runs";
+  EXPECT_EQ(rcu_users(t), 1U) << "only the scheduler's reference is left";
+  EXPECT_FALSE(k().wait_task_zombie(t)) << "an autoreaped task is not a zombie";
+
+  std::optional<rcu_reader_hold> reader(std::in_place, k().rcu());
+  k().finish_task_switch(t);
+  EXPECT_EQ(rcu_users(t), 0U);
+  EXPECT_EQ(k().stats().rcu_users_zero, 1U);
+  EXPECT_EQ(k().stats().freed, 0U);
+  reader.reset();
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, ReapBeforeTheFinalSwitchIsTheSameDeath) {
+  task_struct* t = Fork({.comm = "fastreap"});
+  k().do_exit(t);
+  EXPECT_TRUE(k().wait_task_zombie(t));  // the parent is faster than the last schedule
+  EXPECT_EQ(rcu_users(t), 1U);
+  EXPECT_EQ(k().stats().rcu_users_zero, 0U);
+  k().finish_task_switch(t);
+  EXPECT_EQ(k().stats().rcu_users_zero, 1U);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, BothOrdersEndInTheSameFreedState) {
+  Make({.record_history = true});
+  task_struct* a = Fork({.comm = "order-a"});
+  task_struct* b = Fork({.comm = "order-b", .autoreap = true});
+  const std::uint64_t id_a = a->priv.id;
+  const std::uint64_t id_b = b->priv.id;
+  KillAndReap(a);
+  k().do_exit(b);
+  k().finish_task_switch(b);
+  k().rcu().rcu_barrier();
+
+  auto tail = [&](std::uint64_t id) {
+    std::vector<std::string> kinds;
+    const auto h = k().history(id);
+    for (auto it = h.end() - 4; it != h.end(); ++it) {
+      kinds.emplace_back(to_string(it->kind));
+    }
+    return kinds;
+  };
+  const std::vector<std::string> end = {"gp_requested", "gp_elapsed", "put", "free"};
+  EXPECT_EQ(tail(id_a), end);
+  EXPECT_EQ(tail(id_b), end);
+  const kernel_stats s = k().stats();
+  EXPECT_EQ(s.forked, 2U);
+  EXPECT_EQ(s.rcu_users_zero, 2U);
+  EXPECT_EQ(s.gp_elapsed, 2U);
+  EXPECT_EQ(s.freed, 2U);
+  EXPECT_EQ(k().init_pid_ns().nr_hashed(), 0U);
+  EXPECT_EQ(k().init_pid_ns().nr_allocated(), 0U);
+}
+
+// ---- section 8, item 2: rcu_users reaches 0 once; its callback drops one usage ------------------
+
+TEST_F(TaskTest, RcuUsersZeroQueuesOneCallbackThatDropsExactlyOneUsage) {
+  Make({.record_history = true});
+  task_struct* t = Fork({.comm = "counted"});
+  get_task_struct(t);  // a usage holder, so the callback's drop is observable
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(usage(t), 1U) << "delayed_put_task_struct dropped exactly one usage (2 -> 1)";
+  EXPECT_EQ(k().rcu().stats().callbacks_completed, 1U) << "exactly one callback ran";
+  const auto h = k().history(t);
+  EXPECT_EQ(std::count_if(h.begin(), h.end(),
+                          [](const task_event& e) { return e.kind == task_event_kind::gp_requested; }),
+            1);
+  put_task_struct(t);
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, AUsageHolderKeepsTheTaskWithoutAFurtherGracePeriod) {
+  task_struct* t = Fork({.comm = "held"});
+  get_task_struct(t);  // e.g. /proc, a timer: plain usage
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().gp_elapsed, 1U);
+  EXPECT_EQ(k().stats().freed, 0U) << "usage holder: the memory outlives the grace period";
+  EXPECT_STREQ(t->comm, "held");
+  EXPECT_EQ(rcu_users(t), 0U);
+  const std::uint64_t callbacks = k().rcu().stats().callbacks_queued;
+  put_task_struct(t);  // <= v6.16: frees at once, inside this call
+  EXPECT_EQ(k().stats().freed, 1U);
+  EXPECT_EQ(k().rcu().stats().callbacks_queued, callbacks) << "no further grace period";
+}
+
+TEST_F(TaskTest, DeferredFinalPutWaitsForAnotherGracePeriod) {
+  Make({.final_put = final_put_mode::deferred});
+  task_struct* t = Fork({.comm = "v6.17"});
+  get_task_struct(t);
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 0U);
+  {
+    const rcu_reader_hold reader(k().rcu());
+    put_task_struct(t);  // v6.17+: call_rcu(__put_task_struct_rcu_cb)
+    EXPECT_EQ(usage(t), 0U);
+    EXPECT_EQ(k().stats().freed, 0U) << "the final put defers the teardown by a grace period";
+    {
+      const rcu_thread_registration reg(k().rcu());
+      const rcu_read_guard guard(k().rcu());
+      EXPECT_EQ(tryget_task_struct(t), nullptr) << "usage is 0: tryget must refuse";
+    }
+  }
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, DeferredModeChainsTwoGracePeriodsAndTeardownDrainsThem) {
+  Make({.final_put = final_put_mode::deferred});
+  task_struct* t = Fork({.comm = "chain"});
+  KillAndReap(t);
+  // No barrier here: shutdown (in TearDown) must wait for delayed_put_task_struct
+  // and the __put_task_struct_rcu_cb it queues, and report no leak.
+}
+
+TEST_F(TaskTest, PutTaskStructManyFreesDirectly) {
+  Make({.final_put = final_put_mode::deferred});
+  task_struct* t = Fork({.comm = "many"});
+  get_task_struct(t);
+  get_task_struct(t);
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(usage(t), 2U);
+  put_task_struct_many(t, 2);  // never deferred, in every version
+  EXPECT_EQ(k().stats().freed, 1U);
+}
+
+TEST_F(TaskTest, TrygetSucceedsWhileUsageIsLive) {
+  task_struct* t = Fork({.comm = "tryget"});
+  EXPECT_EQ(tryget_task_struct(t), t);
+  EXPECT_EQ(usage(t), 2U);
+  put_task_struct(t);
+  KillAndReap(t);
+}
+
+// ---- fork failure -------------------------------------------------------------------------
+
+TEST_F(TaskTest, ForkFailureFreesWithoutTouchingTheCounters) {
+  std::vector<task_struct*> announced;
+  const auto probe = k().task_newtask().attach([&](task_struct* t) { announced.push_back(t); });
+  const fork_result early = k().fork(nullptr, {.comm = "early", .fail = fork_failure::before_pid_alloc});
+  const fork_result late = k().fork(nullptr, {.comm = "late", .fail = fork_failure::after_pid_alloc});
+  EXPECT_FALSE(early);
+  EXPECT_FALSE(late);
+  EXPECT_EQ(early.error, -ENOMEM);
+  EXPECT_EQ(late.error, -ENOMEM);
+  EXPECT_TRUE(announced.empty()) << "a failed fork is never announced";
+  EXPECT_EQ(k().init_pid_ns().nr_allocated(), 0U) << "the late failure gave its numbers back";
+  const kernel_stats s = k().stats();
+  EXPECT_EQ(s.fork_failures, 2U);
+  EXPECT_EQ(s.forked, 0U);
+  EXPECT_EQ(s.rcu_users_zero, 0U) << "the counters were never used";
+  k().rcu().rcu_barrier();  // CONFIG_MEMCG: delayed_free_task frees after a grace period
+  k().task_newtask().detach(probe);
+  task_struct* next = Fork({.comm = "next"});
+  EXPECT_EQ(next->pid, 2) << "pid 1 was taken and returned by the late failure";
+  KillAndReap(next);
+}
+
+TEST_F(TaskTest, ForkFailureWithoutMemcgFreesAtOnce) {
+  Make({.memcg = false});
+  const fork_result r = k().fork(nullptr, {.fail = fork_failure::before_pid_alloc});
+  EXPECT_FALSE(r);
+  EXPECT_EQ(k().rcu().stats().callbacks_queued, 0U);
+}
+
+// ---- misuse --------------------------------------------------------------------------------
+
+TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
+  if constexpr (!debug_checks_enabled) {
+    GTEST_SKIP() << "poisoning and quarantine exist only with TASKLIFE_CHECKS=full";
+  }
+  task_struct* t = Fork({.comm = "victim"});
+  const pid_t pid = t->pid;
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  ASSERT_EQ(k().stats().freed, 1U);
+  EXPECT_THROW(get_task_struct(t), contract_error);
+  EXPECT_THROW(put_task_struct_rcu_user(t), contract_error);
+  EXPECT_THROW(k().do_exit(t), contract_error);
+  EXPECT_THAT(capture_.violations(),
+              Contains(AllOf(HasSubstr("use-after-free: get_task_struct() on task 'victim'"),
+                             HasSubstr("pid " + std::to_string(pid)),
+                             HasSubstr("freed by __put_task_struct"))));
+  EXPECT_EQ(k().stats().quarantined, 1U);
+}
+
+TEST_F(TaskTest, LifecycleMisuseIsReported) {
+  task_struct* t = Fork({.comm = "misused"});
+  EXPECT_THROW(k().finish_task_switch(t), contract_error) << "not TASK_DEAD yet";
+  k().do_exit(t);
+  EXPECT_THROW(k().do_exit(t), contract_error) << "exiting twice";
+  k().finish_task_switch(t);
+  EXPECT_THROW(k().finish_task_switch(t), contract_error) << "a second final switch";
+  EXPECT_TRUE(k().wait_task_zombie(t));
+  EXPECT_FALSE(k().wait_task_zombie(t)) << "only one waiter reaps";
+  EXPECT_THROW(get_task_struct(nullptr), contract_error);
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("which is not TASK_DEAD")));
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("already exiting")));
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("a second final finish_task_switch()")));
+}
+
+TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
+  task_struct* t = Fork({.comm = "overput"});
+  EXPECT_THROW(put_task_struct(t), contract_error);  // drops the rcu users' own usage reference
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("__put_task_struct() on task 'overput'")));
+  // The throwing handler stopped the free: the task is left with usage 0, a leak
+  // the teardown must report with its counters.
+  const auto leaks = k().shutdown();
+  ASSERT_EQ(leaks.size(), 1U);
+  EXPECT_EQ(leaks[0].comm, "overput");
+  EXPECT_EQ(leaks[0].usage, 0U);
+  EXPECT_EQ(leaks[0].rcu_users, 2U);
+  k_.reset();
+}
+
+// ---- teardown -------------------------------------------------------------------------------
+
+TEST_F(TaskTest, TeardownReportsEveryLeakWithItsCounters) {
+  task_struct* running = Fork({.comm = "running"});
+  task_struct* held = Fork({.comm = "held"});
+  get_task_struct(held);
+  KillAndReap(held);
+  (void)running;
+  const auto leaks = k().shutdown();
+  ASSERT_EQ(leaks.size(), 2U);
+  for (const leaked_task& l : leaks) {
+    if (l.comm == "running") {
+      EXPECT_EQ(l.usage, 1U);
+      EXPECT_EQ(l.rcu_users, 2U);
+      EXPECT_EQ(l.exit_state, 0);
+    } else {
+      EXPECT_EQ(l.comm, "held");
+      EXPECT_EQ(l.usage, 1U) << "the grace period ran (teardown drains): only the holder is left";
+      EXPECT_EQ(l.rcu_users, 0U);
+      EXPECT_EQ(l.exit_state, EXIT_DEAD);
+    }
+  }
+  EXPECT_THAT(capture_.violations(),
+              Contains(HasSubstr("leak: kernel 'task-test' torn down with task 'held'")));
+  EXPECT_TRUE(k().shutdown().empty()) << "idempotent";
+  k_.reset();
+}
+
+TEST_F(TaskTest, KernelsAreIndependent) {
+  kernel other({.name = "other"});
+  task_struct* a = Fork({.comm = "a"});
+  task_struct* b = other.fork(nullptr, {.comm = "b"}).task;
+  EXPECT_EQ(a->pid, 1);
+  EXPECT_EQ(b->pid, 1) << "each kernel numbers its own tasks";
+  EXPECT_EQ(&task_kernel(b), &other);
+  EXPECT_FALSE(k().owns_live_task(b));
+  EXPECT_TRUE(other.owns_live_task(b));
+  other.do_exit(b);
+  other.finish_task_switch(b);
+  EXPECT_TRUE(other.wait_task_zombie(b));
+  EXPECT_TRUE(other.shutdown().empty());
+  EXPECT_EQ(other.stats().freed, 1U);
+  EXPECT_EQ(k().stats().freed, 0U);
+  KillAndReap(a);
+}
+
+// ---- current, tracepoints, history -----------------------------------------------------------
+
+TEST_F(TaskTest, RunAsSetsCurrentRegistersWithRcuAndNests) {
+  task_struct* a = Fork({.comm = "a"});
+  task_struct* b = Fork({.comm = "b"}, a);
+  EXPECT_EQ(get_current(), nullptr);
+  {
+    const current_task_scope as_a = k().run_as(a);
+    EXPECT_EQ(get_current(), a);
+    EXPECT_TRUE(k().rcu().thread_registered());
+    {
+      const current_task_scope as_b = k().run_as(b);
+      EXPECT_EQ(get_current(), b);
+      EXPECT_EQ(task_pid_vnr(a), a->pid);
+    }
+    EXPECT_EQ(get_current(), a);
+    const rcu_read_guard guard(k().rcu());
+    EXPECT_EQ(find_task_by_vpid(b->pid), b);
+  }
+  EXPECT_EQ(get_current(), nullptr);
+  EXPECT_FALSE(k().rcu().thread_registered());
+  KillAndReap(b);
+  KillAndReap(a);
+}
+
+TEST_F(TaskTest, TracepointsFireAtTheKernelsPoints) {
+  std::vector<std::string> fired;
+  const auto exit_probe = k().sched_process_exit().attach([&](task_struct* t) {
+    EXPECT_NE(t->flags.load() & PF_EXITING, 0U);
+    EXPECT_EQ(t->exit_state.load(), 0) << "fires before exit_notify";
+    fired.emplace_back("exit");
+  });
+  std::atomic<int> free_fired{0};
+  const auto free_probe = k().sched_process_free().attach([&](task_struct* t) {
+    EXPECT_EQ(rcu_users(t), 0U) << "sched_process_free fires at rcu_users == 0 + GP";
+    EXPECT_EQ(usage(t), 1U) << "... before the final usage drop";
+    free_fired.fetch_add(1);
+  });
+  task_struct* t = Fork({.comm = "traced"});
+  KillAndReap(t);
+  k().rcu().rcu_barrier();
+  EXPECT_THAT(fired, ElementsAre("exit"));
+  EXPECT_EQ(free_fired.load(), 1);
+  EXPECT_TRUE(k().sched_process_exit().detach(exit_probe));
+  EXPECT_FALSE(k().sched_process_exit().detach(exit_probe));
+  EXPECT_TRUE(k().sched_process_free().detach(free_probe));
+  EXPECT_FALSE(k().sched_process_free().enabled());
+}
+
+TEST_F(TaskTest, HistoryRecordsEveryStepWithItsCounters) {
+  task_struct* t = Fork({.comm = "story", .trace = true});
+  task_struct* quiet = Fork({.comm = "quiet"});
+  get_task_struct(t);
+  put_task_struct(t);
+  KillAndReap(t);
+  KillAndReap(quiet);
+  k().rcu().rcu_barrier();
+  struct step {
+    std::string kind;
+    unsigned usage;
+    unsigned rcu_users;
+    bool operator==(const step&) const = default;
+  };
+  std::vector<step> steps;
+  for (const task_event& e : k().history(t)) {
+    steps.push_back({std::string(to_string(e.kind)), e.usage, e.rcu_users});
+  }
+  const std::vector<step> expected = {
+      {"fork", 1, 2},         {"get", 2, 2},          {"put", 1, 2},
+      {"exit", 1, 2},         {"zombie", 1, 2},       {"task_dead", 1, 2},
+      {"final_switch", 1, 1}, {"reap", 1, 1},         {"unhash", 1, 1},
+      {"rcu_user_put", 1, 0}, {"gp_requested", 1, 0}, {"gp_elapsed", 1, 0},
+      {"put", 0, 0},          {"free", 0, 0},
+  };
+  ASSERT_EQ(steps.size(), expected.size());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(steps[i], expected[i]) << "step " << i << ": " << steps[i].kind;
+  }
+  EXPECT_EQ(k().events().size(), expected.size()) << "the untraced task recorded nothing";
+  const std::string line = fmt::format("{}", k().history(t).front());
+  EXPECT_THAT(line, HasSubstr("fork"));
+  EXPECT_THAT(line, HasSubstr("usage=1"));
+  EXPECT_THAT(line, HasSubstr("rcu_users=2"));
+}
+
+}  // namespace
+}  // namespace tasklife
