@@ -2,9 +2,9 @@
 // bpf_task_from_pid(): the lookup is only protected by the read-side critical
 // section, so the reference must be taken inside it with inc_not_zero on
 // rcu_users — a task found there may already be dying (rcu_users == 0).
-#include <tasklife/tasklife.hpp>
-
 #include <fmt/format.h>
+
+#include <tasklife/tasklife.hpp>
 
 using namespace tasklife;
 

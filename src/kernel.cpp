@@ -1,5 +1,6 @@
 // The simulated kernel: fork, exit, the final switch, the reap, the free.
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -18,11 +19,9 @@
 #endif
 
 namespace tasklife {
-namespace {
-
-constinit thread_local task_struct* tls_current = nullptr;
-
-}  // namespace
+namespace detail {
+constinit thread_local current_context tls_ctx{nullptr, nullptr, semantics_profile::current};
+}  // namespace detail
 
 std::string_view to_string(task_event_kind kind) noexcept {
   switch (kind) {
@@ -68,6 +67,20 @@ std::string_view to_string(task_event_kind kind) noexcept {
       return "free";
     case task_event_kind::kfunc:
       return "kfunc";
+  }
+  return "?";
+}
+
+std::string_view to_string(semantics_profile p) noexcept {
+  switch (p) {
+    case semantics_profile::rcu_users_inc:
+      return "rcu_users_inc";
+    case semantics_profile::usage_based:
+      return "usage_based";
+    case semantics_profile::rcu_safe:
+      return "rcu_safe";
+    case semantics_profile::current:
+      return "current";
   }
   return "?";
 }
@@ -125,7 +138,7 @@ void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned
 
 void kernel::record(task_struct* t, task_event_kind kind, std::string_view detail,
                     std::source_location where) {
-  if (!t->priv.traced.load(std::memory_order_relaxed)) {
+  if (!t->traced.load(std::memory_order_relaxed)) {
     return;
   }
   record(t, kind, refcount_read(&t->usage), refcount_read(&t->rcu_users), detail, where);
@@ -133,7 +146,7 @@ void kernel::record(task_struct* t, task_event_kind kind, std::string_view detai
 
 void kernel::record(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
                     std::string_view detail, std::source_location where) {
-  if (!t->priv.traced.load(std::memory_order_relaxed)) {
+  if (!t->traced.load(std::memory_order_relaxed)) {
     return;
   }
   task_event e{};
@@ -164,7 +177,7 @@ void kernel::emit(const task_event& ev) {
 }
 
 void kernel::trace_task(task_struct* t, bool on) noexcept {
-  t->priv.traced.store(on, std::memory_order_relaxed);
+  t->traced.store(on, std::memory_order_relaxed);
 }
 
 std::vector<task_event> kernel::events() const {
@@ -302,19 +315,20 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
     detail::report_contract_violation("kernel", "fork(CLONE_THREAD) needs a parent task", where);
     return {nullptr, -EINVAL};
   }
-  pid_namespace* ns = parent != nullptr ? task_active_pid_ns(parent) : &init_pid_ns();
-  if (args.new_pid_ns) {
-    ns = &create_pid_namespace(*ns);
-  }
+  pid_namespace* ns = parent != nullptr ? detail::creation_ns(parent) : &init_pid_ns();
 
   // dup_task_struct: "one for the rcu users" and the two rcu users.
   auto* t = new task_struct;
+  if constexpr (contract_checks_enabled) {
+    const std::lock_guard lock(known_mutex_);
+    known_.insert(t);
+  }
   refcount_set(&t->usage, 1);
   refcount_set(&t->rcu_users, 2);
   t->priv.owner = this;
   t->priv.id = next_id_.fetch_add(1, std::memory_order_relaxed);
   t->priv.magic.store(detail::task_alive_magic, std::memory_order_relaxed);
-  t->priv.traced.store(config_.record_history || args.trace, std::memory_order_relaxed);
+  t->traced.store(config_.record_history || args.trace, std::memory_order_relaxed);
   t->priv.autoreap = args.autoreap || args.thread;
   const char* comm = args.comm != nullptr ? args.comm : (parent != nullptr ? parent->comm : "init");
   std::strncpy(t->comm, comm, TASK_COMM_LEN - 1);
@@ -340,6 +354,14 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
 
   if (args.fail == fork_failure::before_pid_alloc) {
     return fail(-ENOMEM);
+  }
+  if (args.new_pid_ns) {
+    // copy_namespaces -> create_pid_namespace, after dup_task_struct: too deep a
+    // nesting fails the fork with -ENOSPC and the task is freed like any failure.
+    if (ns->level() + 1 > MAX_PID_NS_LEVEL) {
+      return fail(-ENOSPC);
+    }
+    ns = &create_pid_namespace(*ns);
   }
   // alloc_pid: a number at every level, from the new task's namespace up to the root.
   t->priv.numbers.resize(ns->level() + 1U);
@@ -416,7 +438,7 @@ void kernel::forget_children(task_struct* t) {
   // find_new_reaper: the namespace's init, unless that is the one exiting.
   while (task_struct* child = t->priv.children) {
     unlink_child(child);
-    task_struct* reaper = task_active_pid_ns(child)->child_reaper();
+    task_struct* reaper = detail::creation_ns(child)->child_reaper();
     if (reaper != nullptr && reaper != t &&
         (reaper->flags.load(std::memory_order_acquire) & PF_EXITING) == 0) {
       link_child(reaper, child);
@@ -433,7 +455,7 @@ void kernel::exit_notify(task_struct* t, std::source_location where) {
     // Release: pairs with the acquire CAS in wait_task_zombie.
     t->exit_state.store(autoreap ? EXIT_DEAD : EXIT_ZOMBIE, std::memory_order_release);
   }
-  pid_namespace* ns = task_active_pid_ns(t);
+  pid_namespace* ns = detail::creation_ns(t);
   if (ns->child_reaper() == t) {
     ns->set_child_reaper(nullptr);
   }
@@ -467,7 +489,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
         where);
     return;
   }
-  if (prev->priv.traced.load(std::memory_order_relaxed)) {
+  if (prev->traced.load(std::memory_order_relaxed)) {
     record(prev, task_event_kind::final_switch, refcount_read(&prev->usage),
            refcount_read(&prev->rcu_users) - 1U, {}, where);
   }
@@ -522,10 +544,32 @@ void kernel::on_rcu_users_zero(task_struct* t, std::source_location where) {
   }
   t->priv.in_grace_period.store(true, std::memory_order_relaxed);
   record(t, task_event_kind::gp_requested, {}, where);
+  if (rcu_users_in_union(config_.profile)) {
+    // v5.4 .. v6.3: `union { refcount_t rcu_users; struct rcu_head rcu; }`. call_rcu
+    // writes the head: its `next` (whose low half is rcu_users' storage) starts
+    // NULL, and becomes the address of the next head queued behind it on the same
+    // CPU's callback list. tasklife models that list with one tail per kernel:
+    // queuing this task's callback writes this head's address into the previous
+    // tail's rcu_users, which is how "rcu_users became non-zero again" on a dead
+    // task (Matus Jokay's report, Dec 2022).
+    const std::lock_guard lock(union_mutex_);
+    refcount_set(&t->rcu_users, 0);  // head->next = NULL
+    if (union_tail_ != nullptr) {
+      const auto next = reinterpret_cast<std::uintptr_t>(&t->rcu);
+      refcount_set(&union_tail_->rcu_users, static_cast<int>(static_cast<std::uint32_t>(next)));
+    }
+    union_tail_ = t;
+  }
   rcu_->call_rcu(&t->rcu, &delayed_put_task_struct, where);
 }
 
 void kernel::on_delayed_put(task_struct* t) {
+  if (rcu_users_in_union(config_.profile)) {
+    const std::lock_guard lock(union_mutex_);
+    if (union_tail_ == t) {
+      union_tail_ = nullptr;  // the head leaves the list before the task can be freed
+    }
+  }
   gp_elapsed_.fetch_add(1, std::memory_order_relaxed);
   t->priv.in_grace_period.store(false, std::memory_order_relaxed);
   record(t, task_event_kind::gp_elapsed, {}, std::source_location::current());
@@ -551,7 +595,24 @@ void kernel::free_task(task_struct* t, std::source_location where, bool fork_fai
     }
     quarantine(t);
   } else {
-    delete t;
+    forget_task(t);
+  }
+}
+
+void kernel::forget_task(task_struct* t) noexcept {
+  if constexpr (contract_checks_enabled) {
+    const std::lock_guard lock(known_mutex_);
+    known_.erase(t);
+  }
+  delete t;
+}
+
+bool kernel::knows_task(const task_struct* t) const {
+  if constexpr (contract_checks_enabled) {
+    const std::lock_guard lock(known_mutex_);
+    return known_.contains(t);
+  } else {
+    return t != nullptr;
   }
 }
 
@@ -588,7 +649,7 @@ void kernel::quarantine(task_struct* t) {
   }
   if (evicted != nullptr) {
     TASKLIFE_ASAN_UNPOISON(evicted, offsetof(task_struct, pid));
-    delete evicted;
+    forget_task(evicted);
   }
 }
 
@@ -632,7 +693,17 @@ std::vector<leaked_task> kernel::shutdown() {
         std::source_location::current());
   }
   // Every pending callback first (delayed_put -> put -> deferred free is a chain).
-  rcu_->rcu_barrier();
+  // A teardown that cannot wait (inside a read-side section, or from a callback)
+  // would free tasks under pending callbacks: that is fatal, not reportable.
+  try {
+    rcu_->rcu_barrier();
+  } catch (...) {
+    detail::report_contract_violation_noexcept(
+        "kernel",
+        fmt::format("kernel '{}' torn down where it cannot wait for its RCU callbacks", name()),
+        std::source_location::current());
+    std::abort();
+  }
   std::vector<leaked_task> leaks = allocated_tasks();
   for (const leaked_task& l : leaks) {
     detail::report_contract_violation_noexcept(
@@ -647,7 +718,7 @@ std::vector<leaked_task> kernel::shutdown() {
     const std::lock_guard lock(tasklist_lock_);
     while (task_struct* t = tasks_) {
       list_del(t);
-      delete t;
+      forget_task(t);
     }
   }
   {
@@ -655,7 +726,7 @@ std::vector<leaked_task> kernel::shutdown() {
     while (task_struct* t = quarantine_head_) {
       quarantine_head_ = t->priv.quarantine_next;
       TASKLIFE_ASAN_UNPOISON(t, offsetof(task_struct, pid));
-      delete t;
+      forget_task(t);
     }
     quarantine_tail_ = nullptr;
     quarantine_size_ = 0;
@@ -666,7 +737,7 @@ std::vector<leaked_task> kernel::shutdown() {
 // ---- current ----------------------------------------------------------------------------------
 
 task_struct* get_current() noexcept {
-  return tls_current;
+  return detail::tls_ctx.task;
 }
 
 namespace {
@@ -679,14 +750,20 @@ rcu_domain& domain_of_checked(task_struct* t, std::source_location where) {
 }  // namespace
 
 current_task_scope::current_task_scope(task_struct* t, std::source_location where)
-    : task_(t), previous_(tls_current), registration_(domain_of_checked(t, where), where) {
-  tls_current = t;
-  task_kernel(t).current_scopes_.fetch_add(1, std::memory_order_relaxed);
+    : task_(t), previous_(detail::tls_ctx.task), registration_(domain_of_checked(t, where), where) {
+  kernel& k = task_kernel(t);
+  detail::tls_ctx = detail::current_context{t, &k, k.config().profile};
+  k.current_scopes_.fetch_add(1, std::memory_order_relaxed);
 }
 
 current_task_scope::~current_task_scope() {
   task_kernel(task_).current_scopes_.fetch_sub(1, std::memory_order_relaxed);
-  tls_current = previous_;
+  if (previous_ != nullptr) {
+    kernel& k = task_kernel(previous_);
+    detail::tls_ctx = detail::current_context{previous_, &k, k.config().profile};
+  } else {
+    detail::tls_ctx = detail::current_context{nullptr, nullptr, semantics_profile::current};
+  }
 }
 
 current_task_scope kernel::run_as(task_struct* t, std::source_location where) {

@@ -24,7 +24,9 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
       // Value-initialised: every entry starts as nullptr.
       table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max) + 1]()),
       allocated_((static_cast<std::size_t>(pid_max) + kBits) / kBits, 0) {
-  allocated_[0] |= 1U;  // 0 is never a pid
+  if (!allocated_.empty()) {
+    allocated_.front() |= 1U;  // 0 is never a pid
+  }
 }
 
 pid_namespace::~pid_namespace() = default;
@@ -122,14 +124,23 @@ task_struct* find_task_by_vpid(pid_t vnr, std::source_location where) {
         "pid", "find_task_by_vpid() on a thread that does not run as a task (no current)", where);
     return nullptr;
   }
-  return task_active_pid_ns(cur)->find_task(vnr, where);
+  pid_namespace* ns = task_active_pid_ns(cur);
+  return ns == nullptr ? nullptr : ns->find_task(vnr, where);
 }
 
 pid_namespace* task_active_pid_ns(const task_struct* t) noexcept {
-  return t->priv.numbers.empty() ? nullptr : t->priv.numbers.back().ns;
+  // After release_task, detach_pid has cleared thread_pid: no namespace (NULL).
+  // Acquire pairs with the release in release_task.
+  if (t->priv.numbers.empty() || t->priv.pid_detached.load(std::memory_order_acquire)) {
+    return nullptr;
+  }
+  return t->priv.numbers.back().ns;
 }
 
 pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns) noexcept {
+  if (ns == nullptr || t->priv.pid_detached.load(std::memory_order_acquire)) {
+    return 0;  // a reaped task has no number anywhere: the kernel's 0
+  }
   const auto level = ns->level();
   if (level < t->priv.numbers.size() && t->priv.numbers[level].ns == ns) {
     return t->priv.numbers[level].nr;

@@ -375,8 +375,10 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
   head->chained = tls.callback_depth > 0 && tls.callback_domain == this;
   if (head->chained) {
     // A chain link counts under its root's epoch (see rcu_barrier). Relaxed: the
-    // increment precedes the parent's release of pending_, which rcu_barrier
-    // acquires before it reads this counter.
+    // increment happens inside the parent callback, which liburcu's barrier (a
+    // full-barrier handshake with the worker) orders before rcu_barrier's next
+    // read of this counter; the release decrement in invoke() pairs with that
+    // acquire read once the link itself has run.
     head->epoch = tls.callback_epoch;
     chained_[head->epoch].fetch_add(1, std::memory_order_relaxed);
   } else {

@@ -47,12 +47,27 @@ void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned
 // Records an event for a traced task; `usage`/`rcu_users` are the values to show.
 inline void trace_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
                         std::string_view detail, std::source_location where) {
-  if (t->priv.traced.load(std::memory_order_relaxed)) [[unlikely]] {
+  if (t->traced.load(std::memory_order_relaxed)) [[unlikely]] {
     record_event(t, kind, usage, rcu_users, detail, where);
   }
 }
 
 // put_task_struct_rcu_user without its own event (the caller records one).
 void put_rcu_user_untraced(task_struct* t, std::source_location where);
+
+// The namespace a task was created in, even after its pid was detached (the
+// kernel's lifecycle code reaches it through the task's nsproxy/signal instead).
+inline pid_namespace* creation_ns(const task_struct* t) noexcept {
+  return t->priv.numbers.back().ns;
+}
+
+// What the running program's thread is: current, its kernel and that kernel's
+// semantics profile, set by current_task_scope. One TLS load for the kfuncs.
+struct current_context {
+  task_struct* task;
+  kernel* owner;
+  semantics_profile profile;
+};
+extern constinit thread_local current_context tls_ctx;
 
 }  // namespace tasklife::detail

@@ -8,10 +8,6 @@
 //             the last rcu_users reference (order B)
 //   holder    a get_task_struct holder keeps the memory past the grace period;
 //             with --final-put deferred (v6.17+) its put waits one more
-#include <tasklife/tasklife.hpp>
-
-#include <fmt/format.h>
-
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -19,28 +15,48 @@
 #include <string_view>
 #include <thread>
 
+#include <fmt/format.h>
+
+#include <tasklife/tasklife.hpp>
+
 namespace {
 
 using namespace tasklife;
 
 std::string_view explain(task_event_kind kind) {
   switch (kind) {
-    case task_event_kind::fork: return "copy_process: usage=1 (the rcu users' share), rcu_users=2";
-    case task_event_kind::get: return "get_task_struct: a plain usage reference";
-    case task_event_kind::put: return "put_task_struct";
-    case task_event_kind::exit: return "do_exit: PF_EXITING, sched_process_exit";
-    case task_event_kind::zombie: return "exit_notify: EXIT_ZOMBIE, still hashed, waits for the parent";
-    case task_event_kind::autoreap: return "exit_notify: EXIT_DEAD, release_task(self) while running";
-    case task_event_kind::task_dead: return "do_task_dead: TASK_DEAD, one last schedule() to go";
-    case task_event_kind::final_switch: return "finish_task_switch: the scheduler's rcu_users drop";
-    case task_event_kind::reap: return "wait_task_zombie: the parent wins EXIT_ZOMBIE -> EXIT_DEAD";
-    case task_event_kind::unhash: return "release_task: unhashed from every pid level (before the drop)";
-    case task_event_kind::rcu_user_put: return "put_task_struct_rcu_user";
-    case task_event_kind::gp_requested: return "rcu_users hit 0: call_rcu(delayed_put_task_struct)";
-    case task_event_kind::gp_elapsed: return "grace period over: delayed_put_task_struct, sched_process_free";
-    case task_event_kind::free_deferred: return "v6.17+: call_rcu(__put_task_struct_rcu_cb)";
-    case task_event_kind::free: return "__put_task_struct: the memory is freed";
-    default: return "";
+    case task_event_kind::fork:
+      return "copy_process: usage=1 (the rcu users' share), rcu_users=2";
+    case task_event_kind::get:
+      return "get_task_struct: a plain usage reference";
+    case task_event_kind::put:
+      return "put_task_struct";
+    case task_event_kind::exit:
+      return "do_exit: PF_EXITING, sched_process_exit";
+    case task_event_kind::zombie:
+      return "exit_notify: EXIT_ZOMBIE, still hashed, waits for the parent";
+    case task_event_kind::autoreap:
+      return "exit_notify: EXIT_DEAD, release_task(self) while running";
+    case task_event_kind::task_dead:
+      return "do_task_dead: TASK_DEAD, one last schedule() to go";
+    case task_event_kind::final_switch:
+      return "finish_task_switch: the scheduler's rcu_users drop";
+    case task_event_kind::reap:
+      return "wait_task_zombie: the parent wins EXIT_ZOMBIE -> EXIT_DEAD";
+    case task_event_kind::unhash:
+      return "release_task: unhashed from every pid level (before the drop)";
+    case task_event_kind::rcu_user_put:
+      return "put_task_struct_rcu_user";
+    case task_event_kind::gp_requested:
+      return "rcu_users hit 0: call_rcu(delayed_put_task_struct)";
+    case task_event_kind::gp_elapsed:
+      return "grace period over: delayed_put_task_struct, sched_process_free";
+    case task_event_kind::free_deferred:
+      return "v6.17+: call_rcu(__put_task_struct_rcu_cb)";
+    case task_event_kind::free:
+      return "__put_task_struct: the memory is freed";
+    default:
+      return "";
   }
 }
 
@@ -88,8 +104,8 @@ bool scenario_zombie(final_put_mode mode) {
     const rcu_thread_registration reg(k.rcu());
     const rcu_read_guard guard(k.rcu());
     task_struct* found = find_task_by_pid_ns(pid, &k.init_pid_ns());
-    fmt::print("    -- reader: rcu_read_lock(); find_task_by_pid_ns({}) = '{}' (rcu_users={})\n", pid,
-               found->comm, refcount_read(&found->rcu_users));
+    fmt::print("    -- reader: rcu_read_lock(); find_task_by_pid_ns({}) = '{}' (rcu_users={})\n",
+               pid, found->comm, refcount_read(&found->rcu_users));
     std::fflush(stdout);
     stage.store(1, std::memory_order_release);
     while (stage.load(std::memory_order_acquire) != 2) {
@@ -109,7 +125,8 @@ bool scenario_zombie(final_put_mode mode) {
   stage.store(2, std::memory_order_release);
   reader.join();
   k.rcu().rcu_barrier();  // liburcu 0.13 runs callbacks in ~10 ms batches
-  note(fmt::format("freed = {}, grace periods elapsed = {}", k.stats().freed, k.stats().gp_elapsed));
+  note(
+      fmt::format("freed = {}, grace periods elapsed = {}", k.stats().freed, k.stats().gp_elapsed));
   k.do_exit(init);
   k.finish_task_switch(init);
   k.wait_task_zombie(init);
@@ -136,10 +153,11 @@ bool scenario_autoreap(final_put_mode mode) {
 
 // A usage holder outlives the grace period.
 bool scenario_holder(final_put_mode mode) {
-  banner("holder: get_task_struct keeps the memory past the grace period",
-         mode == final_put_mode::deferred
-             ? "v6.17+: the holder's final put_task_struct defers the free by one more grace period."
-             : "<= v6.16: the holder's final put_task_struct frees at once, no further grace period.");
+  banner(
+      "holder: get_task_struct keeps the memory past the grace period",
+      mode == final_put_mode::deferred
+          ? "v6.17+: the holder's final put_task_struct defers the free by one more grace period."
+          : "<= v6.16: the holder's final put_task_struct frees at once, no further grace period.");
   kernel k({.name = "demo", .final_put = mode});
   k.set_event_listener(print_event);
   task_struct* t = k.fork(nullptr, {.comm = "held", .trace = true}).task;
@@ -186,10 +204,11 @@ int main(int argc, char** argv) {
     }
   }
   const rcu_native_info info = rcu_native_backend_info();
-  fmt::print("tasklife {} demo: liburcu {} (membarrier: {}), final put: {}\n", TASKLIFE_VERSION, info.flavor,
-             info.has_sys_membarrier ? "yes" : "no",
+  fmt::print("tasklife {} demo: liburcu {} (membarrier: {}), final put: {}\n", TASKLIFE_VERSION,
+             info.flavor, info.has_sys_membarrier ? "yes" : "no",
              mode == final_put_mode::deferred ? "deferred (v6.17+)" : "immediate (<= v6.16)");
-  fmt::print("columns: event number, time since the kernel started, pid, event, counters after it\n");
+  fmt::print(
+      "columns: event number, time since the kernel started, pid, event, counters after it\n");
   bool ran = false;
   bool ok = true;
   if (scenario == "all" || scenario == "zombie") {
@@ -211,6 +230,6 @@ int main(int argc, char** argv) {
     return usage_error(argv[0]);
   }
   fmt::print("\n{}\n", ok ? "every task was freed, one grace period after its last rcu_users drop"
-                           : "FAILED");
+                          : "FAILED");
   return ok ? 0 : 1;
 }

@@ -9,8 +9,13 @@
 //       rcu_read_unlock, synchronize_rcu inside a read-side critical section, a
 //       read lock on an unregistered thread, ...
 //     - `full` (contracts plus expensive checks): poisoning and quarantine of
-//       freed objects, per-object event history.
-//   A release build (`TASKLIFE_CHECKS=none`) compiles every check out.
+//       freed objects, and the use-after-free reports they make possible.
+//   A release build (`TASKLIFE_CHECKS=none`) compiles the checks on hot paths out
+//   (the read side, refcount and task validation, lookups). The lifecycle
+//   operations (fork, exit, final switch, reap, teardown) keep their cheap misuse
+//   checks in every tier: they are not hot, and a wrong answer there would corrupt
+//   the simulation itself. Per-task event history is not a check: it is switched
+//   on at run time (history.hpp) in every tier.
 //
 //   A violated contract is reported to the process-wide contract handler with a
 //   message that names the object involved. The default handler prints the

@@ -16,9 +16,11 @@
 //   Events are values; they outlive the task (the log is the kernel's).
 //
 // Memory ordering
-//   The log is guarded by a mutex; the counter values in an event are relaxed
-//   reads taken right after the operation, exact when nobody else touches the
-//   task at the same moment and a snapshot otherwise.
+//   The log is guarded by a mutex. The counter values in an event are what the
+//   counters hold once the operation is done, from relaxed reads: taken after an
+//   increment, but *before* a decrement and adjusted by it (after a decrement only
+//   the thread that reached 0 may still touch the task). Exact when nobody else
+//   touches the task at the same moment, a snapshot otherwise.
 #pragma once
 
 #include <cstdint>

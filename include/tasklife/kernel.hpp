@@ -57,6 +57,7 @@
 #include <source_location>
 #include <string>
 #include <sys/types.h>
+#include <unordered_set>
 #include <vector>
 
 #include <tasklife/check.hpp>
@@ -74,8 +75,37 @@ enum class final_put_mode {
   deferred,   // v6.17+ (8671bad873eb): always call_rcu(__put_task_struct_rcu_cb)
 };
 
+// The kernel's history of the BPF task kfuncs, selectable per kernel instance
+// (kfunc.hpp documents each kfunc in each profile; docs/kfuncs.md has the table).
+enum class semantics_profile {
+  // 90660309b0c7 (Nov 2022): bpf_task_acquire is an unconditional
+  // refcount_inc(&rcu_users); bpf_task_kptr_get and bpf_task_acquire_not_zero
+  // exist; bpf_task_from_pid ignores the acquire result; rcu_users shares its
+  // storage with the RCU callback head (the union of v5.4 .. v6.3).
+  rcu_users_inc,
+  // 156ed20d22ee (Dec 2022, v6.2 .. v6.3): acquire/release use usage
+  // (get_task_struct / put_task_struct); kptr_get and acquire_not_zero always
+  // return NULL; the union is still there.
+  usage_based,
+  // d02c48fa1139 + 22df776a9a86 + f85671c6ef46 (v6.4+): acquire is
+  // refcount_inc_not_zero(&rcu_users), release put_task_struct_rcu_user; a task
+  // read from a map slot under RCU may be acquired; the legacy kfuncs are gone;
+  // rcu_users has its own storage.
+  rcu_safe,
+  // rcu_safe plus bpf_task_release_dtor (v6.8) and bpf_task_from_vpid (v6.13).
+  current,
+};
+
+// rcu_users and the callback head shared storage before v6.4 (22df776a9a86).
+constexpr bool rcu_users_in_union(semantics_profile p) noexcept {
+  return p == semantics_profile::rcu_users_inc || p == semantics_profile::usage_based;
+}
+
+TASKLIFE_API std::string_view to_string(semantics_profile p) noexcept;
+
 struct kernel_config {
   std::string name = "kernel";
+  semantics_profile profile = semantics_profile::current;
   int pid_max = PID_MAX_DEFAULT;
   // Where cyclic allocation restarts after a wrap (the kernel's RESERVED_PIDS; the
   // kernel also keeps pid_max >= 301). Small values let tests wrap quickly.
@@ -111,7 +141,7 @@ struct clone_args {
 
 struct fork_result {
   task_struct* task = nullptr;
-  int error = 0;  // -EAGAIN (no free pid), -ENOMEM (injected failure), ...
+  int error = 0;  // -EAGAIN (no free pid), -ENOSPC (pid namespaces too deep), -ENOMEM (injected)
   explicit operator bool() const noexcept { return task != nullptr; }
 };
 
@@ -235,6 +265,10 @@ class TASKLIFE_API kernel {
 
   // Is `t` a task of this kernel that has not been freed? (walks the task list)
   bool owns_live_task(const task_struct* t) const;
+  // Is `t` a task this kernel allocated whose memory it still holds (live, or
+  // freed and in quarantine)? Never dereferences `t`. Checked builds keep the
+  // registry; with TASKLIFE_CHECKS=none this only tests for NULL.
+  bool knows_task(const task_struct* t) const;
 
   // ---- internal: called by task.cpp's lifetime functions --------------------------------
   void on_rcu_users_zero(task_struct* t, std::source_location where);
@@ -259,10 +293,19 @@ class TASKLIFE_API kernel {
   mutable std::mutex tasklist_lock_;  // the task list, parent/children links
   task_struct* tasks_ = nullptr;      // guarded by tasklist_lock_
 
+  mutable std::mutex known_mutex_;
+  std::unordered_set<const task_struct*> known_;  // guarded by known_mutex_ (checked builds)
+  void forget_task(task_struct* t) noexcept;      // out of known_, then delete
+
   std::mutex quarantine_mutex_;
   task_struct* quarantine_head_ = nullptr;  // oldest; guarded by quarantine_mutex_
   task_struct* quarantine_tail_ = nullptr;
   std::size_t quarantine_size_ = 0;
+
+  // rcu_users_in_union profiles: the last task whose callback is queued, standing
+  // for the tail of the kernel's per-CPU callback list (see on_rcu_users_zero).
+  std::mutex union_mutex_;
+  task_struct* union_tail_ = nullptr;  // guarded by union_mutex_
 
   tracepoint task_newtask_{"task_newtask"};
   tracepoint sched_process_exit_{"sched_process_exit"};

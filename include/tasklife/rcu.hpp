@@ -49,8 +49,8 @@
 //   src/rcu.cpp: a release on a grace-period token before every read unlock
 //   (pairs with the acquire after synchronize_rcu and at the top of every
 //   callback), and a release on the head before call_rcu (pairs with the acquire
-//   on the head in the callback trampoline). The domain's statistics are relaxed
-//   counters; its count of pending callbacks is released after each callback
+//   on the head in rcu_domain::invoke, which every backend's callback goes through). The domain's
+//   statistics are relaxed counters; its count of pending callbacks is released after each callback
 //   returns and acquired by rcu_barrier and the destructor, so what a callback did
 //   happens before they return.
 #pragma once
@@ -115,8 +115,9 @@ struct rcu_stats {
 
 namespace detail {
 // The native (liburcu memb) read side, defined in src/rcu.cpp with liburcu's
-// inlined fast path. Release builds use link-time optimisation so these calls
-// disappear into the caller; see docs/design.md.
+// inlined fast path. When tasklife is linked statically into a target built with
+// link-time optimisation (the release preset), these calls are inlined into the
+// caller; otherwise each is one direct call. See docs/design.md.
 TASKLIFE_API void native_read_lock() noexcept;
 TASKLIFE_API void native_read_unlock() noexcept;
 TASKLIFE_API bool native_read_lock_held() noexcept;

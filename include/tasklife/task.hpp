@@ -96,7 +96,6 @@ struct task_private {
   kernel* owner = nullptr;
   std::uint64_t id = 0;                 // unique within the owning kernel, never reused
   std::atomic<std::uint32_t> magic{0};  // task_alive_magic until freed (checked builds)
-  std::atomic<bool> traced{false};      // record this task's events (history.hpp)
   bool autoreap = false;                // exit_notify releases the task itself
   bool on_list = false;                 // on the kernel's task list (under tasklist_lock)
   std::atomic<bool> final_switch_done{false};
@@ -104,6 +103,7 @@ struct task_private {
   std::atomic<bool> in_grace_period{false};  // rcu_users hit 0, delayed_put not yet run
   std::uint64_t gp_requested_seq = 0;        // the domain's grace-period count at that moment
   std::vector<upid> numbers;                 // level 0 (root) .. level of the active namespace
+  std::atomic<bool> pid_detached{false};     // release_task ran: thread_pid is NULL in the kernel
   // The kernel's task list and the parent's children list, under tasklist_lock.
   task_struct* prev = nullptr;
   task_struct* next = nullptr;
@@ -126,17 +126,23 @@ struct task_struct {
   // The lifetime fields first: one cache line for acquire/release.
   refcount_t usage;
   refcount_t rcu_users;
+  // tasklife: record this task's events (history.hpp). Beside the counters so the
+  // hot paths' "traced?" test touches no other cache line.
+  std::atomic<bool> traced{false};
   rcu_head rcu;
 
-  pid_t pid = 0;  // the number in the root namespace (init_pid_ns)
-  pid_t tgid = 0;
   std::atomic<unsigned int> flags{0};
   std::atomic<int> exit_state{0};
   std::atomic<unsigned int> state{TASK_RUNNING};
   int exit_code = 0;
-  char comm[TASK_COMM_LEN] = {};
+  pid_t tgid = 0;
   task_struct* real_parent = nullptr;  // under the kernel's tasklist_lock
   task_struct* group_leader = nullptr;
+
+  // Identity last: a freed task keeps pid and comm readable (with priv) for the
+  // use-after-free report; everything above is poisoned in quarantine.
+  pid_t pid = 0;  // the number in the root namespace (init_pid_ns)
+  char comm[TASK_COMM_LEN] = {};
 
   detail::task_private priv;
 };

@@ -8,11 +8,15 @@
 //   pid.hpp       pid namespaces and lock-free lookup by number
 //   history.hpp   per-task lifetime events, recorded on demand
 //   kernel.hpp    the simulated system: lifecycle, current, tracepoints, teardown
+//   map.hpp       kptr slots, hash and array maps, local objects
+//   kfunc.hpp     the BPF task kfuncs in each semantics profile
 #pragma once
 
 #include <tasklife/check.hpp>
 #include <tasklife/history.hpp>
 #include <tasklife/kernel.hpp>
+#include <tasklife/kfunc.hpp>
+#include <tasklife/map.hpp>
 #include <tasklife/pid.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/refcount.hpp>

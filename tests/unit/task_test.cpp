@@ -3,28 +3,29 @@
 // deferred free, fork failure, use-after-free reports, teardown, tracepoints and
 // history. Section 1, 2 and 8 of the kernel notes are the specification; each
 // test names the invariant it proves (docs/semantics.md points back here).
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <optional>
 #include <string>
-#include <tasklife/kernel.hpp>
 #include <thread>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <tasklife/kernel.hpp>
 
 #include "../support/contract_capture.hpp"
 
 namespace tasklife {
 namespace {
 
+using test::contract_error;
 using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using test::contract_error;
 
 // Holds a read-side critical section open on its own thread until released: no
 // grace period of the domain can end meanwhile. Deterministic, no sleeps.
@@ -98,8 +99,12 @@ class TaskTest : public ::testing::Test {
   std::optional<kernel> k_;
 };
 
-unsigned usage(const task_struct* t) { return refcount_read(&t->usage); }
-unsigned rcu_users(const task_struct* t) { return refcount_read(&t->rcu_users); }
+unsigned usage(const task_struct* t) {
+  return refcount_read(&t->usage);
+}
+unsigned rcu_users(const task_struct* t) {
+  return refcount_read(&t->rcu_users);
+}
 
 // ---- section 8, item 1: initial counts --------------------------------------------------------
 
@@ -232,9 +237,10 @@ TEST_F(TaskTest, RcuUsersZeroQueuesOneCallbackThatDropsExactlyOneUsage) {
   EXPECT_EQ(usage(t), 1U) << "delayed_put_task_struct dropped exactly one usage (2 -> 1)";
   EXPECT_EQ(k().rcu().stats().callbacks_completed, 1U) << "exactly one callback ran";
   const auto h = k().history(t);
-  EXPECT_EQ(std::count_if(h.begin(), h.end(),
-                          [](const task_event& e) { return e.kind == task_event_kind::gp_requested; }),
-            1);
+  EXPECT_EQ(
+      std::count_if(h.begin(), h.end(),
+                    [](const task_event& e) { return e.kind == task_event_kind::gp_requested; }),
+      1);
   put_task_struct(t);
   EXPECT_EQ(k().stats().freed, 1U);
 }
@@ -309,8 +315,10 @@ TEST_F(TaskTest, TrygetSucceedsWhileUsageIsLive) {
 TEST_F(TaskTest, ForkFailureFreesWithoutTouchingTheCounters) {
   std::vector<task_struct*> announced;
   const auto probe = k().task_newtask().attach([&](task_struct* t) { announced.push_back(t); });
-  const fork_result early = k().fork(nullptr, {.comm = "early", .fail = fork_failure::before_pid_alloc});
-  const fork_result late = k().fork(nullptr, {.comm = "late", .fail = fork_failure::after_pid_alloc});
+  const fork_result early =
+      k().fork(nullptr, {.comm = "early", .fail = fork_failure::before_pid_alloc});
+  const fork_result late =
+      k().fork(nullptr, {.comm = "late", .fail = fork_failure::after_pid_alloc});
   EXPECT_FALSE(early);
   EXPECT_FALSE(late);
   EXPECT_EQ(early.error, -ENOMEM);
@@ -374,8 +382,7 @@ TEST_F(TaskTest, LifecycleMisuseIsReported) {
 TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
   task_struct* t = Fork({.comm = "overput"});
   EXPECT_THROW(put_task_struct(t), contract_error);  // drops the rcu users' own usage reference
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("__put_task_struct() on task 'overput'")));
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("__put_task_struct() on task 'overput'")));
   // The throwing handler stopped the free: the task is left with usage 0, a leak
   // the teardown must report with its counters.
   const auto leaks = k().shutdown();
@@ -500,11 +507,10 @@ TEST_F(TaskTest, HistoryRecordsEveryStepWithItsCounters) {
     steps.push_back({std::string(to_string(e.kind)), e.usage, e.rcu_users});
   }
   const std::vector<step> expected = {
-      {"fork", 1, 2},         {"get", 2, 2},          {"put", 1, 2},
-      {"exit", 1, 2},         {"zombie", 1, 2},       {"task_dead", 1, 2},
-      {"final_switch", 1, 1}, {"reap", 1, 1},         {"unhash", 1, 1},
-      {"rcu_user_put", 1, 0}, {"gp_requested", 1, 0}, {"gp_elapsed", 1, 0},
-      {"put", 0, 0},          {"free", 0, 0},
+      {"fork", 1, 2},   {"get", 2, 2},          {"put", 1, 2},          {"exit", 1, 2},
+      {"zombie", 1, 2}, {"task_dead", 1, 2},    {"final_switch", 1, 1}, {"reap", 1, 1},
+      {"unhash", 1, 1}, {"rcu_user_put", 1, 0}, {"gp_requested", 1, 0}, {"gp_elapsed", 1, 0},
+      {"put", 0, 0},    {"free", 0, 0},
   };
   ASSERT_EQ(steps.size(), expected.size());
   for (std::size_t i = 0; i < steps.size(); ++i) {

@@ -1,0 +1,184 @@
+// tasklife/kfunc.hpp — the BPF task kfuncs, under their kernel names, in every
+// semantics profile of the kernel's history.
+//
+// What it is
+//   The kfuncs and helpers a BPF program uses to hold task_struct references
+//   (kernel/bpf/helpers.c), each behaving as the selected profile's kernel did
+//   (kernel_config::profile; see kernel.hpp for the profiles and their commits):
+//
+//   | kfunc                       | rcu_users_inc        | usage_based     | rcu_safe / current   |
+//   |-----------------------------|----------------------|-----------------|----------------------|
+//   | bpf_task_acquire(p)         | refcount_inc(        | get_task_struct | inc_not_zero(        |
+//   |                             |  &rcu_users): p      |  (usage): p     |  &rcu_users) ? p:NULL|
+//   | bpf_task_release(p)         | NULL-safe            | NULL-safe       | put_task_struct_     |
+//   |                             | put_..._rcu_user     | put_task_struct | rcu_user             |
+//   | bpf_task_release_dtor(p)    | -                    | -               | current only (v6.8)  |
+//   | bpf_task_from_pid(pid)      | RCU, init_pid_ns,    | RCU, lookup,    | RCU, lookup,         |
+//   |                             | acquire, ignore it   | acquire         | p = acquire(p)       |
+//   | bpf_task_from_vpid(vpid)    | -                    | -               | current only (v6.13) |
+//   | bpf_task_kptr_get(slot)     | RCU, read, inc_not_  | NULL            | -                    |
+//   |                             | zero(rcu_users)      |                 |                      |
+//   | bpf_task_acquire_not_zero(p)| inc_not_zero(        | NULL            | -                    |
+//   |                             | &rcu_users) ? p:NULL |                 |                      |
+//   | bpf_kptr_xchg(slot, p)      | one atomic exchange, every profile                          |
+//   | bpf_rcu_read_lock/unlock    | the kernel's RCU read-side section, every profile           |
+//   | bpf_get_current_task_btf()  | current, every profile                                      |
+//
+//   "-" means the kfunc does not exist in that profile: calling it is a contract
+//   violation naming the profile. kfunc_flags() gives each kfunc's KF_* flags in
+//   each profile (what the verifier of that kernel demanded).
+//
+// Members
+//   KF_* flags, kfunc_id, kfunc_flags(), kfunc_exists(), to_string(kfunc_id)
+//   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run)
+//
+// Context
+//   kfuncs are called by a program, i.e. on a thread that runs as a task
+//   (kernel::run_as): the kernel is current's. In checked builds a call without
+//   current, a NULL or foreign task (not a live task of current's kernel), or a
+//   task that was freed, is a contract violation naming the kfunc and the
+//   argument — never undefined behaviour inside tasklife. A pid of another
+//   kernel is just a number here: the kernel's answer is whatever task, if any,
+//   has that number in this kernel.
+//
+// Lifetime
+//   A reference returned by an acquiring kfunc (acquire, from_pid, from_vpid,
+//   kptr_get, acquire_not_zero, or xchg out of a slot) is the caller's: release
+//   it with bpf_task_release or move it into a slot with bpf_kptr_xchg. A task
+//   pointer read from a slot inside bpf_rcu_read_lock stays valid (memory) until
+//   bpf_rcu_read_unlock, but may be dying: bpf_task_acquire (KF_RCU) tells.
+//
+// Memory ordering
+//   The counters are refcount_t (refcount.hpp). bpf_kptr_xchg is one acq_rel
+//   exchange: release hands the stored reference's prior writes to the next taker,
+//   acquire takes the previous owner's; it pairs with every other xchg of the same
+//   slot and with the acquire load of a slot read (kptr::get).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <source_location>
+#include <string_view>
+
+#include <tasklife/export.hpp>
+#include <tasklife/kernel.hpp>
+#include <tasklife/map.hpp>
+#include <tasklife/task.hpp>
+
+namespace tasklife {
+
+// include/linux/btf.h
+inline constexpr std::uint32_t KF_ACQUIRE = 1U << 0;
+inline constexpr std::uint32_t KF_RELEASE = 1U << 1;
+inline constexpr std::uint32_t KF_RET_NULL = 1U << 2;
+inline constexpr std::uint32_t KF_KPTR_GET = 1U << 3;  // removed Apr 2023
+inline constexpr std::uint32_t KF_TRUSTED_ARGS = 1U << 4;
+inline constexpr std::uint32_t KF_SLEEPABLE = 1U << 5;
+inline constexpr std::uint32_t KF_DESTRUCTIVE = 1U << 6;
+inline constexpr std::uint32_t KF_RCU = 1U << 7;
+
+enum class kfunc_id : std::uint8_t {
+  bpf_task_acquire,
+  bpf_task_release,
+  bpf_task_release_dtor,
+  bpf_task_from_pid,
+  bpf_task_from_vpid,
+  bpf_task_kptr_get,
+  bpf_task_acquire_not_zero,
+  bpf_kptr_xchg,
+  bpf_rcu_read_lock,
+  bpf_rcu_read_unlock,
+  bpf_get_current_task_btf,
+};
+inline constexpr int kfunc_id_count = 11;
+
+TASKLIFE_API std::string_view to_string(kfunc_id id) noexcept;
+// Whether the kfunc exists in the profile.
+TASKLIFE_API bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept;
+// Its KF_* flags there (0 for helpers such as bpf_kptr_xchg, and for absent ones).
+TASKLIFE_API std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept;
+
+/**
+ * bpf_task_acquire - acquire a reference to a task
+ * @p: the task; trusted (KF_TRUSTED_ARGS, <= v6.3) or RCU-protected (KF_RCU, v6.4+)
+ *
+ * rcu_safe/current: refcount_inc_not_zero(&p->rcu_users); p, or NULL when the
+ *   task is dying (rcu_users already 0). KF_ACQUIRE | KF_RCU | KF_RET_NULL.
+ * usage_based: get_task_struct(p); p. KF_ACQUIRE | KF_TRUSTED_ARGS.
+ * rcu_users_inc: refcount_inc(&p->rcu_users); p, never NULL — from 0 this is the
+ *   ADD_UAF warning and the task is freed under the caller (section 2.5).
+ */
+TASKLIFE_API task_struct* bpf_task_acquire(
+    task_struct* p, std::source_location where = std::source_location::current());
+
+/**
+ * bpf_task_release - release a reference acquired on a task
+ * @p: a referenced task (KF_RELEASE)
+ *
+ * rcu_safe/current: put_task_struct_rcu_user(p). usage_based: put_task_struct(p).
+ * rcu_users_inc: put_task_struct_rcu_user(p). The two early profiles returned at
+ * once on NULL; from 2023 the verifier makes NULL impossible (a violation here).
+ */
+TASKLIFE_API void bpf_task_release(task_struct* p,
+                                   std::source_location where = std::source_location::current());
+
+/**
+ * bpf_task_release_dtor - the map/object destructor for task kptrs (v6.8, "bpf:
+ * Fix dtor CFI"): bpf_task_release behind a void * signature. current only.
+ */
+TASKLIFE_API void bpf_task_release_dtor(void* p);
+
+/**
+ * bpf_task_from_pid - find a task by its pid in the root pid namespace and
+ * acquire a reference to it. KF_ACQUIRE | KF_RET_NULL. NULL for unknown,
+ * negative or out-of-range pids; in rcu_safe/current also for a dying task.
+ * rcu_users_inc ignores the acquire's outcome and returns the task regardless.
+ */
+TASKLIFE_API task_struct* bpf_task_from_pid(
+    std::int32_t pid, std::source_location where = std::source_location::current());
+
+/**
+ * bpf_task_from_vpid - the same, resolving @vpid in current's pid namespace
+ * (v6.13, current only). KF_ACQUIRE | KF_RET_NULL.
+ */
+TASKLIFE_API task_struct* bpf_task_from_vpid(
+    std::int32_t vpid, std::source_location where = std::source_location::current());
+
+/**
+ * bpf_task_kptr_get - acquire the task stored in a kptr slot (rcu_users_inc:
+ * under RCU, read the slot, inc_not_zero on rcu_users; usage_based: always NULL).
+ * KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL. Removed in v6.4 (f85671c6ef46).
+ */
+TASKLIFE_API task_struct* bpf_task_kptr_get(
+    kptr<task_struct>* slot, std::source_location where = std::source_location::current());
+
+/**
+ * bpf_task_acquire_not_zero - rcu_users_inc: inc_not_zero on rcu_users, p or NULL
+ * (fca1aa75518c); usage_based: always NULL. KF_ACQUIRE | KF_RCU | KF_RET_NULL.
+ * Removed in v6.4 (f85671c6ef46): identical to the new bpf_task_acquire.
+ */
+TASKLIFE_API task_struct* bpf_task_acquire_not_zero(
+    task_struct* p, std::source_location where = std::source_location::current());
+
+/**
+ * bpf_kptr_xchg - atomically exchange the task in @slot with @p
+ * @slot: a kptr slot of a live map value or local object
+ * @p: a referenced task or NULL; the reference moves into the slot
+ *
+ * Returns the previous content of the slot: a reference the caller now owns
+ * (release it or store it again), or NULL. One atomic exchange.
+ */
+TASKLIFE_API task_struct* bpf_kptr_xchg(
+    kptr<task_struct>* slot, task_struct* p,
+    std::source_location where = std::source_location::current());
+
+/** bpf_rcu_read_lock / bpf_rcu_read_unlock - current's kernel's RCU read-side section. */
+TASKLIFE_API void bpf_rcu_read_lock(std::source_location where = std::source_location::current());
+TASKLIFE_API void bpf_rcu_read_unlock(std::source_location where = std::source_location::current());
+
+/** bpf_get_current_task_btf - current, as a trusted pointer. */
+TASKLIFE_API task_struct* bpf_get_current_task_btf(
+    std::source_location where = std::source_location::current());
+
+}  // namespace tasklife

@@ -1,0 +1,479 @@
+// tasklife/map.hpp — kptr slots, BPF maps whose values hold them, local objects.
+//
+// What it is
+//   A kptr<T> is a referenced-pointer field (`struct task_struct __kptr *task`) in
+//   a map value or in a local object (bpf_obj_new). Nothing can store into it but
+//   bpf_kptr_xchg: it has no setter, and copying a value copies no reference —
+//   the copy's slot is NULL, and assigning a value leaves the destination's slots
+//   alone, as the kernel's copy_map_value skips special fields. Reading a slot
+//   (get) yields what a BPF program's plain load does: inside an RCU read-side
+//   section, a pointer valid until the section ends that may be passed to
+//   bpf_task_acquire (KF_RCU); it may not be released.
+//
+//   A value type lists its kptr fields, the part of the kernel's btf_record that
+//   matters here:
+//     struct value { kptr<task_struct> task; int tag;
+//                    static constexpr auto kptr_fields = std::make_tuple(&value::task); };
+//
+//   bpf_hash_map<Key, Value> and bpf_array_map<Value> follow kernel/bpf/hashtab.c
+//   and arraymap.c: lookup / update (BPF_ANY, BPF_NOEXIST, BPF_EXIST) / delete,
+//   with the kernel's return codes (-ENOENT, -EEXIST, -E2BIG, -EINVAL).
+//
+// Members
+//   kptr<T>, kptr_traits<T> (the registered destructor), task_kptr_dtor
+//   BPF_ANY / BPF_NOEXIST / BPF_EXIST
+//   bpf_hash_map, bpf_array_map, bpf_map_lookup_elem / _update_elem / _delete_elem
+//   bpf_obj_new, bpf_obj_drop, bpf_obj_free_fields
+//
+// Lifetime (bpf_obj_free_fields: xchg each slot to NULL, destructor on the old value)
+//   - hash delete and update-replace: the old element's slots are freed at once
+//     (synchronously, as check_and_free_fields); its memory is reclaimed after a
+//     grace period, so a reader that looked it up inside a read section can still
+//     read its slots until the section ends.
+//   - array update: the new value is copied (slots skipped), then the element's
+//     slots are freed. Arrays cannot delete (-EINVAL).
+//   - map destruction: every element's slots are freed; memory after a grace period.
+//   - bpf_obj_drop: the object's slots are freed once, then the object.
+//   - The rule for an xchg into an element after it was deleted (the kernel's known
+//     edge, Hou Tao 2025): tasklife runs bpf_obj_free_fields again when the
+//     element's memory is finally reclaimed, so the late reference is released
+//     exactly once, one grace period after the delete — never leaked.
+//   A map must be destroyed before its kernel. In checked builds every live value
+//   and object is registered, so bpf_kptr_xchg on a slot of a destroyed map (after
+//   its grace period) or on a random address is reported, not undefined.
+//
+// Memory ordering
+//   kptr slots: see kfunc.hpp (xchg acq_rel; get is an acquire load). Hash
+//   buckets: writers hold the bucket's mutex; an element is published into its
+//   list with a release store (pairs with the readers' acquire loads while they
+//   walk the list without a lock); unlinking is a relaxed store (it publishes
+//   nothing; reclaim waits for a grace period). The element count is relaxed.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <source_location>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+#include <tasklife/check.hpp>
+#include <tasklife/export.hpp>
+#include <tasklife/kernel.hpp>
+#include <tasklife/rcu.hpp>
+#include <tasklife/task.hpp>
+
+namespace tasklife {
+
+inline constexpr std::uint64_t BPF_ANY = 0;
+inline constexpr std::uint64_t BPF_NOEXIST = 1;
+inline constexpr std::uint64_t BPF_EXIST = 2;
+
+template <class T>
+class kptr;
+
+// The destructor registered for task kptrs (register_btf_id_dtor_kfuncs):
+// bpf_task_release_dtor in `current`, bpf_task_release before v6.8. Runs outside
+// any program: no current needed.
+TASKLIFE_API void task_kptr_dtor(task_struct* p);
+
+template <class T>
+void bpf_obj_drop(T* obj, std::source_location where = std::source_location::current());
+
+// What runs on a non-NULL slot when its container frees it.
+template <class T>
+struct kptr_traits {
+  static void destroy(T* p) { bpf_obj_drop(p); }  // a local object: dropped with its fields
+};
+template <>
+struct kptr_traits<task_struct> {
+  static void destroy(task_struct* p) { task_kptr_dtor(p); }
+};
+
+namespace detail {
+template <class T>
+T* kptr_exchange(kptr<T>* slot, T* p) noexcept;
+
+// The registry of live map values and local objects (checked builds only).
+TASKLIFE_API void register_kptr_region(const void* begin, std::size_t size, std::string_view what);
+TASKLIFE_API void unregister_kptr_region(const void* begin) noexcept;
+TASKLIFE_API bool kptr_region_contains(const void* p, std::size_t size) noexcept;
+// Reports a slot that is not inside a live value/object; false if it reported.
+TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
+                                  std::source_location where);
+TASKLIFE_API void report_map_misuse(std::string_view map, std::string message,
+                                    std::source_location where);
+}  // namespace detail
+
+template <class T>
+class kptr {
+ public:
+  constexpr kptr() noexcept = default;
+  // Copying a value never copies a reference (copy_map_value skips kptr fields).
+  kptr(const kptr&) noexcept {}
+  kptr& operator=(const kptr&) noexcept { return *this; }
+  ~kptr() = default;  // the container frees the slot (bpf_obj_free_fields), not the slot
+
+  // The slot's content, as a BPF program's plain load of the field reads it.
+  // Acquire pairs with the release half of bpf_kptr_xchg.
+  T* get() const noexcept { return ptr_.load(std::memory_order_acquire); }
+
+ private:
+  friend T* detail::kptr_exchange<T>(kptr<T>* slot, T* p) noexcept;
+  std::atomic<T*> ptr_{nullptr};
+};
+
+namespace detail {
+template <class T>
+T* kptr_exchange(kptr<T>* slot, T* p) noexcept {
+  // acq_rel: see kfunc.hpp (pairs with every other exchange of this slot and with get()).
+  return slot->ptr_.exchange(p, std::memory_order_acq_rel);
+}
+
+template <class V>
+concept has_kptr_fields = requires { V::kptr_fields; };
+
+template <class T>
+void free_kptr_field(kptr<T>& slot) {
+  if (T* old = kptr_exchange(&slot, nullptr)) {
+    kptr_traits<T>::destroy(old);
+  }
+}
+}  // namespace detail
+
+// bpf_obj_free_fields: each kptr slot of `v` to NULL, the destructor on the old value.
+template <class V>
+void bpf_obj_free_fields(V& v) {
+  if constexpr (detail::has_kptr_fields<V>) {
+    std::apply([&v](auto... field) { (detail::free_kptr_field(v.*field), ...); }, V::kptr_fields);
+  }
+}
+
+// ---- local objects ---------------------------------------------------------------------------
+
+// bpf_obj_new: a program-allocated object; its kptr slots start NULL.
+template <class T>
+T* bpf_obj_new() {
+  T* obj = new T();
+  if constexpr (contract_checks_enabled) {
+    detail::register_kptr_region(obj, sizeof(T), "local object");
+  }
+  return obj;
+}
+
+// bpf_obj_drop: frees the object's kptr slots (one destructor per stashed
+// reference), then the object (immediately, as for objects without a refcount).
+template <class T>
+void bpf_obj_drop(T* obj, std::source_location where) {
+  if (obj == nullptr) {
+    detail::report_map_misuse("local object", "bpf_obj_drop(NULL)", where);
+    return;
+  }
+  if constexpr (contract_checks_enabled) {
+    if (!detail::check_kptr_slot(obj, sizeof(T), "bpf_obj_drop", where)) {
+      return;
+    }
+  }
+  bpf_obj_free_fields(*obj);
+  if constexpr (contract_checks_enabled) {
+    detail::unregister_kptr_region(obj);
+  }
+  delete obj;
+}
+
+// ---- hash map --------------------------------------------------------------------------------
+
+template <class Key, class Value, class Hash = std::hash<Key>>
+class bpf_hash_map {
+ public:
+  using key_type = Key;
+  using value_type = Value;
+
+  bpf_hash_map(kernel& k, std::uint32_t max_entries, std::string name = "hash")
+      : kernel_(k), name_(std::move(name)), max_entries_(max_entries) {
+    std::size_t n = 1;
+    while (n < max_entries) {
+      n <<= 1;  // roundup_pow_of_two, as htab's n_buckets
+    }
+    table_ = new bucket_table(n);
+  }
+  ~bpf_hash_map() { destroy(); }
+  bpf_hash_map(const bpf_hash_map&) = delete;
+  bpf_hash_map& operator=(const bpf_hash_map&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  std::uint32_t max_entries() const noexcept { return max_entries_; }
+  std::size_t count() const noexcept { return count_.load(std::memory_order_relaxed); }
+
+  // bpf_map_lookup_elem: the value, valid until the caller's RCU read-side section
+  // ends; nullptr if absent. The caller holds the kernel's RCU read lock.
+  Value* lookup_elem(const Key& key, std::source_location where = std::source_location::current()) {
+    check_rcu("bpf_map_lookup_elem", where);
+    elem* e = find(bucket_of(key), key);
+    return e != nullptr ? &e->value : nullptr;
+  }
+
+  // bpf_map_update_elem: 0, -EEXIST (BPF_NOEXIST, present), -ENOENT (BPF_EXIST,
+  // absent), -E2BIG (full), -EINVAL (flags). The new element's slots start NULL;
+  // a replaced element's slots are freed now and its memory after a grace period.
+  long update_elem(const Key& key, const Value& value, std::uint64_t flags,
+                   std::source_location where = std::source_location::current()) {
+    if (flags > BPF_EXIST) {
+      return -EINVAL;
+    }
+    bucket& b = bucket_of(key);
+    elem* old = nullptr;
+    {
+      const std::lock_guard lock(b.lock);
+      old = find(b, key);
+      if (old != nullptr && flags == BPF_NOEXIST) {
+        return -EEXIST;
+      }
+      if (old == nullptr && flags == BPF_EXIST) {
+        return -ENOENT;
+      }
+      if (old == nullptr &&
+          count_.fetch_add(1, std::memory_order_relaxed) >= max_entries_) {
+        count_.fetch_sub(1, std::memory_order_relaxed);
+        return -E2BIG;
+      }
+      elem* fresh = new elem(key, value);
+      if constexpr (contract_checks_enabled) {
+        detail::register_kptr_region(&fresh->value, sizeof(Value), name_);
+      }
+      if (old != nullptr) {
+        fresh->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        link_replace(b, old, fresh);
+      } else {
+        fresh->next.store(b.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        b.head.store(fresh, std::memory_order_release);  // publish; pairs with find()
+      }
+    }
+    if (old != nullptr) {
+      retire(old, where);
+    }
+    return 0;
+  }
+
+  // bpf_map_delete_elem: 0 or -ENOENT.
+  long delete_elem(const Key& key, std::source_location where = std::source_location::current()) {
+    bucket& b = bucket_of(key);
+    elem* victim = nullptr;
+    {
+      const std::lock_guard lock(b.lock);
+      victim = find(b, key);
+      if (victim == nullptr) {
+        return -ENOENT;
+      }
+      unlink(b, victim);
+      count_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    retire(victim, where);
+    return 0;
+  }
+
+ private:
+  // Derives from rcu_head: the reclaim callback gets the element back with a
+  // static_cast, whatever Key and Value are.
+  struct elem : rcu_head {
+    std::atomic<elem*> next{nullptr};
+    Key key;
+    Value value;
+    elem(const Key& k, const Value& v) : rcu_head{}, key(k), value(v) {}
+  };
+  struct bucket {
+    std::mutex lock;                      // writers
+    std::atomic<elem*> head{nullptr};     // readers walk without the lock
+  };
+  struct bucket_table : rcu_head {  // freed after a grace period when the map goes
+    std::size_t size;
+    std::unique_ptr<bucket[]> buckets;
+    explicit bucket_table(std::size_t n) : rcu_head{}, size(n), buckets(new bucket[n]) {}
+  };
+
+  bucket& bucket_of(const Key& key) const noexcept {
+    return table_->buckets[Hash{}(key) & (table_->size - 1)];
+  }
+  static elem* find(const bucket& b, const Key& key) noexcept {
+    // Acquire pairs with the release that published each element.
+    for (elem* e = b.head.load(std::memory_order_acquire); e != nullptr;
+         e = e->next.load(std::memory_order_acquire)) {
+      if (e->key == key) {
+        return e;
+      }
+    }
+    return nullptr;
+  }
+  static void link_replace(bucket& b, elem* old, elem* fresh) noexcept {
+    std::atomic<elem*>* link = &b.head;
+    while (link->load(std::memory_order_relaxed) != old) {
+      link = &link->load(std::memory_order_relaxed)->next;
+    }
+    link->store(fresh, std::memory_order_release);  // publish; readers on `old` go on to its next
+  }
+  static void unlink(bucket& b, elem* victim) noexcept {
+    std::atomic<elem*>* link = &b.head;
+    while (link->load(std::memory_order_relaxed) != victim) {
+      link = &link->load(std::memory_order_relaxed)->next;
+    }
+    // Relaxed: publishes nothing; the element's reclaim waits for a grace period.
+    link->store(victim->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  // The element is out of the table: its slots now, its memory after a grace period.
+  void retire(elem* e, std::source_location where) {
+    bpf_obj_free_fields(e->value);
+    kernel_.rcu().call_rcu(e, &reclaim, where);
+  }
+  static void reclaim(rcu_head* head) {
+    auto* e = static_cast<elem*>(head);
+    bpf_obj_free_fields(e->value);  // a reference stashed after the delete: released now
+    if constexpr (contract_checks_enabled) {
+      detail::unregister_kptr_region(&e->value);
+    }
+    delete e;
+  }
+  void check_rcu(std::string_view op, std::source_location where) {
+    if constexpr (contract_checks_enabled) {
+      if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
+        detail::report_map_misuse(name_,
+                                  std::string(op) + "() without rcu_read_lock(): the value it "
+                                                    "returns may be reclaimed at any moment",
+                                  where);
+      }
+    }
+  }
+  void destroy() {
+    for (std::size_t i = 0; i < table_->size; ++i) {
+      bucket& b = table_->buckets[i];
+      elem* e = b.head.exchange(nullptr, std::memory_order_relaxed);
+      while (e != nullptr) {
+        elem* next = e->next.load(std::memory_order_relaxed);
+        retire(e, std::source_location::current());
+        e = next;
+      }
+    }
+    count_.store(0, std::memory_order_relaxed);
+    // Readers may still be walking the buckets: they go after a grace period too.
+    kernel_.rcu().call_rcu(table_, [](rcu_head* head) { delete static_cast<bucket_table*>(head); });
+  }
+
+  kernel& kernel_;
+  std::string name_;
+  const std::uint32_t max_entries_;
+  bucket_table* table_;
+  std::atomic<std::size_t> count_{0};  // relaxed: bounded by the bucket locks' order
+};
+
+// ---- array map -------------------------------------------------------------------------------
+
+template <class Value>
+class bpf_array_map {
+ public:
+  using key_type = std::uint32_t;
+  using value_type = Value;
+
+  bpf_array_map(kernel& k, std::uint32_t max_entries, std::string name = "array")
+      : kernel_(k), name_(std::move(name)), storage_(new storage(max_entries)) {
+    if constexpr (contract_checks_enabled) {
+      detail::register_kptr_region(storage_->values.get(), sizeof(Value) * max_entries, name_);
+    }
+  }
+  ~bpf_array_map() {
+    for (std::uint32_t i = 0; i < storage_->size; ++i) {
+      bpf_obj_free_fields(storage_->values[i]);
+    }
+    kernel_.rcu().call_rcu(storage_, &reclaim);
+  }
+  bpf_array_map(const bpf_array_map&) = delete;
+  bpf_array_map& operator=(const bpf_array_map&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  std::uint32_t max_entries() const noexcept { return storage_->size; }
+
+  // Every index below max_entries always has a value (zeroed at creation).
+  Value* lookup_elem(std::uint32_t index,
+                     std::source_location where = std::source_location::current()) {
+    if constexpr (contract_checks_enabled) {
+      if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
+        detail::report_map_misuse(name_, "bpf_map_lookup_elem() without rcu_read_lock()", where);
+      }
+    }
+    return index < storage_->size ? &storage_->values[index] : nullptr;
+  }
+
+  // 0, -E2BIG (index out of range), -EEXIST (BPF_NOEXIST: it always exists),
+  // -EINVAL (flags). The copy skips the slots; then the element's slots are freed.
+  long update_elem(std::uint32_t index, const Value& value, std::uint64_t flags,
+                   std::source_location where = std::source_location::current()) {
+    (void)where;
+    if (flags > BPF_EXIST) {
+      return -EINVAL;
+    }
+    if (index >= storage_->size) {
+      return -E2BIG;
+    }
+    if (flags == BPF_NOEXIST) {
+      return -EEXIST;
+    }
+    Value& slot = storage_->values[index];
+    slot = value;  // copy_map_value: kptr fields keep their contents
+    bpf_obj_free_fields(slot);
+    return 0;
+  }
+
+  // Arrays cannot delete: -EINVAL.
+  long delete_elem(std::uint32_t, std::source_location = std::source_location::current()) {
+    return -EINVAL;
+  }
+
+ private:
+  struct storage : rcu_head {  // freed after a grace period when the map goes
+    std::uint32_t size;
+    std::unique_ptr<Value[]> values;
+    explicit storage(std::uint32_t n) : rcu_head{}, size(n), values(new Value[n]()) {}
+  };
+  static void reclaim(rcu_head* head) {
+    auto* s = static_cast<storage*>(head);
+    for (std::uint32_t i = 0; i < s->size; ++i) {
+      bpf_obj_free_fields(s->values[i]);  // a late xchg after the destruction began
+    }
+    if constexpr (contract_checks_enabled) {
+      detail::unregister_kptr_region(s->values.get());
+    }
+    delete s;
+  }
+
+  kernel& kernel_;
+  std::string name_;
+  storage* storage_;
+};
+
+// ---- the kernel's names ------------------------------------------------------------------------
+
+template <class Map>
+typename Map::value_type* bpf_map_lookup_elem(
+    Map* map, const typename Map::key_type* key,
+    std::source_location where = std::source_location::current()) {
+  return map->lookup_elem(*key, where);
+}
+
+template <class Map>
+long bpf_map_update_elem(Map* map, const typename Map::key_type* key,
+                         const typename Map::value_type* value, std::uint64_t flags,
+                         std::source_location where = std::source_location::current()) {
+  return map->update_elem(*key, *value, flags, where);
+}
+
+template <class Map>
+long bpf_map_delete_elem(Map* map, const typename Map::key_type* key,
+                         std::source_location where = std::source_location::current()) {
+  return map->delete_elem(*key, where);
+}
+
+}  // namespace tasklife

@@ -1,0 +1,311 @@
+// The BPF task kfuncs (kernel/bpf/helpers.c) in each semantics profile.
+#include <tasklife/kfunc.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+
+#include "task_internal.hpp"
+
+namespace tasklife {
+namespace {
+
+using detail::tls_ctx;
+
+constexpr std::array<std::string_view, kfunc_id_count> kNames = {
+    "bpf_task_acquire",          "bpf_task_release",  "bpf_task_release_dtor",
+    "bpf_task_from_pid",         "bpf_task_from_vpid", "bpf_task_kptr_get",
+    "bpf_task_acquire_not_zero", "bpf_kptr_xchg",     "bpf_rcu_read_lock",
+    "bpf_rcu_read_unlock",       "bpf_get_current_task_btf"};
+
+std::string_view name_of(kfunc_id id) { return kNames[static_cast<std::size_t>(id)]; }
+
+[[gnu::cold]] void report(kfunc_id id, std::string message, std::source_location where) {
+  detail::report_contract_violation("kfunc", fmt::format("{}(): {}", name_of(id), message), where);
+}
+
+// The kernel a kfunc runs in: current's. Checked builds report a call outside a
+// program and a kfunc the profile does not have. False: the call must not go on.
+bool enter(kfunc_id id, std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (tls_ctx.task == nullptr) [[unlikely]] {
+      report(id,
+             "called outside a program: this thread does not run as a task "
+             "(use kernel::run_as)",
+             where);
+      return false;
+    }
+  }
+  if (!kfunc_exists(tls_ctx.profile, id)) [[unlikely]] {
+    report(id,
+           fmt::format("does not exist in semantics profile '{}' of kernel '{}'",
+                       to_string(tls_ctx.profile), tls_ctx.owner->name()),
+           where);
+    return false;
+  }
+  return true;
+}
+
+// A task argument: NULL, a pointer that is not a task of current's kernel, and a
+// freed task are reported (checked builds) and refused.
+bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (p == nullptr) [[unlikely]] {
+      report(id, "NULL passed as the task argument (the verifier: \"Possibly NULL pointer passed "
+                 "to trusted arg0\")", where);
+      return false;
+    }
+    if (!tls_ctx.owner->knows_task(p)) [[unlikely]] {
+      report(id,
+             fmt::format("{} is not a task of kernel '{}' (another kernel's, or not a task at all)",
+                         static_cast<const void*>(p), tls_ctx.owner->name()),
+             where);
+      return false;
+    }
+    return detail::check_task(p, name_of(id), where);
+  } else {
+    return true;
+  }
+}
+
+void trace(task_struct* p, kfunc_id id, std::source_location where) {
+  if (p->traced.load(std::memory_order_relaxed)) [[unlikely]] {
+    task_kernel(p).record(p, task_event_kind::kfunc, name_of(id), where);
+  }
+}
+
+// The acquire of each profile, on a validated task.
+task_struct* acquire(task_struct* p, std::source_location where) {
+  switch (tls_ctx.profile) {
+    case semantics_profile::rcu_users_inc:
+      refcount_inc(&p->rcu_users, where);  // from 0: ADD_UAF, and the task dies anyway
+      break;
+    case semantics_profile::usage_based:
+      refcount_inc(&p->usage, where);  // get_task_struct
+      break;
+    case semantics_profile::rcu_safe:
+    case semantics_profile::current:
+      if (!refcount_inc_not_zero(&p->rcu_users, where)) {
+        return nullptr;
+      }
+      break;
+  }
+  trace(p, kfunc_id::bpf_task_acquire, where);
+  return p;
+}
+
+}  // namespace
+
+std::string_view to_string(kfunc_id id) noexcept { return name_of(id); }
+
+bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept {
+  switch (id) {
+    case kfunc_id::bpf_task_release_dtor:
+    case kfunc_id::bpf_task_from_vpid:
+      return profile == semantics_profile::current;
+    case kfunc_id::bpf_task_kptr_get:
+    case kfunc_id::bpf_task_acquire_not_zero:
+      return profile == semantics_profile::rcu_users_inc ||
+             profile == semantics_profile::usage_based;
+    default:
+      return true;
+  }
+}
+
+std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
+  if (!kfunc_exists(profile, id)) {
+    return 0;
+  }
+  const bool early = rcu_users_in_union(profile);  // the Nov/Dec 2022 flag lines
+  switch (id) {
+    case kfunc_id::bpf_task_acquire:
+      return early ? KF_ACQUIRE | KF_TRUSTED_ARGS : KF_ACQUIRE | KF_RCU | KF_RET_NULL;
+    case kfunc_id::bpf_task_release:
+      return KF_RELEASE;
+    case kfunc_id::bpf_task_from_pid:
+    case kfunc_id::bpf_task_from_vpid:
+      return KF_ACQUIRE | KF_RET_NULL;
+    case kfunc_id::bpf_task_kptr_get:
+      return KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL;
+    case kfunc_id::bpf_task_acquire_not_zero:
+      return KF_ACQUIRE | KF_RCU | KF_RET_NULL;
+    default:
+      return 0;  // the dtor, helpers (bpf_kptr_xchg, get_current_task_btf), RCU kfuncs
+  }
+}
+
+task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_acquire, where) ||
+      !check_task_arg(kfunc_id::bpf_task_acquire, p, where)) {
+    return nullptr;
+  }
+  return acquire(p, where);
+}
+
+void bpf_task_release(task_struct* p, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_release, where)) {
+    return;
+  }
+  if (p == nullptr && rcu_users_in_union(tls_ctx.profile)) {
+    return;  // late 2022: "if (!p) return;" before KF_RELEASE args became trusted
+  }
+  if (!check_task_arg(kfunc_id::bpf_task_release, p, where)) {
+    return;
+  }
+  trace(p, kfunc_id::bpf_task_release, where);
+  if (tls_ctx.profile == semantics_profile::usage_based) {
+    put_task_struct(p, where);
+  } else {
+    put_task_struct_rcu_user(p, where);
+  }
+}
+
+void bpf_task_release_dtor(void* p) {
+  auto* t = static_cast<task_struct*>(p);
+  if (t == nullptr || task_kernel(t).config().profile != semantics_profile::current) {
+    detail::report_contract_violation(
+        "kfunc",
+        t == nullptr ? std::string("bpf_task_release_dtor(NULL)")
+                     : fmt::format("bpf_task_release_dtor() does not exist in semantics profile "
+                                   "'{}' (added in v6.8)",
+                                   to_string(task_kernel(t).config().profile)),
+        std::source_location::current());
+    return;
+  }
+  put_task_struct_rcu_user(t, std::source_location::current());
+}
+
+void task_kptr_dtor(task_struct* p) {
+  // The destructor the kernel registered for task kptrs in each profile.
+  switch (task_kernel(p).config().profile) {
+    case semantics_profile::current:
+      bpf_task_release_dtor(p);
+      break;
+    case semantics_profile::usage_based:
+      put_task_struct(p, std::source_location::current());
+      break;
+    case semantics_profile::rcu_users_inc:
+    case semantics_profile::rcu_safe:
+      put_task_struct_rcu_user(p, std::source_location::current());
+      break;
+  }
+}
+
+namespace {
+task_struct* from_pid_in(kfunc_id id, pid_namespace* ns, std::int32_t nr,
+                         std::source_location where) {
+  kernel& k = *tls_ctx.owner;
+  const rcu_read_guard guard(k.rcu());
+  task_struct* p = ns->find_task(nr, where);
+  if (p == nullptr) {
+    return nullptr;
+  }
+  if (tls_ctx.profile == semantics_profile::rcu_users_inc) {
+    (void)acquire(p, where);  // 3f0e6f2b41d3: the acquire's outcome is not looked at
+  } else {
+    p = acquire(p, where);
+  }
+  if (p != nullptr) {
+    trace(p, id, where);
+  }
+  return p;
+}
+}  // namespace
+
+task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_from_pid, where)) {
+    return nullptr;
+  }
+  return from_pid_in(kfunc_id::bpf_task_from_pid, &tls_ctx.owner->init_pid_ns(), pid, where);
+}
+
+task_struct* bpf_task_from_vpid(std::int32_t vpid, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_from_vpid, where)) {
+    return nullptr;
+  }
+  pid_namespace* ns = task_active_pid_ns(tls_ctx.task);
+  if (ns == nullptr) {
+    return nullptr;  // current was already released (an autoreaped task in its last moments)
+  }
+  return from_pid_in(kfunc_id::bpf_task_from_vpid, ns, vpid, where);
+}
+
+task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_kptr_get, where)) {
+    return nullptr;
+  }
+  if constexpr (contract_checks_enabled) {
+    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_task_kptr_get", where)) {
+      return nullptr;
+    }
+  }
+  if (tls_ctx.profile == semantics_profile::usage_based) {
+    return nullptr;  // 156ed20d22ee: rcu_users cannot be inc_not_zero'd with the union
+  }
+  // Another CPU may xchg the task out and drop it after the read: RCU keeps the
+  // memory, inc_not_zero tells whether it is still alive.
+  const rcu_read_guard guard(tls_ctx.owner->rcu());
+  task_struct* p = slot->get();
+  if (p != nullptr && !refcount_inc_not_zero(&p->rcu_users, where)) {
+    return nullptr;
+  }
+  if (p != nullptr) {
+    trace(p, kfunc_id::bpf_task_kptr_get, where);
+  }
+  return p;
+}
+
+task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location where) {
+  if (!enter(kfunc_id::bpf_task_acquire_not_zero, where) ||
+      !check_task_arg(kfunc_id::bpf_task_acquire_not_zero, p, where)) {
+    return nullptr;
+  }
+  if (tls_ctx.profile == semantics_profile::usage_based) {
+    return nullptr;
+  }
+  if (!refcount_inc_not_zero(&p->rcu_users, where)) {
+    return nullptr;
+  }
+  trace(p, kfunc_id::bpf_task_acquire_not_zero, where);
+  return p;
+}
+
+task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_location where) {
+  if (!enter(kfunc_id::bpf_kptr_xchg, where)) {
+    return nullptr;
+  }
+  if constexpr (contract_checks_enabled) {
+    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
+      return nullptr;
+    }
+    if (p != nullptr && !check_task_arg(kfunc_id::bpf_kptr_xchg, p, where)) {
+      return nullptr;
+    }
+  }
+  task_struct* old = detail::kptr_exchange(slot, p);
+  if (p != nullptr) {
+    trace(p, kfunc_id::bpf_kptr_xchg, where);
+  }
+  return old;
+}
+
+void bpf_rcu_read_lock(std::source_location where) {
+  if (enter(kfunc_id::bpf_rcu_read_lock, where)) {
+    tls_ctx.owner->rcu().rcu_read_lock();
+  }
+}
+
+void bpf_rcu_read_unlock(std::source_location where) {
+  if (enter(kfunc_id::bpf_rcu_read_unlock, where)) {
+    tls_ctx.owner->rcu().rcu_read_unlock();
+  }
+}
+
+task_struct* bpf_get_current_task_btf(std::source_location where) {
+  if (!enter(kfunc_id::bpf_get_current_task_btf, where)) {
+    return nullptr;
+  }
+  return tls_ctx.task;
+}
+
+}  // namespace tasklife

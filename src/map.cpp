@@ -1,0 +1,68 @@
+// The registry of live map values and local objects (checked builds), so that a
+// kptr slot can be validated without dereferencing it.
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <map>
+#include <shared_mutex>
+#include <string>
+#include <tasklife/map.hpp>
+
+namespace tasklife::detail {
+namespace {
+
+struct region {
+  std::size_t size;
+  std::string what;
+};
+
+std::shared_mutex g_mutex;
+std::map<std::uintptr_t, region> g_regions;  // by start address; guarded by g_mutex
+
+}  // namespace
+
+void register_kptr_region(const void* begin, std::size_t size, std::string_view what) {
+  const std::unique_lock lock(g_mutex);
+  g_regions.insert_or_assign(reinterpret_cast<std::uintptr_t>(begin),
+                             region{size, std::string(what)});
+}
+
+void unregister_kptr_region(const void* begin) noexcept {
+  const std::unique_lock lock(g_mutex);
+  g_regions.erase(reinterpret_cast<std::uintptr_t>(begin));
+}
+
+bool kptr_region_contains(const void* p, std::size_t size) noexcept {
+  const auto addr = reinterpret_cast<std::uintptr_t>(p);
+  const std::shared_lock lock(g_mutex);
+  auto it = g_regions.upper_bound(addr);
+  if (it == g_regions.begin()) {
+    return false;
+  }
+  --it;
+  return addr >= it->first && addr + size <= it->first + it->second.size;
+}
+
+bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
+                     std::source_location where) {
+  if (slot == nullptr) {
+    report_contract_violation("map", fmt::format("{}(): NULL kptr slot", op), where);
+    return false;
+  }
+  if (!kptr_region_contains(slot, size)) {
+    report_contract_violation(
+        "map",
+        fmt::format("{}(): {} is not a kptr field of a live map value or local object (a slot of "
+                    "a destroyed map, a dropped object, or not a slot at all)",
+                    op, slot),
+        where);
+    return false;
+  }
+  return true;
+}
+
+void report_map_misuse(std::string_view map, std::string message, std::source_location where) {
+  report_contract_violation("map", fmt::format("map '{}': {}", map, message), where);
+}
+
+}  // namespace tasklife::detail
