@@ -435,12 +435,17 @@ void kernel::do_exit(task_struct* t, int code, std::source_location where) {
 }
 
 void kernel::forget_children(task_struct* t) {
-  // find_new_reaper: the namespace's init, unless that is the one exiting.
+  // find_new_reaper: the init of the *exiting parent's* namespace, unless that is
+  // the one exiting (a child that is pid 1 of its own new namespace must not be
+  // handed to itself). Without a reaper the orphan has no parent; anyone may reap it.
+  task_struct* reaper = detail::creation_ns(t)->child_reaper();
+  if (reaper == t ||
+      (reaper != nullptr && (reaper->flags.load(std::memory_order_acquire) & PF_EXITING) != 0)) {
+    reaper = nullptr;
+  }
   while (task_struct* child = t->priv.children) {
     unlink_child(child);
-    task_struct* reaper = detail::creation_ns(child)->child_reaper();
-    if (reaper != nullptr && reaper != t &&
-        (reaper->flags.load(std::memory_order_acquire) & PF_EXITING) == 0) {
+    if (reaper != nullptr) {
       link_child(reaper, child);
     }
   }

@@ -1,9 +1,9 @@
 // The BPF task kfuncs (kernel/bpf/helpers.c) in each semantics profile.
-#include <tasklife/kfunc.hpp>
+#include <array>
 
 #include <fmt/format.h>
 
-#include <array>
+#include <tasklife/kfunc.hpp>
 
 #include "task_internal.hpp"
 
@@ -13,12 +13,13 @@ namespace {
 using detail::tls_ctx;
 
 constexpr std::array<std::string_view, kfunc_id_count> kNames = {
-    "bpf_task_acquire",          "bpf_task_release",  "bpf_task_release_dtor",
-    "bpf_task_from_pid",         "bpf_task_from_vpid", "bpf_task_kptr_get",
-    "bpf_task_acquire_not_zero", "bpf_kptr_xchg",     "bpf_rcu_read_lock",
-    "bpf_rcu_read_unlock",       "bpf_get_current_task_btf"};
+    "bpf_task_acquire",   "bpf_task_release",    "bpf_task_release_dtor",     "bpf_task_from_pid",
+    "bpf_task_from_vpid", "bpf_task_kptr_get",   "bpf_task_acquire_not_zero", "bpf_kptr_xchg",
+    "bpf_rcu_read_lock",  "bpf_rcu_read_unlock", "bpf_get_current_task_btf"};
 
-std::string_view name_of(kfunc_id id) { return kNames[static_cast<std::size_t>(id)]; }
+std::string_view name_of(kfunc_id id) {
+  return kNames[static_cast<std::size_t>(id)];
+}
 
 [[gnu::cold]] void report(kfunc_id id, std::string message, std::source_location where) {
   detail::report_contract_violation("kfunc", fmt::format("{}(): {}", name_of(id), message), where);
@@ -51,8 +52,10 @@ bool enter(kfunc_id id, std::source_location where) {
 bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (p == nullptr) [[unlikely]] {
-      report(id, "NULL passed as the task argument (the verifier: \"Possibly NULL pointer passed "
-                 "to trusted arg0\")", where);
+      report(id,
+             "NULL passed as the task argument (the verifier: \"Possibly NULL pointer passed "
+             "to trusted arg0\")",
+             where);
       return false;
     }
     if (!tls_ctx.owner->knows_task(p)) [[unlikely]] {
@@ -96,7 +99,9 @@ task_struct* acquire(task_struct* p, std::source_location where) {
 
 }  // namespace
 
-std::string_view to_string(kfunc_id id) noexcept { return name_of(id); }
+std::string_view to_string(kfunc_id id) noexcept {
+  return name_of(id);
+}
 
 bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept {
   switch (id) {

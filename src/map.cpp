@@ -1,11 +1,12 @@
 // The registry of live map values and local objects (checked builds), so that a
 // kptr slot can be validated without dereferencing it.
-#include <fmt/format.h>
-
 #include <cstdint>
 #include <map>
 #include <shared_mutex>
 #include <string>
+
+#include <fmt/format.h>
+
 #include <tasklife/map.hpp>
 
 namespace tasklife::detail {

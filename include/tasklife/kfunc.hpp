@@ -55,11 +55,10 @@
 //   slot and with the acquire load of a slot read (kptr::get).
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <source_location>
 #include <string_view>
+#include <sys/types.h>
 
 #include <tasklife/export.hpp>
 #include <tasklife/kernel.hpp>

@@ -137,11 +137,13 @@ T* kptr_exchange(kptr<T>* slot, T* p) noexcept {
 }
 
 template <class V>
-concept has_kptr_fields = requires { V::kptr_fields; };
+concept has_kptr_fields = requires {
+  V::kptr_fields;
+};
 
 template <class T>
 void free_kptr_field(kptr<T>& slot) {
-  if (T* old = kptr_exchange(&slot, nullptr)) {
+  if (T* old = kptr_exchange<T>(&slot, nullptr)) {
     kptr_traits<T>::destroy(old);
   }
 }
@@ -238,8 +240,7 @@ class bpf_hash_map {
       if (old == nullptr && flags == BPF_EXIST) {
         return -ENOENT;
       }
-      if (old == nullptr &&
-          count_.fetch_add(1, std::memory_order_relaxed) >= max_entries_) {
+      if (old == nullptr && count_.fetch_add(1, std::memory_order_relaxed) >= max_entries_) {
         count_.fetch_sub(1, std::memory_order_relaxed);
         return -E2BIG;
       }
@@ -288,8 +289,8 @@ class bpf_hash_map {
     elem(const Key& k, const Value& v) : rcu_head{}, key(k), value(v) {}
   };
   struct bucket {
-    std::mutex lock;                      // writers
-    std::atomic<elem*> head{nullptr};     // readers walk without the lock
+    std::mutex lock;                   // writers
+    std::atomic<elem*> head{nullptr};  // readers walk without the lock
   };
   struct bucket_table : rcu_head {  // freed after a grace period when the map goes
     std::size_t size;
@@ -342,8 +343,9 @@ class bpf_hash_map {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(name_,
-                                  std::string(op) + "() without rcu_read_lock(): the value it "
-                                                    "returns may be reclaimed at any moment",
+                                  std::string(op) +
+                                      "() without rcu_read_lock(): the value it "
+                                      "returns may be reclaimed at any moment",
                                   where);
       }
     }

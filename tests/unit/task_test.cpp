@@ -439,6 +439,18 @@ TEST_F(TaskTest, KernelsAreIndependent) {
   KillAndReap(a);
 }
 
+TEST_F(TaskTest, OrphansGoToTheInitOfTheirParentsNamespace) {
+  task_struct* init = Fork({.comm = "init"});
+  task_struct* parent = Fork({.comm = "parent"}, init);
+  task_struct* container = Fork({.comm = "container", .new_pid_ns = true}, parent);
+  ASSERT_EQ(task_active_pid_ns(container)->child_reaper(), container);
+  KillAndReap(parent);
+  EXPECT_EQ(container->real_parent, init)
+      << "find_new_reaper: the exiting parent's namespace init, never the child itself";
+  KillAndReap(container);
+  KillAndReap(init);
+}
+
 // ---- current, tracepoints, history -----------------------------------------------------------
 
 TEST_F(TaskTest, RunAsSetsCurrentRegistersWithRcuAndNests) {
