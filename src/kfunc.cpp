@@ -5,12 +5,51 @@
 
 #include <tasklife/kfunc.hpp>
 
+#include "prog_internal.hpp"
 #include "task_internal.hpp"
 
 namespace tasklife {
 namespace {
 
+using detail::arg_role;
 using detail::tls_ctx;
+
+// The run-time verifier's view of each call (prog.hpp). Outside a checked program
+// run each of these is one thread-local load and a branch; false vetoes the call.
+bool verify_call(kfunc_id id, std::source_location where) {
+#if TASKLIFE_VERIFIER
+  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+    return run->check_call(id, where);
+  }
+#endif
+  (void)id;
+  (void)where;
+  return true;
+}
+
+bool verify_arg(kfunc_id id, const task_struct* p, arg_role role, std::source_location where) {
+#if TASKLIFE_VERIFIER
+  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+    return run->check_task_arg(id, p, role, where);
+  }
+#endif
+  (void)id;
+  (void)p;
+  (void)role;
+  (void)where;
+  return true;
+}
+
+task_struct* verify_produced(kfunc_id id, task_struct* p, std::source_location where) {
+#if TASKLIFE_VERIFIER
+  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+    run->produced(id, p, where);
+  }
+#endif
+  (void)id;
+  (void)where;
+  return p;
+}
 
 constexpr std::array<std::string_view, kfunc_id_count> kNames = {
     "bpf_task_acquire",   "bpf_task_release",    "bpf_task_release_dtor",     "bpf_task_from_pid",
@@ -44,7 +83,7 @@ bool enter(kfunc_id id, std::source_location where) {
            where);
     return false;
   }
-  return true;
+  return verify_call(id, where);
 }
 
 // A task argument: NULL, a pointer that is not a task of current's kernel, and a
@@ -141,14 +180,16 @@ std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
 
 task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
   if (!enter(kfunc_id::bpf_task_acquire, where) ||
+      !verify_arg(kfunc_id::bpf_task_acquire, p, arg_role::acquire, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire, p, where)) {
     return nullptr;
   }
-  return acquire(p, where);
+  return verify_produced(kfunc_id::bpf_task_acquire, acquire(p, where), where);
 }
 
 void bpf_task_release(task_struct* p, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_release, where)) {
+  if (!enter(kfunc_id::bpf_task_release, where) ||
+      !verify_arg(kfunc_id::bpf_task_release, p, arg_role::release, where)) {
     return;
   }
   if (p == nullptr && rcu_users_in_union(tls_ctx.profile)) {
@@ -167,6 +208,10 @@ void bpf_task_release(task_struct* p, std::source_location where) {
 
 void bpf_task_release_dtor(void* p) {
   auto* t = static_cast<task_struct*>(p);
+  if (!verify_arg(kfunc_id::bpf_task_release_dtor, t, arg_role::release,
+                  std::source_location::current())) {
+    return;
+  }
   if (t == nullptr || task_kernel(t).config().profile != semantics_profile::current) {
     detail::report_contract_violation(
         "kfunc",
@@ -213,7 +258,7 @@ task_struct* from_pid_in(kfunc_id id, pid_namespace* ns, std::int32_t nr,
   if (p != nullptr) {
     trace(p, id, where);
   }
-  return p;
+  return verify_produced(id, p, where);
 }
 }  // namespace
 
@@ -257,11 +302,12 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_task_kptr_get, where);
   }
-  return p;
+  return verify_produced(kfunc_id::bpf_task_kptr_get, p, where);
 }
 
 task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location where) {
   if (!enter(kfunc_id::bpf_task_acquire_not_zero, where) ||
+      !verify_arg(kfunc_id::bpf_task_acquire_not_zero, p, arg_role::acquire, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire_not_zero, p, where)) {
     return nullptr;
   }
@@ -272,7 +318,7 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
     return nullptr;
   }
   trace(p, kfunc_id::bpf_task_acquire_not_zero, where);
-  return p;
+  return verify_produced(kfunc_id::bpf_task_acquire_not_zero, p, where);
 }
 
 task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_location where) {
@@ -283,6 +329,11 @@ task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_
     if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
       return nullptr;
     }
+  }
+  if (p != nullptr && !verify_arg(kfunc_id::bpf_kptr_xchg, p, arg_role::xchg_in, where)) {
+    return nullptr;
+  }
+  if constexpr (contract_checks_enabled) {
     if (p != nullptr && !check_task_arg(kfunc_id::bpf_kptr_xchg, p, where)) {
       return nullptr;
     }
@@ -291,17 +342,29 @@ task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_kptr_xchg, where);
   }
-  return old;
+  return verify_produced(kfunc_id::bpf_kptr_xchg, old, where);
 }
 
 void bpf_rcu_read_lock(std::source_location where) {
   if (enter(kfunc_id::bpf_rcu_read_lock, where)) {
+#if TASKLIFE_VERIFIER
+    if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+      run->rcu_lock();
+    }
+#endif
     tls_ctx.owner->rcu().rcu_read_lock();
   }
 }
 
 void bpf_rcu_read_unlock(std::source_location where) {
   if (enter(kfunc_id::bpf_rcu_read_unlock, where)) {
+#if TASKLIFE_VERIFIER
+    if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+      if (!run->rcu_unlock(where)) {
+        return;  // unmatched: the program's own count says there is nothing to leave
+      }
+    }
+#endif
     tls_ctx.owner->rcu().rcu_read_unlock();
   }
 }
@@ -310,6 +373,11 @@ task_struct* bpf_get_current_task_btf(std::source_location where) {
   if (!enter(kfunc_id::bpf_get_current_task_btf, where)) {
     return nullptr;
   }
+#if TASKLIFE_VERIFIER
+  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+    run->trusted_value(tls_ctx.task, true);
+  }
+#endif
   return tls_ctx.task;
 }
 

@@ -62,6 +62,23 @@ bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
   return true;
 }
 
+bool check_local_object(const void* obj, std::string_view op, std::source_location where) {
+  {
+    const std::shared_lock lock(g_mutex);
+    const auto it = g_regions.find(reinterpret_cast<std::uintptr_t>(obj));
+    if (it != g_regions.end() && it->second.what == "local object") {
+      return true;
+    }
+  }
+  report_contract_violation(
+      "map",
+      fmt::format("{}(): {} is not a live object from bpf_obj_new (a map value, a pointer into "
+                  "an object, or an object already dropped)",
+                  op, obj),
+      where);
+  return false;
+}
+
 void report_map_misuse(std::string_view map, std::string message, std::source_location where) {
   report_contract_violation("map", fmt::format("map '{}': {}", map, message), where);
 }

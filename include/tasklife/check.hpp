@@ -56,6 +56,11 @@
 #define TASKLIFE_CHECK_LEVEL 2
 #endif
 
+// The run-time verifier of prog.hpp compiled in (1, the default) or out (0).
+#ifndef TASKLIFE_VERIFIER
+#define TASKLIFE_VERIFIER 1
+#endif
+
 namespace tasklife {
 
 enum class check_level : int { none = 0, contracts = 1, full = 2 };

@@ -46,8 +46,9 @@
 //   kptr slots: see kfunc.hpp (xchg acq_rel; get is an acquire load). Hash
 //   buckets: writers hold the bucket's mutex; an element is published into its
 //   list with a release store (pairs with the readers' acquire loads while they
-//   walk the list without a lock); unlinking is a relaxed store (it publishes
-//   nothing; reclaim waits for a grace period). The element count is relaxed.
+//   walk the list without a lock); unlinking is a release store too: it hands
+//   readers the successor, which they must see initialised. Reclaiming the
+//   unlinked element waits for a grace period. The element count is relaxed.
 #pragma once
 
 #include <atomic>
@@ -100,6 +101,14 @@ namespace detail {
 template <class T>
 T* kptr_exchange(kptr<T>* slot, T* p) noexcept;
 
+class prog_run;
+#if TASKLIFE_VERIFIER
+// The program run (prog.hpp) the calling thread is inside, or nullptr. Slot reads
+// and kfuncs consult it; outside a checked run they pay one thread-local load.
+TASKLIFE_API extern constinit thread_local prog_run* tls_prog_run;
+TASKLIFE_API void on_slot_read(const void* value) noexcept;
+#endif
+
 // The registry of live map values and local objects (checked builds only).
 TASKLIFE_API void register_kptr_region(const void* begin, std::size_t size, std::string_view what);
 TASKLIFE_API void unregister_kptr_region(const void* begin) noexcept;
@@ -107,6 +116,9 @@ TASKLIFE_API bool kptr_region_contains(const void* p, std::size_t size) noexcept
 // Reports a slot that is not inside a live value/object; false if it reported.
 TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
                                   std::source_location where);
+// Reports anything but the start of a live bpf_obj_new object; false if it reported.
+TASKLIFE_API bool check_local_object(const void* obj, std::string_view op,
+                                     std::source_location where);
 TASKLIFE_API void report_map_misuse(std::string_view map, std::string message,
                                     std::source_location where);
 }  // namespace detail
@@ -121,8 +133,18 @@ class kptr {
   ~kptr() = default;  // the container frees the slot (bpf_obj_free_fields), not the slot
 
   // The slot's content, as a BPF program's plain load of the field reads it.
-  // Acquire pairs with the release half of bpf_kptr_xchg.
-  T* get() const noexcept { return ptr_.load(std::memory_order_acquire); }
+  // Acquire pairs with the release half of bpf_kptr_xchg. Inside a program run
+  // the checker learns the value's trust: an RCU pointer inside an RCU section,
+  // untrusted outside (prog.hpp).
+  T* get() const noexcept {
+    T* p = ptr_.load(std::memory_order_acquire);
+#if TASKLIFE_VERIFIER
+    if (detail::tls_prog_run != nullptr) [[unlikely]] {
+      detail::on_slot_read(p);
+    }
+#endif
+    return p;
+  }
 
  private:
   friend T* detail::kptr_exchange<T>(kptr<T>* slot, T* p) noexcept;
@@ -178,8 +200,8 @@ void bpf_obj_drop(T* obj, std::source_location where) {
     return;
   }
   if constexpr (contract_checks_enabled) {
-    if (!detail::check_kptr_slot(obj, sizeof(T), "bpf_obj_drop", where)) {
-      return;
+    if (!detail::check_local_object(obj, "bpf_obj_drop", where)) {
+      return;  // a map value, an interior pointer, a dropped object: never delete it
     }
   }
   bpf_obj_free_fields(*obj);
@@ -187,6 +209,19 @@ void bpf_obj_drop(T* obj, std::source_location where) {
     detail::unregister_kptr_region(obj);
   }
   delete obj;
+}
+
+// bpf_kptr_xchg for a kptr to a local object (a program-allocated type, since
+// 2024); the task_struct overload is in kfunc.hpp. One acq_rel exchange.
+template <class T>
+requires(!std::is_same_v<T, task_struct>) T* bpf_kptr_xchg(
+    kptr<T>* slot, T* p, std::source_location where = std::source_location::current()) {
+  if constexpr (contract_checks_enabled) {
+    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
+      return nullptr;
+    }
+  }
+  return detail::kptr_exchange(slot, p);
 }
 
 // ---- hash map --------------------------------------------------------------------------------
@@ -323,8 +358,10 @@ class bpf_hash_map {
     while (link->load(std::memory_order_relaxed) != victim) {
       link = &link->load(std::memory_order_relaxed)->next;
     }
-    // Relaxed: publishes nothing; the element's reclaim waits for a grace period.
-    link->store(victim->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    // Release: a reader that reaches the successor through this link must see it
+    // initialised, and the successor's own publication may have been later than
+    // anything else this reader synchronised with (pairs with find()'s acquire).
+    link->store(victim->next.load(std::memory_order_relaxed), std::memory_order_release);
   }
   // The element is out of the table: its slots now, its memory after a grace period.
   void retire(elem* e, std::source_location where) {

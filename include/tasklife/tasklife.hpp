@@ -10,6 +10,8 @@
 //   kernel.hpp    the simulated system: lifecycle, current, tracepoints, teardown
 //   map.hpp       kptr slots, hash and array maps, local objects
 //   kfunc.hpp     the BPF task kfuncs in each semantics profile
+//   prog.hpp      programs and the verifier's reference rules at run time
+//   typed.hpp     the kfuncs over types carrying the verifier's state
 #pragma once
 
 #include <tasklife/check.hpp>
@@ -18,6 +20,8 @@
 #include <tasklife/kfunc.hpp>
 #include <tasklife/map.hpp>
 #include <tasklife/pid.hpp>
+#include <tasklife/prog.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/refcount.hpp>
 #include <tasklife/task.hpp>
+#include <tasklife/typed.hpp>

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -67,6 +68,9 @@ void node::reclaim(rcu_head* h) {
 }
 
 enum class reclaim_mode { synchronize, call_rcu };
+void PrintTo(reclaim_mode m, std::ostream* os) {
+  *os << (m == reclaim_mode::synchronize ? "synchronize" : "call_rcu");
+}
 
 class RcuStressTest : public ::testing::TestWithParam<std::tuple<int, reclaim_mode>> {};
 

@@ -2,34 +2,49 @@
 // reproduced deterministically: the pid-lookup race of section 2.5 and the
 // rcu_users/callback-head union, each under the profile that had the bug and
 // under the profiles that fixed it.
+#include <cerrno>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <tuple>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cerrno>
-#include <optional>
-#include <string>
 #include <tasklife/kfunc.hpp>
 #include <tasklife/map.hpp>
-#include <thread>
-#include <tuple>
 
 #include "../support/contract_capture.hpp"
 
 namespace tasklife {
 namespace {
 
+using test::contract_error;
 using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::HasSubstr;
-using test::contract_error;
 
 struct task_value {
   kptr<task_struct> task;
   static constexpr auto kptr_fields = std::make_tuple(&task_value::task);
 };
 
-unsigned usage(const task_struct* t) { return refcount_read(&t->usage); }
-unsigned rcu_users(const task_struct* t) { return refcount_read(&t->rcu_users); }
+unsigned usage(const task_struct* t) {
+  return refcount_read(&t->usage);
+}
+unsigned rcu_users(const task_struct* t) {
+  return refcount_read(&t->rcu_users);
+}
+
+}  // namespace
+
+// GoogleTest prints parameters through PrintTo in the parameter's namespace.
+void PrintTo(semantics_profile p, std::ostream* os) {
+  *os << to_string(p);
+}
+
+namespace {
 
 std::string ProfileName(const ::testing::TestParamInfo<semantics_profile>& param_info) {
   return std::string(to_string(param_info.param));
@@ -173,8 +188,7 @@ TEST_P(KfuncTest, BadInputGetsADiagnosticNotUndefinedBehaviour) {
   EXPECT_THROW(bpf_task_acquire(foreign), contract_error);
   int not_a_task = 0;
   EXPECT_THROW(bpf_task_release(reinterpret_cast<task_struct*>(&not_a_task)), contract_error);
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("is not a task of kernel 'kfunc-test'")));
+  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("is not a task of kernel 'kfunc-test'")));
   // A pid of another kernel is just a number here.
   task_struct* ref = bpf_task_from_pid(foreign->pid);
   EXPECT_TRUE(ref == nullptr || &task_kernel(ref) == &k());
@@ -304,7 +318,8 @@ TEST_F(KfuncProfileTest, LegacyKfuncsAreGuttedInUsageBased) {
   Retire(t);
 }
 
-// ---- history, reproduced -------------------------------------------------------------------------
+// ---- history, reproduced
+// -------------------------------------------------------------------------
 
 // Section 2.5: the program finds a zombie by pid inside its RCU section; before it
 // acquires, the parent reaps the zombie (unhash, rcu_users 1 -> 0, call_rcu).

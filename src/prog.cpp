@@ -1,0 +1,336 @@
+// Programs and the run-time verifier (prog.hpp).
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <tasklife/prog.hpp>
+
+#include "prog_internal.hpp"
+#include "task_internal.hpp"
+
+namespace tasklife {
+
+namespace detail {
+
+#if TASKLIFE_VERIFIER
+constinit thread_local prog_run* tls_prog_run = nullptr;
+
+void on_slot_read(const void* value) noexcept {
+  if (prog_run* run = tls_prog_run) {
+    run->slot_read(value);
+  }
+}
+#endif
+
+prog_run::prog_run(kernel& k, const bpf_prog& prog, checker_mode mode)
+    : kernel_(k), prog_(prog), mode_(mode) {}
+
+void prog_run::report(violation_kind kind, std::string_view kfunc, const void* arg,
+                      std::string message, std::source_location where) {
+  violation v{kind, kfunc, arg, std::move(message), where};
+  switch (mode_) {
+    case checker_mode::off:
+      return;
+    case checker_mode::record:
+      violations_.push_back(std::move(v));
+      return;
+    case checker_mode::throw_error:
+      violations_.push_back(v);
+      throw verifier_error(std::move(v));
+    case checker_mode::abort:
+      fmt::print(stderr, "tasklife: program '{}' violates the verifier's rules at {}:{}:\n  {}\n",
+                 prog_.section(), where.file_name(), where.line(), v.message);
+      std::fflush(stderr);
+      std::abort();
+  }
+}
+
+prog_run::reference* prog_run::live_ref(const void* p) {
+  for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
+    if (it->live && it->task == p) {
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
+prog_run::reference* prog_run::last_released(const void* p) {
+  for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
+    if (!it->live && it->task == p) {
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
+bool prog_run::check_call(kfunc_id id, std::source_location where) {
+  if (kfunc_allowed(prog_.type(), id)) {
+    return true;
+  }
+  report(violation_kind::kfunc_not_allowed, to_string(id), nullptr,
+         fmt::format("calling kernel function {} is not allowed", to_string(id)), where);
+  return false;
+}
+
+bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
+                              std::source_location where) {
+  const std::string_view name = to_string(id);
+  if (p == nullptr) {
+    report(violation_kind::null_arg, name, p, "Possibly NULL pointer passed to trusted arg0",
+           where);
+    return false;
+  }
+  if (reference* r = live_ref(p)) {
+    if (role != arg_role::acquire) {
+      r->live = false;  // the reference is consumed: released, or moved into a slot
+      r->released_at = where;
+    }
+    return true;
+  }
+  const auto known = trust_.find(p);
+  const reference* released = last_released(p);
+  const bool only_released = released != nullptr &&
+                             (known == trust_.end() || known->second == trust::untrusted);
+  switch (role) {
+    case arg_role::acquire: {
+      const bool kf_rcu = (kfunc_flags(kernel_.config().profile, id) & KF_RCU) != 0;
+      if (known != trust_.end() && (known->second == trust::trusted ||
+                                    (known->second == trust::rcu && kf_rcu))) {
+        return true;
+      }
+      if (only_released) {
+        report(violation_kind::use_after_release, name, p,
+               fmt::format("R1 invalid mem access 'scalar' (reference id={} to this task was "
+                           "released at {}:{})",
+                           released->id, released->released_at.file_name(),
+                           released->released_at.line()),
+               where);
+        return false;
+      }
+      report(violation_kind::untrusted_arg, name, p,
+             kf_rcu ? "R1 must be a rcu pointer" : "R1 must be referenced or trusted", where);
+      return false;
+    }
+    case arg_role::release:
+      if (only_released) {
+        report(violation_kind::double_release, name, p,
+               fmt::format("release kernel function {} expects refcounted PTR_TO_BTF_ID "
+                           "(reference id={} acquired by {} at {}:{} was already released at "
+                           "{}:{})",
+                           name, released->id, released->kfunc, released->acquired_at.file_name(),
+                           released->acquired_at.line(), released->released_at.file_name(),
+                           released->released_at.line()),
+               where);
+      } else if (known != trust_.end() && (known->second == trust::trusted ||
+                                           known->second == trust::trusted_not_rcu_safe)) {
+        report(violation_kind::release_unacquired, name, p,
+               fmt::format("release kernel function {} expects refcounted PTR_TO_BTF_ID", name),
+               where);
+      } else {
+        report(violation_kind::release_untrusted, name, p, "R1 must be referenced or trusted",
+               where);
+      }
+      return false;
+    case arg_role::xchg_in:
+      report(violation_kind::xchg_unreferenced, name, p,
+             "R2 must be referenced when passed to release function", where);
+      return false;
+  }
+  return false;
+}
+
+void prog_run::produced(kfunc_id id, task_struct* p, std::source_location where) {
+  if (p != nullptr) {
+    refs_.push_back(reference{next_id_++, p, to_string(id), where, true, {}});
+  }
+}
+
+void prog_run::trusted_value(const task_struct* p, bool rcu_safe) {
+  if (p != nullptr) {
+    trust_[p] = rcu_safe ? trust::trusted : trust::trusted_not_rcu_safe;
+  }
+}
+
+void prog_run::slot_read(const void* value) {
+  if (value != nullptr) {
+    // The implicit RCU section of a non-sleepable program counts, as in the
+    // verifier's in_rcu_cs().
+    trust_[value] = kernel_.rcu().rcu_read_lock_held() ? trust::rcu : trust::untrusted;
+  }
+}
+
+bool prog_run::rcu_unlock(std::source_location where) {
+  if (rcu_depth_ == 0) {
+    report(violation_kind::rcu_unlock_unmatched, "bpf_rcu_read_unlock", nullptr,
+           "unmatched rcu read unlock", where);
+    return false;
+  }
+  --rcu_depth_;
+  return true;
+}
+
+prog_run::leftovers prog_run::finish(std::source_location where) {
+  leftovers out{{}, rcu_depth_};
+  std::vector<const reference*> unreleased;
+  for (reference& r : refs_) {
+    if (r.live) {
+      r.live = false;
+      out.references.push_back(r.task);
+      unreleased.push_back(&r);
+    }
+  }
+  rcu_depth_ = 0;
+  // Reported after the caller has cleaned up (throw_error would unwind here).
+  pending_report_ = [this, unreleased, depth = out.rcu_depth, where] {
+    for (const reference* r : unreleased) {
+      report(violation_kind::unreleased_ref, "", r->task,
+             fmt::format("Unreleased reference id={} (acquired by {} at {}:{})", r->id, r->kfunc,
+                         r->acquired_at.file_name(), r->acquired_at.line()),
+             where);
+    }
+    if (depth > 0) {
+      report(violation_kind::rcu_lock_missing, "", nullptr, "bpf_rcu_read_unlock is missing",
+             where);
+    }
+  };
+  return out;
+}
+
+void prog_run::report_leftovers() {
+  if (pending_report_) {
+    auto pending = std::move(pending_report_);
+    pending_report_ = nullptr;
+    pending();
+  }
+}
+
+}  // namespace detail
+
+// ---- names ----------------------------------------------------------------------------------
+
+std::string_view to_string(prog_type t) noexcept {
+  switch (t) {
+    case prog_type::tracing: return "tracing";
+    case prog_type::lsm: return "lsm";
+    case prog_type::struct_ops: return "struct_ops";
+    case prog_type::syscall: return "syscall";
+    case prog_type::kprobe: return "kprobe";
+    case prog_type::kretprobe: return "kretprobe";
+  }
+  return "?";
+}
+
+std::string_view to_string(violation_kind k) noexcept {
+  switch (k) {
+    case violation_kind::unreleased_ref: return "unreleased_ref";
+    case violation_kind::null_arg: return "null_arg";
+    case violation_kind::release_unacquired: return "release_unacquired";
+    case violation_kind::release_untrusted: return "release_untrusted";
+    case violation_kind::untrusted_arg: return "untrusted_arg";
+    case violation_kind::kfunc_not_allowed: return "kfunc_not_allowed";
+    case violation_kind::use_after_release: return "use_after_release";
+    case violation_kind::double_release: return "double_release";
+    case violation_kind::xchg_unreferenced: return "xchg_unreferenced";
+    case violation_kind::rcu_lock_missing: return "rcu_lock_missing";
+    case violation_kind::rcu_unlock_unmatched: return "rcu_unlock_unmatched";
+  }
+  return "?";
+}
+
+bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
+  switch (id) {
+    case kfunc_id::bpf_rcu_read_lock:
+    case kfunc_id::bpf_rcu_read_unlock:
+    case kfunc_id::bpf_kptr_xchg:
+      return true;  // common kfuncs / base helper: every program type
+    case kfunc_id::bpf_get_current_task_btf:
+      return type != prog_type::syscall;  // a tracing helper
+    default:
+      // The task kfuncs: BTF_KFUNC_HOOK_TRACING (tracing and lsm), struct_ops, syscall.
+      return type == prog_type::tracing || type == prog_type::lsm ||
+             type == prog_type::struct_ops || type == prog_type::syscall;
+  }
+}
+
+verifier_error::verifier_error(violation v)
+    : std::runtime_error(fmt::format("{} (at {}:{})", v.message, v.where.file_name(),
+                                     v.where.line())),
+      violation_(std::move(v)) {}
+
+// ---- programs --------------------------------------------------------------------------------
+
+bpf_prog::bpf_prog(kernel& k, prog_type type, std::string section, body_type body,
+                   checker_mode mode)
+    : kernel_(k), type_(type), section_(std::move(section)), body_(std::move(body)), mode_(mode) {
+  if (section_ == "lsm/task_free") {
+    arg_trust_ = arg_trust::trusted_not_rcu_safe;
+  } else if (type_ == prog_type::kprobe || type_ == prog_type::kretprobe ||
+             type_ == prog_type::syscall) {
+    arg_trust_ = arg_trust::none;  // not a BTF-typed argument the verifier trusts
+  } else {
+    arg_trust_ = arg_trust::trusted;
+  }
+}
+
+prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::source_location where) {
+  prog_run_result result;
+  const current_task_scope scope(as_task, where);
+#if TASKLIFE_VERIFIER
+  if (mode_ == checker_mode::off) {
+#endif
+    std::optional<rcu_read_guard> implicit_rcu;
+    if (!sleepable()) {
+      implicit_rcu.emplace(kernel_.rcu());
+    }
+    result.ret = body_(arg);
+    return result;
+#if TASKLIFE_VERIFIER
+  }
+
+  detail::prog_run run(kernel_, *this, mode_);
+  if (arg_trust_ != arg_trust::none) {
+    run.trusted_value(arg, arg_trust_ == arg_trust::trusted);
+  }
+  detail::prog_run* const outer = detail::tls_prog_run;
+  // Cleans up on both exits: hands back what the program still holds (after the
+  // run stops watching), leaves RCU sections it left open, restores the outer run.
+  auto cleanup = [&] {
+    const detail::prog_run::leftovers left = run.finish(where);
+    detail::tls_prog_run = outer;
+    for (task_struct* t : left.references) {
+      bpf_task_release(t, where);
+    }
+    for (unsigned i = 0; i < left.rcu_depth; ++i) {
+      kernel_.rcu().rcu_read_unlock();
+    }
+  };
+  detail::tls_prog_run = &run;
+  try {
+    std::optional<rcu_read_guard> implicit_rcu;
+    if (!sleepable()) {
+      implicit_rcu.emplace(kernel_.rcu());  // non-sleepable programs run under RCU
+    }
+    result.ret = body_(arg);
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+  cleanup();
+  run.report_leftovers();  // may throw in throw_error mode, after the cleanup
+  result.violations = run.take_violations();
+  return result;
+#endif
+}
+
+std::uint64_t bpf_prog::attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink) {
+  return tp.attach([this, sink = std::move(sink)](task_struct* t) {
+    task_struct* cur = get_current();
+    const prog_run_result r = run(cur != nullptr ? cur : t, t);
+    if (sink) {
+      sink(r);
+    }
+  });
+}
+
+}  // namespace tasklife

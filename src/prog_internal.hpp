@@ -1,0 +1,79 @@
+// The run-time verifier's state for one program run (prog.hpp), shared by the
+// program runner and the kfuncs that report to it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <source_location>
+#include <string>
+#include <tasklife/prog.hpp>
+#include <unordered_map>
+#include <vector>
+
+namespace tasklife::detail {
+
+// What a task argument is used for, which decides what the verifier accepts.
+enum class arg_role : std::uint8_t {
+  acquire,   // KF_RCU (or KF_TRUSTED_ARGS in the early profiles) acquiring kfuncs
+  release,   // KF_RELEASE
+  xchg_in,   // bpf_kptr_xchg's second argument (OBJ_RELEASE)
+};
+
+class prog_run {
+ public:
+  prog_run(kernel& k, const bpf_prog& prog, checker_mode mode);
+  prog_run(const prog_run&) = delete;
+  prog_run& operator=(const prog_run&) = delete;
+
+  checker_mode mode() const noexcept { return mode_; }
+
+  // The hooks. A false return vetoes the kfunc (it returns NULL / does nothing).
+  bool check_call(kfunc_id id, std::source_location where);
+  bool check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
+                      std::source_location where);
+  void produced(kfunc_id id, task_struct* p, std::source_location where);  // a new reference
+  void trusted_value(const task_struct* p, bool rcu_safe);
+  void slot_read(const void* value);
+  void rcu_lock() noexcept { ++rcu_depth_; }
+  bool rcu_unlock(std::source_location where);
+
+  // Program exit: reports what is still held and hands it back for cleanup.
+  struct leftovers {
+    std::vector<task_struct*> references;
+    unsigned rcu_depth;
+  };
+  // Collects what the program still holds (no longer watched), for the runner to
+  // hand back; report_leftovers() then reports it (it may throw).
+  leftovers finish(std::source_location where);
+  void report_leftovers();
+  std::vector<violation> take_violations() { return std::move(violations_); }
+
+ private:
+  enum class trust : std::uint8_t { trusted, trusted_not_rcu_safe, rcu, untrusted };
+  struct reference {
+    std::uint64_t id;
+    task_struct* task;
+    std::string_view kfunc;
+    std::source_location acquired_at;
+    bool live;
+    std::source_location released_at;
+  };
+
+  reference* live_ref(const void* p);
+  reference* last_released(const void* p);
+  void report(violation_kind kind, std::string_view kfunc, const void* arg, std::string message,
+              std::source_location where);
+
+  kernel& kernel_;
+  const bpf_prog& prog_;
+  checker_mode mode_;
+  std::uint64_t next_id_ = 1;
+  std::vector<reference> refs_;                      // in acquisition order
+  std::unordered_map<const void*, trust> trust_;     // the latest known trust of a value
+  unsigned rcu_depth_ = 0;                           // bpf_rcu_read_lock nesting
+  std::vector<violation> violations_;
+  std::function<void()> pending_report_;  // set by finish()
+};
+
+}  // namespace tasklife::detail
