@@ -295,6 +295,112 @@ void unlink_child(task_struct* child) {
 
 }  // namespace
 
+// ---- holder tracking ------------------------------------------------------------------------
+
+namespace {
+std::string_view counter_name(holder_counter c) {
+  return c == holder_counter::usage ? "usage" : "rcu_users";
+}
+}  // namespace
+
+void kernel::track_get(task_struct* t, holder_counter counter, holder_role role,
+                       std::string_view label, std::source_location where) {
+  if (!t->holders_tracked) {
+    return;
+  }
+  const holder_info info{next_holder_id_.fetch_add(1, std::memory_order_relaxed), counter, role,
+                         label, where};
+  const std::lock_guard lock(holders_mutex_);
+  holders_[t].push_back(holder_entry{info, true, {}});
+}
+
+void kernel::track_put(task_struct* t, holder_counter counter, holder_role role,
+                       std::string_view op, std::source_location where) {
+  if (!t->holders_tracked) {
+    return;
+  }
+  std::string report;
+  {
+    const std::lock_guard lock(holders_mutex_);
+    std::vector<holder_entry>& entries = holders_[t];
+    // The most recent live holder of this counter with this role: the lifecycle's
+    // own references are released only by their own owners.
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+      if (it->live && it->info.counter == counter && it->info.role == role) {
+        it->live = false;
+        it->dropped_at = where;
+        return;
+      }
+    }
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+      if (!it->live && it->info.counter == counter && it->info.role == role) {
+        report = fmt::format(
+            "{}: reference already released: {} of task '{}' (pid {}) was taken by {} at {}:{} "
+            "and released at {}:{}",
+            op, counter_name(counter), t->comm, t->pid, it->info.label,
+            it->info.taken_at.file_name(), it->info.taken_at.line(), it->dropped_at.file_name(),
+            it->dropped_at.line());
+        break;
+      }
+    }
+    if (report.empty()) {
+      report = fmt::format("{}: no tracked {} reference of task '{}' (pid {}) to release", op,
+                           counter_name(counter), t->comm, t->pid);
+    }
+  }
+  detail::report_contract_violation("holders", std::move(report), where);
+}
+
+std::vector<holder_info> kernel::holders(const task_struct* t) const {
+  std::vector<holder_info> out;
+  const std::lock_guard lock(holders_mutex_);
+  const auto it = holders_.find(t);
+  if (it != holders_.end()) {
+    for (const holder_entry& e : it->second) {
+      if (e.live) {
+        out.push_back(e.info);
+      }
+    }
+  }
+  return out;
+}
+
+std::string kernel::format_holders(const task_struct* t) const {
+  const std::vector<holder_info> live = holders(t);
+  std::string out;
+  for (holder_counter counter : {holder_counter::rcu_users, holder_counter::usage}) {
+    std::size_t total = 0;
+    for (const holder_info& h : live) {
+      total += h.counter == counter ? 1U : 0U;
+    }
+    // Group by (label, site), in order of first appearance.
+    std::vector<std::pair<const holder_info*, std::size_t>> groups;
+    for (const holder_info& h : live) {
+      if (h.counter != counter) {
+        continue;
+      }
+      bool merged = false;
+      for (auto& [first, count] : groups) {
+        if (first->label == h.label && first->taken_at.line() == h.taken_at.line() &&
+            std::string_view(first->taken_at.file_name()) == h.taken_at.file_name()) {
+          ++count;
+          merged = true;
+          break;
+        }
+      }
+      if (!merged) {
+        groups.emplace_back(&h, 1);
+      }
+    }
+    for (const auto& [first, count] : groups) {
+      out += fmt::format("{}{} has {}/{} users at {} ({}:{})", out.empty() ? "" : "; ",
+                         counter_name(counter), count, total, first->label,
+                         first->taken_at.file_name(), first->taken_at.line());
+    }
+  }
+  return out;
+}
+
 bool kernel::owns_live_task(const task_struct* t) const {
   const std::lock_guard lock(tasklist_lock_);
   for (task_struct* p = tasks_; p != nullptr; p = p->priv.next) {
@@ -329,6 +435,13 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
   t->priv.id = next_id_.fetch_add(1, std::memory_order_relaxed);
   t->priv.magic.store(detail::task_alive_magic, std::memory_order_relaxed);
   t->traced.store(config_.record_history || args.trace, std::memory_order_relaxed);
+  t->holders_tracked = config_.track_holders;
+  track_get(t, holder_counter::rcu_users, holder_role::reaper, "fork: the reaper's release_task",
+            where);
+  track_get(t, holder_counter::rcu_users, holder_role::scheduler,
+            "fork: the scheduler's final switch", where);
+  track_get(t, holder_counter::usage, holder_role::rcu_users_group, "fork: the rcu_users group",
+            where);
   t->priv.autoreap = args.autoreap || args.thread;
   const char* comm = args.comm != nullptr ? args.comm : (parent != nullptr ? parent->comm : "init");
   std::strncpy(t->comm, comm, TASK_COMM_LEN - 1);
@@ -498,7 +611,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
     record(prev, task_event_kind::final_switch, refcount_read(&prev->usage),
            refcount_read(&prev->rcu_users) - 1U, {}, where);
   }
-  detail::put_rcu_user_untraced(prev, where);  // the scheduler's drop
+  detail::put_rcu_user_as(prev, holder_role::scheduler, where);  // the scheduler's drop
 }
 
 bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
@@ -525,13 +638,20 @@ void kernel::release_task(task_struct* p, std::source_location where) {
     for (const upid& u : p->priv.numbers) {
       u.ns->unhash(u.nr, p);
     }
+    // detach_pid cleared thread_pid: no number, no namespace any more. Release
+    // pairs with the acquire in task_pid_nr_ns / task_active_pid_ns.
+    p->priv.pid_detached.store(true, std::memory_order_release);
   }
   for (const upid& u : p->priv.numbers) {
     u.ns->free_nr(u.nr);  // free_pid: the number may be handed out again right away
   }
   record(p, task_event_kind::unhash, {}, where);
   // Only now the reaper's rcu_users drop: the unhash always comes first.
-  put_task_struct_rcu_user(p, where);
+  if (p->traced.load(std::memory_order_relaxed)) {
+    record(p, task_event_kind::rcu_user_put, refcount_read(&p->usage),
+           refcount_read(&p->rcu_users) - 1U, {}, where);
+  }
+  detail::put_rcu_user_as(p, holder_role::reaper, where);
 }
 
 // ---- the grace period and the free --------------------------------------------------------
@@ -582,6 +702,10 @@ void kernel::on_delayed_put(task_struct* t) {
 }
 
 void kernel::free_task(task_struct* t, std::source_location where, bool fork_failure) {
+  if (t->holders_tracked) {
+    const std::lock_guard lock(holders_mutex_);
+    holders_.erase(t);
+  }
   if (t->priv.on_list) {
     const std::lock_guard lock(tasklist_lock_);
     list_del(t);
@@ -678,9 +802,24 @@ std::vector<leaked_task> kernel::allocated_tasks() const {
   std::vector<leaked_task> out;
   const std::lock_guard lock(tasklist_lock_);
   for (task_struct* t = tasks_; t != nullptr; t = t->priv.next) {
-    out.push_back(leaked_task{
-        t->priv.id, t->pid, t->comm, refcount_read(&t->usage), refcount_read(&t->rcu_users),
-        t->exit_state.load(std::memory_order_relaxed), t->state.load(std::memory_order_relaxed)});
+    out.push_back(leaked_task{t->priv.id, t->pid, t->comm, refcount_read(&t->usage),
+                              refcount_read(&t->rcu_users),
+                              t->exit_state.load(std::memory_order_relaxed),
+                              t->state.load(std::memory_order_relaxed), std::string()});
+  }
+  return out;
+}
+
+std::vector<leaked_task> kernel::allocated_tasks_with_holders() const {
+  std::vector<leaked_task> out = allocated_tasks();
+  const std::lock_guard lock(tasklist_lock_);
+  for (leaked_task& l : out) {
+    for (task_struct* t = tasks_; t != nullptr; t = t->priv.next) {
+      if (t->priv.id == l.id && t->holders_tracked) {
+        l.holders = format_holders(t);
+        break;
+      }
+    }
   }
   return out;
 }
@@ -709,15 +848,20 @@ std::vector<leaked_task> kernel::shutdown() {
         std::source_location::current());
     std::abort();
   }
-  std::vector<leaked_task> leaks = allocated_tasks();
+  std::vector<leaked_task> leaks = allocated_tasks_with_holders();
   for (const leaked_task& l : leaks) {
     detail::report_contract_violation_noexcept(
         "kernel",
         fmt::format("leak: kernel '{}' torn down with task '{}' (pid {}, id {}) never freed: "
-                    "usage={} rcu_users={} exit_state={:#x} state={:#x}",
+                    "usage={} rcu_users={} exit_state={:#x} state={:#x}{}{}",
                     name(), l.comm, l.pid, l.id, static_cast<int>(l.usage),
-                    static_cast<int>(l.rcu_users), l.exit_state, l.state),
+                    static_cast<int>(l.rcu_users), l.exit_state, l.state,
+                    l.holders.empty() ? "" : "; ", l.holders),
         std::source_location::current());
+  }
+  {
+    const std::lock_guard lock(holders_mutex_);
+    holders_.clear();
   }
   {
     const std::lock_guard lock(tasklist_lock_);

@@ -116,8 +116,20 @@ void trace(task_struct* p, kfunc_id id, std::source_location where) {
   }
 }
 
+// Records the new reference's holder (kernel_config::track_holders).
+void track_acquired(task_struct* p, kfunc_id id, std::source_location where) {
+  if (p->holders_tracked) [[unlikely]] {
+    task_kernel(p).track_get(p,
+                             tls_ctx.profile == semantics_profile::usage_based
+                                 ? holder_counter::usage
+                                 : holder_counter::rcu_users,
+                             holder_role::other, name_of(id), where);
+  }
+}
+
 // The acquire of each profile, on a validated task.
-task_struct* acquire(task_struct* p, std::source_location where) {
+task_struct* acquire(task_struct* p, std::source_location where,
+                     kfunc_id id = kfunc_id::bpf_task_acquire) {
   switch (tls_ctx.profile) {
     case semantics_profile::rcu_users_inc:
       refcount_inc(&p->rcu_users, where);  // from 0: ADD_UAF, and the task dies anyway
@@ -133,6 +145,7 @@ task_struct* acquire(task_struct* p, std::source_location where) {
       break;
   }
   trace(p, kfunc_id::bpf_task_acquire, where);
+  track_acquired(p, id, where);
   return p;
 }
 
@@ -251,9 +264,9 @@ task_struct* from_pid_in(kfunc_id id, pid_namespace* ns, std::int32_t nr,
     return nullptr;
   }
   if (tls_ctx.profile == semantics_profile::rcu_users_inc) {
-    (void)acquire(p, where);  // 3f0e6f2b41d3: the acquire's outcome is not looked at
+    (void)acquire(p, where, id);  // 3f0e6f2b41d3: the acquire's outcome is not looked at
   } else {
-    p = acquire(p, where);
+    p = acquire(p, where, id);
   }
   if (p != nullptr) {
     trace(p, id, where);
@@ -301,6 +314,7 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
   }
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_task_kptr_get, where);
+    track_acquired(p, kfunc_id::bpf_task_kptr_get, where);
   }
   return verify_produced(kfunc_id::bpf_task_kptr_get, p, where);
 }
@@ -318,6 +332,7 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
     return nullptr;
   }
   trace(p, kfunc_id::bpf_task_acquire_not_zero, where);
+  track_acquired(p, kfunc_id::bpf_task_acquire_not_zero, where);
   return verify_produced(kfunc_id::bpf_task_acquire_not_zero, p, where);
 }
 

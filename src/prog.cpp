@@ -1,9 +1,10 @@
 // Programs and the run-time verifier (prog.hpp).
-#include <fmt/format.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+
+#include <fmt/format.h>
+
 #include <tasklife/prog.hpp>
 
 #include "prog_internal.hpp"
@@ -90,13 +91,13 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
   }
   const auto known = trust_.find(p);
   const reference* released = last_released(p);
-  const bool only_released = released != nullptr &&
-                             (known == trust_.end() || known->second == trust::untrusted);
+  const bool only_released =
+      released != nullptr && (known == trust_.end() || known->second == trust::untrusted);
   switch (role) {
     case arg_role::acquire: {
       const bool kf_rcu = (kfunc_flags(kernel_.config().profile, id) & KF_RCU) != 0;
-      if (known != trust_.end() && (known->second == trust::trusted ||
-                                    (known->second == trust::rcu && kf_rcu))) {
+      if (known != trust_.end() &&
+          (known->second == trust::trusted || (known->second == trust::rcu && kf_rcu))) {
         return true;
       }
       if (only_released) {
@@ -211,29 +212,46 @@ void prog_run::report_leftovers() {
 
 std::string_view to_string(prog_type t) noexcept {
   switch (t) {
-    case prog_type::tracing: return "tracing";
-    case prog_type::lsm: return "lsm";
-    case prog_type::struct_ops: return "struct_ops";
-    case prog_type::syscall: return "syscall";
-    case prog_type::kprobe: return "kprobe";
-    case prog_type::kretprobe: return "kretprobe";
+    case prog_type::tracing:
+      return "tracing";
+    case prog_type::lsm:
+      return "lsm";
+    case prog_type::struct_ops:
+      return "struct_ops";
+    case prog_type::syscall:
+      return "syscall";
+    case prog_type::kprobe:
+      return "kprobe";
+    case prog_type::kretprobe:
+      return "kretprobe";
   }
   return "?";
 }
 
 std::string_view to_string(violation_kind k) noexcept {
   switch (k) {
-    case violation_kind::unreleased_ref: return "unreleased_ref";
-    case violation_kind::null_arg: return "null_arg";
-    case violation_kind::release_unacquired: return "release_unacquired";
-    case violation_kind::release_untrusted: return "release_untrusted";
-    case violation_kind::untrusted_arg: return "untrusted_arg";
-    case violation_kind::kfunc_not_allowed: return "kfunc_not_allowed";
-    case violation_kind::use_after_release: return "use_after_release";
-    case violation_kind::double_release: return "double_release";
-    case violation_kind::xchg_unreferenced: return "xchg_unreferenced";
-    case violation_kind::rcu_lock_missing: return "rcu_lock_missing";
-    case violation_kind::rcu_unlock_unmatched: return "rcu_unlock_unmatched";
+    case violation_kind::unreleased_ref:
+      return "unreleased_ref";
+    case violation_kind::null_arg:
+      return "null_arg";
+    case violation_kind::release_unacquired:
+      return "release_unacquired";
+    case violation_kind::release_untrusted:
+      return "release_untrusted";
+    case violation_kind::untrusted_arg:
+      return "untrusted_arg";
+    case violation_kind::kfunc_not_allowed:
+      return "kfunc_not_allowed";
+    case violation_kind::use_after_release:
+      return "use_after_release";
+    case violation_kind::double_release:
+      return "double_release";
+    case violation_kind::xchg_unreferenced:
+      return "xchg_unreferenced";
+    case violation_kind::rcu_lock_missing:
+      return "rcu_lock_missing";
+    case violation_kind::rcu_unlock_unmatched:
+      return "rcu_unlock_unmatched";
   }
   return "?";
 }
@@ -254,8 +272,8 @@ bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
 }
 
 verifier_error::verifier_error(violation v)
-    : std::runtime_error(fmt::format("{} (at {}:{})", v.message, v.where.file_name(),
-                                     v.where.line())),
+    : std::runtime_error(
+          fmt::format("{} (at {}:{})", v.message, v.where.file_name(), v.where.line())),
       violation_(std::move(v)) {}
 
 // ---- programs --------------------------------------------------------------------------------

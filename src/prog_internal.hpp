@@ -7,17 +7,18 @@
 #include <optional>
 #include <source_location>
 #include <string>
-#include <tasklife/prog.hpp>
 #include <unordered_map>
 #include <vector>
+
+#include <tasklife/prog.hpp>
 
 namespace tasklife::detail {
 
 // What a task argument is used for, which decides what the verifier accepts.
 enum class arg_role : std::uint8_t {
-  acquire,   // KF_RCU (or KF_TRUSTED_ARGS in the early profiles) acquiring kfuncs
-  release,   // KF_RELEASE
-  xchg_in,   // bpf_kptr_xchg's second argument (OBJ_RELEASE)
+  acquire,  // KF_RCU (or KF_TRUSTED_ARGS in the early profiles) acquiring kfuncs
+  release,  // KF_RELEASE
+  xchg_in,  // bpf_kptr_xchg's second argument (OBJ_RELEASE)
 };
 
 class prog_run {
@@ -30,8 +31,7 @@ class prog_run {
 
   // The hooks. A false return vetoes the kfunc (it returns NULL / does nothing).
   bool check_call(kfunc_id id, std::source_location where);
-  bool check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
-                      std::source_location where);
+  bool check_task_arg(kfunc_id id, const task_struct* p, arg_role role, std::source_location where);
   void produced(kfunc_id id, task_struct* p, std::source_location where);  // a new reference
   void trusted_value(const task_struct* p, bool rcu_safe);
   void slot_read(const void* value);
@@ -69,9 +69,9 @@ class prog_run {
   const bpf_prog& prog_;
   checker_mode mode_;
   std::uint64_t next_id_ = 1;
-  std::vector<reference> refs_;                      // in acquisition order
-  std::unordered_map<const void*, trust> trust_;     // the latest known trust of a value
-  unsigned rcu_depth_ = 0;                           // bpf_rcu_read_lock nesting
+  std::vector<reference> refs_;                   // in acquisition order
+  std::unordered_map<const void*, trust> trust_;  // the latest known trust of a value
+  unsigned rcu_depth_ = 0;                        // bpf_rcu_read_lock nesting
   std::vector<violation> violations_;
   std::function<void()> pending_report_;  // set by finish()
 };

@@ -35,10 +35,39 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
   return false;
 }
 
-void put_rcu_user_untraced(task_struct* t, std::source_location where) {
+void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where) {
+  if (t->holders_tracked) [[unlikely]] {
+    task_kernel(t).track_put(t, holder_counter::rcu_users, role, "put_task_struct_rcu_user", where);
+  }
   if (refcount_dec_and_test(&t->rcu_users, where)) {
     task_kernel(t).on_rcu_users_zero(t, where);
   }
+}
+
+void put_task_struct_as(task_struct* t, holder_role role, std::source_location where) {
+  if (!check_task(t, "put_task_struct", where)) {
+    return;
+  }
+  if (t->holders_tracked) [[unlikely]] {
+    task_kernel(t).track_put(t, holder_counter::usage, role, "put_task_struct", where);
+  }
+  // Counter values are read before the decrement: after it, only the thread that
+  // reaches 0 may still touch the task.
+  trace_event(t, task_event_kind::put, refcount_read(&t->usage) - 1U, refcount_read(&t->rcu_users),
+              {}, where);
+  if (!refcount_dec_and_test(&t->usage, where)) {
+    return;
+  }
+  kernel& k = task_kernel(t);
+  if (k.config().final_put == final_put_mode::deferred) {
+    // v6.17+ (8671bad873eb): always defer the teardown by a grace period. The rcu
+    // head is free again: usage cannot reach 0 while rcu_users > 0, because the
+    // rcu_users group owns a usage reference it gives back from its own callback.
+    trace_event(t, task_event_kind::free_deferred, 0, refcount_read(&t->rcu_users), {}, where);
+    k.rcu().call_rcu(&t->rcu, &__put_task_struct_rcu_cb, where);
+    return;
+  }
+  __put_task_struct(t, where);
 }
 
 }  // namespace detail
@@ -48,6 +77,10 @@ task_struct* get_task_struct(task_struct* t, std::source_location where) {
     return t;
   }
   refcount_inc(&t->usage, where);
+  if (t->holders_tracked) [[unlikely]] {
+    task_kernel(t).track_get(t, holder_counter::usage, holder_role::other, "get_task_struct",
+                             where);
+  }
   detail::trace_event(t, task_event_kind::get, refcount_read(&t->usage),
                       refcount_read(&t->rcu_users), {}, where);
   return t;
@@ -62,33 +95,17 @@ task_struct* tryget_task_struct(task_struct* t, std::source_location where) {
                         where);
     return nullptr;
   }
+  if (t->holders_tracked) [[unlikely]] {
+    task_kernel(t).track_get(t, holder_counter::usage, holder_role::other, "tryget_task_struct",
+                             where);
+  }
   detail::trace_event(t, task_event_kind::tryget, refcount_read(&t->usage),
                       refcount_read(&t->rcu_users), {}, where);
   return t;
 }
 
 void put_task_struct(task_struct* t, std::source_location where) {
-  if (!detail::check_task(t, "put_task_struct", where)) {
-    return;
-  }
-  // Counter values are read before the decrement: after it, only the thread that
-  // reaches 0 may still touch the task.
-  detail::trace_event(t, task_event_kind::put, refcount_read(&t->usage) - 1U,
-                      refcount_read(&t->rcu_users), {}, where);
-  if (!refcount_dec_and_test(&t->usage, where)) {
-    return;
-  }
-  kernel& k = task_kernel(t);
-  if (k.config().final_put == final_put_mode::deferred) {
-    // v6.17+ (8671bad873eb): always defer the teardown by a grace period. The rcu
-    // head is free again: usage cannot reach 0 while rcu_users > 0, because the
-    // rcu_users group owns a usage reference it gives back from its own callback.
-    detail::trace_event(t, task_event_kind::free_deferred, 0, refcount_read(&t->rcu_users), {},
-                        where);
-    k.rcu().call_rcu(&t->rcu, &__put_task_struct_rcu_cb, where);
-    return;
-  }
-  __put_task_struct(t, where);
+  detail::put_task_struct_as(t, holder_role::other, where);
 }
 
 void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
@@ -98,6 +115,12 @@ void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
   detail::trace_event(t, task_event_kind::put_many,
                       refcount_read(&t->usage) - static_cast<unsigned>(nr),
                       refcount_read(&t->rcu_users), {}, where);
+  if (t->holders_tracked) [[unlikely]] {
+    for (int i = 0; i < nr; ++i) {
+      task_kernel(t).track_put(t, holder_counter::usage, holder_role::other, "put_task_struct_many",
+                               where);
+    }
+  }
   if (refcount_sub_and_test(nr, &t->usage, where)) {
     __put_task_struct(t, where);  // never deferred, in every kernel version
   }
@@ -109,7 +132,7 @@ void put_task_struct_rcu_user(task_struct* t, std::source_location where) {
   }
   detail::trace_event(t, task_event_kind::rcu_user_put, refcount_read(&t->usage),
                       refcount_read(&t->rcu_users) - 1U, {}, where);
-  detail::put_rcu_user_untraced(t, where);
+  detail::put_rcu_user_as(t, holder_role::other, where);
 }
 
 void delayed_put_task_struct(rcu_head* rhp) {
@@ -117,7 +140,7 @@ void delayed_put_task_struct(rcu_head* rhp) {
   // A full grace period has passed since rcu_users reached 0: every reader that
   // found the task under RCU has left its critical section.
   task_kernel(t).on_delayed_put(t);
-  put_task_struct(t, std::source_location::current());
+  detail::put_task_struct_as(t, holder_role::rcu_users_group, std::source_location::current());
 }
 
 void __put_task_struct_rcu_cb(rcu_head* rhp) {  // NOLINT(bugprone-reserved-identifier)

@@ -52,8 +52,11 @@ inline void trace_event(task_struct* t, task_event_kind kind, unsigned usage, un
   }
 }
 
-// put_task_struct_rcu_user without its own event (the caller records one).
-void put_rcu_user_untraced(task_struct* t, std::source_location where);
+// put_task_struct_rcu_user without its own event (the caller records one), on
+// behalf of `role` (the reaper's and the scheduler's drops are theirs).
+void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where);
+// put_task_struct on behalf of `role` (delayed_put_task_struct drops the group's).
+void put_task_struct_as(task_struct* t, holder_role role, std::source_location where);
 
 // The namespace a task was created in, even after its pid was detached (the
 // kernel's lifecycle code reaches it through the task's nsproxy/signal instead).

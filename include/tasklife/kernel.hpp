@@ -57,6 +57,7 @@
 #include <source_location>
 #include <string>
 #include <sys/types.h>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -115,6 +116,11 @@ struct kernel_config {
   bool memcg = true;
   // Trace every task from its fork (history.hpp).
   bool record_history = false;
+  // Holder tracking, as the kernel's ref_tracker: every reference taken on usage
+  // or rcu_users records who took it (label and call site); a release without a
+  // live holder is reported with both sites; teardown lists leaked tasks' holders
+  // grouped by site. Off by default (it takes a mutex per get and put).
+  bool track_holders = false;
   std::size_t history_capacity = std::size_t{1} << 20;
   // Freed tasks kept poisoned for use-after-free reports (TASKLIFE_CHECKS=full).
   std::size_t quarantine_capacity = 1024;
@@ -166,6 +172,19 @@ struct leaked_task {
   unsigned int rcu_users;
   int exit_state;
   unsigned int state;
+  std::string holders;  // grouped by site when holders are tracked, else empty
+};
+
+// Holder tracking (kernel_config::track_holders).
+enum class holder_counter : std::uint8_t { usage, rcu_users };
+// Whose reference it is: the lifecycle's own three, or anyone else's.
+enum class holder_role : std::uint8_t { reaper, scheduler, rcu_users_group, other };
+struct holder_info {
+  std::uint64_t id;
+  holder_counter counter;
+  holder_role role;
+  std::string_view label;  // static text: "bpf_task_acquire", "get_task_struct", ...
+  std::source_location taken_at;
 };
 
 // A tracepoint: probes run synchronously at the point the kernel fires it. The
@@ -259,9 +278,22 @@ class TASKLIFE_API kernel {
   kernel_stats stats() const noexcept;
   // Tasks allocated and not yet freed, with their counters.
   std::vector<leaked_task> allocated_tasks() const;
+  // The same, with each task's holders grouped by site (when tracked).
+  std::vector<leaked_task> allocated_tasks_with_holders() const;
   // Drains RCU callbacks (chains included), reports and frees every task that was
   // never freed, empties the quarantine. Idempotent; the destructor calls it.
   std::vector<leaked_task> shutdown();
+
+  // ---- holder tracking ------------------------------------------------------------------
+  // The live holders of t's references (empty unless holders are tracked).
+  std::vector<holder_info> holders(const task_struct* t) const;
+  // As ref_tracker_dir_print: "usage has 1/2 users at get_task_struct (file:line)", ...
+  std::string format_holders(const task_struct* t) const;
+  // Used by the lifetime functions and kfuncs; no-ops for untracked tasks.
+  void track_get(task_struct* t, holder_counter counter, holder_role role, std::string_view label,
+                 std::source_location where);
+  void track_put(task_struct* t, holder_counter counter, holder_role role, std::string_view op,
+                 std::source_location where);
 
   // Is `t` a task of this kernel that has not been freed? (walks the task list)
   bool owns_live_task(const task_struct* t) const;
@@ -292,6 +324,15 @@ class TASKLIFE_API kernel {
 
   mutable std::mutex tasklist_lock_;  // the task list, parent/children links
   task_struct* tasks_ = nullptr;      // guarded by tasklist_lock_
+
+  struct holder_entry {
+    holder_info info;
+    bool live;
+    std::source_location dropped_at;
+  };
+  mutable std::mutex holders_mutex_;
+  std::unordered_map<const task_struct*, std::vector<holder_entry>> holders_;  // guarded
+  std::atomic<std::uint64_t> next_holder_id_{1};
 
   mutable std::mutex known_mutex_;
   std::unordered_set<const task_struct*> known_;  // guarded by known_mutex_ (checked builds)

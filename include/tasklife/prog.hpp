@@ -161,8 +161,7 @@ class TASKLIFE_API bpf_prog {
   // Attaches to a tracepoint: every firing runs the program with the
   // tracepoint's task as its (trusted) argument, as current if the firing thread
   // runs as a task, else as the argument itself. Violations go to `sink`.
-  std::uint64_t attach(tracepoint& tp,
-                       std::function<void(const prog_run_result&)> sink = nullptr);
+  std::uint64_t attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink = nullptr);
 
  private:
   kernel& kernel_;

@@ -129,6 +129,9 @@ struct task_struct {
   // tasklife: record this task's events (history.hpp). Beside the counters so the
   // hot paths' "traced?" test touches no other cache line.
   std::atomic<bool> traced{false};
+  // tasklife: every reference is tracked with its holder (kernel_config::
+  // track_holders); set at fork, read-only afterwards.
+  bool holders_tracked = false;
   rcu_head rcu;
 
   std::atomic<unsigned int> flags{0};

@@ -113,7 +113,7 @@ class task_free_arg {
 template <class T>
 class [[nodiscard("an acquired reference must be released or stored")]] owned_ref {
  public:
-  owned_ref(owned_ref&& other) noexcept
+  owned_ref(owned_ref && other) noexcept
       : p_(std::exchange(other.p_, nullptr)), acquired_at_(other.acquired_at_) {}
   owned_ref(const owned_ref&) = delete;
   owned_ref& operator=(const owned_ref&) = delete;
@@ -124,22 +124,32 @@ class [[nodiscard("an acquired reference must be released or stored")]] owned_re
     }
   }
 
-  T* get() const noexcept { return p_; }
-  T* operator->() const noexcept { return p_; }
+  T* get() const noexcept {
+    return p_;
+  }
+  T* operator->() const noexcept {
+    return p_;
+  }
   // A referenced pointer is trusted while it is held.
-  trusted_ptr<T> trusted() const noexcept { return trusted_ptr<T>(p_); }
-  std::source_location acquired_at() const noexcept { return acquired_at_; }
+  trusted_ptr<T> trusted() const noexcept {
+    return trusted_ptr<T>(p_);
+  }
+  std::source_location acquired_at() const noexcept {
+    return acquired_at_;
+  }
 
   // Gives the reference up to a raw-API caller (who must then release it).
-  [[nodiscard]] T* release_to_raw() && noexcept { return std::exchange(p_, nullptr); }
+  [[nodiscard]] T* release_to_raw()&& noexcept {
+    return std::exchange(p_, nullptr);
+  }
 
  private:
   template <class U>
   friend class maybe_ref;
-  friend void typed_release(owned_ref<task_struct>&& ref, std::source_location where);
-  friend maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct>&& p,
+  friend void typed_release(owned_ref<task_struct> && ref, std::source_location where);
+  friend maybe_ref<task_struct> typed_xchg(kptr<task_struct> * slot, owned_ref<task_struct> && p,
                                            std::source_location where);
-  owned_ref(T* p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
+  owned_ref(T * p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
   [[gnu::cold]] void dropped() noexcept {
     detail::report_typed("an owned reference was dropped without release", p_,
                          std::source_location::current(), acquired_at_);
@@ -155,7 +165,7 @@ class [[nodiscard("an acquired reference must be released or stored")]] owned_re
 template <class T>
 class [[nodiscard("the result of an acquiring kfunc must be checked and released")]] maybe_ref {
  public:
-  maybe_ref(maybe_ref&& other) noexcept
+  maybe_ref(maybe_ref && other) noexcept
       : p_(std::exchange(other.p_, nullptr)), acquired_at_(other.acquired_at_) {}
   maybe_ref(const maybe_ref&) = delete;
   maybe_ref& operator=(const maybe_ref&) = delete;
@@ -169,20 +179,21 @@ class [[nodiscard("the result of an acquiring kfunc must be checked and released
   }
 
   // The NULL check the verifier demands.
-  explicit operator bool() const noexcept { return p_ != nullptr; }
+  explicit operator bool() const noexcept {
+    return p_ != nullptr;
+  }
 
   // The owned reference, after a successful check (a NULL one is reported).
-  owned_ref<T> take(std::source_location where = std::source_location::current()) && noexcept {
+  owned_ref<T> take(std::source_location where = std::source_location::current())&& noexcept {
     if (p_ == nullptr) [[unlikely]] {
-      detail::report_typed("take() of a NULL result: check it first", nullptr, where,
-                           acquired_at_);
+      detail::report_typed("take() of a NULL result: check it first", nullptr, where, acquired_at_);
     }
     return owned_ref<T>(std::exchange(p_, nullptr), acquired_at_);
   }
 
  private:
-  friend maybe_ref<task_struct> make_maybe_ref(task_struct* p, std::source_location at) noexcept;
-  maybe_ref(T* p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
+  friend maybe_ref<task_struct> make_maybe_ref(task_struct * p, std::source_location at) noexcept;
+  maybe_ref(T * p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
   T* p_;
   std::source_location acquired_at_;
 };
@@ -194,8 +205,7 @@ inline maybe_ref<task_struct> make_maybe_ref(task_struct* p, std::source_locatio
 // A typed RCU read-side section (bpf_rcu_read_lock/unlock). Not copyable, not movable.
 class rcu_guard {
  public:
-  explicit rcu_guard(std::source_location where = std::source_location::current())
-      : where_(where) {
+  explicit rcu_guard(std::source_location where = std::source_location::current()) : where_(where) {
     tasklife::bpf_rcu_read_lock(where_);
   }
   ~rcu_guard() { tasklife::bpf_rcu_read_unlock(where_); }
@@ -295,19 +305,18 @@ namespace typed {
 }
 template <class T>
 void bpf_task_acquire(const untrusted_ptr<T>&,
-                                        std::source_location = std::source_location::current()) {
+                      std::source_location = std::source_location::current()) {
   static_assert(detail::always_false<T>,
                 "R1 must be a rcu pointer: a slot read outside an RCU section is untrusted");
 }
 template <class T>
 void bpf_task_acquire(const task_free_arg<T>&,
-                                        std::source_location = std::source_location::current()) {
+                      std::source_location = std::source_location::current()) {
   static_assert(detail::always_false<T>,
                 "R1 must be a rcu pointer: the lsm/task_free argument is not RCU-safe");
 }
 template <class T>
-void bpf_task_acquire(const maybe_ref<T>&,
-                                        std::source_location = std::source_location::current()) {
+void bpf_task_acquire(const maybe_ref<T>&, std::source_location = std::source_location::current()) {
   static_assert(detail::always_false<T>, "Possibly NULL pointer passed to trusted arg0");
 }
 
@@ -369,10 +378,11 @@ void bpf_task_release(const maybe_ref<T>&, std::source_location = std::source_lo
   return make_maybe_ref(tasklife::bpf_kptr_xchg(slot, nullptr, where), where);
 }
 template <class P>
-  requires(!std::is_same_v<P, owned_ref<task_struct>> &&
-           !std::is_null_pointer_v<std::remove_cvref_t<P>>)
-void bpf_kptr_xchg(kptr<task_struct>*, P&&,
-                                     std::source_location = std::source_location::current()) {
+requires(!std::is_same_v<P, owned_ref<task_struct>> &&
+         !std::is_null_pointer_v<
+             std::remove_cvref_t<P>>) void bpf_kptr_xchg(kptr<task_struct>*, P&&,
+                                                         std::source_location =
+                                                             std::source_location::current()) {
   static_assert(detail::always_false<P>,
                 "R2 must be referenced when passed to release function: only an owned_ref "
                 "(std::move'd) or nullptr may go into a slot");

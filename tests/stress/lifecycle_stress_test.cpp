@@ -223,8 +223,11 @@ std::string insane(kernel& k, const task_struct* t, bool rcu_users_pinned) {
   if (t->pid < 1 || t->pid > kPidMax || t->tgid < 1 || t->tgid > kPidMax) {
     return describe("pid or tgid out of [1, pid_max]");
   }
-  if (task_pid_nr_ns(t, &k.init_pid_ns()) != t->pid) {
-    return describe("task_pid_nr_ns(init_pid_ns) differs from pid");
+  // A released task has no number any more (detach_pid), a live one its pid;
+  // another thread may release it at any moment, so 0 is always an answer.
+  const pid_t nr = task_pid_nr_ns(t, &k.init_pid_ns());
+  if (nr != t->pid && nr != 0) {
+    return describe("task_pid_nr_ns(init_pid_ns) is neither its pid nor 0");
   }
   if (std::memchr(t->comm, '\0', TASK_COMM_LEN) == nullptr ||
       std::strncmp(t->comm, "lc-w", 4) != 0) {

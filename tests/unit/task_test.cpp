@@ -439,6 +439,18 @@ TEST_F(TaskTest, KernelsAreIndependent) {
   KillAndReap(a);
 }
 
+TEST_F(TaskTest, AReapedTaskHasNoNumberAndNoNamespace) {
+  task_struct* t = Fork({.comm = "detached"});
+  get_task_struct(t);  // keep it allocated past the reap
+  pid_namespace* ns = task_active_pid_ns(t);
+  ASSERT_NE(ns, nullptr);
+  EXPECT_EQ(task_pid_nr_ns(t, ns), t->pid);
+  KillAndReap(t);
+  EXPECT_EQ(task_active_pid_ns(t), nullptr) << "detach_pid cleared thread_pid";
+  EXPECT_EQ(task_pid_nr_ns(t, ns), 0);
+  put_task_struct(t);
+}
+
 TEST_F(TaskTest, OrphansGoToTheInitOfTheirParentsNamespace) {
   task_struct* init = Fork({.comm = "init"});
   task_struct* parent = Fork({.comm = "parent"}, init);
