@@ -220,11 +220,9 @@ void bpf_task_release(task_struct* p, std::source_location where) {
 }
 
 void bpf_task_release_dtor(void* p) {
+  // A destructor run by a map or bpf_obj_drop, never a program's own release:
+  // the run-time verifier is not consulted.
   auto* t = static_cast<task_struct*>(p);
-  if (!verify_arg(kfunc_id::bpf_task_release_dtor, t, arg_role::release,
-                  std::source_location::current())) {
-    return;
-  }
   if (t == nullptr || task_kernel(t).config().profile != semantics_profile::current) {
     detail::report_contract_violation(
         "kfunc",

@@ -58,7 +58,7 @@ prog_run::reference* prog_run::live_ref(const void* p) {
 
 prog_run::reference* prog_run::last_released(const void* p) {
   for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
-    if (!it->live && it->task == p) {
+    if (!it->live && !it->moved && it->task == p) {  // moved into a slot: not released
       return &*it;
     }
   }
@@ -85,6 +85,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
   if (reference* r = live_ref(p)) {
     if (role != arg_role::acquire) {
       r->live = false;  // the reference is consumed: released, or moved into a slot
+      r->moved = role == arg_role::xchg_in;
       r->released_at = where;
     }
     return true;
@@ -143,7 +144,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
 
 void prog_run::produced(kfunc_id id, task_struct* p, std::source_location where) {
   if (p != nullptr) {
-    refs_.push_back(reference{next_id_++, p, to_string(id), where, true, {}});
+    refs_.push_back(reference{next_id_++, p, to_string(id), where, true, false, {}});
   }
 }
 
@@ -263,7 +264,7 @@ bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
     case kfunc_id::bpf_kptr_xchg:
       return true;  // common kfuncs / base helper: every program type
     case kfunc_id::bpf_get_current_task_btf:
-      return type != prog_type::syscall;  // a tracing helper
+      return true;  // tracing helpers, which syscall programs fall back to as well
     default:
       // The task kfuncs: BTF_KFUNC_HOOK_TRACING (tracing and lsm), struct_ops, syscall.
       return type == prog_type::tracing || type == prog_type::lsm ||

@@ -57,6 +57,7 @@ class prog_run {
     std::string_view kfunc;
     std::source_location acquired_at;
     bool live;
+    bool moved;  // consumed by bpf_kptr_xchg: the reference lives on in a slot
     std::source_location released_at;
   };
 

@@ -23,8 +23,9 @@
 //   | rcu_lock_missing   | bpf_rcu_read_unlock is missing                                    |
 //   | rcu_unlock_unmatched | unmatched rcu read unlock                                       |
 //
-//   Trust, as the verifier sees it: a tracepoint's or struct_ops' task argument,
-//   a syscall program's argument and bpf_get_current_task_btf() are trusted; the
+//   Trust, as the verifier sees it: a tracepoint's or struct_ops' task argument
+//   and bpf_get_current_task_btf() are trusted (a syscall or kprobe program's
+//   argument is not: its context is not a BTF-typed task); the
 //   lsm/task_free argument is trusted but not RCU-safe (it may not be acquired);
 //   what an acquiring kfunc returns is referenced (an id); a kptr slot read inside
 //   an RCU section (explicit bpf_rcu_read_lock, or the implicit one of every

@@ -37,15 +37,6 @@ unsigned rcu_users(const task_struct* t) {
   return refcount_read(&t->rcu_users);
 }
 
-}  // namespace
-
-// GoogleTest prints parameters through PrintTo in the parameter's namespace.
-void PrintTo(semantics_profile p, std::ostream* os) {
-  *os << to_string(p);
-}
-
-namespace {
-
 std::string ProfileName(const ::testing::TestParamInfo<semantics_profile>& param_info) {
   return std::string(to_string(param_info.param));
 }
