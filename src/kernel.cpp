@@ -791,6 +791,7 @@ kernel_stats kernel::stats() const noexcept {
   s.rcu_users_zero = rcu_users_zero_.load(std::memory_order_relaxed);
   s.gp_elapsed = gp_elapsed_.load(std::memory_order_relaxed);
   s.freed = freed_.load(std::memory_order_relaxed);
+  s.torn_down = torn_down_.load(std::memory_order_relaxed);
   {
     const std::lock_guard lock(const_cast<std::mutex&>(quarantine_mutex_));
     s.quarantined = quarantine_size_;
@@ -868,6 +869,7 @@ std::vector<leaked_task> kernel::shutdown() {
     while (task_struct* t = tasks_) {
       list_del(t);
       forget_task(t);
+      torn_down_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   {

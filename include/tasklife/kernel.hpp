@@ -158,6 +158,7 @@ struct kernel_stats {
   std::uint64_t gp_elapsed;      // delayed_put_task_struct has run
   std::uint64_t freed;           // tasks freed by __put_task_struct
   std::uint64_t quarantined;     // freed tasks currently kept poisoned
+  std::uint64_t torn_down;       // never freed: reported as leaks and freed by shutdown()
   // Derived counts.
   std::uint64_t live() const noexcept { return forked - rcu_users_zero; }
   std::uint64_t awaiting_gp() const noexcept { return rcu_users_zero - gp_elapsed; }
@@ -365,6 +366,7 @@ class TASKLIFE_API kernel {
   std::atomic<std::uint64_t> rcu_users_zero_{0};
   std::atomic<std::uint64_t> gp_elapsed_{0};
   std::atomic<std::uint64_t> freed_{0};
+  std::atomic<std::uint64_t> torn_down_{0};
   std::atomic<std::size_t> current_scopes_{0};
   bool shut_down_ = false;
 };

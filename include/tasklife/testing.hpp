@@ -27,15 +27,15 @@
 //   The recorded violations are guarded by a mutex: any thread may report.
 #pragma once
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include <tasklife/tasklife.hpp>
 
@@ -85,8 +85,7 @@ class kernel_test : public ::testing::Test {
 
   // Conveniences: fork (failing the test if the fork fails) and the whole death
   // of a task in the zombie order (exit, final switch, reap).
-  task_struct* fork_task(const char* comm, task_struct* parent = nullptr,
-                         clone_args args = {});
+  task_struct* fork_task(const char* comm, task_struct* parent = nullptr, clone_args args = {});
   void retire(task_struct* t);
 
   contract_capture& capture() { return capture_; }
