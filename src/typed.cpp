@@ -1,4 +1,6 @@
 // The typed API's out-of-line half (typed.hpp): the run-time half of its rules.
+#include <vector>
+
 #include <fmt/format.h>
 
 #include <tasklife/typed.hpp>
@@ -14,14 +16,46 @@ void report_typed(const char* what, const task_struct* t, std::source_location w
   if (t != nullptr) {
     message += fmt::format(" (task '{}', pid {})", t->comm, t->pid);
   }
-  message += fmt::format("; the reference was acquired at {}:{}", acquired_at.file_name(),
-                         acquired_at.line());
+  message += fmt::format("; obtained at {}:{}", acquired_at.file_name(), acquired_at.line());
   report_contract_violation_noexcept("typed", std::move(message), where);
 }
 
-bool current_rcu_held() noexcept {
-  const task_struct* cur = get_current();
-  return cur != nullptr && task_kernel(cur).rcu().rcu_read_lock_held();
+void release_dropped(task_struct* p) noexcept {
+  try {
+    if (get_current() != nullptr) {
+      tasklife::bpf_task_release(p);  // inside a program the checker sees the release
+    } else {
+      task_kptr_dtor(p);  // no current: the profile's destructor path
+    }
+  } catch (...) {
+    report_contract_violation_noexcept("typed", "releasing a dropped reference failed",
+                                       std::source_location::current());
+  }
+}
+
+namespace {
+// The thread's live rcu_guards, innermost last (guards are scoped, so LIFO).
+constinit thread_local std::uint64_t tls_next_guard = 1;
+thread_local std::vector<std::uint64_t> tls_live_guards;
+}  // namespace
+
+std::uint64_t guard_enter() noexcept {
+  const std::uint64_t id = tls_next_guard++;
+  tls_live_guards.push_back(id);
+  return id;
+}
+
+void guard_exit(std::uint64_t id) noexcept {
+  std::erase(tls_live_guards, id);
+}
+
+bool guard_alive(std::uint64_t id) noexcept {
+  for (auto it = tls_live_guards.rbegin(); it != tls_live_guards.rend(); ++it) {
+    if (*it == id) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace detail

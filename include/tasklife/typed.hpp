@@ -72,8 +72,13 @@ inline constexpr bool always_false = false;
 // Reports a typed-API rule broken at run time (noexcept contexts included).
 TASKLIFE_API void report_typed(const char* what, const task_struct* t, std::source_location where,
                                std::source_location acquired_at) noexcept;
-// Is the calling thread inside an RCU read-side section of t's... current's kernel?
-TASKLIFE_API bool current_rcu_held() noexcept;
+// Releases a reference dropped without release, from a destructor: through the
+// program's checked path when the thread runs as a task, else the destructor's.
+TASKLIFE_API void release_dropped(task_struct* p) noexcept;
+// rcu_guard identities: a guard is alive while its id is on the thread's stack.
+TASKLIFE_API std::uint64_t guard_enter() noexcept;
+TASKLIFE_API void guard_exit(std::uint64_t id) noexcept;
+TASKLIFE_API bool guard_alive(std::uint64_t id) noexcept;
 }  // namespace detail
 
 // PTR_TRUSTED: a tracepoint's or struct_ops' argument, bpf_get_current_task_btf().
@@ -153,7 +158,7 @@ class [[nodiscard("an acquired reference must be released or stored")]] owned_re
   [[gnu::cold]] void dropped() noexcept {
     detail::report_typed("an owned reference was dropped without release", p_,
                          std::source_location::current(), acquired_at_);
-    tasklife::bpf_task_release(std::exchange(p_, nullptr));
+    detail::release_dropped(std::exchange(p_, nullptr));
   }
 
   T* p_;
@@ -174,7 +179,7 @@ class [[nodiscard("the result of an acquiring kfunc must be checked and released
     if (p_ != nullptr) [[unlikely]] {
       detail::report_typed("an acquired reference was dropped unchecked and unreleased", p_,
                            std::source_location::current(), acquired_at_);
-      tasklife::bpf_task_release(std::exchange(p_, nullptr));
+      detail::release_dropped(std::exchange(p_, nullptr));
     }
   }
 
@@ -205,20 +210,28 @@ inline maybe_ref<task_struct> make_maybe_ref(task_struct* p, std::source_locatio
 // A typed RCU read-side section (bpf_rcu_read_lock/unlock). Not copyable, not movable.
 class rcu_guard {
  public:
-  explicit rcu_guard(std::source_location where = std::source_location::current()) : where_(where) {
+  explicit rcu_guard(std::source_location where = std::source_location::current())
+      : where_(where), id_(detail::guard_enter()) {
     tasklife::bpf_rcu_read_lock(where_);
   }
-  ~rcu_guard() { tasklife::bpf_rcu_read_unlock(where_); }
+  ~rcu_guard() {
+    tasklife::bpf_rcu_read_unlock(where_);
+    detail::guard_exit(id_);
+  }
   rcu_guard(const rcu_guard&) = delete;
   rcu_guard& operator=(const rcu_guard&) = delete;
+  std::uint64_t id() const noexcept { return id_; }
 
  private:
   std::source_location where_;
+  std::uint64_t id_;
 };
 
-// MEM_RCU: a slot read inside an rcu_guard. Valid (memory) while the guard lives;
+// MEM_RCU: a slot read inside an rcu_guard. Valid (memory) while that guard lives;
 // the task may be dying. May be acquired, never released. Neither copyable nor
-// movable, so it cannot be returned out of the guard's scope by value.
+// movable; C++17's guaranteed elision still lets `{ rcu_guard g; return read(s, g); }`
+// carry it out of the guard's scope, so every use checks at run time that its own
+// guard (not just any RCU section: a non-sleepable program always has one) is alive.
 template <class T>
 class rcu_ptr {
  public:
@@ -227,27 +240,31 @@ class rcu_ptr {
 
   explicit operator bool() const noexcept { return p_ != nullptr; }
   T* operator->() const noexcept {
-    check_section();
+    (void)valid();
     return p_;
   }
   T* get() const noexcept {
-    check_section();
+    (void)valid();
     return p_;
+  }
+  // False (and reported) once its guard has ended.
+  bool valid() const noexcept {
+    if (!detail::guard_alive(guard_)) [[unlikely]] {
+      detail::report_typed("an rcu_ptr was used after its rcu_guard ended", p_,
+                           std::source_location::current(), read_at_);
+      return false;
+    }
+    return true;
   }
 
  private:
   template <class U>
-  friend rcu_ptr<U> read(const kptr<U>& slot, const rcu_guard& guard);
-  explicit rcu_ptr(T* p) noexcept : p_(p) {}
-  void check_section() const noexcept {
-    if constexpr (contract_checks_enabled) {
-      if (!detail::current_rcu_held()) [[unlikely]] {
-        detail::report_typed("an rcu_ptr was used after its RCU read-side section ended", p_,
-                             std::source_location::current(), std::source_location::current());
-      }
-    }
-  }
+  friend rcu_ptr<U> read(const kptr<U>& slot, const rcu_guard& guard, std::source_location where);
+  rcu_ptr(T* p, std::uint64_t guard, std::source_location read_at) noexcept
+      : p_(p), guard_(guard), read_at_(read_at) {}
   T* p_;
+  std::uint64_t guard_;
+  std::source_location read_at_;
 };
 
 // PTR_UNTRUSTED: a slot read outside any RCU section. Only comparable with NULL.
@@ -266,9 +283,9 @@ class untrusted_ptr {
 
 // Reading a slot: an RCU pointer under a guard, untrusted without one.
 template <class T>
-rcu_ptr<T> read(const kptr<T>& slot, const rcu_guard& guard) {
-  (void)guard;
-  return rcu_ptr<T>(slot.get());
+rcu_ptr<T> read(const kptr<T>& slot, const rcu_guard& guard,
+                std::source_location where = std::source_location::current()) {
+  return rcu_ptr<T>(slot.get(), guard.id(), where);
 }
 template <class T>
 void read(const kptr<T>& slot, const rcu_guard&& guard) {
@@ -301,6 +318,9 @@ namespace typed {
 }
 [[nodiscard]] inline maybe_ref<task_struct> bpf_task_acquire(
     const rcu_ptr<task_struct>& p, std::source_location where = std::source_location::current()) {
+  if (!p.valid()) {
+    return make_maybe_ref(nullptr, where);  // its section is over: the memory may be gone
+  }
   return make_maybe_ref(tasklife::bpf_task_acquire(p.get(), where), where);
 }
 template <class T>

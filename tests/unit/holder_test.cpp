@@ -1,10 +1,10 @@
 // Holder tracking, the kernel's ref_tracker: who holds each reference, grouped
 // leak reports, double releases with both sites. Written on the kernel_test
 // fixture of tasklife::testing, which fails a test on anything it did not declare.
-#include <tasklife/testing.hpp>
-
 #include <algorithm>
 #include <string>
+
+#include <tasklife/testing.hpp>
 
 namespace tasklife {
 namespace {
@@ -17,8 +17,8 @@ class HolderTest : public testing::kernel_test {
     return kernel_config{.name = "holders", .track_holders = true};
   }
   static std::size_t count(const std::vector<holder_info>& hs, holder_role role) {
-    return static_cast<std::size_t>(
-        std::count_if(hs.begin(), hs.end(), [role](const holder_info& h) { return h.role == role; }));
+    return static_cast<std::size_t>(std::count_if(
+        hs.begin(), hs.end(), [role](const holder_info& h) { return h.role == role; }));
   }
 };
 

@@ -1,0 +1,75 @@
+cmake_minimum_required(VERSION 3.25)
+# Driver of one compile-fail case (see CMakeLists.txt):
+#   cmake -DCF_FLAGS_FILE=<flags-CONFIG.cmake> -DCF_SOURCE=<file.cpp>
+#         -DCF_EXPECT=<regex of the one expected error | COMPILES> -P run_case.cmake
+foreach(var CF_FLAGS_FILE CF_SOURCE CF_EXPECT)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "run_case.cmake: ${var} not set")
+  endif()
+endforeach()
+include("${CF_FLAGS_FILE}")
+
+separate_arguments(command_flags UNIX_COMMAND "${cf_command_flags}")
+set(args ${command_flags} ${cf_options})
+# As in CMake's own compile lines, the compiler's implicit directories are left
+# out (an explicit -I/usr/include would break libstdc++'s #include_next).
+list(REMOVE_DUPLICATES cf_includes)
+foreach(dir IN LISTS cf_includes)
+  if(dir IN_LIST cf_implicit_includes)
+    continue()
+  endif()
+  list(APPEND args "-I${dir}")
+endforeach()
+foreach(def IN LISTS cf_definitions)
+  list(APPEND args "-D${def}")
+endforeach()
+list(APPEND args -std=c++20 -fsyntax-only -Werror=unused-result -Wall)
+
+# Untranslated diagnostics with ASCII quotes, whatever the caller's locale.
+set(ENV{LC_ALL} C)
+set(ENV{LANG} C)
+execute_process(COMMAND "${cf_compiler}" ${args} "${CF_SOURCE}"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+string(REPLACE ";" " " shown_args "${args}")
+message(STATUS "${cf_compiler} ${shown_args} ${CF_SOURCE}\n${out}")
+
+if(CF_EXPECT STREQUAL "COMPILES")
+  if(NOT rc EQUAL 0 OR out MATCHES "(error|warning):")
+    message(FATAL_ERROR "the control program must compile cleanly (exit code ${rc})")
+  endif()
+  message(STATUS "PASS: compiles")
+  return()
+endif()
+
+if(rc EQUAL 0)
+  message(FATAL_ERROR "compiled: the rule it breaks was not enforced at compile time")
+endif()
+# The violation is the line marked "// the violation"; the diagnostic must point at
+# it (directly, or as the "required from here" of a template's static_assert).
+file(STRINGS "${CF_SOURCE}" source_lines)
+set(line_no 0)
+set(violation_line "")
+foreach(text IN LISTS source_lines)
+  math(EXPR line_no "${line_no} + 1")
+  if(text MATCHES "// the violation")
+    set(violation_line ${line_no})
+    break()
+  endif()
+endforeach()
+if(violation_line STREQUAL "")
+  message(FATAL_ERROR "${CF_SOURCE} has no line marked '// the violation'")
+endif()
+get_filename_component(source_name "${CF_SOURCE}" NAME)
+if(NOT out MATCHES "${source_name}:${violation_line}:[0-9]+: +(error|required from here|note: in instantiation)")
+  message(FATAL_ERROR "the diagnostic does not point at the violation (${source_name}:${violation_line})")
+endif()
+# Exactly one error (notes and "required from" lines are its context), and it is the expected one.
+string(REGEX MATCHALL "[^\n]*(^|[: ])(fatal )?error: [^\n]*" errors "${out}")
+list(LENGTH errors error_count)
+if(NOT error_count EQUAL 1)
+  message(FATAL_ERROR "expected exactly one error, got ${error_count}")
+endif()
+if(NOT errors MATCHES "${CF_EXPECT}")
+  message(FATAL_ERROR "the error is not the expected one:\n  got:      ${errors}\n  expected: ${CF_EXPECT}")
+endif()
+message(STATUS "PASS: fails with: ${errors}")
