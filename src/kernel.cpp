@@ -314,10 +314,10 @@ void kernel::track_get(task_struct* t, holder_counter counter, holder_role role,
   holders_[t].push_back(holder_entry{info, true, {}});
 }
 
-void kernel::track_put(task_struct* t, holder_counter counter, holder_role role,
+bool kernel::track_put(task_struct* t, holder_counter counter, holder_role role,
                        std::string_view op, std::source_location where) {
   if (!t->holders_tracked) {
-    return;
+    return true;
   }
   std::string report;
   {
@@ -329,7 +329,7 @@ void kernel::track_put(task_struct* t, holder_counter counter, holder_role role,
       if (it->live && it->info.counter == counter && it->info.role == role) {
         it->live = false;
         it->dropped_at = where;
-        return;
+        return true;
       }
     }
     for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
@@ -349,6 +349,7 @@ void kernel::track_put(task_struct* t, holder_counter counter, holder_role role,
     }
   }
   detail::report_contract_violation("holders", std::move(report), where);
+  return false;
 }
 
 std::vector<holder_info> kernel::holders(const task_struct* t) const {
@@ -667,7 +668,6 @@ void kernel::on_rcu_users_zero(task_struct* t, std::source_location where) {
       return;
     }
   }
-  t->priv.in_grace_period.store(true, std::memory_order_relaxed);
   record(t, task_event_kind::gp_requested, {}, where);
   if (rcu_users_in_union(config_.profile)) {
     // v5.4 .. v6.3: `union { refcount_t rcu_users; struct rcu_head rcu; }`. call_rcu
@@ -696,7 +696,6 @@ void kernel::on_delayed_put(task_struct* t) {
     }
   }
   gp_elapsed_.fetch_add(1, std::memory_order_relaxed);
-  t->priv.in_grace_period.store(false, std::memory_order_relaxed);
   record(t, task_event_kind::gp_elapsed, {}, std::source_location::current());
   sched_process_free_.fire(t);
 }

@@ -14,40 +14,38 @@ namespace {
 using detail::arg_role;
 using detail::tls_ctx;
 
-// The run-time verifier's view of each call (prog.hpp). Outside a checked program
-// run each of these is one thread-local load and a branch; false vetoes the call.
-bool verify_call(kfunc_id id, std::source_location where) {
+// The run-time verifier's view of each call (prog.hpp). Each kfunc reads the
+// thread's run once (current_run: one thread-local load); outside a checked run it
+// is nullptr and every hook below is a predictable branch. False vetoes the call.
+using run_ptr = detail::prog_run*;
+
+inline run_ptr current_run() noexcept {
 #if TASKLIFE_VERIFIER
-  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+  return detail::tls_prog_run;
+#else
+  return nullptr;
+#endif
+}
+
+bool verify_call(run_ptr run, kfunc_id id, std::source_location where) {
+  if (run != nullptr) [[unlikely]] {
     return run->check_call(id, where);
   }
-#endif
-  (void)id;
-  (void)where;
   return true;
 }
 
-bool verify_arg(kfunc_id id, const task_struct* p, arg_role role, std::source_location where) {
-#if TASKLIFE_VERIFIER
-  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+bool verify_arg(run_ptr run, kfunc_id id, const task_struct* p, arg_role role,
+                std::source_location where) {
+  if (run != nullptr) [[unlikely]] {
     return run->check_task_arg(id, p, role, where);
   }
-#endif
-  (void)id;
-  (void)p;
-  (void)role;
-  (void)where;
   return true;
 }
 
-task_struct* verify_produced(kfunc_id id, task_struct* p, std::source_location where) {
-#if TASKLIFE_VERIFIER
-  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+task_struct* verify_produced(run_ptr run, kfunc_id id, task_struct* p, std::source_location where) {
+  if (run != nullptr) [[unlikely]] {
     run->produced(id, p, where);
   }
-#endif
-  (void)id;
-  (void)where;
   return p;
 }
 
@@ -66,7 +64,7 @@ std::string_view name_of(kfunc_id id) {
 
 // The kernel a kfunc runs in: current's. Checked builds report a call outside a
 // program and a kfunc the profile does not have. False: the call must not go on.
-bool enter(kfunc_id id, std::source_location where) {
+bool enter(run_ptr run, kfunc_id id, std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (tls_ctx.task == nullptr) [[unlikely]] {
       report(id,
@@ -83,7 +81,7 @@ bool enter(kfunc_id id, std::source_location where) {
            where);
     return false;
   }
-  return verify_call(id, where);
+  return verify_call(run, id, where);
 }
 
 // A task argument: NULL, a pointer that is not a task of current's kernel, and a
@@ -192,17 +190,19 @@ std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
 }
 
 task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_acquire, where) ||
-      !verify_arg(kfunc_id::bpf_task_acquire, p, arg_role::acquire, where) ||
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_acquire, where) ||
+      !verify_arg(run, kfunc_id::bpf_task_acquire, p, arg_role::acquire, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire, p, where)) {
     return nullptr;
   }
-  return verify_produced(kfunc_id::bpf_task_acquire, acquire(p, where), where);
+  return verify_produced(run, kfunc_id::bpf_task_acquire, acquire(p, where), where);
 }
 
 void bpf_task_release(task_struct* p, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_release, where) ||
-      !verify_arg(kfunc_id::bpf_task_release, p, arg_role::release, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_release, where) ||
+      !verify_arg(run, kfunc_id::bpf_task_release, p, arg_role::release, where)) {
     return;
   }
   if (p == nullptr && rcu_users_in_union(tls_ctx.profile)) {
@@ -253,7 +253,7 @@ void task_kptr_dtor(task_struct* p) {
 }
 
 namespace {
-task_struct* from_pid_in(kfunc_id id, pid_namespace* ns, std::int32_t nr,
+task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32_t nr,
                          std::source_location where) {
   kernel& k = *tls_ctx.owner;
   const rcu_read_guard guard(k.rcu());
@@ -269,30 +269,33 @@ task_struct* from_pid_in(kfunc_id id, pid_namespace* ns, std::int32_t nr,
   if (p != nullptr) {
     trace(p, id, where);
   }
-  return verify_produced(id, p, where);
+  return verify_produced(run, id, p, where);
 }
 }  // namespace
 
 task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_from_pid, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_from_pid, where)) {
     return nullptr;
   }
-  return from_pid_in(kfunc_id::bpf_task_from_pid, &tls_ctx.owner->init_pid_ns(), pid, where);
+  return from_pid_in(run, kfunc_id::bpf_task_from_pid, &tls_ctx.owner->init_pid_ns(), pid, where);
 }
 
 task_struct* bpf_task_from_vpid(std::int32_t vpid, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_from_vpid, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_from_vpid, where)) {
     return nullptr;
   }
   pid_namespace* ns = task_active_pid_ns(tls_ctx.task);
   if (ns == nullptr) {
     return nullptr;  // current was already released (an autoreaped task in its last moments)
   }
-  return from_pid_in(kfunc_id::bpf_task_from_vpid, ns, vpid, where);
+  return from_pid_in(run, kfunc_id::bpf_task_from_vpid, ns, vpid, where);
 }
 
 task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_kptr_get, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_kptr_get, where)) {
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {
@@ -314,12 +317,13 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
     trace(p, kfunc_id::bpf_task_kptr_get, where);
     track_acquired(p, kfunc_id::bpf_task_kptr_get, where);
   }
-  return verify_produced(kfunc_id::bpf_task_kptr_get, p, where);
+  return verify_produced(run, kfunc_id::bpf_task_kptr_get, p, where);
 }
 
 task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location where) {
-  if (!enter(kfunc_id::bpf_task_acquire_not_zero, where) ||
-      !verify_arg(kfunc_id::bpf_task_acquire_not_zero, p, arg_role::acquire, where) ||
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_task_acquire_not_zero, where) ||
+      !verify_arg(run, kfunc_id::bpf_task_acquire_not_zero, p, arg_role::acquire, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire_not_zero, p, where)) {
     return nullptr;
   }
@@ -331,11 +335,12 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
   }
   trace(p, kfunc_id::bpf_task_acquire_not_zero, where);
   track_acquired(p, kfunc_id::bpf_task_acquire_not_zero, where);
-  return verify_produced(kfunc_id::bpf_task_acquire_not_zero, p, where);
+  return verify_produced(run, kfunc_id::bpf_task_acquire_not_zero, p, where);
 }
 
 task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_location where) {
-  if (!enter(kfunc_id::bpf_kptr_xchg, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_kptr_xchg, where)) {
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {
@@ -343,7 +348,7 @@ task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_
       return nullptr;
     }
   }
-  if (p != nullptr && !verify_arg(kfunc_id::bpf_kptr_xchg, p, arg_role::xchg_in, where)) {
+  if (p != nullptr && !verify_arg(run, kfunc_id::bpf_kptr_xchg, p, arg_role::xchg_in, where)) {
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {
@@ -355,42 +360,39 @@ task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_kptr_xchg, where);
   }
-  return verify_produced(kfunc_id::bpf_kptr_xchg, old, where);
+  return verify_produced(run, kfunc_id::bpf_kptr_xchg, old, where);
 }
 
 void bpf_rcu_read_lock(std::source_location where) {
-  if (enter(kfunc_id::bpf_rcu_read_lock, where)) {
-#if TASKLIFE_VERIFIER
-    if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+  const run_ptr run = current_run();
+  if (enter(run, kfunc_id::bpf_rcu_read_lock, where)) {
+    if (run != nullptr) [[unlikely]] {
       run->rcu_lock();
     }
-#endif
     tls_ctx.owner->rcu().rcu_read_lock();
   }
 }
 
 void bpf_rcu_read_unlock(std::source_location where) {
-  if (enter(kfunc_id::bpf_rcu_read_unlock, where)) {
-#if TASKLIFE_VERIFIER
-    if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+  const run_ptr run = current_run();
+  if (enter(run, kfunc_id::bpf_rcu_read_unlock, where)) {
+    if (run != nullptr) [[unlikely]] {
       if (!run->rcu_unlock(where)) {
         return;  // unmatched: the program's own count says there is nothing to leave
       }
     }
-#endif
     tls_ctx.owner->rcu().rcu_read_unlock();
   }
 }
 
 task_struct* bpf_get_current_task_btf(std::source_location where) {
-  if (!enter(kfunc_id::bpf_get_current_task_btf, where)) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_get_current_task_btf, where)) {
     return nullptr;
   }
-#if TASKLIFE_VERIFIER
-  if (detail::prog_run* run = detail::tls_prog_run) [[unlikely]] {
+  if (run != nullptr) [[unlikely]] {
     run->trusted_value(tls_ctx.task, true);
   }
-#endif
   return tls_ctx.task;
 }
 

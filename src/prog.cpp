@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -143,9 +144,23 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
 }
 
 void prog_run::produced(kfunc_id id, task_struct* p, std::source_location where) {
-  if (p != nullptr) {
-    refs_.push_back(reference{next_id_++, p, to_string(id), where, true, false, {}});
+  if (p == nullptr) {
+    return;
   }
+  // A long-running program acquires and releases without end: keep every live
+  // reference, but only the most recent released ones (enough to name both sites
+  // of a double release), so a run's memory stays bounded.
+  constexpr std::size_t kKeepReleased = 64;
+  if (refs_.size() >= 4 * kKeepReleased) {
+    std::size_t released = 0;
+    for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
+      if (!it->live && ++released > kKeepReleased) {
+        it->task = nullptr;  // forgotten
+      }
+    }
+    std::erase_if(refs_, [](const reference& r) { return !r.live && r.task == nullptr; });
+  }
+  refs_.push_back(reference{next_id_++, p, to_string(id), where, true, false, {}});
 }
 
 void prog_run::trusted_value(const task_struct* p, bool rcu_safe) {
@@ -297,15 +312,32 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
   const current_task_scope scope(as_task, where);
 #if TASKLIFE_VERIFIER
   if (mode_ == checker_mode::off) {
-#endif
+    // Unchecked, also when nested inside a checked run: hide the outer run.
+    detail::prog_run* const outer_run = std::exchange(detail::tls_prog_run, nullptr);
+    try {
+      std::optional<rcu_read_guard> implicit_rcu;
+      if (!sleepable()) {
+        implicit_rcu.emplace(kernel_.rcu());
+      }
+      result.ret = body_(arg);
+    } catch (...) {
+      detail::tls_prog_run = outer_run;
+      throw;
+    }
+    detail::tls_prog_run = outer_run;
+    return result;
+  }
+#else
+  {
     std::optional<rcu_read_guard> implicit_rcu;
     if (!sleepable()) {
       implicit_rcu.emplace(kernel_.rcu());
     }
     result.ret = body_(arg);
     return result;
-#if TASKLIFE_VERIFIER
   }
+#endif
+#if TASKLIFE_VERIFIER
 
   detail::prog_run run(kernel_, *this, mode_);
   if (arg_trust_ != arg_trust::none) {
@@ -316,10 +348,13 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
   // run stops watching), leaves RCU sections it left open, restores the outer run.
   auto cleanup = [&] {
     const detail::prog_run::leftovers left = run.finish(where);
-    detail::tls_prog_run = outer;
+    // Released outside any run: neither this program's checker nor an outer
+    // program's (this run's references were never the outer run's) sees them.
+    detail::tls_prog_run = nullptr;
     for (task_struct* t : left.references) {
       bpf_task_release(t, where);
     }
+    detail::tls_prog_run = outer;
     for (unsigned i = 0; i < left.rcu_depth; ++i) {
       kernel_.rcu().rcu_read_unlock();
     }
@@ -345,7 +380,14 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
 std::uint64_t bpf_prog::attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink) {
   return tp.attach([this, sink = std::move(sink)](task_struct* t) {
     task_struct* cur = get_current();
-    const prog_run_result r = run(cur != nullptr ? cur : t, t);
+    prog_run_result r;
+    try {
+      r = run(cur != nullptr ? cur : t, t);
+    } catch (const verifier_error& e) {
+      // An attached program fires inside fork, do_exit or an RCU callback: its
+      // violation goes to the sink instead of unwinding through the kernel.
+      r.violations.push_back(e.info());
+    }
     if (sink) {
       sink(r);
     }

@@ -37,7 +37,10 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
 
 void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where) {
   if (t->holders_tracked) [[unlikely]] {
-    task_kernel(t).track_put(t, holder_counter::rcu_users, role, "put_task_struct_rcu_user", where);
+    if (!task_kernel(t).track_put(t, holder_counter::rcu_users, role, "put_task_struct_rcu_user",
+                                  where)) {
+      return;  // a double release: reported, not carried out
+    }
   }
   if (refcount_dec_and_test(&t->rcu_users, where)) {
     task_kernel(t).on_rcu_users_zero(t, where);
@@ -49,7 +52,9 @@ void put_task_struct_as(task_struct* t, holder_role role, std::source_location w
     return;
   }
   if (t->holders_tracked) [[unlikely]] {
-    task_kernel(t).track_put(t, holder_counter::usage, role, "put_task_struct", where);
+    if (!task_kernel(t).track_put(t, holder_counter::usage, role, "put_task_struct", where)) {
+      return;  // a double release: reported, not carried out
+    }
   }
   // Counter values are read before the decrement: after it, only the thread that
   // reaches 0 may still touch the task.

@@ -56,7 +56,9 @@
 #define TASKLIFE_CHECK_LEVEL 2
 #endif
 
-// The run-time verifier of prog.hpp compiled in (1, the default) or out (0).
+// The run-time verifier of prog.hpp compiled in (1, the default) or out (0): the
+// CMake option TASKLIFE_VERIFIER, a PUBLIC definition of the target, so the
+// library and every consumer agree (kptr::get inlines the verifier's hook).
 #ifndef TASKLIFE_VERIFIER
 #define TASKLIFE_VERIFIER 1
 #endif

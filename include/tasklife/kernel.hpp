@@ -293,7 +293,9 @@ class TASKLIFE_API kernel {
   // Used by the lifetime functions and kfuncs; no-ops for untracked tasks.
   void track_get(task_struct* t, holder_counter counter, holder_role role, std::string_view label,
                  std::source_location where);
-  void track_put(task_struct* t, holder_counter counter, holder_role role, std::string_view op,
+  // False when there is no live holder to release (a double release): reported,
+  // and the caller must not carry out the put.
+  bool track_put(task_struct* t, holder_counter counter, holder_role role, std::string_view op,
                  std::source_location where);
 
   // Is `t` a task of this kernel that has not been freed? (walks the task list)

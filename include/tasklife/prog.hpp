@@ -37,8 +37,17 @@
 //   path that ran. Two references to the same task are two ids with one value: a
 //   release consumes the most recent live one; "all copies are invalid" becomes
 //   "the value is invalid once no live reference to it is left"; field reads
-//   through a released pointer are not seen at all. The typed API (typed.hpp)
-//   moves what C++ types can express to compile time.
+//   through a released pointer are not seen at all. A value has one trust class,
+//   the latest seen: a task that is both the trusted argument and read back from a
+//   slot is whichever it was last. RCU pointers are not invalidated when
+//   bpf_rcu_read_unlock ends their section, and pointers reached by walking a
+//   field (task->real_parent) are untrusted, where the verifier trusts a few
+//   whitelisted ones. The typed API (typed.hpp) moves what C++ types can express
+//   to compile time.
+//
+//   Cost when not checking: each kfunc and slot read tests one thread-local
+//   pointer (no run, or a run in checker_mode::off); TASKLIFE_VERIFIER=OFF
+//   compiles even that out.
 //
 // Members
 //   prog_type, bpf_prog, prog_run_result, violation, violation_kind, to_string,
@@ -113,7 +122,7 @@ struct violation {
 };
 
 enum class checker_mode : std::uint8_t {
-  off,          // no tracking at all (one TLS test per kfunc)
+  off,          // no tracking at all (the kfuncs test one thread-local pointer)
   record,       // violations go into the run's result
   throw_error,  // the first violation throws verifier_error
   abort,        // the first violation prints and aborts
@@ -161,7 +170,9 @@ class TASKLIFE_API bpf_prog {
 
   // Attaches to a tracepoint: every firing runs the program with the
   // tracepoint's task as its (trusted) argument, as current if the firing thread
-  // runs as a task, else as the argument itself. Violations go to `sink`.
+  // runs as a task, else as the argument itself. Violations go to `sink`; in
+  // throw_error mode too (the exception is caught at the tracepoint rather than
+  // unwinding through fork, do_exit or an RCU callback).
   std::uint64_t attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink = nullptr);
 
  private:

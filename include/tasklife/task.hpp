@@ -100,10 +100,8 @@ struct task_private {
   bool on_list = false;                 // on the kernel's task list (under tasklist_lock)
   std::atomic<bool> final_switch_done{false};
   std::atomic<bool> rcu_users_zero_seen{false};
-  std::atomic<bool> in_grace_period{false};  // rcu_users hit 0, delayed_put not yet run
-  std::uint64_t gp_requested_seq = 0;        // the domain's grace-period count at that moment
-  std::vector<upid> numbers;                 // level 0 (root) .. level of the active namespace
-  std::atomic<bool> pid_detached{false};     // release_task ran: thread_pid is NULL in the kernel
+  std::vector<upid> numbers;              // level 0 (root) .. level of the active namespace
+  std::atomic<bool> pid_detached{false};  // release_task ran: thread_pid is NULL in the kernel
   // The kernel's task list and the parent's children list, under tasklist_lock.
   task_struct* prev = nullptr;
   task_struct* next = nullptr;

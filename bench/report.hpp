@@ -1,0 +1,34 @@
+// The benchmark reporter: prints as Google Benchmark's console reporter does and
+// keeps every run, then writes docs/benchmarks.md and its SVG chart.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tasklife::bench {
+
+struct result {
+  std::string function;  // "BM_TaskAcquireRelease"
+  std::string args;      // "shared:1"
+  int threads;
+  double items_per_second;  // aggregate over threads, wall clock
+  std::map<std::string, double> counters;
+  bool error;
+  std::string error_message;
+};
+
+class collecting_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override;
+  const std::vector<result>& runs() const { return runs_; }
+
+ private:
+  std::vector<result> runs_;
+};
+
+void write_report(const std::vector<result>& runs, const std::string& path);
+
+}  // namespace tasklife::bench
