@@ -1,9 +1,6 @@
 // Writes docs/benchmarks.md and docs/benchmarks-acquire-release.svg from one run.
 #include "report.hpp"
 
-#include <fmt/format.h>
-#include <sys/utsname.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,8 +8,12 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
-#include <tasklife/tasklife.hpp>
+#include <sys/utsname.h>
 #include <thread>
+
+#include <fmt/format.h>
+
+#include <tasklife/tasklife.hpp>
 
 #ifndef TASKLIFE_BENCH_BUILD
 #define TASKLIFE_BENCH_BUILD "unknown"
@@ -128,9 +129,12 @@ void write_chart(const results& rs, const std::string& svg_path) {
     bool dashed;
   };
   const std::vector<series> lines = {
-      {"tasklife bpf_task_acquire+release, same task", "BM_TaskAcquireRelease", "shared:1", "#1f77b4", false},
-      {"floor: CAS inc_not_zero + dec, same counter", "BM_FloorCasIncNotZeroDec", "shared:1", "#2ca02c", false},
-      {"std::shared_ptr copy+destroy, same object", "BM_AltSharedPtrCopy", "shared:1", "#d62728", false},
+      {"tasklife bpf_task_acquire+release, same task", "BM_TaskAcquireRelease", "shared:1",
+       "#1f77b4", false},
+      {"floor: CAS inc_not_zero + dec, same counter", "BM_FloorCasIncNotZeroDec", "shared:1",
+       "#2ca02c", false},
+      {"std::shared_ptr copy+destroy, same object", "BM_AltSharedPtrCopy", "shared:1", "#d62728",
+       false},
       {"tasklife, a task per thread", "BM_TaskAcquireRelease", "shared:0", "#1f77b4", true},
       {"floor, a counter per thread", "BM_FloorCasIncNotZeroDec", "shared:0", "#2ca02c", true},
       {"std::shared_ptr, an object per thread", "BM_AltSharedPtrCopy", "shared:0", "#d62728", true},
@@ -147,7 +151,7 @@ void write_chart(const results& rs, const std::string& svg_path) {
   ymax = std::ceil(ymax / 20.0) * 20.0;
   const double W = 760, H = 420, left = 70, right = 250, top = 40, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;
-    auto x_of = [&](std::size_t i) {
+  auto x_of = [&](std::size_t i) {
     return left + pw * static_cast<double>(i) / static_cast<double>(threads.size() - 1);
   };
   auto y_of = [&](double v) { return top + ph * (1.0 - v / ymax); };
@@ -157,15 +161,16 @@ void write_chart(const results& rs, const std::string& svg_path) {
       "font-family=\"sans-serif\" font-size=\"12\">\n",
       W, H);
   svg << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  svg << fmt::format("<text x=\"{}\" y=\"22\" font-size=\"14\">acquire + release: aggregate "
-                     "throughput (M ops/s) against threads</text>\n",
-                     left);
+  svg << fmt::format(
+      "<text x=\"{}\" y=\"22\" font-size=\"14\">acquire + release: aggregate "
+      "throughput (M ops/s) against threads</text>\n",
+      left);
   for (int i = 0; i <= 4; ++i) {
     const double v = ymax * i / 4.0;
     svg << fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n",
                        left, y_of(v), left + pw, y_of(v));
-    svg << fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.0f}</text>\n",
-                       left - 8, y_of(v) + 4, v);
+    svg << fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.0f}</text>\n", left - 8,
+                       y_of(v) + 4, v);
   }
   for (std::size_t i = 0; i < threads.size(); ++i) {
     svg << fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x_of(i),
@@ -175,8 +180,8 @@ void write_chart(const results& rs, const std::string& svg_path) {
                      left + pw / 2, top + ph + 42);
   svg << fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left,
                      top + ph, left + pw, top + ph);
-  svg << fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left, top,
-                     left, top + ph);
+  svg << fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left,
+                     top, left, top + ph);
   double legend_y = top + 10;
   for (const series& s : lines) {
     std::string points;
@@ -190,7 +195,8 @@ void write_chart(const results& rs, const std::string& svg_path) {
         "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{} points=\"{}\"/>\n", s.color,
         dash, points);
     svg << fmt::format(
-        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"{}/>\n",
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" "
+        "stroke-width=\"2\"{}/>\n",
         left + pw + 12, legend_y, left + pw + 36, legend_y, s.color, dash);
     svg << fmt::format("<text x=\"{}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n", left + pw + 40,
                        legend_y + 4, s.label);
@@ -226,9 +232,9 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   md << fmt::format("| kernel | {} {} |\n", uts.sysname, uts.release);
   md << fmt::format("| liburcu | flavor {}, sys_membarrier {} |\n", urcu.flavor,
                     urcu.has_sys_membarrier ? "available" : "NOT available (falls back to mb)");
-  md << fmt::format("| read side | {} |\n",
-                    urcu.read_side_inlined ? "inlined (_LGPL_SOURCE, TASKLIFE_URCU_INLINE=ON)"
-                                           : "library calls (TASKLIFE_URCU_INLINE=OFF)");
+  md << fmt::format("| read side | {} |\n", urcu.read_side_inlined
+                                                ? "inlined (_LGPL_SOURCE, TASKLIFE_URCU_INLINE=ON)"
+                                                : "library calls (TASKLIFE_URCU_INLINE=OFF)");
   md << fmt::format("| build | {} |\n\n", TASKLIFE_BENCH_BUILD);
 
   // ---- targets ----
@@ -248,10 +254,10 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   const auto acq1 = rs.ns("BM_TaskAcquireRelease", "shared:0", 1);
   const auto floor1 = rs.ns("BM_FloorCasIncNotZeroDec", "shared:0", 1);
   const auto r1 = ratio(acq1, floor1);
-  targets.push_back({"acquire+release, 1 thread, vs CAS inc_not_zero + dec",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(acq1), fmt_opt(floor1),
-                                 fmt_opt(r1)),
-                     "≤ 1.10×", le(r1, 1.10)});
+  targets.push_back(
+      {"acquire+release, 1 thread, vs CAS inc_not_zero + dec",
+       fmt::format("{} ns vs {} ns = {}×", fmt_opt(acq1), fmt_opt(floor1), fmt_opt(r1)), "≤ 1.10×",
+       le(r1, 1.10)});
   const auto chk_off = rs.ns("BM_TaskAcquireReleaseChecked", "checker:0", 1);
   const auto r_off = ratio(chk_off, floor1);
   targets.push_back({"the same inside a program run, checker compiled in but off",
@@ -259,10 +265,10 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
                      le(r_off, 1.10)});
   const auto typed1 = rs.ns("BM_TaskAcquireReleaseTyped", "shared:0", 1);
   const auto r_typed = ratio(typed1, acq1);
-  targets.push_back({"typed API vs raw API, 1 thread",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(typed1), fmt_opt(acq1),
-                                 fmt_opt(r_typed)),
-                     "≤ 1.05×", le(r_typed, 1.05)});
+  targets.push_back(
+      {"typed API vs raw API, 1 thread",
+       fmt::format("{} ns vs {} ns = {}×", fmt_opt(typed1), fmt_opt(acq1), fmt_opt(r_typed)),
+       "≤ 1.05×", le(r_typed, 1.05)});
   const auto shared2 = rs.ns("BM_TaskAcquireRelease", "shared:1", 2);
   const auto floor_shared2 = rs.ns("BM_FloorCasIncNotZeroDec", "shared:1", 2);
   const auto r_shared2 = ratio(shared2, floor_shared2);
@@ -272,12 +278,12 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
                      "≤ 1.10×", le(r_shared2, 1.10)});
   const auto scale = ratio(rs.mops("BM_TaskAcquireRelease", "shared:0", 2),
                            rs.mops("BM_TaskAcquireRelease", "shared:0", 1));
-  targets.push_back({"a task per thread: aggregate at 2 threads / 1 thread",
-                     fmt::format("{} / {} M ops/s = {}×",
-                                 fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 2)),
-                                 fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 1)),
-                                 fmt_opt(scale)),
-                     "≥ 1.8×", ge(scale, 1.8)});
+  targets.push_back(
+      {"a task per thread: aggregate at 2 threads / 1 thread",
+       fmt::format("{} / {} M ops/s = {}×",
+                   fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 2)),
+                   fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 1)), fmt_opt(scale)),
+       "≥ 1.8×", ge(scale, 1.8)});
   const auto guard = rs.ns("BM_RcuReadGuard", "", 1);
   const auto urcu_floor = rs.ns("BM_FloorUrcuReadLockUnlock", "", 1);
   const auto r_guard = ratio(guard, urcu_floor);
@@ -288,10 +294,10 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   const auto pid1 = rs.ns("BM_TaskFromPidRelease", "tasks:100000", 1);
   const auto pidfloor1 = rs.ns("BM_FloorRcuArrayLookupIncNotZero", "tasks:100000", 1);
   const auto r_pid = ratio(pid1, pidfloor1);
-  targets.push_back({"from_pid + release, 100k tasks, 1 thread, vs raw RCU array lookup",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(pid1), fmt_opt(pidfloor1),
-                                 fmt_opt(r_pid)),
-                     "≤ 1.3×", le(r_pid, 1.3)});
+  targets.push_back(
+      {"from_pid + release, 100k tasks, 1 thread, vs raw RCU array lookup",
+       fmt::format("{} ns vs {} ns = {}×", fmt_opt(pid1), fmt_opt(pidfloor1), fmt_opt(r_pid)),
+       "≤ 1.3×", le(r_pid, 1.3)});
   const auto pid_vs_alt = ratio(rs.mops("BM_TaskFromPidRelease", "tasks:100000", 2),
                                 rs.mops("BM_AltSharedMutexMapLookup", "tasks:100000", 2));
   targets.push_back({"from_pid + release, 100k tasks, 2 threads, vs shared_mutex + unordered_map",
@@ -303,15 +309,15 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   const auto xchg = rs.ns("BM_KptrXchg", "", 1);
   const auto xchg_floor = rs.ns("BM_FloorAtomicExchange", "", 1);
   const auto r_xchg = ratio(xchg, xchg_floor);
-  targets.push_back({"bpf_kptr_xchg vs a raw atomic exchange",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(xchg), fmt_opt(xchg_floor),
-                                 fmt_opt(r_xchg)),
-                     "≤ 1.1×", le(r_xchg, 1.1)});
+  targets.push_back(
+      {"bpf_kptr_xchg vs a raw atomic exchange",
+       fmt::format("{} ns vs {} ns = {}×", fmt_opt(xchg), fmt_opt(xchg_floor), fmt_opt(r_xchg)),
+       "≤ 1.1×", le(r_xchg, 1.1)});
   const auto churn2 = rs.mops("BM_LifecycleChurn", "", 2);
-  targets.push_back({"lifecycle churn, 2 threads (fork → exit → switch → reap; GP and free on "
-                     "liburcu's worker)",
-                     fmt::format("{} M tasks/s", fmt_opt(churn2)), "≥ 1 M tasks/s",
-                     ge(churn2, 1.0)});
+  targets.push_back(
+      {"lifecycle churn, 2 threads (fork → exit → switch → reap; GP and free on "
+       "liburcu's worker)",
+       fmt::format("{} M tasks/s", fmt_opt(churn2)), "≥ 1 M tasks/s", ge(churn2, 1.0)});
   const auto peak = rs.counter("BM_LifecycleChurnMemory", "tasks:1000000", 1, "peak_rss_growth_kb");
   const auto backlog =
       rs.counter("BM_LifecycleChurnMemory", "tasks:1000000", 1, "max_callback_backlog");
@@ -324,8 +330,9 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   targets.push_back(
       {"peak memory churning 1M tasks on 2 threads vs 2× the tasks alive at once (incl. the "
        "callback backlog)",
-       fmt::format("{} KiB peak growth; backlog ≤ {} tasks of {} B; bound {} KiB", fmt_opt(peak, "{:.0f}"),
-                   fmt_opt(backlog, "{:.0f}"), fmt_opt(task_bytes, "{:.0f}"), fmt_opt(bound, "{:.0f}")),
+       fmt::format("{} KiB peak growth; backlog ≤ {} tasks of {} B; bound {} KiB",
+                   fmt_opt(peak, "{:.0f}"), fmt_opt(backlog, "{:.0f}"),
+                   fmt_opt(task_bytes, "{:.0f}"), fmt_opt(bound, "{:.0f}")),
        "≤ bound", (peak && bound) ? std::optional<bool>(*peak <= *bound) : std::nullopt});
 
   md << "## Headline\n\n";
@@ -333,7 +340,8 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
       "`bpf_task_acquire` + `bpf_task_release` on a live task, one thread: **{} ns** per pair, "
       "against **{} ns** for the bare CAS `inc_not_zero` + release-`dec` floor ({}×) and {} ns "
       "for a `std::shared_ptr` copy.\n\n",
-      fmt_opt(acq1), fmt_opt(floor1), fmt_opt(r1), fmt_opt(rs.ns("BM_AltSharedPtrCopy", "shared:0", 1)));
+      fmt_opt(acq1), fmt_opt(floor1), fmt_opt(r1),
+      fmt_opt(rs.ns("BM_AltSharedPtrCopy", "shared:0", 1)));
   md << "## Targets\n\n| target | measured | goal | met |\n|---|---|---|---|\n";
   for (const target_row& t : targets) {
     md << fmt::format("| {} | {} | {} | {} |\n", t.what, t.measured, t.target,
@@ -345,8 +353,9 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
     return fmt::format("| {} | {} | {} | {} |\n", label, threads, fmt_opt(rs.ns(fn, args, threads)),
                        fmt_opt(rs.mops(fn, args, threads)));
   };
-  const std::string head = "| benchmark | threads | ns/op per thread | M ops/s (all threads) |\n"
-                           "|---|---|---|---|\n";
+  const std::string head =
+      "| benchmark | threads | ns/op per thread | M ops/s (all threads) |\n"
+      "|---|---|---|---|\n";
   md << "\n## 1. acquire + release on a live task\n\n"
      << "`shared:1`: every thread on the same task (one cache line bouncing between cores); "
         "`shared:0`: a task (counter, object) per thread.\n\n"

@@ -2,11 +2,11 @@
 // keeps every run, then writes docs/benchmarks.md and its SVG chart.
 #pragma once
 
-#include <benchmark/benchmark.h>
-
 #include <map>
 #include <string>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 namespace tasklife::bench {
 

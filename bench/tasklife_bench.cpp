@@ -9,9 +9,6 @@
 // The floors include liburcu directly (this file is not part of the library):
 // _LGPL_SOURCE gives its inlined read side, the floor tasklife's must match.
 #define _LGPL_SOURCE 1
-#include <benchmark/benchmark.h>
-#include <urcu/urcu-memb.h>
-
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -20,10 +17,14 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
-#include <tasklife/tasklife.hpp>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <benchmark/benchmark.h>
+#include <urcu/urcu-memb.h>
+
+#include <tasklife/tasklife.hpp>
 
 #include "report.hpp"
 
@@ -138,10 +139,16 @@ class pid_world {
   const std::vector<pid_t>& pids() const { return pids_; }
   task_struct* prog(int thread) { return progs_.at(static_cast<std::size_t>(thread)); }
 
-  // The floor's and the alternatives' own tables over the same pids.
+  // The floor's and the alternatives' own tables over the same pids. Their object
+  // has a task_struct's size with the counter at rcu_users' offset: the lookups
+  // touch the same amount of memory, so the floor is the lookup's, not a smaller
+  // working set's.
   struct plain_task {
+    std::atomic<int> pad{0};
     std::atomic<int> refs{1};
+    char rest[sizeof(task_struct) - 2 * sizeof(std::atomic<int>)];
   };
+  static_assert(sizeof(plain_task) == sizeof(task_struct));
   std::vector<std::atomic<plain_task*>>& rcu_array() { return array_; }
   std::unordered_map<pid_t, plain_task*>& map() { return map_; }
   std::shared_mutex& shared_mutex() { return shared_mutex_; }
@@ -197,8 +204,8 @@ std::atomic<int> g_shared_counter{1};
 padded_counter g_own_counters[8];
 
 void BM_FloorAtomicIncDec(benchmark::State& state) {
-  std::atomic<int>& c = state.range(0) != 0 ? g_shared_counter
-                                            : g_own_counters[state.thread_index()].value;
+  std::atomic<int>& c =
+      state.range(0) != 0 ? g_shared_counter : g_own_counters[state.thread_index()].value;
   for (auto _ : state) {
     c.fetch_add(1, std::memory_order_relaxed);
     floor_dec(c);
@@ -208,8 +215,8 @@ void BM_FloorAtomicIncDec(benchmark::State& state) {
 BENCHMARK(BM_FloorAtomicIncDec)->ArgName("shared")->Arg(1)->Arg(0)->Apply(threads_1_2_4);
 
 void BM_FloorCasIncNotZeroDec(benchmark::State& state) {
-  std::atomic<int>& c = state.range(0) != 0 ? g_shared_counter
-                                            : g_own_counters[state.thread_index()].value;
+  std::atomic<int>& c =
+      state.range(0) != 0 ? g_shared_counter : g_own_counters[state.thread_index()].value;
   for (auto _ : state) {
     benchmark::DoNotOptimize(floor_inc_not_zero(c));
     floor_dec(c);
@@ -276,23 +283,29 @@ BENCHMARK(BM_TaskAcquireReleaseTyped)->ArgName("shared")->Arg(1)->Arg(0)->Apply(
 void BM_TaskAcquireReleaseChecked(benchmark::State& state) {
   bench_world& w = bench_world::get();
   task_struct* t = w.own_task(state.thread_index());
-  bpf_prog prog(w.k(), prog_type::tracing, "tp_btf/task_newtask",
-                [&](task_struct* arg) {
-                  for (auto _ : state) {
-                    task_struct* ref = bpf_task_acquire(arg);
-                    benchmark::DoNotOptimize(ref);
-                    bpf_task_release(ref);
-                  }
-                  return 0;
-                },
-                state.range(0) != 0 ? checker_mode::record : checker_mode::off);
+  bpf_prog prog(
+      w.k(), prog_type::tracing, "tp_btf/task_newtask",
+      [&](task_struct* arg) {
+        for (auto _ : state) {
+          task_struct* ref = bpf_task_acquire(arg);
+          benchmark::DoNotOptimize(ref);
+          bpf_task_release(ref);
+        }
+        return 0;
+      },
+      state.range(0) != 0 ? checker_mode::record : checker_mode::off);
   const prog_run_result r = prog.run(w.prog(state.thread_index()), t);
   if (!r.ok()) {
     state.SkipWithError("the checker reported a violation");
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_TaskAcquireReleaseChecked)->ArgName("checker")->Arg(1)->Arg(0)->Threads(1)->UseRealTime();
+BENCHMARK(BM_TaskAcquireReleaseChecked)
+    ->ArgName("checker")
+    ->Arg(1)
+    ->Arg(0)
+    ->Threads(1)
+    ->UseRealTime();
 
 // ---- 2. from_pid + release ---------------------------------------------------------------------
 
@@ -396,7 +409,12 @@ void BM_AltMutexMapLookup(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_AltMutexMapLookup)->ArgName("tasks")->Arg(100000)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_AltMutexMapLookup)
+    ->ArgName("tasks")
+    ->Arg(100000)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
 
 // ---- 3. RCU ------------------------------------------------------------------------------------
 
@@ -421,6 +439,20 @@ void BM_RcuReadGuard(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RcuReadGuard)->Apply(threads_1_2_4);
+
+// The library's native read side called directly, without the domain's backend
+// seam: separates the seam's cost from liburcu's inlined fast path.
+void BM_RcuNativeReadSideNoSeam(benchmark::State& state) {
+  rcu_domain& d = bench_world::get().k().rcu();
+  const rcu_thread_registration reg(d);
+  for (auto _ : state) {
+    detail::native_read_lock();
+    benchmark::ClobberMemory();
+    detail::native_read_unlock();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RcuNativeReadSideNoSeam)->Threads(1)->UseRealTime();
 
 void BM_SynchronizeRcu(benchmark::State& state) {
   rcu_domain d("bench-sync");
@@ -454,9 +486,7 @@ void BM_CallRcuEnqueue(benchmark::State& state) {
       state.ResumeTiming();
     }
   }
-  state.PauseTiming();
-  d.rcu_barrier();
-  state.ResumeTiming();
+  d.rcu_barrier();  // after the loop: not timed
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_CallRcuEnqueue)->UseRealTime();
@@ -476,7 +506,11 @@ void BM_CallRcuEndToEnd(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
-BENCHMARK(BM_CallRcuEndToEnd)->ArgName("batch")->Arg(100000)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CallRcuEndToEnd)
+    ->ArgName("batch")
+    ->Arg(100000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // ---- 4. kptrs and maps -------------------------------------------------------------------------
 
@@ -526,7 +560,10 @@ void BM_MapLookupAcquireRelease(benchmark::State& state) {
   (void)map.update_elem(7, bench_value{}, BPF_NOEXIST);
   {
     const rcu_read_guard guard(w.k().rcu());
-    bpf_task_release(bpf_kptr_xchg(&map.lookup_elem(7)->task, bpf_task_acquire(w.own_task(0))));
+    task_struct* old = bpf_kptr_xchg(&map.lookup_elem(7)->task, bpf_task_acquire(w.own_task(0)));
+    if (old != nullptr) {
+      bpf_task_release(old);
+    }
   }
   const int key = 7;
   for (auto _ : state) {
@@ -543,7 +580,8 @@ void BM_MapLookupAcquireRelease(benchmark::State& state) {
 }
 BENCHMARK(BM_MapLookupAcquireRelease)->Threads(1)->UseRealTime();
 
-// ---- 5. lifecycle churn --------------------------------------------------------------------------
+// ---- 5. lifecycle churn
+// --------------------------------------------------------------------------
 
 struct churn_world {
   kernel k{kernel_config{.name = "churn", .pid_max = PID_MAX_LIMIT}};
@@ -564,13 +602,11 @@ void BM_LifecycleChurn(benchmark::State& state) {
     w->k.wait_task_zombie(t);
   }
   state.SetItemsProcessed(state.iterations());
-  if (state.thread_index() == 0) {
-    state.PauseTiming();
+  if (state.thread_index() == 0) {  // after the loop (and its end barrier): not timed
     w->k.rcu().rcu_barrier();
     state.counters["freed"] = static_cast<double>(w->k.stats().freed);
     delete w;
     w = nullptr;
-    state.ResumeTiming();
   }
 }
 BENCHMARK(BM_LifecycleChurn)->Threads(1)->Threads(2)->UseRealTime();

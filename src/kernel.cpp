@@ -20,7 +20,8 @@
 
 namespace tasklife {
 namespace detail {
-constinit thread_local current_context tls_ctx{nullptr, nullptr, semantics_profile::current};
+constinit thread_local current_context tls_ctx{nullptr, nullptr, semantics_profile::current,
+                                               nullptr, nullptr, nullptr};
 }  // namespace detail
 
 std::string_view to_string(task_event_kind kind) noexcept {
@@ -902,7 +903,12 @@ rcu_domain& domain_of_checked(task_struct* t, std::source_location where) {
 current_task_scope::current_task_scope(task_struct* t, std::source_location where)
     : task_(t), previous_(detail::tls_ctx.task), registration_(domain_of_checked(t, where), where) {
   kernel& k = task_kernel(t);
-  detail::tls_ctx = detail::current_context{t, &k, k.config().profile};
+  // The program run (if any) stays: a scope only changes who current is.
+  detail::tls_ctx.task = t;
+  detail::tls_ctx.owner = &k;
+  detail::tls_ctx.profile = k.config().profile;
+  detail::tls_ctx.rcu = &k.rcu();
+  detail::tls_ctx.init_ns = &k.init_pid_ns();
   k.current_scopes_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -910,9 +916,17 @@ current_task_scope::~current_task_scope() {
   task_kernel(task_).current_scopes_.fetch_sub(1, std::memory_order_relaxed);
   if (previous_ != nullptr) {
     kernel& k = task_kernel(previous_);
-    detail::tls_ctx = detail::current_context{previous_, &k, k.config().profile};
+    detail::tls_ctx.task = previous_;
+    detail::tls_ctx.owner = &k;
+    detail::tls_ctx.profile = k.config().profile;
+    detail::tls_ctx.rcu = &k.rcu();
+    detail::tls_ctx.init_ns = &k.init_pid_ns();
   } else {
-    detail::tls_ctx = detail::current_context{nullptr, nullptr, semantics_profile::current};
+    detail::tls_ctx.task = nullptr;
+    detail::tls_ctx.owner = nullptr;
+    detail::tls_ctx.profile = semantics_profile::current;
+    detail::tls_ctx.rcu = nullptr;
+    detail::tls_ctx.init_ns = nullptr;
   }
 }
 

@@ -21,7 +21,7 @@ using run_ptr = detail::prog_run*;
 
 inline run_ptr current_run() noexcept {
 #if TASKLIFE_VERIFIER
-  return detail::tls_prog_run;
+  return detail::tls_ctx.run;
 #else
   return nullptr;
 #endif
@@ -189,7 +189,7 @@ std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
   }
 }
 
-task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
+task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_acquire, where) ||
       !verify_arg(run, kfunc_id::bpf_task_acquire, p, arg_role::acquire, where) ||
@@ -199,7 +199,7 @@ task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
   return verify_produced(run, kfunc_id::bpf_task_acquire, acquire(p, where), where);
 }
 
-void bpf_task_release(task_struct* p, std::source_location where) {
+void detail::bpf_task_release_slow(task_struct* p, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_release, where) ||
       !verify_arg(run, kfunc_id::bpf_task_release, p, arg_role::release, where)) {
@@ -273,7 +273,7 @@ task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32
 }
 }  // namespace
 
-task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location where) {
+task_struct* detail::bpf_task_from_pid_slow(std::int32_t pid, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_from_pid, where)) {
     return nullptr;
@@ -338,7 +338,8 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
   return verify_produced(run, kfunc_id::bpf_task_acquire_not_zero, p, where);
 }
 
-task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p, std::source_location where) {
+task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
+                                        std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_kptr_xchg, where)) {
     return nullptr;

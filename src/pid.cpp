@@ -31,23 +31,16 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
 
 pid_namespace::~pid_namespace() = default;
 
-task_struct* pid_namespace::find_task(pid_t nr, std::source_location where) const {
-  if constexpr (contract_checks_enabled) {
-    // find_task_by_pid_ns' RCU_LOCKDEP_WARN: the result is only protected by RCU.
-    if (!owner_.rcu().rcu_read_lock_held()) [[unlikely]] {
-      detail::report_contract_violation(
-          "pid",
-          fmt::format("find_task_by_pid_ns({}) in pid namespace level {} of kernel '{}' without "
-                      "rcu_read_lock(): the task it returns may be freed at any moment",
-                      nr, level_, owner_.name()),
-          where);
-    }
+void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
+  // find_task_by_pid_ns' RCU_LOCKDEP_WARN: the result is only protected by RCU.
+  if (!owner_.rcu().rcu_read_lock_held()) [[unlikely]] {
+    detail::report_contract_violation(
+        "pid",
+        fmt::format("find_task_by_pid_ns({}) in pid namespace level {} of kernel '{}' without "
+                    "rcu_read_lock(): the task it returns may be freed at any moment",
+                    nr, level_, owner_.name()),
+        where);
   }
-  if (nr <= 0 || nr > pid_max_) {
-    return nullptr;
-  }
-  // Acquire pairs with the release in hash(): the task is seen fully initialised.
-  return table_[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
 }
 
 std::size_t pid_namespace::nr_allocated() const {

@@ -16,10 +16,8 @@ namespace tasklife {
 namespace detail {
 
 #if TASKLIFE_VERIFIER
-constinit thread_local prog_run* tls_prog_run = nullptr;
-
 void on_slot_read(const void* value) noexcept {
-  if (prog_run* run = tls_prog_run) {
+  if (prog_run* run = tls_ctx.run) {
     run->slot_read(value);
   }
 }
@@ -313,7 +311,7 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
 #if TASKLIFE_VERIFIER
   if (mode_ == checker_mode::off) {
     // Unchecked, also when nested inside a checked run: hide the outer run.
-    detail::prog_run* const outer_run = std::exchange(detail::tls_prog_run, nullptr);
+    detail::prog_run* const outer_run = std::exchange(detail::tls_ctx.run, nullptr);
     try {
       std::optional<rcu_read_guard> implicit_rcu;
       if (!sleepable()) {
@@ -321,10 +319,10 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
       }
       result.ret = body_(arg);
     } catch (...) {
-      detail::tls_prog_run = outer_run;
+      detail::tls_ctx.run = outer_run;
       throw;
     }
-    detail::tls_prog_run = outer_run;
+    detail::tls_ctx.run = outer_run;
     return result;
   }
 #else
@@ -343,23 +341,23 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
   if (arg_trust_ != arg_trust::none) {
     run.trusted_value(arg, arg_trust_ == arg_trust::trusted);
   }
-  detail::prog_run* const outer = detail::tls_prog_run;
+  detail::prog_run* const outer = detail::tls_ctx.run;
   // Cleans up on both exits: hands back what the program still holds (after the
   // run stops watching), leaves RCU sections it left open, restores the outer run.
   auto cleanup = [&] {
     const detail::prog_run::leftovers left = run.finish(where);
     // Released outside any run: neither this program's checker nor an outer
     // program's (this run's references were never the outer run's) sees them.
-    detail::tls_prog_run = nullptr;
+    detail::tls_ctx.run = nullptr;
     for (task_struct* t : left.references) {
       bpf_task_release(t, where);
     }
-    detail::tls_prog_run = outer;
+    detail::tls_ctx.run = outer;
     for (unsigned i = 0; i < left.rcu_depth; ++i) {
       kernel_.rcu().rcu_read_unlock();
     }
   };
-  detail::tls_prog_run = &run;
+  detail::tls_ctx.run = &run;
   try {
     std::optional<rcu_read_guard> implicit_rcu;
     if (!sleepable()) {

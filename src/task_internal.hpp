@@ -64,13 +64,4 @@ inline pid_namespace* creation_ns(const task_struct* t) noexcept {
   return t->priv.numbers.back().ns;
 }
 
-// What the running program's thread is: current, its kernel and that kernel's
-// semantics profile, set by current_task_scope. One TLS load for the kfuncs.
-struct current_context {
-  task_struct* task;
-  kernel* owner;
-  semantics_profile profile;
-};
-extern constinit thread_local current_context tls_ctx;
-
 }  // namespace tasklife::detail

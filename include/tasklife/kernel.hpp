@@ -373,6 +373,23 @@ class TASKLIFE_API kernel {
   bool shut_down_ = false;
 };
 
+namespace detail {
+class prog_run;
+// What the calling thread is: current, its kernel and that kernel's semantics
+// profile (set by current_task_scope), and the program run it is inside (set by
+// bpf_prog::run; prog.hpp). One thread-local line the kfuncs' inline fast paths
+// read; nothing else touches it.
+struct current_context {
+  task_struct* task;
+  kernel* owner;
+  semantics_profile profile;
+  prog_run* run;
+  rcu_domain* rcu;         // owner->rcu(), for the kfuncs' inline fast paths
+  pid_namespace* init_ns;  // &owner->init_pid_ns()
+};
+TASKLIFE_API extern constinit thread_local current_context tls_ctx;
+}  // namespace detail
+
 // The task this thread runs as, or nullptr: the kernel's `current`.
 TASKLIFE_API task_struct* get_current() noexcept;
 

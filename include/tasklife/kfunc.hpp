@@ -108,8 +108,8 @@ TASKLIFE_API std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) n
  * rcu_users_inc: refcount_inc(&p->rcu_users); p, never NULL — from 0 this is the
  *   ADD_UAF warning and the task is freed under the caller (section 2.5).
  */
-TASKLIFE_API task_struct* bpf_task_acquire(
-    task_struct* p, std::source_location where = std::source_location::current());
+inline task_struct* bpf_task_acquire(task_struct* p,
+                                     std::source_location where = std::source_location::current());
 
 /**
  * bpf_task_release - release a reference acquired on a task
@@ -119,8 +119,8 @@ TASKLIFE_API task_struct* bpf_task_acquire(
  * rcu_users_inc: put_task_struct_rcu_user(p). The two early profiles returned at
  * once on NULL; from 2023 the verifier makes NULL impossible (a violation here).
  */
-TASKLIFE_API void bpf_task_release(task_struct* p,
-                                   std::source_location where = std::source_location::current());
+inline void bpf_task_release(task_struct* p,
+                             std::source_location where = std::source_location::current());
 
 /**
  * bpf_task_release_dtor - the map/object destructor for task kptrs (v6.8, "bpf:
@@ -134,8 +134,8 @@ TASKLIFE_API void bpf_task_release_dtor(void* p);
  * negative or out-of-range pids; in rcu_safe/current also for a dying task.
  * rcu_users_inc ignores the acquire's outcome and returns the task regardless.
  */
-TASKLIFE_API task_struct* bpf_task_from_pid(
-    std::int32_t pid, std::source_location where = std::source_location::current());
+inline task_struct* bpf_task_from_pid(std::int32_t pid,
+                                      std::source_location where = std::source_location::current());
 
 /**
  * bpf_task_from_vpid - the same, resolving @vpid in current's pid namespace
@@ -168,9 +168,8 @@ TASKLIFE_API task_struct* bpf_task_acquire_not_zero(
  * Returns the previous content of the slot: a reference the caller now owns
  * (release it or store it again), or NULL. One atomic exchange.
  */
-TASKLIFE_API task_struct* bpf_kptr_xchg(
-    kptr<task_struct>* slot, task_struct* p,
-    std::source_location where = std::source_location::current());
+inline task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p,
+                                  std::source_location where = std::source_location::current());
 
 /** bpf_rcu_read_lock / bpf_rcu_read_unlock - current's kernel's RCU read-side section. */
 TASKLIFE_API void bpf_rcu_read_lock(std::source_location where = std::source_location::current());
@@ -179,5 +178,67 @@ TASKLIFE_API void bpf_rcu_read_unlock(std::source_location where = std::source_l
 /** bpf_get_current_task_btf - current, as a trusted pointer. */
 TASKLIFE_API task_struct* bpf_get_current_task_btf(
     std::source_location where = std::source_location::current());
+
+// ---- the fast paths ----------------------------------------------------------------------------
+//
+// With checks compiled out (TASKLIFE_CHECKS=none), no program run watching the
+// thread, a v6.4+ profile and a task neither traced nor holder-tracked, the kfuncs
+// below are the kernel's bodies inlined into the caller: one thread-local line and
+// the task's own line are all they read besides the counter. Anything else takes
+// the out-of-line path (detail::*_slow), which does every check and hook.
+
+namespace detail {
+TASKLIFE_API task_struct* bpf_task_acquire_slow(task_struct* p, std::source_location where);
+TASKLIFE_API void bpf_task_release_slow(task_struct* p, std::source_location where);
+TASKLIFE_API task_struct* bpf_task_from_pid_slow(std::int32_t pid, std::source_location where);
+TASKLIFE_API task_struct* bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
+                                             std::source_location where);
+
+inline bool kfunc_fast(const current_context& ctx) noexcept {
+  return !contract_checks_enabled && ctx.run == nullptr &&
+         ctx.profile >= semantics_profile::rcu_safe;
+}
+inline bool task_plain(const task_struct* p) noexcept {
+  return !p->traced.load(std::memory_order_relaxed) && !p->holders_tracked;
+}
+}  // namespace detail
+
+inline task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
+  if (detail::kfunc_fast(detail::tls_ctx) && detail::task_plain(p)) [[likely]] {
+    return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+  }
+  return detail::bpf_task_acquire_slow(p, where);
+}
+
+inline void bpf_task_release(task_struct* p, std::source_location where) {
+  if (detail::kfunc_fast(detail::tls_ctx) && detail::task_plain(p)) [[likely]] {
+    if (refcount_dec_and_test(&p->rcu_users, where)) {
+      task_kernel(p).on_rcu_users_zero(p, where);  // put_task_struct_rcu_user's last drop
+    }
+    return;
+  }
+  detail::bpf_task_release_slow(p, where);
+}
+
+inline task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location where) {
+  const detail::current_context& ctx = detail::tls_ctx;
+  if (detail::kfunc_fast(ctx)) [[likely]] {
+    const rcu_read_guard guard(*ctx.rcu);
+    task_struct* p = ctx.init_ns->find_task(pid, where);
+    if (p == nullptr || !detail::task_plain(p)) {
+      return p == nullptr ? nullptr : detail::bpf_task_from_pid_slow(pid, where);
+    }
+    return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+  }
+  return detail::bpf_task_from_pid_slow(pid, where);
+}
+
+inline task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p,
+                                  std::source_location where) {
+  if (detail::kfunc_fast(detail::tls_ctx) && (p == nullptr || detail::task_plain(p))) [[likely]] {
+    return detail::kptr_exchange(slot, p);
+  }
+  return detail::bpf_kptr_xchg_slow(slot, p, where);
+}
 
 }  // namespace tasklife

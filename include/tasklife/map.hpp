@@ -101,11 +101,9 @@ namespace detail {
 template <class T>
 T* kptr_exchange(kptr<T>* slot, T* p) noexcept;
 
-class prog_run;
 #if TASKLIFE_VERIFIER
-// The program run (prog.hpp) the calling thread is inside, or nullptr. Slot reads
-// and kfuncs consult it; outside a checked run they pay one thread-local load.
-TASKLIFE_API extern constinit thread_local prog_run* tls_prog_run;
+// Tells the program run the thread is inside (detail::tls_ctx.run) what a slot
+// read returned. Outside a checked run slot reads pay one thread-local load.
 TASKLIFE_API void on_slot_read(const void* value) noexcept;
 #endif
 
@@ -139,7 +137,7 @@ class kptr {
   T* get() const noexcept {
     T* p = ptr_.load(std::memory_order_acquire);
 #if TASKLIFE_VERIFIER
-    if (detail::tls_prog_run != nullptr) [[unlikely]] {
+    if (detail::tls_ctx.run != nullptr) [[unlikely]] {
       detail::on_slot_read(p);
     }
 #endif

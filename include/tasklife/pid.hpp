@@ -74,9 +74,20 @@ class TASKLIFE_API pid_namespace {
   // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr > pid_max).
   // Lock-free. The caller must hold the RCU read lock (checked builds: reported).
   task_struct* find_task(pid_t nr,
-                         std::source_location where = std::source_location::current()) const;
+                         std::source_location where = std::source_location::current()) const {
+    if constexpr (contract_checks_enabled) {
+      check_rcu_held(nr, where);
+    }
+    if (nr <= 0 || nr > pid_max_) {
+      return nullptr;
+    }
+    // Acquire pairs with the release in hash(): the task is seen fully initialised.
+    return table_[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
+  }
 
   std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
+  // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds).
+  void check_rcu_held(pid_t nr, std::source_location where) const;
   std::size_t nr_allocated() const;
 
   // The namespace's init (pid 1), which adopts orphans; nullptr once it is gone.

@@ -211,17 +211,31 @@ class TASKLIFE_API rcu_domain {
 };
 
 // RAII read-side critical section; nests.
+// The backend is decided once, at the lock: the guard keeps the decision in
+// itself (usually a register) rather than reading the domain again at the unlock.
 class rcu_read_guard {
  public:
-  explicit rcu_read_guard(rcu_domain& domain) noexcept : domain_(domain) {
-    domain_.rcu_read_lock();
+  explicit rcu_read_guard(rcu_domain& domain) noexcept
+      : domain_(domain), native_(domain.is_native()) {
+    if (native_) [[likely]] {
+      detail::native_read_lock();
+    } else {
+      domain_.rcu_read_lock();
+    }
   }
-  ~rcu_read_guard() { domain_.rcu_read_unlock(); }
+  ~rcu_read_guard() {
+    if (native_) [[likely]] {
+      detail::native_read_unlock();
+    } else {
+      domain_.rcu_read_unlock();
+    }
+  }
   rcu_read_guard(const rcu_read_guard&) = delete;
   rcu_read_guard& operator=(const rcu_read_guard&) = delete;
 
  private:
   rcu_domain& domain_;
+  const bool native_;
 };
 
 // RAII registration of the calling thread with a domain; nests. Must be
