@@ -20,8 +20,8 @@
 
 namespace tasklife {
 namespace detail {
-constinit thread_local current_context tls_ctx{nullptr, nullptr, semantics_profile::current,
-                                               nullptr, nullptr, nullptr};
+constinit thread_local current_context tls_ctx{
+    nullptr, nullptr, semantics_profile::current, nullptr, nullptr, nullptr, nullptr, 0};
 }  // namespace detail
 
 std::string_view to_string(task_event_kind kind) noexcept {
@@ -178,6 +178,9 @@ void kernel::emit(const task_event& ev) {
 }
 
 void kernel::trace_task(task_struct* t, bool on) noexcept {
+  if (on) {
+    any_task_slow_.store(true, std::memory_order_release);
+  }
   t->traced.store(on, std::memory_order_relaxed);
 }
 
@@ -438,6 +441,11 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
   t->priv.magic.store(detail::task_alive_magic, std::memory_order_relaxed);
   t->traced.store(config_.record_history || args.trace, std::memory_order_relaxed);
   t->holders_tracked = config_.track_holders;
+  if (t->holders_tracked || t->traced.load(std::memory_order_relaxed)) {
+    // Before the task is published (hashed) and handed to anyone: every later
+    // operation on it sees the flag.
+    any_task_slow_.store(true, std::memory_order_release);
+  }
   track_get(t, holder_counter::rcu_users, holder_role::reaper, "fork: the reaper's release_task",
             where);
   track_get(t, holder_counter::rcu_users, holder_role::scheduler,
@@ -909,6 +917,8 @@ current_task_scope::current_task_scope(task_struct* t, std::source_location wher
   detail::tls_ctx.profile = k.config().profile;
   detail::tls_ctx.rcu = &k.rcu();
   detail::tls_ctx.init_ns = &k.init_pid_ns();
+  detail::tls_ctx.init_table = k.init_pid_ns().table();
+  detail::tls_ctx.init_pid_max = k.init_pid_ns().pid_max();
   k.current_scopes_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -921,12 +931,16 @@ current_task_scope::~current_task_scope() {
     detail::tls_ctx.profile = k.config().profile;
     detail::tls_ctx.rcu = &k.rcu();
     detail::tls_ctx.init_ns = &k.init_pid_ns();
+    detail::tls_ctx.init_table = k.init_pid_ns().table();
+    detail::tls_ctx.init_pid_max = k.init_pid_ns().pid_max();
   } else {
     detail::tls_ctx.task = nullptr;
     detail::tls_ctx.owner = nullptr;
     detail::tls_ctx.profile = semantics_profile::current;
     detail::tls_ctx.rcu = nullptr;
     detail::tls_ctx.init_ns = nullptr;
+    detail::tls_ctx.init_table = nullptr;
+    detail::tls_ctx.init_pid_max = 0;
   }
 }
 

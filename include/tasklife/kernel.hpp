@@ -362,6 +362,20 @@ class TASKLIFE_API kernel {
 
   const std::chrono::steady_clock::time_point epoch_ = std::chrono::steady_clock::now();
   std::atomic<std::uint64_t> next_id_{1};
+
+ public:
+  // Has any task of this kernel ever been traced or holder-tracked? Once true it
+  // stays true. The kfuncs' inline fast paths test this instead of the task's own
+  // flags, which share the counters' cache line: a read of a contended counter's
+  // line right before its locked RMW costs a second coherence transaction. Alone on
+  // its cache line, written at most once, it stays clean in every core's cache.
+  // Release pairs with the fast paths' relaxed-enough read: a task is traced before
+  // any operation on it that must be recorded is started (see trace_task).
+  bool any_task_slow() const noexcept { return any_task_slow_.load(std::memory_order_relaxed); }
+
+ private:
+  alignas(64) std::atomic<bool> any_task_slow_{false};
+  char any_task_slow_pad_[63] = {};
   // Statistics: relaxed.
   std::atomic<std::uint64_t> forked_{0};
   std::atomic<std::uint64_t> fork_failures_{0};
@@ -386,6 +400,10 @@ struct current_context {
   prog_run* run;
   rcu_domain* rcu;         // owner->rcu(), for the kfuncs' inline fast paths
   pid_namespace* init_ns;  // &owner->init_pid_ns()
+  // init_ns's table and pid_max: bpf_task_from_pid's dependent chain before its
+  // first cache miss is then the thread-local line and the table entry.
+  const std::atomic<task_struct*>* init_table;
+  int init_pid_max;
 };
 TASKLIFE_API extern constinit thread_local current_context tls_ctx;
 }  // namespace detail

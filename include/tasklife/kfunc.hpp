@@ -182,10 +182,11 @@ TASKLIFE_API task_struct* bpf_get_current_task_btf(
 // ---- the fast paths ----------------------------------------------------------------------------
 //
 // With checks compiled out (TASKLIFE_CHECKS=none), no program run watching the
-// thread, a v6.4+ profile and a task neither traced nor holder-tracked, the kfuncs
-// below are the kernel's bodies inlined into the caller: one thread-local line and
-// the task's own line are all they read besides the counter. Anything else takes
-// the out-of-line path (detail::*_slow), which does every check and hook.
+// thread, a v6.4+ profile and a kernel none of whose tasks was ever traced or
+// holder-tracked, the kfuncs below are the kernel's bodies inlined into the
+// caller: one thread-local line and one read-mostly line of the kernel are all
+// they read besides the counter. Anything else takes the out-of-line path
+// (detail::*_slow), which does every check and hook.
 
 namespace detail {
 TASKLIFE_API task_struct* bpf_task_acquire_slow(task_struct* p, std::source_location where);
@@ -196,22 +197,19 @@ TASKLIFE_API task_struct* bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struc
 
 inline bool kfunc_fast(const current_context& ctx) noexcept {
   return !contract_checks_enabled && ctx.run == nullptr &&
-         ctx.profile >= semantics_profile::rcu_safe;
-}
-inline bool task_plain(const task_struct* p) noexcept {
-  return !p->traced.load(std::memory_order_relaxed) && !p->holders_tracked;
+         ctx.profile >= semantics_profile::rcu_safe && !ctx.owner->any_task_slow();
 }
 }  // namespace detail
 
 inline task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx) && detail::task_plain(p)) [[likely]] {
+  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
     return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
   }
   return detail::bpf_task_acquire_slow(p, where);
 }
 
 inline void bpf_task_release(task_struct* p, std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx) && detail::task_plain(p)) [[likely]] {
+  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
     if (refcount_dec_and_test(&p->rcu_users, where)) {
       task_kernel(p).on_rcu_users_zero(p, where);  // put_task_struct_rcu_user's last drop
     }
@@ -224,18 +222,15 @@ inline task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location whe
   const detail::current_context& ctx = detail::tls_ctx;
   if (detail::kfunc_fast(ctx)) [[likely]] {
     const rcu_read_guard guard(*ctx.rcu);
-    task_struct* p = ctx.init_ns->find_task(pid, where);
-    if (p == nullptr || !detail::task_plain(p)) {
-      return p == nullptr ? nullptr : detail::bpf_task_from_pid_slow(pid, where);
-    }
-    return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+    task_struct* p = pid_namespace::lookup(ctx.init_table, ctx.init_pid_max, pid);
+    return p != nullptr && refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
   }
   return detail::bpf_task_from_pid_slow(pid, where);
 }
 
 inline task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p,
                                   std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx) && (p == nullptr || detail::task_plain(p))) [[likely]] {
+  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
     return detail::kptr_exchange(slot, p);
   }
   return detail::bpf_kptr_xchg_slow(slot, p, where);

@@ -85,6 +85,18 @@ class TASKLIFE_API pid_namespace {
     return table_[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
   }
 
+  // The table itself, for callers that cache it (the kfuncs' thread-local context):
+  // find_task's lookup with the namespace's two fields already in hand.
+  const std::atomic<task_struct*>* table() const noexcept { return table_.get(); }
+  static task_struct* lookup(const std::atomic<task_struct*>* table, int pid_max,
+                             pid_t nr) noexcept {
+    if (nr <= 0 || nr > pid_max) {
+      return nullptr;
+    }
+    // Acquire pairs with the release in hash().
+    return table[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
+  }
+
   std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
   // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds).
   void check_rcu_held(pid_t nr, std::source_location where) const;
