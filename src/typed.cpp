@@ -64,16 +64,6 @@ trusted_ptr<task_struct> typed_current(std::source_location where) noexcept {
   return trusted_ptr<task_struct>(tasklife::bpf_get_current_task_btf(where));
 }
 
-void typed_release(owned_ref<task_struct>&& ref, std::source_location where) {
-  task_struct* p = std::exchange(ref.p_, nullptr);
-  if (p == nullptr) {
-    detail::report_typed("bpf_task_release of a moved-from reference (already released or stored)",
-                         nullptr, where, ref.acquired_at_);
-    return;
-  }
-  tasklife::bpf_task_release(p, where);
-}
-
 maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct>&& p,
                                   std::source_location where) {
   task_struct* in = std::exchange(p.p_, nullptr);

@@ -301,9 +301,20 @@ untrusted_ptr<T> read(const kptr<T>& slot) {
 }
 
 TASKLIFE_API trusted_ptr<task_struct> typed_current(std::source_location where) noexcept;
-TASKLIFE_API void typed_release(owned_ref<task_struct>&& ref, std::source_location where);
+void typed_release(owned_ref<task_struct>&& ref, std::source_location where);
 TASKLIFE_API maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct>&& p,
                                                std::source_location where);
+
+// Inline: the typed release is the raw one plus the moved-from test.
+inline void typed_release(owned_ref<task_struct>&& ref, std::source_location where) {
+  task_struct* p = std::exchange(ref.p_, nullptr);
+  if (p == nullptr) [[unlikely]] {
+    detail::report_typed("bpf_task_release of a moved-from reference (already released or stored)",
+                         nullptr, where, ref.acquired_at_);
+    return;
+  }
+  tasklife::bpf_task_release(p, where);
+}
 
 namespace typed {
 
