@@ -77,22 +77,6 @@ struct value {
 };
 using task_map = bpf_hash_map<int, value>;
 
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31U);
-}
-
-std::uint64_t base_seed() {
-  const char* env = std::getenv("TASKLIFE_STRESS_SEED");
-  if (env != nullptr && *env != '\0') {
-    return std::stoull(env, nullptr, 0);
-  }
-  std::random_device rd;
-  return (static_cast<std::uint64_t>(rd()) << 32U) ^ rd();
-}
-
 // A program's bpf_rcu_read_lock() .. bpf_rcu_read_unlock(), also left when a
 // contract violation is thrown out of the section.
 class bpf_rcu_section {
@@ -666,7 +650,7 @@ class KfuncStressTest : public ::testing::TestWithParam<int> {
 
 void KfuncStressTest::run(final_put_mode mode) {
   const int threads = GetParam();
-  const std::uint64_t seed = base_seed();
+  const std::uint64_t seed = test::stress_seed();
   SCOPED_TRACE(fmt::format("TASKLIFE_STRESS_SEED={:#x}", seed));
 
   kernel k(kernel_config{.name = "kfunc-stress", .pid_max = kPidMax, .final_put = mode});
@@ -679,8 +663,8 @@ void KfuncStressTest::run(final_put_mode mode) {
     task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
     ASSERT_NE(prog, nullptr);
     progs.push_back(prog);
-    workers.push_back(std::make_unique<worker>(shared, prog, i,
-                                               splitmix64(seed + static_cast<std::uint64_t>(i))));
+    workers.push_back(std::make_unique<worker>(
+        shared, prog, i, test::splitmix64(seed + static_cast<std::uint64_t>(i))));
   }
 
   const auto duration = test::stress_duration();
@@ -732,7 +716,7 @@ void KfuncStressTest::run(final_put_mode mode) {
 
   // Retire every victim: exit the running ones, then do every duty, the final
   // switches and reaps in random order (either ordering of section 2.4).
-  std::mt19937_64 rng(splitmix64(seed ^ 0xfeedULL));
+  std::mt19937_64 rng(test::splitmix64(seed ^ 0xfeedULL));
   std::uint64_t final_retired = 0;
   for (victim v = shared.pool.take_running(rng()); v.task != nullptr;
        v = shared.pool.take_running(rng())) {

@@ -166,22 +166,6 @@ struct worker_counts {
   }
 };
 
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30U)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27U)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31U);
-}
-
-std::uint64_t base_seed() {
-  const char* env = std::getenv("TASKLIFE_STRESS_SEED");
-  if (env != nullptr && *env != '\0') {
-    return std::stoull(env, nullptr, 0);
-  }
-  std::random_device rd;
-  return (static_cast<std::uint64_t>(rd()) << 32U) ^ rd();
-}
-
 // What a task must look like to whoever keeps it alive: a holder of usage or
 // rcu_users, the thread running it, or an RCU reader that found it hashed. A
 // freed task is poisoned (usage and flags read 0x6b6b6b6b) in checked builds.
@@ -657,7 +641,7 @@ class LifecycleStressTest : public ::testing::TestWithParam<int> {
 
 void LifecycleStressTest::run(final_put_mode mode) {
   const int threads = GetParam();
-  const std::uint64_t seed = base_seed();
+  const std::uint64_t seed = test::stress_seed();
   SCOPED_TRACE(fmt::format("TASKLIFE_STRESS_SEED={:#x}", seed));
 
   kernel k(kernel_config{.name = "lifecycle-stress",
@@ -668,7 +652,7 @@ void LifecycleStressTest::run(final_put_mode mode) {
   std::vector<worker> workers;
   workers.reserve(static_cast<std::size_t>(threads));
   for (int i = 0; i < threads; ++i) {
-    workers.emplace_back(k, shared, i, splitmix64(seed + static_cast<std::uint64_t>(i)));
+    workers.emplace_back(k, shared, i, test::splitmix64(seed + static_cast<std::uint64_t>(i)));
   }
 
   const auto duration =
