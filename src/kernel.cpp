@@ -179,7 +179,8 @@ void kernel::emit(const task_event& ev) {
 
 void kernel::trace_task(task_struct* t, bool on) noexcept {
   if (on) {
-    any_task_slow_.store(true, std::memory_order_release);
+    // The task's own kernel decides its kfuncs' path, whichever kernel is asked.
+    task_kernel(t).any_task_slow_.store(true, std::memory_order_release);
   }
   t->traced.store(on, std::memory_order_relaxed);
 }
@@ -909,8 +910,12 @@ rcu_domain& domain_of_checked(task_struct* t, std::source_location where) {
 }  // namespace
 
 current_task_scope::current_task_scope(task_struct* t, std::source_location where)
-    : task_(t), previous_(detail::tls_ctx.task), registration_(domain_of_checked(t, where), where) {
+    : task_(t),
+      kernel_(nullptr),
+      saved_(detail::tls_ctx),
+      registration_(domain_of_checked(t, where), where) {
   kernel& k = task_kernel(t);
+  kernel_ = &k;
   // The program run (if any) stays: a scope only changes who current is.
   detail::tls_ctx.task = t;
   detail::tls_ctx.owner = &k;
@@ -923,25 +928,10 @@ current_task_scope::current_task_scope(task_struct* t, std::source_location wher
 }
 
 current_task_scope::~current_task_scope() {
-  task_kernel(task_).current_scopes_.fetch_sub(1, std::memory_order_relaxed);
-  if (previous_ != nullptr) {
-    kernel& k = task_kernel(previous_);
-    detail::tls_ctx.task = previous_;
-    detail::tls_ctx.owner = &k;
-    detail::tls_ctx.profile = k.config().profile;
-    detail::tls_ctx.rcu = &k.rcu();
-    detail::tls_ctx.init_ns = &k.init_pid_ns();
-    detail::tls_ctx.init_table = k.init_pid_ns().table();
-    detail::tls_ctx.init_pid_max = k.init_pid_ns().pid_max();
-  } else {
-    detail::tls_ctx.task = nullptr;
-    detail::tls_ctx.owner = nullptr;
-    detail::tls_ctx.profile = semantics_profile::current;
-    detail::tls_ctx.rcu = nullptr;
-    detail::tls_ctx.init_ns = nullptr;
-    detail::tls_ctx.init_table = nullptr;
-    detail::tls_ctx.init_pid_max = 0;
-  }
+  kernel_->current_scopes_.fetch_sub(1, std::memory_order_relaxed);
+  detail::current_context restored = saved_;
+  restored.run = detail::tls_ctx.run;  // bpf_prog::run owns that field
+  detail::tls_ctx = restored;
 }
 
 current_task_scope kernel::run_as(task_struct* t, std::source_location where) {

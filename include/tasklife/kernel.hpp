@@ -369,8 +369,10 @@ class TASKLIFE_API kernel {
   // flags, which share the counters' cache line: a read of a contended counter's
   // line right before its locked RMW costs a second coherence transaction. Alone on
   // its cache line, written at most once, it stays clean in every core's cache.
-  // Release pairs with the fast paths' relaxed-enough read: a task is traced before
-  // any operation on it that must be recorded is started (see trace_task).
+  // Written (release) before the traced task is published; the fast paths read it
+  // relaxed after an operation that synchronises with that publication: the
+  // caller's own acquisition of the task, or bpf_task_from_pid's acquire load of
+  // the pid table (which re-tests the flag after it).
   bool any_task_slow() const noexcept { return any_task_slow_.load(std::memory_order_relaxed); }
 
  private:
@@ -426,7 +428,11 @@ class TASKLIFE_API current_task_scope {
 
  private:
   task_struct* task_;
-  task_struct* previous_;
+  kernel* kernel_;
+  // The thread's context before this scope (all but the program run, which is
+  // bpf_prog::run's): restored as it was, never recomputed from tasks that may
+  // have been freed meanwhile.
+  detail::current_context saved_;
   rcu_thread_registration registration_;
 };
 

@@ -196,42 +196,58 @@ TASKLIFE_API task_struct* bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struc
                                              std::source_location where);
 
 inline bool kfunc_fast(const current_context& ctx) noexcept {
-  return !contract_checks_enabled && ctx.run == nullptr &&
-         ctx.profile >= semantics_profile::rcu_safe && !ctx.owner->any_task_slow();
+  return ctx.run == nullptr && ctx.owner != nullptr && ctx.profile >= semantics_profile::rcu_safe &&
+         !ctx.owner->any_task_slow();
 }
 }  // namespace detail
 
 inline task_struct* bpf_task_acquire(task_struct* p, std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
-    return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+  if constexpr (!contract_checks_enabled) {
+    if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
+      return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+    }
   }
   return detail::bpf_task_acquire_slow(p, where);
 }
 
 inline void bpf_task_release(task_struct* p, std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
-    if (refcount_dec_and_test(&p->rcu_users, where)) {
-      task_kernel(p).on_rcu_users_zero(p, where);  // put_task_struct_rcu_user's last drop
+  if constexpr (!contract_checks_enabled) {
+    if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
+      if (refcount_dec_and_test(&p->rcu_users, where)) {
+        task_kernel(p).on_rcu_users_zero(p, where);  // put_task_struct_rcu_user's last drop
+      }
+      return;
     }
-    return;
   }
   detail::bpf_task_release_slow(p, where);
 }
 
 inline task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location where) {
-  const detail::current_context& ctx = detail::tls_ctx;
-  if (detail::kfunc_fast(ctx)) [[likely]] {
-    const rcu_read_guard guard(*ctx.rcu);
-    task_struct* p = pid_namespace::lookup(ctx.init_table, ctx.init_pid_max, pid);
-    return p != nullptr && refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+  if constexpr (!contract_checks_enabled) {
+    const detail::current_context& ctx = detail::tls_ctx;
+    if (detail::kfunc_fast(ctx)) [[likely]] {
+      const rcu_read_guard guard(*ctx.rcu);
+      task_struct* p = pid_namespace::lookup(ctx.init_table, ctx.init_pid_max, pid);
+      if (p == nullptr) {
+        return nullptr;
+      }
+      // The lookup's acquire load synchronises with fork's publication of p, which
+      // follows the flag's store for a task traced from its fork: test it again.
+      if (ctx.owner->any_task_slow()) [[unlikely]] {
+        return detail::bpf_task_from_pid_slow(pid, where);
+      }
+      return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
+    }
   }
   return detail::bpf_task_from_pid_slow(pid, where);
 }
 
 inline task_struct* bpf_kptr_xchg(kptr<task_struct>* slot, task_struct* p,
                                   std::source_location where) {
-  if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
-    return detail::kptr_exchange(slot, p);
+  if constexpr (!contract_checks_enabled) {
+    if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
+      return detail::kptr_exchange(slot, p);
+    }
   }
   return detail::bpf_kptr_xchg_slow(slot, p, where);
 }
