@@ -1,20 +1,23 @@
 // The kfuncs' inline fast paths (built here with TASKLIFE_CHECKS=none) against the
 // semantics the checked tests prove, and the cases that must leave the fast path:
 // a traced or holder-tracked task anywhere in the kernel, a program run, no current.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <string_view>
-#include <tasklife/tasklife.hpp>
 #include <tuple>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <tasklife/tasklife.hpp>
 
 namespace tasklife {
 namespace {
 
 static_assert(!contract_checks_enabled, "this test is about the unchecked build");
 
-unsigned rcu_users(const task_struct* t) { return refcount_read(&t->rcu_users); }
+unsigned rcu_users(const task_struct* t) {
+  return refcount_read(&t->rcu_users);
+}
 
 struct task_value {
   kptr<task_struct> task;
