@@ -232,8 +232,9 @@ inline task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location whe
         return nullptr;
       }
       // The lookup's acquire load synchronises with fork's publication of p, which
-      // follows the flag's store for a task traced from its fork: test it again.
-      if (ctx.owner->any_task_slow()) [[unlikely]] {
+      // follows the setting of its flags for a task traced from its fork. They sit
+      // on the line the CAS takes next, so testing them costs no further miss.
+      if (p->traced.load(std::memory_order_relaxed) || p->holders_tracked) [[unlikely]] {
         return detail::bpf_task_from_pid_slow(pid, where);
       }
       return refcount_inc_not_zero(&p->rcu_users, where) ? p : nullptr;
