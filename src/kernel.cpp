@@ -640,6 +640,25 @@ bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
   return true;
 }
 
+bool kernel::retire(task_struct* t, int code, std::source_location where) {
+  if (!detail::check_task(t, "retire", where)) {
+    return false;
+  }
+  if ((t->flags.load(std::memory_order_acquire) & PF_EXITING) != 0) {
+    do_exit(t, code, where);  // reports the second exit
+    return false;
+  }
+  do_exit(t, code, where);
+  // Read before the final switch: afterwards an autoreaped task's last rcu_users
+  // reference is gone and only a grace period stands between it and the free.
+  const bool reaped_by_exit = t->exit_state.load(std::memory_order_acquire) == EXIT_DEAD;
+  finish_task_switch(t, where);
+  if (!reaped_by_exit) {
+    wait_task_zombie(t, where);
+  }
+  return true;
+}
+
 void kernel::release_task(task_struct* p, std::source_location where) {
   {
     // __exit_signal -> __unhash_process: detach from every pid level and the

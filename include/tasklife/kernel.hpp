@@ -251,6 +251,15 @@ class TASKLIFE_API kernel {
   // waiter won the EXIT_ZOMBIE -> EXIT_DEAD race).
   bool wait_task_zombie(task_struct* p,
                         std::source_location where = std::source_location::current());
+  // The whole death of a task, in the order its kind dies: do_exit, the final
+  // switch, and the parent's reap unless the task was autoreaped (a thread, or
+  // clone_args::autoreap), whose exit_notify released it already. Whether to reap
+  // is decided before the final switch: an autoreaped task may be freed by the
+  // grace period that switch starts. The task may be freed when this returns (at
+  // once, or after a grace period). False if do_exit refused (the task was
+  // already exiting): nothing more is done.
+  bool retire(task_struct* t, int code = 0,
+              std::source_location where = std::source_location::current());
 
   // ---- current ------------------------------------------------------------------------
   current_task_scope run_as(task_struct* t,

@@ -135,9 +135,7 @@ task_struct* kernel_test::fork_task(const char* comm, task_struct* parent, clone
 }
 
 void kernel_test::retire(task_struct* t) {
-  kernel_->do_exit(t);
-  kernel_->finish_task_switch(t);
-  kernel_->wait_task_zombie(t);
+  kernel_->retire(t);
 }
 
 }  // namespace tasklife::testing
