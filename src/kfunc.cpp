@@ -11,7 +11,6 @@
 namespace tasklife {
 namespace {
 
-using detail::arg_role;
 using detail::tls_ctx;
 
 // The run-time verifier's view of each call (prog.hpp). Each kfunc reads the
@@ -34,10 +33,10 @@ bool verify_call(run_ptr run, kfunc_id id, std::source_location where) {
   return true;
 }
 
-bool verify_arg(run_ptr run, kfunc_id id, const task_struct* p, arg_role role,
-                std::source_location where) {
+// The task argument, checked by the rules its row names (kfunc_info::task_arg).
+bool verify_arg(run_ptr run, kfunc_id id, const task_struct* p, std::source_location where) {
   if (run != nullptr) [[unlikely]] {
-    return run->check_task_arg(id, p, role, where);
+    return run->check_task_arg(id, p, info(id).task_arg, where);
   }
   return true;
 }
@@ -49,13 +48,8 @@ task_struct* verify_produced(run_ptr run, kfunc_id id, task_struct* p, std::sour
   return p;
 }
 
-constexpr std::array<std::string_view, kfunc_id_count> kNames = {
-    "bpf_task_acquire",   "bpf_task_release",    "bpf_task_release_dtor",     "bpf_task_from_pid",
-    "bpf_task_from_vpid", "bpf_task_kptr_get",   "bpf_task_acquire_not_zero", "bpf_kptr_xchg",
-    "bpf_rcu_read_lock",  "bpf_rcu_read_unlock", "bpf_get_current_task_btf"};
-
-std::string_view name_of(kfunc_id id) {
-  return kNames[static_cast<std::size_t>(id)];
+constexpr std::string_view name_of(kfunc_id id) {
+  return to_string(id);
 }
 
 [[gnu::cold]] void report(kfunc_id id, std::string message, std::source_location where) {
@@ -110,33 +104,32 @@ bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location wher
 
 void trace(task_struct* p, kfunc_id id, std::source_location where) {
   if (p->traced.load(std::memory_order_relaxed)) [[unlikely]] {
-    task_kernel(p).record(p, task_event_kind::kfunc, name_of(id), where);
+    detail::kernel_access::record_now(task_kernel(p), p, task_event_kind::kfunc, name_of(id),
+                                      where);
   }
 }
 
 // Records the new reference's holder (kernel_config::track_holders).
 void track_acquired(task_struct* p, kfunc_id id, std::source_location where) {
   if (p->holders_tracked) [[unlikely]] {
-    task_kernel(p).track_get(p,
-                             tls_ctx.profile == semantics_profile::usage_based
-                                 ? holder_counter::usage
-                                 : holder_counter::rcu_users,
-                             holder_role::other, name_of(id), where);
+    const bool on_usage = info(tls_ctx.profile).acquire == acquire_style::usage_inc;
+    detail::kernel_access::track_get(task_kernel(p), p,
+                                     on_usage ? holder_counter::usage : holder_counter::rcu_users,
+                                     holder_role::other, name_of(id), where);
   }
 }
 
 // The acquire of each profile, on a validated task.
 task_struct* acquire(task_struct* p, std::source_location where,
                      kfunc_id id = kfunc_id::bpf_task_acquire) {
-  switch (tls_ctx.profile) {
-    case semantics_profile::rcu_users_inc:
+  switch (info(tls_ctx.profile).acquire) {
+    case acquire_style::rcu_users_inc:
       refcount_inc(&p->rcu_users, where);  // from 0: ADD_UAF, and the task dies anyway
       break;
-    case semantics_profile::usage_based:
+    case acquire_style::usage_inc:
       refcount_inc(&p->usage, where);  // get_task_struct
       break;
-    case semantics_profile::rcu_safe:
-    case semantics_profile::current:
+    case acquire_style::rcu_users_inc_not_zero:
       if (!refcount_inc_not_zero(&p->rcu_users, where)) {
         return nullptr;
       }
@@ -149,50 +142,28 @@ task_struct* acquire(task_struct* p, std::source_location where,
 
 }  // namespace
 
-std::string_view to_string(kfunc_id id) noexcept {
-  return name_of(id);
-}
-
-bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept {
-  switch (id) {
-    case kfunc_id::bpf_task_release_dtor:
-    case kfunc_id::bpf_task_from_vpid:
-      return profile == semantics_profile::current;
-    case kfunc_id::bpf_task_kptr_get:
-    case kfunc_id::bpf_task_acquire_not_zero:
-      return profile == semantics_profile::rcu_users_inc ||
-             profile == semantics_profile::usage_based;
-    default:
-      return true;
+std::string_view to_string(prog_type t) noexcept {
+  switch (t) {
+    case prog_type::tracing:
+      return "tracing";
+    case prog_type::lsm:
+      return "lsm";
+    case prog_type::struct_ops:
+      return "struct_ops";
+    case prog_type::syscall:
+      return "syscall";
+    case prog_type::kprobe:
+      return "kprobe";
+    case prog_type::kretprobe:
+      return "kretprobe";
   }
-}
-
-std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
-  if (!kfunc_exists(profile, id)) {
-    return 0;
-  }
-  const bool early = rcu_users_in_union(profile);  // the Nov/Dec 2022 flag lines
-  switch (id) {
-    case kfunc_id::bpf_task_acquire:
-      return early ? KF_ACQUIRE | KF_TRUSTED_ARGS : KF_ACQUIRE | KF_RCU | KF_RET_NULL;
-    case kfunc_id::bpf_task_release:
-      return KF_RELEASE;
-    case kfunc_id::bpf_task_from_pid:
-    case kfunc_id::bpf_task_from_vpid:
-      return KF_ACQUIRE | KF_RET_NULL;
-    case kfunc_id::bpf_task_kptr_get:
-      return KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL;
-    case kfunc_id::bpf_task_acquire_not_zero:
-      return KF_ACQUIRE | KF_RCU | KF_RET_NULL;
-    default:
-      return 0;  // the dtor, helpers (bpf_kptr_xchg, get_current_task_btf), RCU kfuncs
-  }
+  return "?";
 }
 
 task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_acquire, where) ||
-      !verify_arg(run, kfunc_id::bpf_task_acquire, p, arg_role::acquire, where) ||
+      !verify_arg(run, kfunc_id::bpf_task_acquire, p, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire, p, where)) {
     return nullptr;
   }
@@ -202,17 +173,17 @@ task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location 
 void detail::bpf_task_release_slow(task_struct* p, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_release, where) ||
-      !verify_arg(run, kfunc_id::bpf_task_release, p, arg_role::release, where)) {
+      !verify_arg(run, kfunc_id::bpf_task_release, p, where)) {
     return;
   }
-  if (p == nullptr && rcu_users_in_union(tls_ctx.profile)) {
+  if (p == nullptr && info(tls_ctx.profile).release_null_safe) {
     return;  // late 2022: "if (!p) return;" before KF_RELEASE args became trusted
   }
   if (!check_task_arg(kfunc_id::bpf_task_release, p, where)) {
     return;
   }
   trace(p, kfunc_id::bpf_task_release, where);
-  if (tls_ctx.profile == semantics_profile::usage_based) {
+  if (info(tls_ctx.profile).acquire == acquire_style::usage_inc) {
     put_task_struct(p, where);
   } else {
     put_task_struct_rcu_user(p, where);
@@ -223,7 +194,8 @@ void bpf_task_release_dtor(void* p) {
   // A destructor run by a map or bpf_obj_drop, never a program's own release:
   // the run-time verifier is not consulted.
   auto* t = static_cast<task_struct*>(p);
-  if (t == nullptr || task_kernel(t).config().profile != semantics_profile::current) {
+  if (t == nullptr ||
+      !kfunc_exists(task_kernel(t).config().profile, kfunc_id::bpf_task_release_dtor)) {
     detail::report_contract_violation(
         "kfunc",
         t == nullptr ? std::string("bpf_task_release_dtor(NULL)")
@@ -237,18 +209,15 @@ void bpf_task_release_dtor(void* p) {
 }
 
 void task_kptr_dtor(task_struct* p) {
-  // The destructor the kernel registered for task kptrs in each profile.
-  switch (task_kernel(p).config().profile) {
-    case semantics_profile::current:
-      bpf_task_release_dtor(p);
-      break;
-    case semantics_profile::usage_based:
-      put_task_struct(p, std::source_location::current());
-      break;
-    case semantics_profile::rcu_users_inc:
-    case semantics_profile::rcu_safe:
-      put_task_struct_rcu_user(p, std::source_location::current());
-      break;
+  // The destructor the kernel registered for task kptrs in each profile:
+  // bpf_task_release_dtor where it exists (v6.8), else bpf_task_release's body.
+  const semantics_profile profile = task_kernel(p).config().profile;
+  if (kfunc_exists(profile, kfunc_id::bpf_task_release_dtor)) {
+    bpf_task_release_dtor(p);
+  } else if (info(profile).acquire == acquire_style::usage_inc) {
+    put_task_struct(p, std::source_location::current());
+  } else {
+    put_task_struct_rcu_user(p, std::source_location::current());
   }
 }
 
@@ -261,7 +230,7 @@ task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32
   if (p == nullptr) {
     return nullptr;
   }
-  if (tls_ctx.profile == semantics_profile::rcu_users_inc) {
+  if (!info(tls_ctx.profile).from_pid_checks_acquire) {
     (void)acquire(p, where, id);  // 3f0e6f2b41d3: the acquire's outcome is not looked at
   } else {
     p = acquire(p, where, id);
@@ -303,7 +272,7 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
       return nullptr;
     }
   }
-  if (tls_ctx.profile == semantics_profile::usage_based) {
+  if (info(tls_ctx.profile).acquire == acquire_style::usage_inc) {
     return nullptr;  // 156ed20d22ee: rcu_users cannot be inc_not_zero'd with the union
   }
   // Another CPU may xchg the task out and drop it after the read: RCU keeps the
@@ -323,12 +292,12 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
 task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_acquire_not_zero, where) ||
-      !verify_arg(run, kfunc_id::bpf_task_acquire_not_zero, p, arg_role::acquire, where) ||
+      !verify_arg(run, kfunc_id::bpf_task_acquire_not_zero, p, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire_not_zero, p, where)) {
     return nullptr;
   }
-  if (tls_ctx.profile == semantics_profile::usage_based) {
-    return nullptr;
+  if (info(tls_ctx.profile).acquire == acquire_style::usage_inc) {
+    return nullptr;  // 156ed20d22ee: the legacy kfuncs always return NULL
   }
   if (!refcount_inc_not_zero(&p->rcu_users, where)) {
     return nullptr;
@@ -349,7 +318,7 @@ task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
       return nullptr;
     }
   }
-  if (p != nullptr && !verify_arg(run, kfunc_id::bpf_kptr_xchg, p, arg_role::xchg_in, where)) {
+  if (p != nullptr && !verify_arg(run, kfunc_id::bpf_kptr_xchg, p, where)) {
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {

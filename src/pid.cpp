@@ -44,12 +44,12 @@ void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
 }
 
 std::size_t pid_namespace::nr_allocated() const {
-  const std::lock_guard lock(alloc_mutex_);
+  const detail::lock_guard lock(alloc_mutex_);
   return nr_allocated_;
 }
 
 pid_t pid_namespace::alloc_nr() {
-  const std::lock_guard lock(alloc_mutex_);
+  const detail::lock_guard lock(alloc_mutex_);
   if (nr_allocated_ >= static_cast<std::size_t>(pid_max_)) {
     return -EAGAIN;
   }
@@ -86,7 +86,7 @@ pid_t pid_namespace::alloc_nr() {
 }
 
 void pid_namespace::free_nr(pid_t nr) noexcept {
-  const std::lock_guard lock(alloc_mutex_);
+  const detail::lock_guard lock(alloc_mutex_);
   const auto n = static_cast<std::size_t>(nr);
   allocated_[n / kBits] &= ~(std::uint64_t{1} << (n % kBits));
   --nr_allocated_;

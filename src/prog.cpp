@@ -73,7 +73,7 @@ bool prog_run::check_call(kfunc_id id, std::source_location where) {
   return false;
 }
 
-bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
+bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
                               std::source_location where) {
   const std::string_view name = to_string(id);
   if (p == nullptr) {
@@ -82,9 +82,9 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
     return false;
   }
   if (reference* r = live_ref(p)) {
-    if (role != arg_role::acquire) {
+    if (role != kfunc_arg::acquire) {
       r->live = false;  // the reference is consumed: released, or moved into a slot
-      r->moved = role == arg_role::xchg_in;
+      r->moved = role == kfunc_arg::xchg_in;
       r->released_at = where;
     }
     return true;
@@ -94,7 +94,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
   const bool only_released =
       released != nullptr && (known == trust_.end() || known->second == trust::untrusted);
   switch (role) {
-    case arg_role::acquire: {
+    case kfunc_arg::acquire: {
       const bool kf_rcu = (kfunc_flags(kernel_.config().profile, id) & KF_RCU) != 0;
       if (known != trust_.end() &&
           (known->second == trust::trusted || (known->second == trust::rcu && kf_rcu))) {
@@ -113,7 +113,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
              kf_rcu ? "R1 must be a rcu pointer" : "R1 must be referenced or trusted", where);
       return false;
     }
-    case arg_role::release:
+    case kfunc_arg::release:
       if (only_released) {
         report(violation_kind::double_release, name, p,
                fmt::format("release kernel function {} expects refcounted PTR_TO_BTF_ID "
@@ -133,7 +133,9 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, arg_role role,
                where);
       }
       return false;
-    case arg_role::xchg_in:
+    case kfunc_arg::none:
+      return true;  // no task argument to check
+    case kfunc_arg::xchg_in:
       report(violation_kind::xchg_unreferenced, name, p,
              "R2 must be referenced when passed to release function", where);
       return false;
@@ -224,24 +226,6 @@ void prog_run::report_leftovers() {
 
 // ---- names ----------------------------------------------------------------------------------
 
-std::string_view to_string(prog_type t) noexcept {
-  switch (t) {
-    case prog_type::tracing:
-      return "tracing";
-    case prog_type::lsm:
-      return "lsm";
-    case prog_type::struct_ops:
-      return "struct_ops";
-    case prog_type::syscall:
-      return "syscall";
-    case prog_type::kprobe:
-      return "kprobe";
-    case prog_type::kretprobe:
-      return "kretprobe";
-  }
-  return "?";
-}
-
 std::string_view to_string(violation_kind k) noexcept {
   switch (k) {
     case violation_kind::unreleased_ref:
@@ -268,21 +252,6 @@ std::string_view to_string(violation_kind k) noexcept {
       return "rcu_unlock_unmatched";
   }
   return "?";
-}
-
-bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
-  switch (id) {
-    case kfunc_id::bpf_rcu_read_lock:
-    case kfunc_id::bpf_rcu_read_unlock:
-    case kfunc_id::bpf_kptr_xchg:
-      return true;  // common kfuncs / base helper: every program type
-    case kfunc_id::bpf_get_current_task_btf:
-      return true;  // tracing helpers, which syscall programs fall back to as well
-    default:
-      // The task kfuncs: BTF_KFUNC_HOOK_TRACING (tracing and lsm), struct_ops, syscall.
-      return type == prog_type::tracing || type == prog_type::lsm ||
-             type == prog_type::struct_ops || type == prog_type::syscall;
-  }
 }
 
 verifier_error::verifier_error(violation v)

@@ -14,13 +14,6 @@
 
 namespace tasklife::detail {
 
-// What a task argument is used for, which decides what the verifier accepts.
-enum class arg_role : std::uint8_t {
-  acquire,  // KF_RCU (or KF_TRUSTED_ARGS in the early profiles) acquiring kfuncs
-  release,  // KF_RELEASE
-  xchg_in,  // bpf_kptr_xchg's second argument (OBJ_RELEASE)
-};
-
 class prog_run {
  public:
   prog_run(kernel& k, const bpf_prog& prog, checker_mode mode);
@@ -31,7 +24,8 @@ class prog_run {
 
   // The hooks. A false return vetoes the kfunc (it returns NULL / does nothing).
   bool check_call(kfunc_id id, std::source_location where);
-  bool check_task_arg(kfunc_id id, const task_struct* p, arg_role role, std::source_location where);
+  bool check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
+                      std::source_location where);
   void produced(kfunc_id id, task_struct* p, std::source_location where);  // a new reference
   void trusted_value(const task_struct* p, bool rcu_safe);
   void slot_read(const void* value);

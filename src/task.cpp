@@ -37,13 +37,13 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
 
 void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where) {
   if (t->holders_tracked) [[unlikely]] {
-    if (!task_kernel(t).track_put(t, holder_counter::rcu_users, role, "put_task_struct_rcu_user",
-                                  where)) {
+    if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::rcu_users, role,
+                                          "put_task_struct_rcu_user", where)) {
       return;  // a double release: reported, not carried out
     }
   }
   if (refcount_dec_and_test(&t->rcu_users, where)) {
-    task_kernel(t).on_rcu_users_zero(t, where);
+    detail::kernel_access::on_rcu_users_zero(task_kernel(t), t, where);
   }
 }
 
@@ -52,7 +52,8 @@ void put_task_struct_as(task_struct* t, holder_role role, std::source_location w
     return;
   }
   if (t->holders_tracked) [[unlikely]] {
-    if (!task_kernel(t).track_put(t, holder_counter::usage, role, "put_task_struct", where)) {
+    if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::usage, role,
+                                          "put_task_struct", where)) {
       return;  // a double release: reported, not carried out
     }
   }
@@ -83,8 +84,8 @@ task_struct* get_task_struct(task_struct* t, std::source_location where) {
   }
   refcount_inc(&t->usage, where);
   if (t->holders_tracked) [[unlikely]] {
-    task_kernel(t).track_get(t, holder_counter::usage, holder_role::other, "get_task_struct",
-                             where);
+    detail::kernel_access::track_get(task_kernel(t), t, holder_counter::usage, holder_role::other,
+                                     "get_task_struct", where);
   }
   detail::trace_event(t, task_event_kind::get, refcount_read(&t->usage),
                       refcount_read(&t->rcu_users), {}, where);
@@ -101,8 +102,8 @@ task_struct* tryget_task_struct(task_struct* t, std::source_location where) {
     return nullptr;
   }
   if (t->holders_tracked) [[unlikely]] {
-    task_kernel(t).track_get(t, holder_counter::usage, holder_role::other, "tryget_task_struct",
-                             where);
+    detail::kernel_access::track_get(task_kernel(t), t, holder_counter::usage, holder_role::other,
+                                     "tryget_task_struct", where);
   }
   detail::trace_event(t, task_event_kind::tryget, refcount_read(&t->usage),
                       refcount_read(&t->rcu_users), {}, where);
@@ -122,8 +123,8 @@ void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
                       refcount_read(&t->rcu_users), {}, where);
   if (t->holders_tracked) [[unlikely]] {
     for (int i = 0; i < nr; ++i) {
-      task_kernel(t).track_put(t, holder_counter::usage, holder_role::other, "put_task_struct_many",
-                               where);
+      detail::kernel_access::track_put(task_kernel(t), t, holder_counter::usage, holder_role::other,
+                                       "put_task_struct_many", where);
     }
   }
   if (refcount_sub_and_test(nr, &t->usage, where)) {
@@ -144,7 +145,7 @@ void delayed_put_task_struct(rcu_head* rhp) {
   task_struct* t = detail::task_of_rcu(rhp);
   // A full grace period has passed since rcu_users reached 0: every reader that
   // found the task under RCU has left its critical section.
-  task_kernel(t).on_delayed_put(t);
+  detail::kernel_access::on_delayed_put(task_kernel(t), t);
   detail::put_task_struct_as(t, holder_role::rcu_users_group, std::source_location::current());
 }
 
@@ -174,7 +175,7 @@ void __put_task_struct(task_struct* t,  // NOLINT(bugprone-reserved-identifier)
           where);
     }
   }
-  task_kernel(t).free_task(t, where, false);
+  detail::kernel_access::free_task(task_kernel(t), t, where, false);
 }
 
 }  // namespace tasklife

@@ -58,6 +58,10 @@ void put_rcu_user_as(task_struct* t, holder_role role, std::source_location wher
 // put_task_struct on behalf of `role` (delayed_put_task_struct drops the group's).
 void put_task_struct_as(task_struct* t, holder_role role, std::source_location where);
 
+// The parent's children list (src/fork.cpp), under the kernel's tasklist_lock.
+void link_child(task_struct* parent, task_struct* child);
+void unlink_child(task_struct* child);
+
 // The namespace a task was created in, even after its pid was detached (the
 // kernel's lifecycle code reaches it through the task's nsproxy/signal instead).
 inline pid_namespace* creation_ns(const task_struct* t) noexcept {

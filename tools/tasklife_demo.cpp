@@ -23,43 +23,6 @@ namespace {
 
 using namespace tasklife;
 
-std::string_view explain(task_event_kind kind) {
-  switch (kind) {
-    case task_event_kind::fork:
-      return "copy_process: usage=1 (the rcu users' share), rcu_users=2";
-    case task_event_kind::get:
-      return "get_task_struct: a plain usage reference";
-    case task_event_kind::put:
-      return "put_task_struct";
-    case task_event_kind::exit:
-      return "do_exit: PF_EXITING, sched_process_exit";
-    case task_event_kind::zombie:
-      return "exit_notify: EXIT_ZOMBIE, still hashed, waits for the parent";
-    case task_event_kind::autoreap:
-      return "exit_notify: EXIT_DEAD, release_task(self) while running";
-    case task_event_kind::task_dead:
-      return "do_task_dead: TASK_DEAD, one last schedule() to go";
-    case task_event_kind::final_switch:
-      return "finish_task_switch: the scheduler's rcu_users drop";
-    case task_event_kind::reap:
-      return "wait_task_zombie: the parent wins EXIT_ZOMBIE -> EXIT_DEAD";
-    case task_event_kind::unhash:
-      return "release_task: unhashed from every pid level (before the drop)";
-    case task_event_kind::rcu_user_put:
-      return "put_task_struct_rcu_user";
-    case task_event_kind::gp_requested:
-      return "rcu_users hit 0: call_rcu(delayed_put_task_struct)";
-    case task_event_kind::gp_elapsed:
-      return "grace period over: delayed_put_task_struct, sched_process_free";
-    case task_event_kind::free_deferred:
-      return "v6.17+: call_rcu(__put_task_struct_rcu_cb)";
-    case task_event_kind::free:
-      return "__put_task_struct: the memory is freed";
-    default:
-      return "";
-  }
-}
-
 void print_event(const task_event& e) {
   fmt::print("    {}  {}\n", e, explain(e.kind));
   std::fflush(stdout);

@@ -10,7 +10,8 @@
 //   as they happen. Untraced tasks pay one predictable branch per operation.
 //
 // Members
-//   task_event_kind, task_event, to_string(kind), fmt::formatter<task_event>
+//   task_event_kind, task_event_kinds (name and explanation of each kind),
+//   info(kind), to_string(kind), explain(kind), task_event, fmt::formatter<task_event>
 //
 // Lifetime
 //   Events are values; they outlive the task (the log is the kernel's).
@@ -23,6 +24,7 @@
 //   touches the task at the same moment, a snapshot otherwise.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <source_location>
 #include <string_view>
@@ -34,31 +36,60 @@
 
 namespace tasklife {
 
+// One row per kind of event: its name and what the kernel does at that step. The
+// enum, to_string, explain and every printer read this table (TASKLIFE_TASK_EVENTS
+// expands once for each); a new kind is a new row.
+#define TASKLIFE_TASK_EVENTS(X)                                                                   \
+  X(fork, "copy_process: usage=1 (the rcu users' share), rcu_users=2, hashed at every pid level") \
+  X(fork_failed, "copy_process failed: freed without using the counters (delayed_free_task)")     \
+  X(get, "get_task_struct: a plain usage reference")                                              \
+  X(tryget, "tryget_task_struct: usage +1, it was not 0")                                         \
+  X(tryget_failed, "tryget_task_struct: usage was already 0, no reference")                       \
+  X(put, "put_task_struct")                                                                       \
+  X(put_many, "put_task_struct_many")                                                             \
+  X(rcu_user_get, "rcu_users +1 (bpf_task_acquire and friends)")                                  \
+  X(rcu_user_put, "put_task_struct_rcu_user")                                                     \
+  X(exit, "do_exit: PF_EXITING, sched_process_exit")                                              \
+  X(zombie, "exit_notify: EXIT_ZOMBIE, still hashed, waits for the parent")                       \
+  X(autoreap, "exit_notify: EXIT_DEAD, release_task(self) while running")                         \
+  X(reap, "wait_task_zombie: the parent wins EXIT_ZOMBIE -> EXIT_DEAD")                           \
+  X(unhash, "release_task: unhashed from every pid level (before the drop)")                      \
+  X(task_dead, "do_task_dead: TASK_DEAD, one last schedule() to go")                              \
+  X(final_switch, "finish_task_switch: the scheduler's rcu_users drop")                           \
+  X(gp_requested, "rcu_users hit 0: call_rcu(delayed_put_task_struct)")                           \
+  X(gp_elapsed, "grace period over: delayed_put_task_struct, sched_process_free")                 \
+  X(free_deferred, "v6.17+: call_rcu(__put_task_struct_rcu_cb)")                                  \
+  X(free, "__put_task_struct: the memory is freed")                                               \
+  X(kfunc, "a kfunc touched the task (the event's detail names it)")
+
 enum class task_event_kind : std::uint8_t {
-  fork,           // copy_process: usage = 1, rcu_users = 2, hashed at every pid level
-  fork_failed,    // copy_process failed: freed without using the counters
-  get,            // get_task_struct
-  tryget,         // tryget_task_struct succeeded
-  tryget_failed,  // tryget_task_struct found usage == 0
-  put,            // put_task_struct
-  put_many,       // put_task_struct_many
-  rcu_user_get,   // rcu_users +1 (bpf_task_acquire and friends)
-  rcu_user_put,   // put_task_struct_rcu_user
-  exit,           // do_exit: PF_EXITING set, sched_process_exit fired
-  zombie,         // exit_notify: EXIT_ZOMBIE, waiting for the parent
-  autoreap,       // exit_notify: EXIT_DEAD, release_task(self)
-  reap,           // wait_task_zombie: EXIT_ZOMBIE -> EXIT_DEAD by the parent
-  unhash,         // release_task: unhashed from every pid namespace level
-  task_dead,      // do_task_dead: TASK_DEAD, waiting for the final switch
-  final_switch,   // finish_task_switch: the scheduler's rcu_users drop
-  gp_requested,   // rcu_users reached 0: call_rcu(delayed_put_task_struct)
-  gp_elapsed,     // delayed_put_task_struct runs (sched_process_free)
-  free_deferred,  // v6.17+: call_rcu(__put_task_struct_rcu_cb)
-  free,           // __put_task_struct: the memory goes
-  kfunc,          // a kfunc touched the task (detail names it)
+#define TASKLIFE_TASK_EVENT_ENUM(name, text) name,
+  TASKLIFE_TASK_EVENTS(TASKLIFE_TASK_EVENT_ENUM)
+#undef TASKLIFE_TASK_EVENT_ENUM
 };
 
-TASKLIFE_API std::string_view to_string(task_event_kind kind) noexcept;
+struct task_event_kind_info {
+  task_event_kind kind;
+  std::string_view name;
+  std::string_view explanation;  // what the kernel does at this step, one line
+};
+
+// The table, in enum order.
+inline constexpr task_event_kind_info task_event_kinds[] = {
+#define TASKLIFE_TASK_EVENT_INFO(name, text) {task_event_kind::name, #name, text},
+    TASKLIFE_TASK_EVENTS(TASKLIFE_TASK_EVENT_INFO)
+#undef TASKLIFE_TASK_EVENT_INFO
+};
+
+constexpr const task_event_kind_info& info(task_event_kind kind) noexcept {
+  return task_event_kinds[static_cast<std::size_t>(kind)];
+}
+constexpr std::string_view to_string(task_event_kind kind) noexcept {
+  return info(kind).name;
+}
+constexpr std::string_view explain(task_event_kind kind) noexcept {
+  return info(kind).explanation;
+}
 
 struct task_event {
   std::uint64_t seq;      // order within the kernel

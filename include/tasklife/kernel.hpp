@@ -1,10 +1,24 @@
-// tasklife/kernel.hpp — the simulated system: RCU domain, pid namespaces, tasks.
+// tasklife/kernel.hpp — the simulated system: its parts and the task lifecycle.
 //
 // What it is
 //   A kernel owns everything one simulated system has: its RCU domain, its pid
 //   namespaces, its tasks, its configuration and its tracepoints. Instances are
-//   independent: a test harness creates one per test. The lifecycle operations
-//   follow the kernel's own path and names:
+//   independent: a test harness creates one per test. It is a composition of
+//   parts, each with its own state and lock:
+//
+//     the lifecycle       fork (src/fork.cpp), exit, final switch, reap and the
+//                         grace-period path (src/exit.cpp), the task list under
+//                         tasklist_lock; this header
+//     tracepoints         task_newtask, sched_process_exit, sched_process_free
+//                         (tracepoint.hpp)
+//     the event log       the history of traced tasks (history.hpp; src/event_log.*)
+//     the holder tracker  ref_tracker, when holders are tracked (holders.hpp;
+//                         src/holder_tracker.*)
+//     the quarantine      freed tasks kept poisoned, and the registry of every task
+//                         whose memory the kernel holds (src/quarantine.*)
+//     current             current_task_scope, the thread-local context (current.hpp)
+//
+//   The lifecycle operations follow the kernel's own path and names:
 //
 //     fork                copy_process: usage = 1, rcu_users = 2, hashed at every
 //                         pid level, task_newtask fires; an injected failure frees
@@ -17,19 +31,20 @@
 //     wait_task_zombie    the parent's reap: EXIT_ZOMBIE -> EXIT_DEAD (one waiter
 //                         wins), release_task: unhash from every pid level, then
 //                         the reaper's put_task_struct_rcu_user
+//     retire              all of the above in the order the task's kind dies
 //
-//   Both orders of section 2.4 of the kernel notes end in the same freed state:
+//   Both death orders (docs/kernel.md §2) end in the same freed state:
 //   A (zombie): do_exit -> finish_task_switch -> wait_task_zombie -> GP -> free;
 //   B (autoreap): do_exit (unhash, 2 -> 1) -> finish_task_switch (1 -> 0) -> GP -> free.
 //
 // Members
-//   kernel_config, clone_args, fork_result, kernel_stats, leaked_task
+//   kernel_config, final_put_mode, clone_args, fork_failure, fork_result,
+//   kernel_stats, leaked_task
 //   kernel: rcu(), init_pid_ns(), create_pid_namespace(), fork(), do_exit(),
-//           finish_task_switch(), wait_task_zombie(), run_as(), tracepoints,
-//           history, stats(), shutdown()
-//   tracepoint            attach/detach probes; the task argument is trusted
-//   current_task_scope    RAII "this thread runs as task t" (registers it with RCU)
-//   get_current()         the task this thread runs as, or nullptr (`current`)
+//           finish_task_switch(), wait_task_zombie(), retire(), run_as(),
+//           tracepoints, history, holders, stats(), shutdown()
+//   detail::kernel_access  the door through which the layers above reach the
+//                          kernel's internal hooks (the lifetime functions, kfuncs)
 //
 // Lifetime
 //   Tasks and namespaces belong to their kernel. Destroying a kernel (or calling
@@ -40,69 +55,51 @@
 //
 // Memory ordering
 //   Lifecycle state is published with release and read with acquire (see
-//   task.hpp); the task list and parent/children links are guarded by
+//   task.hpp; each pair is named where it is written, src/fork.cpp and
+//   src/exit.cpp); the task list and parent/children links are guarded by
 //   tasklist_lock (a mutex), as in the kernel; the pid tables are lock-free for
-//   readers (pid.hpp). Statistics are relaxed counters.
+//   readers (pid.hpp). Each part has its own lock (see its header). Statistics
+//   are relaxed counters: nothing is ordered by them.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <source_location>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include <tasklife/check.hpp>
+#include <tasklife/current.hpp>
 #include <tasklife/export.hpp>
 #include <tasklife/history.hpp>
+#include <tasklife/holders.hpp>
 #include <tasklife/pid.hpp>
+#include <tasklife/profile.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/task.hpp>
+#include <tasklife/thread_safety.hpp>
+#include <tasklife/tracepoint.hpp>
 
 namespace tasklife {
 
-// How the final put_task_struct frees (kernel/fork.c, section 1.7 of the notes).
+namespace detail {
+class event_log;
+class holder_tracker;
+class task_quarantine;
+struct kernel_access;
+}  // namespace detail
+
+// How the final put_task_struct frees (kernel/fork.c; docs/kernel.md §1).
 enum class final_put_mode {
   immediate,  // <= v6.16 (non-RT): __put_task_struct inline
   deferred,   // v6.17+ (8671bad873eb): always call_rcu(__put_task_struct_rcu_cb)
 };
-
-// The kernel's history of the BPF task kfuncs, selectable per kernel instance
-// (kfunc.hpp documents each kfunc in each profile; docs/kfuncs.md has the table).
-enum class semantics_profile {
-  // 90660309b0c7 (Nov 2022): bpf_task_acquire is an unconditional
-  // refcount_inc(&rcu_users); bpf_task_kptr_get and bpf_task_acquire_not_zero
-  // exist; bpf_task_from_pid ignores the acquire result; rcu_users shares its
-  // storage with the RCU callback head (the union of v5.4 .. v6.3).
-  rcu_users_inc,
-  // 156ed20d22ee (Dec 2022, v6.2 .. v6.3): acquire/release use usage
-  // (get_task_struct / put_task_struct); kptr_get and acquire_not_zero always
-  // return NULL; the union is still there.
-  usage_based,
-  // d02c48fa1139 + 22df776a9a86 + f85671c6ef46 (v6.4+): acquire is
-  // refcount_inc_not_zero(&rcu_users), release put_task_struct_rcu_user; a task
-  // read from a map slot under RCU may be acquired; the legacy kfuncs are gone;
-  // rcu_users has its own storage.
-  rcu_safe,
-  // rcu_safe plus bpf_task_release_dtor (v6.8) and bpf_task_from_vpid (v6.13).
-  current,
-};
-
-// rcu_users and the callback head shared storage before v6.4 (22df776a9a86).
-constexpr bool rcu_users_in_union(semantics_profile p) noexcept {
-  return p == semantics_profile::rcu_users_inc || p == semantics_profile::usage_based;
-}
-
-TASKLIFE_API std::string_view to_string(semantics_profile p) noexcept;
 
 struct kernel_config {
   std::string name = "kernel";
@@ -176,52 +173,6 @@ struct leaked_task {
   std::string holders;  // grouped by site when holders are tracked, else empty
 };
 
-// Holder tracking (kernel_config::track_holders).
-enum class holder_counter : std::uint8_t { usage, rcu_users };
-// Whose reference it is: the lifecycle's own three, or anyone else's.
-enum class holder_role : std::uint8_t { reaper, scheduler, rcu_users_group, other };
-struct holder_info {
-  std::uint64_t id;
-  holder_counter counter;
-  holder_role role;
-  std::string_view label;  // static text: "bpf_task_acquire", "get_task_struct", ...
-  std::source_location taken_at;
-};
-
-// A tracepoint: probes run synchronously at the point the kernel fires it. The
-// task argument is trusted in the BPF verifier's sense: valid for the probe's
-// duration. Probes may not attach or detach probes of the same tracepoint.
-class TASKLIFE_API tracepoint {
- public:
-  using probe = std::function<void(task_struct*)>;
-  explicit tracepoint(std::string name) : name_(std::move(name)) {}
-  const std::string& name() const noexcept { return name_; }
-  std::uint64_t attach(probe p);
-  bool detach(std::uint64_t id);
-  bool enabled() const noexcept { return enabled_.load(std::memory_order_acquire); }
-  void fire(task_struct* t) const {
-    if (enabled()) [[unlikely]] {
-      fire_slow(t);
-    }
-  }
-
- private:
-  struct entry {
-    std::uint64_t id;
-    probe fn;
-  };
-  void fire_slow(task_struct* t) const;
-
-  std::string name_;
-  // Acquire/release: pairs with attach/detach publishing the probe list.
-  std::atomic<bool> enabled_{false};
-  mutable std::mutex mutex_;
-  std::shared_ptr<const std::vector<entry>> probes_;  // copy-on-write, guarded by mutex_
-  std::uint64_t next_id_ = 1;                         // guarded by mutex_
-};
-
-class current_task_scope;
-
 class TASKLIFE_API kernel {
  public:
   explicit kernel(kernel_config config = {});
@@ -234,23 +185,26 @@ class TASKLIFE_API kernel {
   rcu_domain& rcu() noexcept { return *rcu_; }
   pid_namespace& init_pid_ns() noexcept { return *namespaces_.front(); }
   // A new namespace below `parent` (at most MAX_PID_NS_LEVEL deep); owned by the kernel.
-  pid_namespace& create_pid_namespace(pid_namespace& parent);
+  pid_namespace& create_pid_namespace(pid_namespace& parent) TASKLIFE_EXCLUDES(namespaces_mutex_);
 
-  // ---- lifecycle ----------------------------------------------------------------------
+  // ---- lifecycle (src/fork.cpp, src/exit.cpp) -------------------------------------------
   // copy_process + wake_up_new_task. parent == nullptr forks the first task of the
   // root namespace. The child becomes its namespace's child reaper if it is pid 1.
   fork_result fork(task_struct* parent, const clone_args& args = {},
-                   std::source_location where = std::source_location::current());
+                   std::source_location where = std::source_location::current())
+      TASKLIFE_EXCLUDES(tasklist_lock_);
   // do_exit: PF_EXITING, sched_process_exit, exit_notify, do_task_dead.
   void do_exit(task_struct* t, int code = 0,
-               std::source_location where = std::source_location::current());
+               std::source_location where = std::source_location::current())
+      TASKLIFE_EXCLUDES(tasklist_lock_);
   // The final context switch away from a TASK_DEAD task.
   void finish_task_switch(task_struct* prev,
                           std::source_location where = std::source_location::current());
   // The parent's wait: reaps a zombie. False if p is not a zombie (or another
   // waiter won the EXIT_ZOMBIE -> EXIT_DEAD race).
   bool wait_task_zombie(task_struct* p,
-                        std::source_location where = std::source_location::current());
+                        std::source_location where = std::source_location::current())
+      TASKLIFE_EXCLUDES(tasklist_lock_);
   // The whole death of a task, in the order its kind dies: do_exit, the final
   // switch, and the parent's reap unless the task was autoreaped (a thread, or
   // clone_args::autoreap), whose exit_notify released it already. Whether to reap
@@ -261,118 +215,98 @@ class TASKLIFE_API kernel {
   bool retire(task_struct* t, int code = 0,
               std::source_location where = std::source_location::current());
 
-  // ---- current ------------------------------------------------------------------------
+  // ---- current (current.hpp) -------------------------------------------------------------
   current_task_scope run_as(task_struct* t,
                             std::source_location where = std::source_location::current());
 
-  // ---- tracepoints --------------------------------------------------------------------
+  // ---- tracepoints (tracepoint.hpp) ------------------------------------------------------
   tracepoint& task_newtask() noexcept { return task_newtask_; }
   tracepoint& sched_process_exit() noexcept { return sched_process_exit_; }
   tracepoint& sched_process_free() noexcept { return sched_process_free_; }
 
-  // ---- history ------------------------------------------------------------------------
+  // ---- history (history.hpp) -------------------------------------------------------------
   void trace_task(task_struct* t, bool on = true) noexcept;
   std::vector<task_event> events() const;                        // every recorded event
   std::vector<task_event> history(std::uint64_t task_id) const;  // one task's
   std::vector<task_event> history(const task_struct* t) const { return history(t->priv.id); }
   void set_event_listener(std::function<void(const task_event&)> listener);
-  // Records an event for a traced task (used by the layers above: kfuncs), with
-  // the counters as they are now, or as given (when the caller knows better:
-  // after a decrement the task may already be gone).
-  void record(task_struct* t, task_event_kind kind, std::string_view detail,
-              std::source_location where);
-  void record(task_struct* t, task_event_kind kind, unsigned int usage, unsigned int rcu_users,
-              std::string_view detail, std::source_location where);
 
-  // ---- accounting and teardown ---------------------------------------------------------
-  kernel_stats stats() const noexcept;
-  // Tasks allocated and not yet freed, with their counters.
-  std::vector<leaked_task> allocated_tasks() const;
-  // The same, with each task's holders grouped by site (when tracked).
-  std::vector<leaked_task> allocated_tasks_with_holders() const;
-  // Drains RCU callbacks (chains included), reports and frees every task that was
-  // never freed, empties the quarantine. Idempotent; the destructor calls it.
-  std::vector<leaked_task> shutdown();
-
-  // ---- holder tracking ------------------------------------------------------------------
+  // ---- holders (holders.hpp) -------------------------------------------------------------
   // The live holders of t's references (empty unless holders are tracked).
   std::vector<holder_info> holders(const task_struct* t) const;
   // As ref_tracker_dir_print: "usage has 1/2 users at get_task_struct (file:line)", ...
   std::string format_holders(const task_struct* t) const;
-  // Used by the lifetime functions and kfuncs; no-ops for untracked tasks.
-  void track_get(task_struct* t, holder_counter counter, holder_role role, std::string_view label,
-                 std::source_location where);
-  // False when there is no live holder to release (a double release): reported,
-  // and the caller must not carry out the put.
-  bool track_put(task_struct* t, holder_counter counter, holder_role role, std::string_view op,
-                 std::source_location where);
+
+  // ---- accounting and teardown -------------------------------------------------------------
+  kernel_stats stats() const noexcept;
+  // Tasks allocated and not yet freed, with their counters.
+  std::vector<leaked_task> allocated_tasks() const TASKLIFE_EXCLUDES(tasklist_lock_);
+  // The same, with each task's holders grouped by site (when tracked).
+  std::vector<leaked_task> allocated_tasks_with_holders() const TASKLIFE_EXCLUDES(tasklist_lock_);
+  // Drains RCU callbacks (chains included), reports and frees every task that was
+  // never freed, empties the quarantine. Idempotent; the destructor calls it.
+  std::vector<leaked_task> shutdown() TASKLIFE_EXCLUDES(tasklist_lock_);
 
   // Is `t` a task of this kernel that has not been freed? (walks the task list)
-  bool owns_live_task(const task_struct* t) const;
+  bool owns_live_task(const task_struct* t) const TASKLIFE_EXCLUDES(tasklist_lock_);
   // Is `t` a task this kernel allocated whose memory it still holds (live, or
   // freed and in quarantine)? Never dereferences `t`. Checked builds keep the
   // registry; with TASKLIFE_CHECKS=none this only tests for NULL.
   bool knows_task(const task_struct* t) const;
 
-  // ---- internal: called by task.cpp's lifetime functions --------------------------------
-  void on_rcu_users_zero(task_struct* t, std::source_location where);
-  void on_delayed_put(task_struct* t);
-  void free_task(task_struct* t, std::source_location where, bool fork_failure);
-
  private:
+  friend struct detail::kernel_access;
   friend class current_task_scope;
-  void release_task(task_struct* p, std::source_location where);
-  void exit_notify(task_struct* t, std::source_location where);
-  void forget_children(task_struct* t);  // reparent to the child reaper, under tasklist_lock
-  void list_add(task_struct* t);
-  void list_del(task_struct* t);
-  void quarantine(task_struct* t);
-  void emit(const task_event& e);
+
+  // The hooks the layers above reach through detail::kernel_access.
+  void on_rcu_users_zero(task_struct* t, std::source_location where)
+      TASKLIFE_EXCLUDES(union_mutex_);
+  void on_delayed_put(task_struct* t) TASKLIFE_EXCLUDES(union_mutex_);
+  void free_task(task_struct* t, std::source_location where, bool fork_failure)
+      TASKLIFE_EXCLUDES(tasklist_lock_);
+  void record(task_struct* t, task_event_kind kind, unsigned int usage, unsigned int rcu_users,
+              std::string_view detail, std::source_location where);
+  void track_get(task_struct* t, holder_counter counter, holder_role role, std::string_view label,
+                 std::source_location where);
+  bool track_put(task_struct* t, holder_counter counter, holder_role role, std::string_view op,
+                 std::source_location where);
+
+  // The lifecycle's own steps (src/fork.cpp, src/exit.cpp).
+  fork_result fail_fork(task_struct* t, int error, std::source_location where);
+  bool alloc_pids(task_struct* t, pid_namespace* ns);
+  void release_task(task_struct* p, std::source_location where) TASKLIFE_EXCLUDES(tasklist_lock_);
+  void exit_notify(task_struct* t, std::source_location where) TASKLIFE_EXCLUDES(tasklist_lock_);
+  // Reparents t's children to the child reaper.
+  void forget_children(task_struct* t) TASKLIFE_REQUIRES(tasklist_lock_);
+  void list_add(task_struct* t) TASKLIFE_REQUIRES(tasklist_lock_);
+  void list_del(task_struct* t) TASKLIFE_REQUIRES(tasklist_lock_);
 
   kernel_config config_;
   std::unique_ptr<rcu_domain> rcu_;
-  std::deque<std::unique_ptr<pid_namespace>> namespaces_;  // front: init_pid_ns
-  std::mutex namespaces_mutex_;
+  mutable detail::mutex namespaces_mutex_;
+  // front: init_pid_ns. Created under namespaces_mutex_; a deque never moves them.
+  std::deque<std::unique_ptr<pid_namespace>> namespaces_;
 
-  mutable std::mutex tasklist_lock_;  // the task list, parent/children links
-  task_struct* tasks_ = nullptr;      // guarded by tasklist_lock_
-
-  struct holder_entry {
-    holder_info info;
-    bool live;
-    std::source_location dropped_at;
-  };
-  mutable std::mutex holders_mutex_;
-  std::unordered_map<const task_struct*, std::vector<holder_entry>> holders_;  // guarded
-  std::atomic<std::uint64_t> next_holder_id_{1};
-
-  mutable std::mutex known_mutex_;
-  std::unordered_set<const task_struct*> known_;  // guarded by known_mutex_ (checked builds)
-  void forget_task(task_struct* t) noexcept;      // out of known_, then delete
-
-  std::mutex quarantine_mutex_;
-  task_struct* quarantine_head_ = nullptr;  // oldest; guarded by quarantine_mutex_
-  task_struct* quarantine_tail_ = nullptr;
-  std::size_t quarantine_size_ = 0;
+  // The task list and parent/children links (the kernel's tasklist_lock).
+  mutable detail::mutex tasklist_lock_;
+  task_struct* tasks_ TASKLIFE_GUARDED_BY(tasklist_lock_) = nullptr;
 
   // rcu_users_in_union profiles: the last task whose callback is queued, standing
   // for the tail of the kernel's per-CPU callback list (see on_rcu_users_zero).
-  std::mutex union_mutex_;
-  task_struct* union_tail_ = nullptr;  // guarded by union_mutex_
+  detail::mutex union_mutex_;
+  task_struct* union_tail_ TASKLIFE_GUARDED_BY(union_mutex_) = nullptr;
 
+  // The parts.
+  const std::unique_ptr<detail::event_log> log_;
+  const std::unique_ptr<detail::holder_tracker> holders_;
+  const std::unique_ptr<detail::task_quarantine> quarantine_;
   tracepoint task_newtask_{"task_newtask"};
   tracepoint sched_process_exit_{"sched_process_exit"};
   tracepoint sched_process_free_{"sched_process_free"};
 
-  mutable std::mutex history_mutex_;
-  std::deque<task_event> events_;  // guarded by history_mutex_
-  std::function<void(const task_event&)> listener_;
-  std::uint64_t event_seq_ = 0;
-
-  const std::chrono::steady_clock::time_point epoch_ = std::chrono::steady_clock::now();
+  // Relaxed: ids only need to be unique.
   std::atomic<std::uint64_t> next_id_{1};
 
- public:
   // Has any task of this kernel ever been traced or holder-tracked? Once true it
   // stays true. The kfuncs' inline fast paths test this instead of the task's own
   // flags, which share the counters' cache line: a read of a contended counter's
@@ -381,10 +315,7 @@ class TASKLIFE_API kernel {
   // Written (release) before the traced task is published; the fast paths read it
   // relaxed after an operation that synchronises with that publication: the
   // caller's own acquisition of the task, or bpf_task_from_pid's acquire load of
-  // the pid table (which re-tests the flag after it).
-  bool any_task_slow() const noexcept { return any_task_slow_.load(std::memory_order_relaxed); }
-
- private:
+  // the pid table (which re-tests the task's flags after it).
   alignas(64) std::atomic<bool> any_task_slow_{false};
   char any_task_slow_pad_[63] = {};
   // Statistics: relaxed.
@@ -399,50 +330,48 @@ class TASKLIFE_API kernel {
 };
 
 namespace detail {
-class prog_run;
-// What the calling thread is: current, its kernel and that kernel's semantics
-// profile (set by current_task_scope), and the program run it is inside (set by
-// bpf_prog::run; prog.hpp). One thread-local line the kfuncs' inline fast paths
-// read; nothing else touches it.
-struct current_context {
-  task_struct* task;
-  kernel* owner;
-  semantics_profile profile;
-  prog_run* run;
-  rcu_domain* rcu;         // owner->rcu(), for the kfuncs' inline fast paths
-  pid_namespace* init_ns;  // &owner->init_pid_ns()
-  // init_ns's table and pid_max: bpf_task_from_pid's dependent chain before its
-  // first cache miss is then the thread-local line and the table entry.
-  const std::atomic<task_struct*>* init_table;
-  int init_pid_max;
+
+// The door to the kernel's internal hooks, for tasklife's own layers (the
+// lifetime functions of task.hpp, the kfuncs, the programs); not for users.
+struct kernel_access {
+  // rcu_users reached 0: call_rcu(delayed_put_task_struct).
+  static void on_rcu_users_zero(kernel& k, task_struct* t, std::source_location where) {
+    k.on_rcu_users_zero(t, where);
+  }
+  // delayed_put_task_struct's first half: the grace period is over.
+  static void on_delayed_put(kernel& k, task_struct* t) { k.on_delayed_put(t); }
+  // __put_task_struct's free (or a failed fork's).
+  static void free_task(kernel& k, task_struct* t, std::source_location where, bool fork_failure) {
+    k.free_task(t, where, fork_failure);
+  }
+  // Records an event for a traced task, with the counters as given (the caller
+  // knows better: after a decrement the task may already be gone) or as they are.
+  static void record(kernel& k, task_struct* t, task_event_kind kind, unsigned usage,
+                     unsigned rcu_users, std::string_view detail, std::source_location where) {
+    k.record(t, kind, usage, rcu_users, detail, where);
+  }
+  static void record_now(kernel& k, task_struct* t, task_event_kind kind, std::string_view detail,
+                         std::source_location where) {
+    if (t->traced.load(std::memory_order_relaxed)) {
+      k.record(t, kind, refcount_read(&t->usage), refcount_read(&t->rcu_users), detail, where);
+    }
+  }
+  // Holder tracking; no-ops for untracked tasks. track_put is false for a release
+  // without a live holder (reported): the caller must not carry out the put.
+  static void track_get(kernel& k, task_struct* t, holder_counter counter, holder_role role,
+                        std::string_view label, std::source_location where) {
+    k.track_get(t, counter, role, label, where);
+  }
+  static bool track_put(kernel& k, task_struct* t, holder_counter counter, holder_role role,
+                        std::string_view op, std::source_location where) {
+    return k.track_put(t, counter, role, op, where);
+  }
+  // See kernel::any_task_slow_.
+  static bool any_task_slow(const kernel& k) noexcept {
+    return k.any_task_slow_.load(std::memory_order_relaxed);
+  }
 };
-TASKLIFE_API extern constinit thread_local current_context tls_ctx;
+
 }  // namespace detail
-
-// The task this thread runs as, or nullptr: the kernel's `current`.
-TASKLIFE_API task_struct* get_current() noexcept;
-
-// RAII: while alive, the calling thread runs as `t` (get_current() == t) and is
-// registered with t's kernel's RCU domain. Nests; restores the previous current.
-class TASKLIFE_API current_task_scope {
- public:
-  current_task_scope(task_struct* t, std::source_location where = std::source_location::current());
-  ~current_task_scope();
-  current_task_scope(const current_task_scope&) = delete;
-  current_task_scope& operator=(const current_task_scope&) = delete;
-  current_task_scope(current_task_scope&&) = delete;
-  current_task_scope& operator=(current_task_scope&&) = delete;
-
-  task_struct* task() const noexcept { return task_; }
-
- private:
-  task_struct* task_;
-  kernel* kernel_;
-  // The thread's context before this scope (all but the program run, which is
-  // bpf_prog::run's): restored as it was, never recomputed from tasks that may
-  // have been freed meanwhile.
-  detail::current_context saved_;
-  rcu_thread_registration registration_;
-};
 
 }  // namespace tasklife

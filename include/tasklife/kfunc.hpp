@@ -29,7 +29,9 @@
 //   each profile (what the verifier of that kernel demanded).
 //
 // Members
-//   KF_* flags, kfunc_id, kfunc_flags(), kfunc_exists(), to_string(kfunc_id)
+//   KF_* flags, kfunc_id, prog_type, kfunc_arg, kfunc_info and the table kfuncs[]
+//   (one row per kfunc), info(id), to_string(id), kfunc_exists(), kfunc_flags(),
+//   kfunc_returns_maybe_null(), kfunc_allowed()
 //   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run)
 //
 // Context
@@ -55,7 +57,11 @@
 //   slot and with the acquire load of a slot read (kptr::get).
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <source_location>
 #include <string_view>
 #include <sys/types.h>
@@ -90,13 +96,184 @@ enum class kfunc_id : std::uint8_t {
   bpf_rcu_read_unlock,
   bpf_get_current_task_btf,
 };
-inline constexpr int kfunc_id_count = 11;
 
-TASKLIFE_API std::string_view to_string(kfunc_id id) noexcept;
+// BPF_PROG_TYPE_* as far as the task kfuncs care: the kernel registers each kfunc
+// set for program types (register_btf_kfunc_id_set), so a kfunc's row says which.
+enum class prog_type : std::uint8_t {
+  tracing,     // tp_btf/..., fentry/..., fexit/...: non-sleepable
+  lsm,         // lsm/...: non-sleepable here
+  struct_ops,  // struct_ops/...
+  syscall,     // run directly (bpf_prog_test_run): sleepable
+  kprobe,
+  kretprobe,
+};
+inline constexpr std::size_t prog_type_count = 6;
+TASKLIFE_API std::string_view to_string(prog_type t) noexcept;
+
+// What a kfunc's task argument is, which decides what the verifier accepts there.
+enum class kfunc_arg : std::uint8_t {
+  none,     // no task argument
+  acquire,  // KF_RCU (or KF_TRUSTED_ARGS in the early profiles): a trusted or RCU pointer
+  release,  // KF_RELEASE: a referenced pointer, consumed
+  xchg_in,  // bpf_kptr_xchg's second argument (OBJ_RELEASE): referenced or NULL, moved
+};
+
+// A kfunc in one profile: whether it exists there, and its KF_* flags.
+struct kfunc_in_profile {
+  bool exists;
+  std::uint32_t flags;
+};
+
+// One row per kfunc: the kernel's BTF_ID_FLAGS(func, name, flags) line, for every
+// profile, plus what tasklife's checker needs to know about it.
+struct kfunc_info {
+  kfunc_id id;
+  std::string_view name;
+  // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current.
+  std::array<kfunc_in_profile, semantics_profile_count> in_profile;
+  // Bit i: prog_type i may call it (the kfunc set's registered program types).
+  std::uint8_t prog_types;
+  kfunc_arg task_arg;
+  // Returns a pointer the verifier treats as possibly NULL although no KF_RET_NULL
+  // says so (a helper: bpf_kptr_xchg's old value).
+  bool helper_ret_maybe_null;
+};
+
+namespace detail {
+inline constexpr kfunc_in_profile kf_absent{false, 0};
+constexpr kfunc_in_profile kf(std::uint32_t flags) noexcept {
+  return {true, flags};
+}
+constexpr std::uint8_t prog_types_of(std::initializer_list<prog_type> types) noexcept {
+  std::uint8_t bits = 0;
+  for (const prog_type t : types) {
+    bits = static_cast<std::uint8_t>(bits | (1U << static_cast<unsigned>(t)));
+  }
+  return bits;
+}
+// The task kfuncs' set: BTF_KFUNC_HOOK_TRACING (tracing and lsm), struct_ops, syscall.
+inline constexpr std::uint8_t task_kfunc_prog_types =
+    prog_types_of({prog_type::tracing, prog_type::lsm, prog_type::struct_ops, prog_type::syscall});
+// Common kfuncs and base helpers: every program type.
+inline constexpr std::uint8_t every_prog_type = (1U << prog_type_count) - 1U;
+}  // namespace detail
+
+// The kfunc table (kernel/bpf/helpers.c through its history; docs/kernel.md §5).
+// Adding a kfunc: a kfunc_id, a row here, its body in src/kfunc.cpp (CONTRIBUTING.md).
+inline constexpr kfunc_info kfuncs[] = {
+    {kfunc_id::bpf_task_acquire,
+     "bpf_task_acquire",
+     {detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS), detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
+      detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::acquire,
+     false},
+    {kfunc_id::bpf_task_release,
+     "bpf_task_release",
+     {detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
+      detail::kf(KF_RELEASE)},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::release,
+     false},
+    {kfunc_id::bpf_task_release_dtor,
+     "bpf_task_release_dtor",
+     {detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::none,
+     false},
+    {kfunc_id::bpf_task_from_pid,
+     "bpf_task_from_pid",
+     {detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
+      detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL)},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::none,
+     false},
+    {kfunc_id::bpf_task_from_vpid,
+     "bpf_task_from_vpid",
+     {detail::kf_absent, detail::kf_absent, detail::kf_absent,
+      detail::kf(KF_ACQUIRE | KF_RET_NULL)},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::none,
+     false},
+    {kfunc_id::bpf_task_kptr_get,
+     "bpf_task_kptr_get",
+     {detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
+      detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent, detail::kf_absent},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::none,
+     false},
+    {kfunc_id::bpf_task_acquire_not_zero,
+     "bpf_task_acquire_not_zero",
+     {detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
+      detail::kf_absent, detail::kf_absent},
+     detail::task_kfunc_prog_types,
+     kfunc_arg::acquire,
+     false},
+    {kfunc_id::bpf_kptr_xchg,
+     "bpf_kptr_xchg",
+     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
+     detail::every_prog_type,
+     kfunc_arg::xchg_in,
+     true},
+    {kfunc_id::bpf_rcu_read_lock,
+     "bpf_rcu_read_lock",
+     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
+     detail::every_prog_type,
+     kfunc_arg::none,
+     false},
+    {kfunc_id::bpf_rcu_read_unlock,
+     "bpf_rcu_read_unlock",
+     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
+     detail::every_prog_type,
+     kfunc_arg::none,
+     false},
+    // A tracing helper, which syscall programs fall back to as well.
+    {kfunc_id::bpf_get_current_task_btf,
+     "bpf_get_current_task_btf",
+     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
+     detail::every_prog_type,
+     kfunc_arg::none,
+     false},
+};
+inline constexpr std::size_t kfunc_id_count = std::size(kfuncs);
+
+namespace detail {
+constexpr bool kfunc_table_in_enum_order() {
+  for (std::size_t i = 0; i < kfunc_id_count; ++i) {
+    if (static_cast<std::size_t>(kfuncs[i].id) != i) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace detail
+static_assert(detail::kfunc_table_in_enum_order(),
+              "kfuncs[] must have one row per kfunc_id, in the enum's order");
+static_assert(static_cast<std::size_t>(kfunc_id::bpf_get_current_task_btf) + 1 == kfunc_id_count,
+              "a kfunc_id without a row in kfuncs[]");
+
+constexpr const kfunc_info& info(kfunc_id id) noexcept {
+  return kfuncs[static_cast<std::size_t>(id)];
+}
+constexpr std::string_view to_string(kfunc_id id) noexcept {
+  return info(id).name;
+}
 // Whether the kfunc exists in the profile.
-TASKLIFE_API bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept;
+constexpr bool kfunc_exists(semantics_profile profile, kfunc_id id) noexcept {
+  return info(id).in_profile[static_cast<std::size_t>(profile)].exists;
+}
 // Its KF_* flags there (0 for helpers such as bpf_kptr_xchg, and for absent ones).
-TASKLIFE_API std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept;
+constexpr std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) noexcept {
+  return info(id).in_profile[static_cast<std::size_t>(profile)].flags;
+}
+// Whether the verifier of that kernel treats the kfunc's result as possibly NULL.
+constexpr bool kfunc_returns_maybe_null(semantics_profile profile, kfunc_id id) noexcept {
+  return (kfunc_flags(profile, id) & KF_RET_NULL) != 0 || info(id).helper_ret_maybe_null;
+}
+// Whether a program type may call the kfunc.
+constexpr bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
+  return (info(id).prog_types & (1U << static_cast<unsigned>(type))) != 0;
+}
 
 /**
  * bpf_task_acquire - acquire a reference to a task
@@ -106,7 +283,7 @@ TASKLIFE_API std::uint32_t kfunc_flags(semantics_profile profile, kfunc_id id) n
  *   task is dying (rcu_users already 0). KF_ACQUIRE | KF_RCU | KF_RET_NULL.
  * usage_based: get_task_struct(p); p. KF_ACQUIRE | KF_TRUSTED_ARGS.
  * rcu_users_inc: refcount_inc(&p->rcu_users); p, never NULL — from 0 this is the
- *   ADD_UAF warning and the task is freed under the caller (section 2.5).
+ *   ADD_UAF warning and the task is freed under the caller (docs/kernel.md §3).
  */
 inline task_struct* bpf_task_acquire(task_struct* p,
                                      std::source_location where = std::source_location::current());
@@ -196,8 +373,8 @@ TASKLIFE_API task_struct* bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struc
                                              std::source_location where);
 
 inline bool kfunc_fast(const current_context& ctx) noexcept {
-  return ctx.run == nullptr && ctx.owner != nullptr && ctx.profile >= semantics_profile::rcu_safe &&
-         !ctx.owner->any_task_slow();
+  return ctx.run == nullptr && ctx.owner != nullptr && ctx.inline_fast_path &&
+         !kernel_access::any_task_slow(*ctx.owner);
 }
 }  // namespace detail
 
@@ -214,7 +391,8 @@ inline void bpf_task_release(task_struct* p, std::source_location where) {
   if constexpr (!contract_checks_enabled) {
     if (detail::kfunc_fast(detail::tls_ctx)) [[likely]] {
       if (refcount_dec_and_test(&p->rcu_users, where)) {
-        task_kernel(p).on_rcu_users_zero(p, where);  // put_task_struct_rcu_user's last drop
+        detail::kernel_access::on_rcu_users_zero(task_kernel(p), p,
+                                                 where);  // put_task_struct_rcu_user's last drop
       }
       return;
     }
@@ -227,7 +405,7 @@ inline task_struct* bpf_task_from_pid(std::int32_t pid, std::source_location whe
     const detail::current_context& ctx = detail::tls_ctx;
     if (detail::kfunc_fast(ctx)) [[likely]] {
       const rcu_read_guard guard(*ctx.rcu);
-      task_struct* p = pid_namespace::lookup(ctx.init_table, ctx.init_pid_max, pid);
+      task_struct* p = ctx.init_lookup.find(pid);
       if (p == nullptr) {
         return nullptr;
       }

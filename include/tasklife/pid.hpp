@@ -14,11 +14,12 @@
 //   entries are atomic task pointers. Lookup is two loads, no lock: on the 2-core
 //   dev machine an RCU-protected array indexed by pid measured fastest, ahead of
 //   a shared_mutex + unordered_map, itself ~3x ahead of liburcu's rculfhash at
-//   100k entries (liburcu notes, 2.6). Allocation and freeing of numbers take a
+//   100k entries (docs/benchmarks.md). Allocation and freeing of numbers take a
 //   per-namespace mutex.
 //
 // Members
 //   pid_namespace                     level, parent, pid_max, find_task, counts
+//   detail::pid_lookup                a namespace's lookup, cached by the kfuncs' context
 //   find_task_by_pid_ns(nr, ns)       the task numbered nr in ns, or nullptr (RCU held)
 //   find_task_by_vpid(nr)             the same in current's namespace
 //   task_active_pid_ns(t)             the namespace t was created in (its deepest level)
@@ -44,13 +45,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <source_location>
 #include <sys/types.h>
 #include <vector>
 
 #include <tasklife/export.hpp>
 #include <tasklife/task.hpp>
+#include <tasklife/thread_safety.hpp>
 
 namespace tasklife {
 
@@ -58,6 +59,33 @@ inline constexpr int PID_MAX_DEFAULT = 0x8000;  // 32768
 inline constexpr int PID_MAX_LIMIT = 4 * 1024 * 1024;
 inline constexpr int RESERVED_PIDS = 300;
 inline constexpr unsigned int MAX_PID_NS_LEVEL = 32;
+
+class pid_namespace;
+
+namespace detail {
+// A namespace's lookup with its two fields already in hand: what find_task reads,
+// for the one caller that caches it (the kfuncs' thread-local context, so that
+// bpf_task_from_pid's dependent chain before its first cache miss is the
+// thread-local line and the table entry). Only this header knows what is inside.
+class pid_lookup {
+ public:
+  constexpr pid_lookup() noexcept = default;
+  explicit pid_lookup(const pid_namespace& ns) noexcept;
+  // find_task without the RCU check: the caller holds the read lock.
+  task_struct* find(pid_t nr) const noexcept {
+    if (nr <= 0 || nr > pid_max_) {
+      return nullptr;
+    }
+    // Acquire pairs with the release in pid_namespace::hash(): the task is seen
+    // fully initialised.
+    return table_[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
+  }
+
+ private:
+  const std::atomic<task_struct*>* table_ = nullptr;
+  int pid_max_ = 0;
+};
+}  // namespace detail
 
 class TASKLIFE_API pid_namespace {
  public:
@@ -78,23 +106,7 @@ class TASKLIFE_API pid_namespace {
     if constexpr (contract_checks_enabled) {
       check_rcu_held(nr, where);
     }
-    if (nr <= 0 || nr > pid_max_) {
-      return nullptr;
-    }
-    // Acquire pairs with the release in hash(): the task is seen fully initialised.
-    return table_[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
-  }
-
-  // The table itself, for callers that cache it (the kfuncs' thread-local context):
-  // find_task's lookup with the namespace's two fields already in hand.
-  const std::atomic<task_struct*>* table() const noexcept { return table_.get(); }
-  static task_struct* lookup(const std::atomic<task_struct*>* table, int pid_max,
-                             pid_t nr) noexcept {
-    if (nr <= 0 || nr > pid_max) {
-      return nullptr;
-    }
-    // Acquire pairs with the release in hash().
-    return table[static_cast<std::size_t>(nr)].load(std::memory_order_acquire);
+    return detail::pid_lookup(*this).find(nr);
   }
 
   std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
@@ -126,11 +138,16 @@ class TASKLIFE_API pid_namespace {
   std::atomic<std::size_t> nr_hashed_{0};               // relaxed: a statistic
   std::atomic<task_struct*> child_reaper_{nullptr};
 
-  mutable std::mutex alloc_mutex_;
-  std::vector<std::uint64_t> allocated_;  // bitmap, guarded by alloc_mutex_
-  std::size_t nr_allocated_ = 0;          // guarded by alloc_mutex_
-  pid_t last_pid_ = 0;                    // guarded by alloc_mutex_
+  mutable detail::mutex alloc_mutex_;
+  std::vector<std::uint64_t> allocated_ TASKLIFE_GUARDED_BY(alloc_mutex_);  // bitmap
+  std::size_t nr_allocated_ TASKLIFE_GUARDED_BY(alloc_mutex_) = 0;
+  pid_t last_pid_ TASKLIFE_GUARDED_BY(alloc_mutex_) = 0;
+
+  friend class detail::pid_lookup;
 };
+
+inline detail::pid_lookup::pid_lookup(const pid_namespace& ns) noexcept
+    : table_(ns.table_.get()), pid_max_(ns.pid_max_) {}
 
 // find_task_by_pid_ns: the task numbered nr in ns; the caller holds the RCU read lock.
 TASKLIFE_API task_struct* find_task_by_pid_ns(

@@ -82,22 +82,6 @@
 
 namespace tasklife {
 
-// BPF_PROG_TYPE_* as far as the task kfuncs care.
-enum class prog_type : std::uint8_t {
-  tracing,     // tp_btf/..., fentry/..., fexit/...: non-sleepable
-  lsm,         // lsm/...: non-sleepable here
-  struct_ops,  // struct_ops/...
-  syscall,     // run directly (bpf_prog_test_run): sleepable
-  kprobe,
-  kretprobe,
-};
-TASKLIFE_API std::string_view to_string(prog_type t) noexcept;
-
-// Whether a program type may call the kfunc: the task kfuncs are registered for
-// the tracing hook (tracing and lsm), struct_ops and syscall, not for kprobes;
-// bpf_rcu_read_lock/unlock for every type; bpf_kptr_xchg is a base helper.
-TASKLIFE_API bool kfunc_allowed(prog_type type, kfunc_id id) noexcept;
-
 enum class violation_kind : std::uint8_t {
   unreleased_ref,
   null_arg,

@@ -45,7 +45,7 @@
 //   rcu_users reaches 0 is additionally ordered after every RCU reader by the
 //   grace period (rcu.hpp). flags, exit_state and state are atomics: written with
 //   release by the lifecycle operation that changes them and read with acquire by
-//   whoever decides on them (pairs named where they are written, src/kernel.cpp).
+//   whoever decides on them (pairs named where they are written, src/fork.cpp and src/exit.cpp).
 #pragma once
 
 #include <atomic>

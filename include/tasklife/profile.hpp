@@ -1,0 +1,110 @@
+// tasklife/profile.hpp — the kernel's history of the BPF task kfuncs, as
+// selectable semantics profiles.
+//
+// What it is
+//   A profile is one era of kernel/bpf/helpers.c and the task_struct layout under
+//   it (kernel_config::profile picks one per kernel instance). Each profile is one
+//   row of `semantics_profiles`: its name, the commits that define it, and the
+//   capabilities the code asks about by name — never by the enum's order:
+//
+//   | profile       | era                                   | acquire takes              |
+//   |---------------|---------------------------------------|----------------------------|
+//   | rcu_users_inc | 90660309b0c7 (Nov 2022)               | refcount_inc(&rcu_users)   |
+//   | usage_based   | 156ed20d22ee (Dec 2022, v6.2 .. v6.3) | get_task_struct (usage)    |
+//   | rcu_safe      | d02c48fa1139, 22df776a9a86,           | refcount_inc_not_zero(     |
+//   |               | f85671c6ef46 (v6.4+)                  |   &rcu_users)              |
+//   | current       | rcu_safe + bpf_task_release_dtor      | refcount_inc_not_zero(     |
+//   |               | (v6.8) + bpf_task_from_vpid (v6.13)   |   &rcu_users)              |
+//
+//   Which kfuncs exist in a profile and with which KF_* flags is the kfunc table's
+//   business (kfunc.hpp), one row per kfunc.
+//
+// Members
+//   semantics_profile, semantics_profile_count, acquire_style, profile_info,
+//   semantics_profiles, info(profile), to_string(profile), rcu_users_in_union
+//
+// Lifetime
+//   Constants.
+//
+// Memory ordering
+//   None: constant data.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <string_view>
+
+namespace tasklife {
+
+enum class semantics_profile : std::uint8_t {
+  rcu_users_inc,
+  usage_based,
+  rcu_safe,
+  current,
+};
+inline constexpr std::size_t semantics_profile_count = 4;
+
+// What bpf_task_acquire does to take its reference.
+enum class acquire_style : std::uint8_t {
+  rcu_users_inc,          // refcount_inc(&rcu_users): from 0, ADD_UAF and the task dies anyway
+  usage_inc,              // get_task_struct: usage +1; release is put_task_struct
+  rcu_users_inc_not_zero  // refcount_inc_not_zero(&rcu_users): NULL for a dying task
+};
+
+struct profile_info {
+  semantics_profile profile;
+  std::string_view name;
+  std::string_view commits;  // what defines the profile, for reports and docs
+  acquire_style acquire;
+  // rcu_users shares its storage with the RCU callback head (v5.4 .. v6.3, until
+  // 22df776a9a86): a queued callback's `next` pointer overwrites it.
+  bool rcu_users_in_union;
+  // bpf_task_from_pid passes the acquire's result on (3f0e6f2b41d3 ignored it).
+  bool from_pid_checks_acquire;
+  // bpf_task_release(NULL) returns at once ("if (!p) return;", before KF_RELEASE
+  // arguments became trusted in 2023); later a NULL is the verifier's error.
+  bool release_null_safe;
+  // The kfuncs are the kernel's bodies with nothing around them when no check is
+  // watching: acquire is inc_not_zero on rcu_users, release put_task_struct_rcu_user.
+  // Such profiles may take kfunc.hpp's inline fast paths.
+  bool inline_fast_path;
+};
+
+inline constexpr profile_info semantics_profiles[] = {
+    {semantics_profile::rcu_users_inc, "rcu_users_inc", "90660309b0c7 (Nov 2022)",
+     acquire_style::rcu_users_inc, true, false, true, false},
+    {semantics_profile::usage_based, "usage_based", "156ed20d22ee (Dec 2022, v6.2)",
+     acquire_style::usage_inc, true, true, true, false},
+    {semantics_profile::rcu_safe, "rcu_safe", "d02c48fa1139 + 22df776a9a86 + f85671c6ef46 (v6.4)",
+     acquire_style::rcu_users_inc_not_zero, false, true, false, true},
+    {semantics_profile::current, "current",
+     "rcu_safe + bpf_task_release_dtor (v6.8) + bpf_task_from_vpid (v6.13)",
+     acquire_style::rcu_users_inc_not_zero, false, true, false, true},
+};
+static_assert(std::size(semantics_profiles) == semantics_profile_count);
+
+constexpr const profile_info& info(semantics_profile p) noexcept {
+  return semantics_profiles[static_cast<std::size_t>(p)];
+}
+
+namespace detail {
+constexpr bool profile_table_in_enum_order() {
+  for (std::size_t i = 0; i < semantics_profile_count; ++i) {
+    if (static_cast<std::size_t>(semantics_profiles[i].profile) != i) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(profile_table_in_enum_order(), "semantics_profiles must list the profiles in order");
+}  // namespace detail
+
+constexpr std::string_view to_string(semantics_profile p) noexcept {
+  return info(p).name;
+}
+constexpr bool rcu_users_in_union(semantics_profile p) noexcept {
+  return info(p).rcu_users_in_union;
+}
+
+}  // namespace tasklife
