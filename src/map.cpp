@@ -2,7 +2,6 @@
 // kptr slot can be validated without dereferencing it.
 #include <cstdint>
 #include <map>
-#include <shared_mutex>
 #include <string>
 
 #include <fmt/format.h>
@@ -17,25 +16,25 @@ struct region {
   std::string what;
 };
 
-std::shared_mutex g_mutex;
-std::map<std::uintptr_t, region> g_regions;  // by start address; guarded by g_mutex
+shared_mutex g_mutex;
+std::map<std::uintptr_t, region> g_regions TASKLIFE_GUARDED_BY(g_mutex);  // by start address
 
 }  // namespace
 
 void register_kptr_region(const void* begin, std::size_t size, std::string_view what) {
-  const std::unique_lock lock(g_mutex);
+  const lock_guard lock(g_mutex);
   g_regions.insert_or_assign(reinterpret_cast<std::uintptr_t>(begin),
                              region{size, std::string(what)});
 }
 
 void unregister_kptr_region(const void* begin) noexcept {
-  const std::unique_lock lock(g_mutex);
+  const lock_guard lock(g_mutex);
   g_regions.erase(reinterpret_cast<std::uintptr_t>(begin));
 }
 
 bool kptr_region_contains(const void* p, std::size_t size) noexcept {
   const auto addr = reinterpret_cast<std::uintptr_t>(p);
-  const std::shared_lock lock(g_mutex);
+  const shared_lock lock(g_mutex);
   auto it = g_regions.upper_bound(addr);
   if (it == g_regions.begin()) {
     return false;
@@ -64,7 +63,7 @@ bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
 
 bool check_local_object(const void* obj, std::string_view op, std::source_location where) {
   {
-    const std::shared_lock lock(g_mutex);
+    const shared_lock lock(g_mutex);
     const auto it = g_regions.find(reinterpret_cast<std::uintptr_t>(obj));
     if (it != g_regions.end() && it->second.what == "local object") {
       return true;

@@ -48,6 +48,11 @@ std::size_t pid_namespace::nr_allocated() const {
   return nr_allocated_;
 }
 
+bool pid_namespace::is_free(pid_t nr) const {
+  const auto n = static_cast<std::size_t>(nr);
+  return (allocated_[n / kBits] & (std::uint64_t{1} << (n % kBits))) == 0;
+}
+
 pid_t pid_namespace::alloc_nr() {
   const detail::lock_guard lock(alloc_mutex_);
   if (nr_allocated_ >= static_cast<std::size_t>(pid_max_)) {
@@ -56,10 +61,6 @@ pid_t pid_namespace::alloc_nr() {
   // idr_alloc_cyclic from last_pid + 1; past pid_max, restart at reserved_pids
   // once the cursor has passed it (alloc_pid's pid_min), else at 1.
   const pid_t pid_min = last_pid_ > reserved_pids_ ? reserved_pids_ : 1;
-  auto is_free = [this](pid_t nr) {
-    const auto n = static_cast<std::size_t>(nr);
-    return (allocated_[n / kBits] & (std::uint64_t{1} << (n % kBits))) == 0;
-  };
   pid_t found = 0;
   for (pid_t nr = last_pid_ + 1; nr <= pid_max_; ++nr) {
     if (is_free(nr)) {

@@ -417,7 +417,7 @@ void rcu_domain::rcu_barrier(std::source_location where) {
   // queued before it; a chain link queued by one of them counts under the old
   // index, so pass again until that index has drained. Later roots' chains use
   // the new index and are not waited for.
-  const std::lock_guard lock(barrier_mutex_);
+  const detail::lock_guard lock(barrier_mutex_);
   const unsigned old_epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) & 1U;
   do {
     backend_->barrier();

@@ -69,6 +69,7 @@
 #include <tasklife/kernel.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/task.hpp>
+#include <tasklife/thread_safety.hpp>
 
 namespace tasklife {
 
@@ -265,7 +266,7 @@ class bpf_hash_map {
     bucket& b = bucket_of(key);
     elem* old = nullptr;
     {
-      const std::lock_guard lock(b.lock);
+      const detail::lock_guard lock(b.lock);
       old = find(b, key);
       if (old != nullptr && flags == BPF_NOEXIST) {
         return -EEXIST;
@@ -300,7 +301,7 @@ class bpf_hash_map {
     bucket& b = bucket_of(key);
     elem* victim = nullptr;
     {
-      const std::lock_guard lock(b.lock);
+      const detail::lock_guard lock(b.lock);
       victim = find(b, key);
       if (victim == nullptr) {
         return -ENOENT;
@@ -322,7 +323,7 @@ class bpf_hash_map {
     elem(const Key& k, const Value& v) : rcu_head{}, key(k), value(v) {}
   };
   struct bucket {
-    std::mutex lock;                   // writers
+    detail::mutex lock;                // writers
     std::atomic<elem*> head{nullptr};  // readers walk without the lock
   };
   struct bucket_table : rcu_head {  // freed after a grace period when the map goes
@@ -344,14 +345,14 @@ class bpf_hash_map {
     }
     return nullptr;
   }
-  static void link_replace(bucket& b, elem* old, elem* fresh) noexcept {
+  static void link_replace(bucket& b, elem* old, elem* fresh) noexcept TASKLIFE_REQUIRES(b.lock) {
     std::atomic<elem*>* link = &b.head;
     while (link->load(std::memory_order_relaxed) != old) {
       link = &link->load(std::memory_order_relaxed)->next;
     }
     link->store(fresh, std::memory_order_release);  // publish; readers on `old` go on to its next
   }
-  static void unlink(bucket& b, elem* victim) noexcept {
+  static void unlink(bucket& b, elem* victim) noexcept TASKLIFE_REQUIRES(b.lock) {
     std::atomic<elem*>* link = &b.head;
     while (link->load(std::memory_order_relaxed) != victim) {
       link = &link->load(std::memory_order_relaxed)->next;

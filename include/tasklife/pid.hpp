@@ -120,8 +120,8 @@ class TASKLIFE_API pid_namespace {
   }
 
   // Used by the kernel's fork and release_task.
-  pid_t alloc_nr();  // -EAGAIN when every number is in use
-  void free_nr(pid_t nr) noexcept;
+  pid_t alloc_nr() TASKLIFE_EXCLUDES(alloc_mutex_);  // -EAGAIN when every number is in use
+  void free_nr(pid_t nr) noexcept TASKLIFE_EXCLUDES(alloc_mutex_);
   void hash(pid_t nr, task_struct* t) noexcept;
   void unhash(pid_t nr, task_struct* t) noexcept;
   void set_child_reaper(task_struct* t) noexcept {
@@ -129,6 +129,8 @@ class TASKLIFE_API pid_namespace {
   }
 
  private:
+  bool is_free(pid_t nr) const TASKLIFE_REQUIRES(alloc_mutex_);
+
   kernel& owner_;
   pid_namespace* const parent_;
   const unsigned int level_;

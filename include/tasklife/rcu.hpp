@@ -66,6 +66,7 @@
 
 #include <tasklife/check.hpp>
 #include <tasklife/export.hpp>
+#include <tasklife/thread_safety.hpp>
 
 namespace tasklife {
 
@@ -204,7 +205,7 @@ class TASKLIFE_API rcu_domain {
   // epoch index of the root of their chain (see rcu_barrier).
   std::atomic<unsigned> epoch_{0};
   std::atomic<std::uint64_t> chained_[2] = {0, 0};
-  std::mutex barrier_mutex_;  // serialises rcu_barrier (one epoch flip at a time)
+  detail::mutex barrier_mutex_;  // serialises rcu_barrier (one epoch flip at a time)
   std::atomic<std::uint64_t> synchronize_calls_{0};
   std::atomic<std::uint64_t> barrier_calls_{0};
   std::atomic<std::int64_t> registrations_{0};  // live rcu_thread_registration objects

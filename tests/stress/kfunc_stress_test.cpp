@@ -765,7 +765,7 @@ void KfuncStressTest::run(final_put_mode mode) {
   EXPECT_GT(total.forks, 0U);
   EXPECT_GT(total.reaps, 0U);
 
-  auto prop = [this](const char* key, std::uint64_t v) { RecordProperty(key, std::to_string(v)); };
+  auto prop = [](const char* key, std::uint64_t v) { RecordProperty(key, std::to_string(v)); };
   prop("ops", total.ops);
   prop("ops_per_second", static_cast<std::uint64_t>(static_cast<double>(total.ops) / seconds));
   prop("from_pid_ok", total.from_pid_ok);
