@@ -49,10 +49,11 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <source_location>
 #include <sys/types.h>
-#include <vector>
 
 #include <tasklife/check.hpp>
 #include <tasklife/export.hpp>
@@ -91,6 +92,66 @@ namespace detail {
 
 struct task_history;
 
+// A task's pid numbers, level 0 (root) to its active namespace's level: the
+// kernel's struct pid numbers[]. The root level lives inside the task itself, so
+// forking a task of the root namespace is one allocation (the task allocated with
+// its pid number) and tasks lie densely in memory: bpf_task_from_pid over many
+// tasks touches fewer pages. A task of a child namespace takes one more
+// allocation for its deeper levels.
+class pid_numbers {
+ public:
+  static constexpr std::size_t inline_levels = 1;
+
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  upid& operator[](std::size_t level) noexcept {
+    return level < inline_levels ? inline_[level] : more_[level - inline_levels];
+  }
+  const upid& operator[](std::size_t level) const noexcept {
+    return level < inline_levels ? inline_[level] : more_[level - inline_levels];
+  }
+  const upid& back() const noexcept { return (*this)[size_ - 1]; }
+  // Levels 0 .. n-1, each {0, nullptr}.
+  void resize(std::size_t n) {
+    clear();
+    if (n > inline_levels) {
+      more_ = std::make_unique<upid[]>(n - inline_levels);
+    }
+    for (std::size_t l = 0; l < n && l < inline_levels; ++l) {
+      inline_[l] = upid{0, nullptr};
+    }
+    size_ = static_cast<std::uint32_t>(n);
+  }
+  void clear() noexcept {
+    more_.reset();
+    size_ = 0;
+  }
+
+  template <class Self, class Upid>
+  class iterator_base {
+   public:
+    iterator_base(Self* self, std::size_t level) : self_(self), level_(level) {}
+    Upid& operator*() const noexcept { return (*self_)[level_]; }
+    iterator_base& operator++() noexcept {
+      ++level_;
+      return *this;
+    }
+    bool operator==(const iterator_base& other) const noexcept { return level_ == other.level_; }
+
+   private:
+    Self* self_;
+    std::size_t level_;
+  };
+  using const_iterator = iterator_base<const pid_numbers, const upid>;
+  const_iterator begin() const noexcept { return {this, 0}; }
+  const_iterator end() const noexcept { return {this, size_}; }
+
+ private:
+  upid inline_[inline_levels] = {};
+  std::unique_ptr<upid[]> more_;
+  std::uint32_t size_ = 0;  // at most MAX_PID_NS_LEVEL + 1
+};
+
 // What tasklife keeps beside the kernel's fields. Not part of the API.
 struct task_private {
   kernel* owner = nullptr;
@@ -100,7 +161,7 @@ struct task_private {
   bool on_list = false;                 // on the kernel's task list (under tasklist_lock)
   std::atomic<bool> final_switch_done{false};
   std::atomic<bool> rcu_users_zero_seen{false};
-  std::vector<upid> numbers;              // level 0 (root) .. level of the active namespace
+  pid_numbers numbers;                    // level 0 (root) .. level of the active namespace
   std::atomic<bool> pid_detached{false};  // release_task ran: thread_pid is NULL in the kernel
   // The kernel's task list and the parent's children list, under tasklist_lock.
   task_struct* prev = nullptr;
