@@ -137,6 +137,9 @@ class TASKLIFE_API rcu_domain {
   const std::string& name() const noexcept { return name_; }
   std::string_view backend_name() const noexcept { return backend_->name(); }
   bool is_native() const noexcept { return native_; }
+  // The backend the domain runs on (as_deterministic in deterministic_rcu.hpp
+  // gives the deterministic one its controls).
+  rcu_backend* backend() const noexcept { return backend_; }
 
   // Read side. Inline: one predictable branch on the backend, then liburcu's
   // inlined fast path (native) or the backend's virtual call.

@@ -51,7 +51,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <source_location>
 #include <sys/types.h>
 
@@ -102,6 +101,11 @@ class pid_numbers {
  public:
   static constexpr std::size_t inline_levels = 1;
 
+  pid_numbers() = default;
+  ~pid_numbers() { delete[] more_; }
+  pid_numbers(const pid_numbers&) = delete;
+  pid_numbers& operator=(const pid_numbers&) = delete;
+
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
   upid& operator[](std::size_t level) noexcept {
@@ -115,7 +119,7 @@ class pid_numbers {
   void resize(std::size_t n) {
     clear();
     if (n > inline_levels) {
-      more_ = std::make_unique<upid[]>(n - inline_levels);
+      more_ = new upid[n - inline_levels]();
     }
     for (std::size_t l = 0; l < n && l < inline_levels; ++l) {
       inline_[l] = upid{0, nullptr};
@@ -123,7 +127,8 @@ class pid_numbers {
     size_ = static_cast<std::uint32_t>(n);
   }
   void clear() noexcept {
-    more_.reset();
+    delete[] more_;
+    more_ = nullptr;
     size_ = 0;
   }
 
@@ -148,7 +153,10 @@ class pid_numbers {
 
  private:
   upid inline_[inline_levels] = {};
-  std::unique_ptr<upid[]> more_;
+  // A raw owning pointer, not std::unique_ptr: task_struct must stay
+  // standard-layout (its rcu head is mapped back with offsetof), which clang does
+  // not grant libstdc++'s unique_ptr.
+  upid* more_ = nullptr;    // levels inline_levels .. size_ - 1
   std::uint32_t size_ = 0;  // at most MAX_PID_NS_LEVEL + 1
 };
 
