@@ -255,68 +255,52 @@ void write_report(const std::vector<result>& runs, const std::string& path) {
   auto ge = [](std::optional<double> v, double limit) -> std::optional<bool> {
     return v ? std::optional<bool>(*v >= limit) : std::nullopt;
   };
+  // A time against another (ns per operation): met if a / b <= limit. Returns a / b.
+  auto ns_at_most = [&](std::string what, std::optional<double> a, std::optional<double> b,
+                        std::string goal, double limit) {
+    const auto r = ratio(a, b);
+    targets.push_back({std::move(what),
+                       fmt::format("{} ns vs {} ns = {}×", fmt_opt(a), fmt_opt(b), fmt_opt(r)),
+                       std::move(goal), le(r, limit)});
+    return r;
+  };
+  // A throughput against another (M ops/s): met if a / b >= limit. `shown` formats a, b, a / b.
+  auto mops_at_least = [&](std::string what, std::optional<double> a, std::optional<double> b,
+                           const char* shown, std::string goal, double limit) {
+    const auto r = ratio(a, b);
+    targets.push_back({std::move(what),
+                       fmt::format(fmt::runtime(shown), fmt_opt(a), fmt_opt(b), fmt_opt(r)),
+                       std::move(goal), ge(r, limit)});
+  };
   const auto acq1 = rs.ns("BM_TaskAcquireRelease", "shared:0", 1);
   const auto floor1 = rs.ns("BM_FloorCasIncNotZeroDec", "shared:0", 1);
-  const auto r1 = ratio(acq1, floor1);
-  targets.push_back(
-      {"acquire+release, 1 thread, vs CAS inc_not_zero + dec",
-       fmt::format("{} ns vs {} ns = {}×", fmt_opt(acq1), fmt_opt(floor1), fmt_opt(r1)), "≤ 1.10×",
-       le(r1, 1.10)});
+  const auto r1 = ns_at_most("acquire+release, 1 thread, vs CAS inc_not_zero + dec", acq1, floor1,
+                             "≤ 1.10×", 1.10);
   const auto chk_off = rs.ns("BM_TaskAcquireReleaseChecked", "checker:0", 1);
   const auto r_off = ratio(chk_off, floor1);
   targets.push_back({"the same inside a program run, checker compiled in but off",
                      fmt::format("{} ns = {}×", fmt_opt(chk_off), fmt_opt(r_off)), "≤ 1.10×",
                      le(r_off, 1.10)});
-  const auto typed1 = rs.ns("BM_TaskAcquireReleaseTyped", "shared:0", 1);
-  const auto r_typed = ratio(typed1, acq1);
-  targets.push_back(
-      {"typed API vs raw API, 1 thread",
-       fmt::format("{} ns vs {} ns = {}×", fmt_opt(typed1), fmt_opt(acq1), fmt_opt(r_typed)),
-       "≤ 1.05×", le(r_typed, 1.05)});
-  const auto shared2 = rs.ns("BM_TaskAcquireRelease", "shared:1", 2);
-  const auto floor_shared2 = rs.ns("BM_FloorCasIncNotZeroDec", "shared:1", 2);
-  const auto r_shared2 = ratio(shared2, floor_shared2);
-  targets.push_back({"same task, 2 threads, vs the floor under the same contention",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(shared2), fmt_opt(floor_shared2),
-                                 fmt_opt(r_shared2)),
-                     "≤ 1.10×", le(r_shared2, 1.10)});
-  const auto scale = ratio(rs.mops("BM_TaskAcquireRelease", "shared:0", 2),
-                           rs.mops("BM_TaskAcquireRelease", "shared:0", 1));
-  targets.push_back(
-      {"a task per thread: aggregate at 2 threads / 1 thread",
-       fmt::format("{} / {} M ops/s = {}×",
-                   fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 2)),
-                   fmt_opt(rs.mops("BM_TaskAcquireRelease", "shared:0", 1)), fmt_opt(scale)),
-       "≥ 1.8×", ge(scale, 1.8)});
-  const auto guard = rs.ns("BM_RcuReadGuard", "", 1);
-  const auto urcu_floor = rs.ns("BM_FloorUrcuReadLockUnlock", "", 1);
-  const auto r_guard = ratio(guard, urcu_floor);
-  targets.push_back({"RCU read guard vs liburcu's inlined lock/unlock",
-                     fmt::format("{} ns vs {} ns = {}×", fmt_opt(guard, "{:.2f}"),
-                                 fmt_opt(urcu_floor), fmt_opt(r_guard)),
-                     "≤ 1.2×", le(r_guard, 1.2)});
-  const auto pid1 = rs.ns("BM_TaskFromPidRelease", "tasks:100000", 1);
-  const auto pidfloor1 = rs.ns("BM_FloorRcuArrayLookupIncNotZero", "tasks:100000", 1);
-  const auto r_pid = ratio(pid1, pidfloor1);
-  targets.push_back(
-      {"from_pid + release, 100k tasks, 1 thread, vs raw RCU array lookup",
-       fmt::format("{} ns vs {} ns = {}×", fmt_opt(pid1), fmt_opt(pidfloor1), fmt_opt(r_pid)),
-       "≤ 1.3×", le(r_pid, 1.3)});
-  const auto pid_vs_alt = ratio(rs.mops("BM_TaskFromPidRelease", "tasks:100000", 2),
-                                rs.mops("BM_AltSharedMutexMapLookup", "tasks:100000", 2));
-  targets.push_back({"from_pid + release, 100k tasks, 2 threads, vs shared_mutex + unordered_map",
-                     fmt::format("{} vs {} M ops/s = {}× faster",
-                                 fmt_opt(rs.mops("BM_TaskFromPidRelease", "tasks:100000", 2)),
-                                 fmt_opt(rs.mops("BM_AltSharedMutexMapLookup", "tasks:100000", 2)),
-                                 fmt_opt(pid_vs_alt)),
-                     "≥ 3×", ge(pid_vs_alt, 3.0)});
-  const auto xchg = rs.ns("BM_KptrXchg", "", 1);
-  const auto xchg_floor = rs.ns("BM_FloorAtomicExchange", "", 1);
-  const auto r_xchg = ratio(xchg, xchg_floor);
-  targets.push_back(
-      {"bpf_kptr_xchg vs a raw atomic exchange",
-       fmt::format("{} ns vs {} ns = {}×", fmt_opt(xchg), fmt_opt(xchg_floor), fmt_opt(r_xchg)),
-       "≤ 1.1×", le(r_xchg, 1.1)});
+  ns_at_most("typed API vs raw API, 1 thread", rs.ns("BM_TaskAcquireReleaseTyped", "shared:0", 1),
+             acq1, "≤ 1.05×", 1.05);
+  ns_at_most("same task, 2 threads, vs the floor under the same contention",
+             rs.ns("BM_TaskAcquireRelease", "shared:1", 2),
+             rs.ns("BM_FloorCasIncNotZeroDec", "shared:1", 2), "≤ 1.10×", 1.10);
+  mops_at_least("a task per thread: aggregate at 2 threads / 1 thread",
+                rs.mops("BM_TaskAcquireRelease", "shared:0", 2),
+                rs.mops("BM_TaskAcquireRelease", "shared:0", 1), "{} / {} M ops/s = {}×", "≥ 1.8×",
+                1.8);
+  ns_at_most("RCU read guard vs liburcu's inlined lock/unlock", rs.ns("BM_RcuReadGuard", "", 1),
+             rs.ns("BM_FloorUrcuReadLockUnlock", "", 1), "≤ 1.2×", 1.2);
+  ns_at_most("from_pid + release, 100k tasks, 1 thread, vs raw RCU array lookup",
+             rs.ns("BM_TaskFromPidRelease", "tasks:100000", 1),
+             rs.ns("BM_FloorRcuArrayLookupIncNotZero", "tasks:100000", 1), "≤ 1.3×", 1.3);
+  mops_at_least("from_pid + release, 100k tasks, 2 threads, vs shared_mutex + unordered_map",
+                rs.mops("BM_TaskFromPidRelease", "tasks:100000", 2),
+                rs.mops("BM_AltSharedMutexMapLookup", "tasks:100000", 2),
+                "{} vs {} M ops/s = {}× faster", "≥ 3×", 3.0);
+  ns_at_most("bpf_kptr_xchg vs a raw atomic exchange", rs.ns("BM_KptrXchg", "", 1),
+             rs.ns("BM_FloorAtomicExchange", "", 1), "≤ 1.1×", 1.1);
   const auto churn2 = rs.mops("BM_LifecycleChurn", "", 2);
   targets.push_back(
       {"lifecycle churn, 2 threads (fork → exit → switch → reap; GP and free on "

@@ -91,18 +91,13 @@ class bench_world {
     }
   }
   ~bench_world() {
-    auto retire = [this](task_struct* t) {
-      k_->do_exit(t);
-      k_->finish_task_switch(t);
-      k_->wait_task_zombie(t);
-    };
     for (task_struct* t : progs_) {
-      retire(t);
+      k_->retire(t);
     }
     for (task_struct* t : own_) {
-      retire(t);
+      k_->retire(t);
     }
-    retire(shared_);
+    k_->retire(shared_);
     k_->shutdown();
   }
   std::unique_ptr<kernel> k_;
@@ -126,14 +121,10 @@ class pid_world {
   }
   ~pid_world() {
     for (task_struct* t : tasks_) {
-      k_->do_exit(t);
-      k_->finish_task_switch(t);
-      k_->wait_task_zombie(t);
+      k_->retire(t);
     }
     for (task_struct* t : progs_) {
-      k_->do_exit(t);
-      k_->finish_task_switch(t);
-      k_->wait_task_zombie(t);
+      k_->retire(t);
     }
     k_->shutdown();
   }
@@ -196,6 +187,13 @@ struct urcu_thread {
 
 void threads_1_2_4(benchmark::internal::Benchmark* b) {
   b->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+}
+void threads_1_2(benchmark::internal::Benchmark* b) {
+  b->Threads(1)->Threads(2)->UseRealTime();
+}
+// The pid lookups at three table sizes (pid_world's live tasks), 1 and 2 threads.
+void tasks_1k_100k_1m(benchmark::internal::Benchmark* b) {
+  b->ArgName("tasks")->Arg(1000)->Arg(100000)->Arg(1000000)->Apply(threads_1_2);
 }
 
 // ---- 1. acquire + release ------------------------------------------------------------------
@@ -324,14 +322,7 @@ void BM_TaskFromPidRelease(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_TaskFromPidRelease)
-    ->ArgName("tasks")
-    ->Arg(1000)
-    ->Arg(100000)
-    ->Arg(1000000)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+BENCHMARK(BM_TaskFromPidRelease)->Apply(tasks_1k_100k_1m);
 
 // The raw floor: liburcu's inlined read lock, an array indexed by pid, inc_not_zero,
 // unlock, dec: bpf_task_from_pid's work with nothing else.
@@ -353,14 +344,7 @@ void BM_FloorRcuArrayLookupIncNotZero(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_FloorRcuArrayLookupIncNotZero)
-    ->ArgName("tasks")
-    ->Arg(1000)
-    ->Arg(100000)
-    ->Arg(1000000)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+BENCHMARK(BM_FloorRcuArrayLookupIncNotZero)->Apply(tasks_1k_100k_1m);
 
 // Ablation: the floor's loop (liburcu's inlined lock, one table load,
 // inc_not_zero, unlock, dec) over tasklife's own pid table and task_structs,
@@ -387,9 +371,7 @@ BENCHMARK(BM_FloorTasklifeTableLookup)
     ->ArgName("tasks")
     ->Arg(100000)
     ->Arg(1000000)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+    ->Apply(threads_1_2);
 
 // What users write instead: a lock around an unordered_map, a reference taken
 // under it. Lock is std::shared_mutex (readers share it) or std::mutex.
@@ -425,22 +407,12 @@ void BM_AltMapLookup(benchmark::State& state) {
 void BM_AltSharedMutexMapLookup(benchmark::State& state) {
   BM_AltMapLookup<std::shared_lock<std::shared_mutex>>(state);
 }
-BENCHMARK(BM_AltSharedMutexMapLookup)
-    ->ArgName("tasks")
-    ->Arg(100000)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+BENCHMARK(BM_AltSharedMutexMapLookup)->ArgName("tasks")->Arg(100000)->Apply(threads_1_2);
 
 void BM_AltMutexMapLookup(benchmark::State& state) {
   BM_AltMapLookup<std::unique_lock<std::mutex>>(state);
 }
-BENCHMARK(BM_AltMutexMapLookup)
-    ->ArgName("tasks")
-    ->Arg(100000)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+BENCHMARK(BM_AltMutexMapLookup)->ArgName("tasks")->Arg(100000)->Apply(threads_1_2);
 
 // ---- 3. RCU ------------------------------------------------------------------------------------
 
@@ -635,7 +607,7 @@ void BM_LifecycleChurn(benchmark::State& state) {
     w = nullptr;
   }
 }
-BENCHMARK(BM_LifecycleChurn)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_LifecycleChurn)->Apply(threads_1_2);
 
 // Peak memory while 2 threads churn 1M tasks through their whole life: the peak
 // growth of the bytes malloc has handed out (mallinfo2, sampled during the churn;

@@ -27,9 +27,7 @@ int main() {
   fmt::print("pinned '{}' pid {}: rcu_users={}\n", pinned->comm, pinned->pid,
              refcount_read(&pinned->rcu_users));
 
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);  // unhashed; our reference keeps rcu_users at 1
+  k.retire(t);  // exit, final switch, reap: unhashed; our reference keeps rcu_users at 1
   fmt::print("after the reap: findable={}, rcu_users={}\n", find_and_pin(k, t->pid) != nullptr,
              refcount_read(&pinned->rcu_users));
   put_task_struct_rcu_user(pinned);  // the last rcu user: a grace period, then the free

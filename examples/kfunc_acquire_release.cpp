@@ -7,42 +7,16 @@
 // NULL for a task whose rcu_users already reached 0 (the program must NULL-check).
 // A last part runs the same acquire/release under every profile to show which
 // counter each one moves.
-#include <string_view>
-
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-unsigned usage(const task_struct* t) {
-  return refcount_read(&t->usage);
-}
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
-
-bool torn_down(kernel& k) {
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
-  return clean;
-}
 
 void current_profile() {
   fmt::print("profile current:\n");
@@ -77,15 +51,15 @@ void current_profile() {
     // A task whose rcu_users reached 0 while we were inside an RCU section: its
     // memory is still valid, but acquire returns NULL and leaves the counter at 0.
     bpf_rcu_read_lock();
-    retire(k, victim);  // another CPU: exit, final switch, reap -> rcu_users 0
+    k.retire(victim);  // another CPU: exit, final switch, reap -> rcu_users 0
     task_struct* late = bpf_task_acquire(victim);
     fmt::print("  acquire of a dying task: {} (rcu_users={})\n",
                late == nullptr ? "NULL" : "non-NULL", rcu_users(victim));
     check(late == nullptr && rcu_users(victim) == 0, "acquire of a dying task returns NULL");
     bpf_rcu_read_unlock();
   }
-  retire(k, prog);
-  torn_down(k);
+  k.retire(prog);
+  check_clean_shutdown(k);
 }
 
 // The same acquire/release on a live task, in each profile: which counter moves.
@@ -106,8 +80,8 @@ void every_profile() {
       bpf_task_release(ref);
       check(usage(prog) == 1 && rcu_users(prog) == 2, "release undoes exactly that");
     }
-    retire(k, prog);
-    torn_down(k);
+    k.retire(prog);
+    check_clean_shutdown(k);
   }
 }
 
@@ -116,6 +90,5 @@ void every_profile() {
 int main() {
   current_profile();
   every_profile();
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return verdict();
 }

@@ -1,35 +1,24 @@
-// Example: bpf_task_from_pid (3f0e6f2b41d3) and bpf_task_from_vpid (v6.13) in the
-// `current` profile, with a container (a child pid namespace).
+// Example: bpf_task_from_pid (3f0e6f2b41d3) and bpf_task_from_vpid (675c3596ff32,
+// v6.13) in the `current` profile, with a container (a child pid namespace).
 //
-// A pid number means something only relative to a namespace (Alexei's remark on
-// the Dec-2022 docs, section 3.10): bpf_task_from_pid resolves in init_pid_ns,
+// A pid number means something only relative to a namespace (docs/kernel.md §3.3,
+// Alexei's remark on the Dec-2022 docs): bpf_task_from_pid resolves in init_pid_ns,
 // bpf_task_from_vpid in the namespace of the task the program runs as. A program
 // inside the container that passes its own view of a pid to bpf_task_from_pid
 // gets another task, or none. Both are KF_ACQUIRE | KF_RET_NULL: NULL-check, then
 // release.
 #include <cstdint>
-#include <string_view>
 
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
 
 // What a program gets for `nr` from each kfunc; releases what it acquired.
 void lookup(std::int32_t nr, const task_struct* want_pid, const task_struct* want_vpid) {
@@ -76,7 +65,7 @@ int main() {
     const std::int32_t vpid = task_pid_vnr(worker);
     task_struct* ref = bpf_task_from_vpid(vpid);
     check(ref == worker, "from_vpid finds the worker");
-    retire(k, worker);  // another CPU: exit, final switch, the parent's reap
+    k.retire(worker);  // another CPU: exit, final switch, the parent's reap
     task_struct* again = bpf_task_from_vpid(vpid);
     fmt::print("  worker reaped: from_vpid({}) -> {}, our reference: rcu_users={}\n", vpid,
                again == nullptr ? "NULL" : again->comm, refcount_read(&ref->rcu_users));
@@ -87,12 +76,9 @@ int main() {
     }
     bpf_task_release(ref);  // the last rcu user: freed after a grace period
   }
-  retire(k, prog);
-  retire(k, cinit);
-  retire(k, init);
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  k.retire(prog);
+  k.retire(cinit);
+  k.retire(init);
+  check_clean_shutdown(k);
+  return verdict();
 }

@@ -12,36 +12,18 @@
 //
 // Also shows the late-2022 idiom bpf_task_release(bpf_kptr_xchg(...)): release
 // returned at once on NULL in these profiles (v6.4+ makes NULL a verifier error).
-#include <string_view>
 #include <tuple>
 
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-unsigned usage(const task_struct* t) {
-  return refcount_read(&t->usage);
-}
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
 
 struct task_value {
   kptr<task_struct> task;
@@ -92,8 +74,8 @@ void run(semantics_profile profile) {
     // The union: no grace period can end while we are in the section, so both
     // tasks stay allocated with their callbacks queued, `next` behind `dead`.
     bpf_rcu_read_lock();
-    retire(k, dead);  // rcu_users 0, call_rcu: the head's next = NULL
-    retire(k, next);  // queued behind: dead's head->next = &next->rcu
+    k.retire(dead);  // rcu_users 0, call_rcu: the head's next = NULL
+    k.retire(next);  // queued behind: dead's head->next = &next->rcu
     fmt::print("  dead task's rcu_users now reads {:#x} (the low half of a pointer)\n",
                rcu_users(dead));
     task_struct* bogus = bpf_task_acquire_not_zero(dead);
@@ -109,11 +91,9 @@ void run(semantics_profile profile) {
     fmt::print("  after the grace period: freed={}\n", k.stats().freed);
     check(k.stats().freed == 2, "both freed regardless (releasing `bogus` would be a UAF)");
   }  // the array map is destroyed here, before the program's scope ends
-  retire(k, t);
-  retire(k, prog);
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
+  k.retire(t);
+  k.retire(prog);
+  check_clean_shutdown(k);
 }
 
 }  // namespace
@@ -130,6 +110,5 @@ int main() {
           fmt::format("{}: both removed (read the slot under RCU, then bpf_task_acquire)",
                       to_string(p)));
   }
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return verdict();
 }

@@ -9,33 +9,18 @@
 // rcu_safe (v6.4 .. v6.7) and bpf_task_release_dtor, a void * wrapper with the
 // same body (put_task_struct_rcu_user), in current. Programs never call the dtor;
 // the last part calls it the way the kernel does, through a void *.
-#include <string_view>
 #include <tuple>
 
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
 
 // struct node { struct task_struct __kptr *task; int tag; };
 struct node {
@@ -76,11 +61,9 @@ void run(semantics_profile profile) {
       check(rcu_users(t) == 2, "bpf_task_release_dtor = put_task_struct_rcu_user");
     }
   }
-  retire(k, t);
-  retire(k, prog);
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
+  k.retire(t);
+  k.retire(prog);
+  check_clean_shutdown(k);
 }
 
 }  // namespace
@@ -88,6 +71,5 @@ void run(semantics_profile profile) {
 int main() {
   run(semantics_profile::rcu_safe);
   run(semantics_profile::current);
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return verdict();
 }

@@ -14,33 +14,18 @@
 //   6. map destruction releases what is still stored.
 #include <cerrno>
 #include <cstdint>
-#include <string_view>
 #include <tuple>
 
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
 
 // struct __tasks_kfunc_map_value { struct task_struct __kptr *task; };
 struct task_value {
@@ -49,7 +34,7 @@ struct task_value {
 };
 using task_map = bpf_hash_map<std::int32_t, task_value>;
 
-// tasks_kfunc_map_insert, keyed by p->pid (read directly, as Alexei asked in 3.10).
+// tasks_kfunc_map_insert, keyed by p->pid (read directly: docs/kernel.md §6.1).
 // Runs inside the program's RCU section (a non-sleepable program's implicit one).
 long tasks_kfunc_map_insert(task_map& map, task_struct* p) {
   const std::int32_t pid = p->pid;
@@ -145,11 +130,8 @@ int main() {
     bpf_rcu_read_unlock();
   }  // ~task_map (the map is destroyed before the program's scope ends), then the scope
   check(rcu_users(t) == 2, "map destruction released the stored reference");
-  retire(k, t);
-  retire(k, prog);
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  k.retire(t);
+  k.retire(prog);
+  check_clean_shutdown(k);
+  return verdict();
 }

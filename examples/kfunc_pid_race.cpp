@@ -1,4 +1,4 @@
-// Example: the pid-lookup race of section 2.5, reproduced deterministically.
+// Example: the pid-lookup race of docs/kernel.md §3, reproduced deterministically.
 //
 // bpf_task_from_pid is an RCU section around two steps: find_task_by_pid_ns, then
 // bpf_task_acquire. Here a program runs those two halves itself, and between them
@@ -14,28 +14,16 @@
 //     outlives the grace period until the program's release. Safe.
 //   current (d02c48fa1139): refcount_inc_not_zero fails -> NULL. Nothing leaks,
 //     nothing dangles.
-#include <string_view>
-
 #include <fmt/format.h>
 
 #include <tasklife/tasklife.hpp>
 
+#include "example_checks.hpp"
+
 using namespace tasklife;
+using namespace example;  // check, usage, rcu_users, check_clean_shutdown, verdict
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-void retire(kernel& k, task_struct* t) {
-  k.do_exit(t);
-  k.finish_task_switch(t);
-  k.wait_task_zombie(t);
-}
 
 // Prints the kernel's WARN text instead of the default stderr line.
 void print_warning(const refcount_warning& w) {
@@ -115,10 +103,8 @@ void race(semantics_profile profile) {
         break;
     }
   }
-  retire(k, prog);
-  k.rcu().rcu_barrier();
-  const bool clean = k.shutdown().empty() && k.stats().forked == k.stats().freed;
-  check(clean, "shutdown: no leak, every task freed once");
+  k.retire(prog);
+  check_clean_shutdown(k);
   set_refcount_warning_sink(old_sink);
 }
 
@@ -128,6 +114,5 @@ int main() {
   race(semantics_profile::rcu_users_inc);
   race(semantics_profile::usage_based);
   race(semantics_profile::current);
-  fmt::print("{}\n", failures == 0 ? "all checks passed" : "CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return verdict();
 }

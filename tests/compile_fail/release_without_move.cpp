@@ -1,26 +1,15 @@
-// CompileFail.ReleaseWithoutMove: releasing consumes the reference; an lvalue
-// owned_ref would stay usable after the release.
+// CompileFail.ReleaseWithoutMove (docs/verifier.md, rule R9): releasing consumes the
+// reference; an lvalue owned_ref would stay usable after the release.
 // Expected: "releasing consumes the reference: pass std::move(ref)"
-#include <utility>
-
-#include <tasklife/kernel.hpp>
-#include <tasklife/prog.hpp>
-#include <tasklife/typed.hpp>
-
-using namespace tasklife;
+#include "case_prelude.hpp"
 
 int main() {
-  kernel k;
-  task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
-  bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [](task_struct* arg) {
-    const auto task = trusted_ptr<task_struct>::from_prog_arg(arg);
-    auto acquired = typed::bpf_task_acquire(task);
+  return run_tracing([](task_struct* arg) {
+    auto acquired = typed::bpf_task_acquire(trusted_ptr<task_struct>::from_prog_arg(arg));
     if (acquired) {
       owned_ref<task_struct> ref = std::move(acquired).take();
       typed::bpf_task_release(ref);  // the violation: not given up with std::move
     }
     return 0;
   });
-  (void)p.run(prog, prog);
-  return 0;
 }

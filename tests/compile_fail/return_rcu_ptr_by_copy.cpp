@@ -1,20 +1,7 @@
-// CompileFail.ReturnRcuPtrByCopy: an rcu_ptr is valid only inside its guard's
-// scope; it cannot be copied (or moved) out of it.
+// CompileFail.ReturnRcuPtrByCopy (docs/verifier.md, rule R14): an rcu_ptr is valid only
+// inside its guard's scope; it cannot be copied (or moved) out of it.
 // Expected: "use of deleted function rcu_ptr(const rcu_ptr&)"
-#include <cstdint>
-#include <tuple>
-
-#include <tasklife/kernel.hpp>
-#include <tasklife/map.hpp>
-#include <tasklife/prog.hpp>
-#include <tasklife/typed.hpp>
-
-using namespace tasklife;
-
-struct task_value {
-  kptr<task_struct> task;
-  static constexpr auto kptr_fields = std::make_tuple(&task_value::task);
-};
+#include "case_prelude.hpp"
 
 namespace {
 rcu_ptr<task_struct> peek(const kptr<task_struct>& slot) {
@@ -25,14 +12,8 @@ rcu_ptr<task_struct> peek(const kptr<task_struct>& slot) {
 }  // namespace
 
 int main() {
-  kernel k;
-  task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
-  auto* obj = bpf_obj_new<task_value>();
-  bpf_prog p(k, prog_type::syscall, "syscall", [obj](task_struct*) {
-    const rcu_ptr<task_struct> stored = peek(obj->task);
+  return run_syscall([](task_value& v) {
+    const rcu_ptr<task_struct> stored = peek(v.task);
     return stored ? 1 : 0;
   });
-  (void)p.run(prog);
-  bpf_obj_drop(obj);
-  return 0;
 }

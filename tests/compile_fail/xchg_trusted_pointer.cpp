@@ -1,36 +1,12 @@
-// CompileFail.XchgTrustedPointer: what goes into a slot is a reference the
-// program gives up; a trusted pointer is not one.
+// CompileFail.XchgTrustedPointer (docs/verifier.md, rule R10): what goes into a slot is
+// a reference the program gives up; a trusted pointer is not one.
 // Expected: "R2 must be referenced when passed to release function"
-// The result is cast to void: the refusing overload returns void, so `auto r =`
-// would add a second error ("'void r' has incomplete type") before the rule's.
-#include <cstdint>
-#include <tuple>
-
-#include <tasklife/kernel.hpp>
-#include <tasklife/map.hpp>
-#include <tasklife/prog.hpp>
-#include <tasklife/typed.hpp>
-
-using namespace tasklife;
-
-struct task_value {
-  kptr<task_struct> task;
-  static constexpr auto kptr_fields = std::make_tuple(&task_value::task);
-};
+#include "case_prelude.hpp"
 
 int main() {
-  kernel k;
-  task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
-  bpf_array_map<task_value> map(k, 1);
-  bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [&map](task_struct* arg) {
+  return run_tracing([](task_struct* arg, task_value& v) {
     const auto task = trusted_ptr<task_struct>::from_prog_arg(arg);
-    const std::uint32_t key = 0;
-    task_value* v = bpf_map_lookup_elem(&map, &key);
-    if (v != nullptr) {
-      (void)typed::bpf_kptr_xchg(&v->task, task);  // the violation: not a reference
-    }
+    (void)typed::bpf_kptr_xchg(&v.task, task);  // the violation: not a reference
     return 0;
   });
-  (void)p.run(prog, prog);
-  return 0;
 }
