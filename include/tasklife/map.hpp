@@ -210,8 +210,9 @@ void bpf_obj_drop(T* obj, std::source_location where) {
   delete obj;
 }
 
-// bpf_kptr_xchg for a kptr to a local object (a program-allocated type, since
-// 2024); the task_struct overload is in kfunc.hpp. One acq_rel exchange.
+// bpf_kptr_xchg for a kptr to a local object (a program-allocated type, stored
+// into a slot since v6.4, 738c96d5e2e3); the task_struct overload is in
+// kfunc.hpp. One acq_rel exchange.
 template <class T>
 requires(!std::is_same_v<T, task_struct>) T* bpf_kptr_xchg(
     kptr<T>* slot, T* p, std::source_location where = std::source_location::current()) {
