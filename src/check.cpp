@@ -8,6 +8,8 @@
 
 #include <tasklife/check.hpp>
 
+#include "observer.hpp"
+
 namespace tasklife {
 namespace {
 
@@ -42,10 +44,16 @@ std::uint64_t contract_violations_seen() noexcept {
 
 namespace detail {
 
+constinit thread_local const thread_observer* tls_observer = nullptr;
+
 void report_contract_violation(std::string_view component, std::string message,
                                std::source_location where) {
   g_violations.fetch_add(1, std::memory_order_relaxed);
   const contract_violation v{component, std::move(message), where};
+  if (const thread_observer* o = tls_observer) {
+    o->contract(o->context, v);  // the explorer records it; the operation is skipped
+    return;
+  }
   load_handler()(v);
 }
 
@@ -53,6 +61,10 @@ void report_contract_violation_noexcept(std::string_view component, std::string 
                                         std::source_location where) noexcept {
   g_violations.fetch_add(1, std::memory_order_relaxed);
   const contract_violation v{component, std::move(message), where};
+  if (const thread_observer* o = tls_observer) {
+    o->contract(o->context, v);  // records, never throws
+    return;
+  }
   try {
     load_handler()(v);
   } catch (...) {

@@ -3,6 +3,7 @@
 
 #include <tasklife/current.hpp>
 #include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "task_internal.hpp"
 
@@ -37,7 +38,8 @@ current_task_scope::current_task_scope(task_struct* t, std::source_location wher
   ctx.task = t;
   ctx.owner = &k;
   ctx.profile = k.config().profile;
-  ctx.inline_fast_path = info(ctx.profile).inline_fast_path;
+  // Never under the explorer: the fast paths announce no scheduling points.
+  ctx.inline_fast_path = info(ctx.profile).inline_fast_path && detail::tls_sim == nullptr;
   ctx.rcu = &k.rcu();
   ctx.init_lookup = detail::pid_lookup(k.init_pid_ns());
   k.current_scopes_.fetch_add(1, std::memory_order_relaxed);

@@ -1,13 +1,42 @@
 // The deterministic RCU backend (deterministic_rcu.hpp).
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <tasklife/check.hpp>
 #include <tasklife/deterministic_rcu.hpp>
+#include <tasklife/sched_point.hpp>
 
 namespace tasklife {
 namespace detail {
 namespace {
-// The OS thread's own identity: the address of a thread-local object.
-thread_local const char os_thread_identity = 0;
+
+// Live backends, so that an exiting thread only touches backends that still exist.
+// Lock order: g_live_mutex before a backend's own mutex.
+mutex g_live_mutex;
+std::unordered_set<const deterministic_rcu*> g_live TASKLIFE_GUARDED_BY(g_live_mutex);
+// Relaxed: only uniqueness matters.
+std::atomic<std::uintptr_t> g_next_os_identity{1};
+
+// An OS thread's identity (odd numbers: never the address of a simulated thread,
+// never reused) and the backends it has used, told when the thread exits.
+struct os_thread_identity {
+  const void* id = reinterpret_cast<const void*>(
+      (g_next_os_identity.fetch_add(1, std::memory_order_relaxed) << 1U) | 1U);
+  std::vector<deterministic_rcu*> backends;
+  os_thread_identity() = default;
+  os_thread_identity(const os_thread_identity&) = delete;
+  os_thread_identity& operator=(const os_thread_identity&) = delete;
+  ~os_thread_identity();
+};
+thread_local os_thread_identity tls_os;
 // Set by the explorer while a simulated thread runs.
-thread_local const void* simulated_identity = nullptr;
+constinit thread_local const void* simulated_identity = nullptr;
+
 }  // namespace
 
 const void* set_reader_identity(const void* identity) noexcept {
@@ -17,14 +46,41 @@ const void* set_reader_identity(const void* identity) noexcept {
 }
 
 const void* reader_identity() noexcept {
-  return simulated_identity != nullptr ? simulated_identity : &os_thread_identity;
+  return simulated_identity != nullptr ? simulated_identity : tls_os.id;
 }
+
+namespace {
+os_thread_identity::~os_thread_identity() {
+  const lock_guard lock(g_live_mutex);
+  for (deterministic_rcu* b : backends) {
+    if (g_live.contains(b)) {
+      deterministic_rcu_access::reader_gone(*b, id, "an OS thread exits");
+    }
+  }
+}
+
+void note_backend(deterministic_rcu* b) {
+  if (std::find(tls_os.backends.begin(), tls_os.backends.end(), b) == tls_os.backends.end()) {
+    tls_os.backends.push_back(b);
+  }
+}
+}  // namespace
 }  // namespace detail
 
-deterministic_rcu::~deterministic_rcu() = default;
+deterministic_rcu::deterministic_rcu() {
+  const detail::lock_guard lock(detail::g_live_mutex);
+  detail::g_live.insert(this);
+}
+
+deterministic_rcu::~deterministic_rcu() {
+  const detail::lock_guard lock(detail::g_live_mutex);
+  detail::g_live.erase(this);
+}
 
 deterministic_rcu::reader& deterministic_rcu::self() {
-  return readers_[detail::reader_identity()];
+  reader& r = readers_[detail::reader_identity()];
+  r.os_thread = detail::tls_os.id;
+  return r;
 }
 
 const deterministic_rcu::reader* deterministic_rcu::self_if_known() const {
@@ -33,6 +89,7 @@ const deterministic_rcu::reader* deterministic_rcu::self_if_known() const {
 }
 
 void deterministic_rcu::register_thread() {
+  detail::note_backend(this);
   const detail::lock_guard lock(mutex_);
   ++self().registrations;
 }
@@ -55,11 +112,13 @@ bool deterministic_rcu::thread_registered() const noexcept {
 }
 
 void deterministic_rcu::read_lock() noexcept {
+  detail::sched_point(sched_op::rcu_read_lock, this);
   const detail::lock_guard lock(mutex_);
   ++self().depth;
 }
 
 void deterministic_rcu::read_unlock() noexcept {
+  detail::sched_point(sched_op::rcu_read_unlock, this);
   {
     const detail::lock_guard lock(mutex_);
     reader& r = self();
@@ -71,15 +130,46 @@ void deterministic_rcu::read_unlock() noexcept {
     }
     // The outermost unlock: a grace period that waited for this reader no longer does.
     waited_for_.erase(detail::reader_identity());
-    ++unlocks_;
+    ++progress_;
   }
-  reader_left_.notify_all();
+  progress_cv_.notify_all();
 }
 
 unsigned deterministic_rcu::read_depth() const noexcept {
   const detail::lock_guard lock(mutex_);
   const reader* r = self_if_known();
   return r == nullptr ? 0U : r->depth;
+}
+
+void deterministic_rcu::reader_gone(const void* identity, std::string_view who) noexcept {
+  std::string report;
+  {
+    const detail::lock_guard lock(mutex_);
+    const auto it = readers_.find(identity);
+    if (it == readers_.end()) {
+      return;
+    }
+    if (it->second.depth > 0) {
+      report = fmt::format(
+          "{} inside an RCU read-side critical section (nesting {}) of the deterministic "
+          "backend; every later grace period would wait for it forever. tasklife ends the "
+          "section.",
+          who, it->second.depth);
+    } else if (it->second.registrations > 0) {
+      report = fmt::format(
+          "{} while still registered with RCU ({} registration(s) not destroyed); tasklife "
+          "unregisters it.",
+          who, it->second.registrations);
+    }
+    readers_.erase(it);
+    waited_for_.erase(identity);
+    ++progress_;
+  }
+  progress_cv_.notify_all();
+  if (!report.empty()) {
+    detail::report_contract_violation_noexcept("rcu", std::move(report),
+                                               std::source_location::current());
+  }
 }
 
 bool deterministic_rcu::start_locked() {
@@ -122,14 +212,25 @@ bool deterministic_rcu::advance_grace_period() {
 }
 
 rcu_head* deterministic_rcu::take_ready_locked() {
-  // The queue is in call order and `needs` never decreases along it, so the
-  // oldest callback is the only one that can be the oldest ready one.
+  // The queue is in call order and `needs` never decreases along it (a call
+  // during a grace period needs completed_ + 2, and completed_ only grows), so
+  // the oldest callback is the only candidate for the oldest ready one.
   if (queue_.empty() || queue_.front().needs > completed_) {
     return nullptr;
   }
   rcu_head* head = queue_.front().head;
   queue_.pop_front();
+  ++in_flight_;
   return head;
+}
+
+void deterministic_rcu::finished_callback() {
+  {
+    const detail::lock_guard lock(mutex_);
+    --in_flight_;
+    ++progress_;
+  }
+  progress_cv_.notify_all();
 }
 
 bool deterministic_rcu::run_one_callback() {
@@ -142,6 +243,7 @@ bool deterministic_rcu::run_one_callback() {
     return false;
   }
   rcu_domain::invoke(head);  // outside the mutex: a callback may queue callbacks
+  finished_callback();
   return true;
 }
 
@@ -166,6 +268,7 @@ std::size_t deterministic_rcu::run_callbacks() {
 }
 
 void deterministic_rcu::call(rcu_head* head) {
+  detail::sched_point(sched_op::call_rcu, this);
   const detail::lock_guard lock(mutex_);
   // A whole grace period that starts after now: the next one, or the one after
   // the one in progress (which may have started before readers that this
@@ -174,70 +277,114 @@ void deterministic_rcu::call(rcu_head* head) {
   queue_.push_back(pending{head, needs, next_seq_++});
 }
 
-void deterministic_rcu::wait_for_readers() {
-  // A reader that leaves while the mutex is released (the hook runs, or the wait
-  // has not begun) bumps unlocks_: nothing is missed.
-  const std::uint64_t seen = unlocks_;
-  const std::function<bool()> hook = wait_hook_;
-  if (hook) {
-    mutex_.unlock();
-    const bool ran_others = hook();
-    mutex_.lock();
-    if (ran_others) {
-      return;
+bool deterministic_rcu::only_this_thread_in_the_way() const {
+  if (in_flight_ > 0 || waited_for_.empty()) {
+    return false;
+  }
+  for (const void* identity : waited_for_) {
+    const auto it = readers_.find(identity);
+    if (it == readers_.end() || it->second.os_thread != detail::tls_os.id) {
+      return false;
     }
   }
-  while (unlocks_ == seen) {
-    reader_left_.wait(mutex_);  // unlocks and relocks mutex_ itself
+  return true;
+}
+
+bool deterministic_rcu::wait_for_progress(std::string_view op) {
+  const std::uint64_t seen = progress_;
+  std::function<bool()> hook = wait_hook_;
+  if (hook) {
+    bool ran_others = false;
+    mutex_.unlock();
+    try {
+      ran_others = hook();
+    } catch (...) {
+      detail::report_contract_violation_noexcept(
+          "rcu", fmt::format("the deterministic backend's wait hook threw during {}", op),
+          std::source_location::current());
+    }
+    mutex_.lock();
+    if (ran_others || progress_ != seen) {
+      return true;
+    }
   }
+  if (only_this_thread_in_the_way()) {
+    return false;
+  }
+  while (progress_ == seen) {
+    progress_cv_.wait(mutex_);  // unlocks and relocks mutex_ itself
+  }
+  return true;
 }
 
 void deterministic_rcu::synchronize() {
-  const detail::lock_guard lock(mutex_);
-  const std::uint64_t target = completed_ + (in_progress_ ? 2U : 1U);
-  while (completed_ < target) {
-    start_locked();
-    if (!try_end_locked()) {
-      wait_for_readers();
+  detail::sched_point(sched_op::synchronize_rcu, this);
+  bool stuck = false;
+  {
+    const detail::lock_guard lock(mutex_);
+    const std::uint64_t target = completed_ + (in_progress_ ? 2U : 1U);
+    while (completed_ < target) {
+      start_locked();
+      if (!try_end_locked() && !wait_for_progress("synchronize_rcu")) {
+        stuck = true;
+        break;
+      }
     }
+  }
+  if (stuck) {
+    detail::report_contract_violation(
+        "rcu",
+        "synchronize_rcu() on the deterministic backend would wait forever: the only readers "
+        "in the way run on this very OS thread (under another reader identity) and no wait "
+        "hook lets them run. It returns without waiting.",
+        std::source_location::current());
   }
 }
 
 void deterministic_rcu::barrier() {
+  bool stuck = false;
   std::uint64_t last = 0;
   {
     const detail::lock_guard lock(mutex_);
-    if (queue_.empty()) {
+    if (queue_.empty() && in_flight_ == 0) {
       return;
     }
-    last = queue_.back().seq;
+    last = queue_.empty() ? 0 : queue_.back().seq;
+    if (queue_.empty()) {
+      last = next_seq_;  // only callbacks in flight: wait for them
+    }
   }
-  for (;;) {
-    // Run everything ready; stop once the last callback queued before the call has run.
-    bool done = false;
-    while (true) {
-      rcu_head* head = nullptr;
-      {
-        const detail::lock_guard lock(mutex_);
-        done = queue_.empty() || queue_.front().seq > last;
-        if (done) {
-          break;
-        }
-        head = take_ready_locked();
-        if (head == nullptr) {
-          start_locked();
-          if (!try_end_locked()) {
-            wait_for_readers();
-          }
+  while (!stuck) {
+    rcu_head* head = nullptr;
+    {
+      const detail::lock_guard lock(mutex_);
+      const bool queued_done = queue_.empty() || queue_.front().seq > last;
+      if (queued_done && in_flight_ == 0) {
+        return;
+      }
+      head = queued_done ? nullptr : take_ready_locked();
+      if (head == nullptr) {
+        // Nothing ready: a grace period has to end first, or a callback another
+        // thread is running has to finish.
+        start_locked();
+        if (!queued_done && try_end_locked()) {
           continue;
         }
+        if (!wait_for_progress("rcu_barrier")) {
+          stuck = true;
+        }
+        continue;
       }
-      rcu_domain::invoke(head);
     }
-    if (done) {
-      return;
-    }
+    rcu_domain::invoke(head);
+    finished_callback();
   }
+  detail::report_contract_violation(
+      "rcu",
+      "rcu_barrier() on the deterministic backend would wait forever: the only readers in the "
+      "way run on this very OS thread (under another reader identity) and no wait hook lets "
+      "them run. It returns without waiting.",
+      std::source_location::current());
 }
 
 bool deterministic_rcu::grace_period_in_progress() const {
@@ -248,6 +395,16 @@ bool deterministic_rcu::grace_period_in_progress() const {
 bool deterministic_rcu::can_end_grace_period() const {
   const detail::lock_guard lock(mutex_);
   return in_progress_ && waited_for_.empty();
+}
+
+bool deterministic_rcu::callbacks_need_grace_period() const {
+  const detail::lock_guard lock(mutex_);
+  if (queue_.empty()) {
+    return false;
+  }
+  // The newest callback needs the most; it needs a grace period that has not
+  // started if its requirement is beyond the one in progress.
+  return queue_.back().needs > completed_ + (in_progress_ ? 1U : 0U);
 }
 
 std::uint64_t deterministic_rcu::completed_grace_periods() const {

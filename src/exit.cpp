@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "event_log.hpp"
 #include "task_internal.hpp"
@@ -18,6 +19,7 @@ void kernel::do_exit(task_struct* t, int code, std::source_location where) {
   if (!detail::check_task(t, "do_exit", where)) {
     return;
   }
+  detail::sched_point(sched_op::lifecycle, t, "do_exit");
   // Release: the exit is published to whoever later reads flags with acquire
   // (forget_children's test of the reaper, retire).
   const unsigned old_flags = t->flags.fetch_or(PF_EXITING, std::memory_order_acq_rel);
@@ -84,6 +86,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   if (!detail::check_task(prev, "finish_task_switch", where)) {
     return;
   }
+  detail::sched_point(sched_op::lifecycle, prev, "finish_task_switch");
   // Acquire pairs with the release of TASK_DEAD in do_exit.
   if (prev->state.load(std::memory_order_acquire) != TASK_DEAD) {
     detail::report_contract_violation(
@@ -108,14 +111,19 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   detail::put_rcu_user_as(prev, holder_role::scheduler, where);  // the scheduler's drop
 }
 
+bool kernel::claim_zombie(task_struct* p) noexcept {
+  int expected = EXIT_ZOMBIE;
+  // Only one waiter wins EXIT_ZOMBIE -> EXIT_DEAD. Acquire pairs with exit_notify.
+  return p->exit_state.compare_exchange_strong(expected, EXIT_DEAD, std::memory_order_acq_rel,
+                                               std::memory_order_acquire);
+}
+
 bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
   if (!detail::check_task(p, "wait_task_zombie", where)) {
     return false;
   }
-  int expected = EXIT_ZOMBIE;
-  // Only one waiter wins EXIT_ZOMBIE -> EXIT_DEAD. Acquire pairs with exit_notify.
-  if (!p->exit_state.compare_exchange_strong(expected, EXIT_DEAD, std::memory_order_acq_rel,
-                                             std::memory_order_acquire)) {
+  detail::sched_point(sched_op::lifecycle, p, "wait_task_zombie");
+  if (!claim_zombie(p)) {
     return false;
   }
   detail::kernel_access::record_now(*this, p, task_event_kind::reap, {}, where);
@@ -133,18 +141,24 @@ bool kernel::retire(task_struct* t, int code, std::source_location where) {
     return false;
   }
   do_exit(t, code, where);
-  // Read before the final switch: afterwards an autoreaped task's last rcu_users
-  // reference is gone and only a grace period stands between it and the free.
-  // Acquire pairs with the release in exit_notify.
-  const bool reaped_by_exit = t->exit_state.load(std::memory_order_acquire) == EXIT_DEAD;
+  // The reap is claimed before the final switch, while the reaper's rcu_users
+  // reference still keeps the task: after the switch an autoreaped task's last
+  // reference is gone, and a zombie could be reaped by someone else and freed
+  // after a grace period. Whoever wins the claim (here, or a concurrent
+  // wait_task_zombie) does the release; the events keep the zombie order
+  // (final switch, then reap).
+  const bool reap = claim_zombie(t);
   finish_task_switch(t, where);
-  if (!reaped_by_exit) {
-    wait_task_zombie(t, where);
+  if (reap) {
+    detail::kernel_access::record_now(*this, t, task_event_kind::reap, {}, where);
+    release_task(t, where);
   }
   return true;
 }
 
 void kernel::release_task(task_struct* p, std::source_location where) {
+  // Announced before the lock: the explorer never switches threads under one.
+  detail::sched_point(sched_op::pid_unhash, init_ns_, "release_task: unhash");
   {
     // __exit_signal -> __unhash_process: detach from every pid level and the
     // family, under tasklist_lock. After this no lookup can newly find p.

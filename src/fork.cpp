@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "event_log.hpp"
 #include "holder_tracker.hpp"
@@ -171,6 +172,10 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
   t->tgid = args.thread ? parent->tgid : t->pid;
   t->group_leader = args.thread ? parent->group_leader : t;
 
+  // Announced before the lock: the explorer never switches threads under one.
+  // Every pid table of a kernel is one object to the reduction (a task is hashed
+  // at several levels).
+  detail::sched_point(sched_op::pid_hash, init_ns_, "fork: attach_pid");
   {
     // attach_pid + the task lists, under tasklist_lock as in copy_process.
     const detail::lock_guard lock(tasklist_lock_);

@@ -26,6 +26,14 @@ kernel_config validated(kernel_config config) {
         std::source_location::current());
     config.pid_max = PID_MAX_DEFAULT;
   }
+  if (!is_valid(config.profile)) {
+    detail::report_contract_violation(
+        "kernel",
+        fmt::format("kernel '{}': semantics profile {} does not exist", config.name,
+                    static_cast<int>(config.profile)),
+        std::source_location::current());
+    config.profile = semantics_profile::current;
+  }
   if (config.reserved_pids < 1 || config.reserved_pids >= config.pid_max) {
     config.reserved_pids = 1;
   }
@@ -41,8 +49,13 @@ kernel::kernel(kernel_config config)
       log_(std::make_unique<detail::event_log>(config_.history_capacity)),
       holders_(std::make_unique<detail::holder_tracker>()),
       quarantine_(std::make_unique<detail::task_quarantine>(config_.quarantine_capacity)) {
+  const detail::lock_guard lock(namespaces_mutex_);
   namespaces_.push_back(
       std::make_unique<pid_namespace>(*this, nullptr, config_.pid_max, config_.reserved_pids));
+  init_ns_ = namespaces_.front().get();
+  if (config_.event_listener) {
+    log_->set_listener(config_.event_listener);
+  }
 }
 
 kernel::~kernel() {

@@ -1,9 +1,11 @@
 // The BPF task kfuncs (kernel/bpf/helpers.c) in each semantics profile.
 #include <array>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include <tasklife/kfunc.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "prog_internal.hpp"
 #include "task_internal.hpp"
@@ -119,9 +121,16 @@ void track_acquired(task_struct* p, kfunc_id id, std::source_location where) {
   }
 }
 
+// The explorer's NULL path of a kfunc whose result the verifier treats as
+// possibly NULL: NULL, with no reference taken. Always false elsewhere.
+bool null_on_this_path(kfunc_id id) {
+  return kfunc_returns_maybe_null(tls_ctx.profile, id) && detail::null_path(name_of(id));
+}
+
 // The acquire of each profile, on a validated task.
 task_struct* acquire(task_struct* p, std::source_location where,
                      kfunc_id id = kfunc_id::bpf_task_acquire) {
+  detail::sched_point(sched_op::counter_get, p, name_of(id));
   switch (info(tls_ctx.profile).acquire) {
     case acquire_style::rcu_users_inc:
       refcount_inc(&p->rcu_users, where);  // from 0: ADD_UAF, and the task dies anyway
@@ -156,6 +165,8 @@ std::string_view to_string(prog_type t) noexcept {
       return "kprobe";
     case prog_type::kretprobe:
       return "kretprobe";
+    case prog_type::count_:
+      break;
   }
   return "?";
 }
@@ -166,6 +177,9 @@ task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location 
       !verify_arg(run, kfunc_id::bpf_task_acquire, p, where) ||
       !check_task_arg(kfunc_id::bpf_task_acquire, p, where)) {
     return nullptr;
+  }
+  if (null_on_this_path(kfunc_id::bpf_task_acquire)) {
+    return verify_produced(run, kfunc_id::bpf_task_acquire, nullptr, where);
   }
   return verify_produced(run, kfunc_id::bpf_task_acquire, acquire(p, where), where);
 }
@@ -224,8 +238,12 @@ void task_kptr_dtor(task_struct* p) {
 namespace {
 task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32_t nr,
                          std::source_location where) {
+  if (null_on_this_path(id)) {
+    return verify_produced(run, id, nullptr, where);
+  }
   kernel& k = *tls_ctx.owner;
   const rcu_read_guard guard(k.rcu());
+  detail::sched_point(sched_op::pid_lookup, ns->root(), name_of(id));
   task_struct* p = ns->find_task(nr, where);
   if (p == nullptr) {
     return nullptr;
@@ -275,10 +293,17 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
   if (info(tls_ctx.profile).acquire == acquire_style::usage_inc) {
     return nullptr;  // 156ed20d22ee: rcu_users cannot be inc_not_zero'd with the union
   }
+  if (null_on_this_path(kfunc_id::bpf_task_kptr_get)) {
+    return verify_produced(run, kfunc_id::bpf_task_kptr_get, nullptr, where);
+  }
   // Another CPU may xchg the task out and drop it after the read: RCU keeps the
   // memory, inc_not_zero tells whether it is still alive.
   const rcu_read_guard guard(tls_ctx.owner->rcu());
-  task_struct* p = slot->get();
+  detail::sched_point(sched_op::slot_read, slot, "bpf_task_kptr_get");
+  task_struct* p = detail::kptr_load(slot);
+  if (p != nullptr) {
+    detail::sched_point(sched_op::counter_get, p, "bpf_task_kptr_get");
+  }
   if (p != nullptr && !refcount_inc_not_zero(&p->rcu_users, where)) {
     return nullptr;
   }
@@ -299,6 +324,10 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
   if (info(tls_ctx.profile).acquire == acquire_style::usage_inc) {
     return nullptr;  // 156ed20d22ee: the legacy kfuncs always return NULL
   }
+  if (null_on_this_path(kfunc_id::bpf_task_acquire_not_zero)) {
+    return verify_produced(run, kfunc_id::bpf_task_acquire_not_zero, nullptr, where);
+  }
+  detail::sched_point(sched_op::counter_get, p, "bpf_task_acquire_not_zero");
   if (!refcount_inc_not_zero(&p->rcu_users, where)) {
     return nullptr;
   }
@@ -326,9 +355,19 @@ task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
       return nullptr;
     }
   }
+  detail::sched_point(sched_op::slot_xchg, slot, "bpf_kptr_xchg");
   task_struct* old = detail::kptr_exchange(slot, p);
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_kptr_xchg, where);
+  }
+  if (old != nullptr && null_on_this_path(kfunc_id::bpf_kptr_xchg)) {
+    // The path where the slot was empty: the program gets NULL, and the reference
+    // that was there is dropped as the map's destructor would drop it, outside
+    // the program (so nothing leaks and nothing is released twice).
+    detail::prog_run* const watching = std::exchange(tls_ctx.run, nullptr);
+    task_kptr_dtor(old);
+    tls_ctx.run = watching;
+    old = nullptr;
   }
   return verify_produced(run, kfunc_id::bpf_kptr_xchg, old, where);
 }

@@ -5,6 +5,7 @@
 
 #include <tasklife/kernel.hpp>
 #include <tasklife/pid.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "task_internal.hpp"
 
@@ -108,6 +109,8 @@ void pid_namespace::unhash(pid_t nr, task_struct* t) noexcept {
 }
 
 task_struct* find_task_by_pid_ns(pid_t nr, pid_namespace* ns, std::source_location where) {
+  detail::sched_point(sched_op::pid_lookup, ns == nullptr ? nullptr : ns->root(),
+                      "find_task_by_pid_ns");
   return ns->find_task(nr, where);
 }
 
@@ -119,6 +122,8 @@ task_struct* find_task_by_vpid(pid_t vnr, std::source_location where) {
     return nullptr;
   }
   pid_namespace* ns = task_active_pid_ns(cur);
+  detail::sched_point(sched_op::pid_lookup, ns == nullptr ? nullptr : ns->root(),
+                      "find_task_by_vpid");
   return ns == nullptr ? nullptr : ns->find_task(vnr, where);
 }
 

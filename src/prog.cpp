@@ -8,6 +8,7 @@
 
 #include <tasklife/prog.hpp>
 
+#include "observer.hpp"
 #include "prog_internal.hpp"
 #include "task_internal.hpp"
 
@@ -29,6 +30,11 @@ prog_run::prog_run(kernel& k, const bpf_prog& prog, checker_mode mode)
 void prog_run::report(violation_kind kind, std::string_view kfunc, const void* arg,
                       std::string message, std::source_location where) {
   violation v{kind, kfunc, arg, std::move(message), where};
+  if (mode_ != checker_mode::off) {
+    if (const thread_observer* o = tls_observer) {
+      o->verifier(o->context, v);  // the explorer fails this path
+    }
+  }
   switch (mode_) {
     case checker_mode::off:
       return;

@@ -5,12 +5,15 @@
 #endif
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include <fmt/format.h>
 #include <urcu/urcu-memb.h>
 
 #include <tasklife/rcu.hpp>
+
+#include "thread_state.hpp"
 
 #if !TASKLIFE_URCU_INLINE
 // Exported by liburcu-memb; declared by its static header only under _LGPL_SOURCE.
@@ -81,6 +84,8 @@ struct native_thread_state {
   bool exit_check_armed;
 };
 constinit thread_local native_thread_state tls{};
+static_assert(sizeof(native_thread_state) <= sizeof(detail::rcu_thread_state) &&
+              alignof(native_thread_state) <= alignof(detail::rcu_thread_state));
 
 // liburcu registers its call_rcu worker itself: a thread running a callback is a
 // registered reader even though it never created an rcu_thread_registration.
@@ -500,5 +505,14 @@ void rcu_domain::unregister_thread(std::source_location where) noexcept {
 rcu_native_info rcu_native_backend_info() noexcept {
   return rcu_native_info{"memb", urcu_memb_has_sys_membarrier != 0, TASKLIFE_URCU_INLINE != 0};
 }
+
+namespace detail {
+void swap_rcu_thread_state(rcu_thread_state& other) noexcept {
+  rcu_thread_state mine;
+  std::memcpy(mine.bytes, &tls, sizeof(tls));
+  std::memcpy(&tls, other.bytes, sizeof(tls));
+  other = mine;
+}
+}  // namespace detail
 
 }  // namespace tasklife

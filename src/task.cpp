@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
 #include <tasklife/task.hpp>
 
 #include "task_internal.hpp"
@@ -36,6 +37,7 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
 }
 
 void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where) {
+  sched_point(sched_op::counter_put, t, "put_task_struct_rcu_user");
   if (t->holders_tracked) [[unlikely]] {
     if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::rcu_users, role,
                                           "put_task_struct_rcu_user", where)) {
@@ -51,6 +53,7 @@ void put_task_struct_as(task_struct* t, holder_role role, std::source_location w
   if (!check_task(t, "put_task_struct", where)) {
     return;
   }
+  sched_point(sched_op::counter_put, t, "put_task_struct");
   if (t->holders_tracked) [[unlikely]] {
     if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::usage, role,
                                           "put_task_struct", where)) {
@@ -82,6 +85,7 @@ task_struct* get_task_struct(task_struct* t, std::source_location where) {
   if (!detail::check_task(t, "get_task_struct", where)) {
     return t;
   }
+  detail::sched_point(sched_op::counter_get, t, "get_task_struct");
   refcount_inc(&t->usage, where);
   if (t->holders_tracked) [[unlikely]] {
     detail::kernel_access::track_get(task_kernel(t), t, holder_counter::usage, holder_role::other,
@@ -96,6 +100,7 @@ task_struct* tryget_task_struct(task_struct* t, std::source_location where) {
   if (!detail::check_task(t, "tryget_task_struct", where)) {
     return nullptr;
   }
+  detail::sched_point(sched_op::counter_get, t, "tryget_task_struct");
   if (!refcount_inc_not_zero(&t->usage, where)) {
     detail::trace_event(t, task_event_kind::tryget_failed, 0, refcount_read(&t->rcu_users), {},
                         where);
@@ -118,6 +123,7 @@ void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
   if (!detail::check_task(t, "put_task_struct_many", where)) {
     return;
   }
+  detail::sched_point(sched_op::counter_put, t, "put_task_struct_many");
   detail::trace_event(t, task_event_kind::put_many,
                       refcount_read(&t->usage) - static_cast<unsigned>(nr),
                       refcount_read(&t->rcu_users), {}, where);

@@ -1,4 +1,5 @@
 // The typed API's out-of-line half (typed.hpp): the run-time half of its rules.
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -6,6 +7,7 @@
 #include <tasklife/typed.hpp>
 
 #include "task_internal.hpp"
+#include "thread_state.hpp"
 
 namespace tasklife {
 namespace detail {
@@ -74,5 +76,12 @@ maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct
   }
   return make_maybe_ref(tasklife::bpf_kptr_xchg(slot, in, where), where);
 }
+
+namespace detail {
+void swap_typed_thread_state(typed_thread_state& other) noexcept {
+  std::swap(tls_next_guard, other.next_guard);
+  tls_live_guards.swap(other.live_guards);
+}
+}  // namespace detail
 
 }  // namespace tasklife

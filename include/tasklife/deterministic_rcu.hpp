@@ -37,7 +37,12 @@
 // Lifetime
 //   Owned by its rcu_domain, which drains it (barrier) before destroying it. The
 //   reader state of a thread is the backend's, keyed by the thread's identity:
-//   the OS thread, or the simulated thread the explorer has made current.
+//   the OS thread, or the simulated thread the explorer has made current. An OS
+//   thread that exits inside a read-side section or still registered is reported
+//   (as with the native backend) and forgotten, so it cannot hold grace periods
+//   up forever. A wait that could never end (the only reader in the way is the
+//   waiting OS thread's own, under another identity, and no hook) is reported and
+//   returns without waiting.
 //
 // Memory ordering
 //   All state is guarded by one mutex. A reader's unlock and the grace period that
@@ -64,24 +69,18 @@
 
 namespace tasklife {
 
+namespace detail {
+struct deterministic_rcu_access;
+}  // namespace detail
+
 class TASKLIFE_API deterministic_rcu final : public rcu_backend {
  public:
-  deterministic_rcu() = default;
+  deterministic_rcu();
   ~deterministic_rcu() override;
   deterministic_rcu(const deterministic_rcu&) = delete;
   deterministic_rcu& operator=(const deterministic_rcu&) = delete;
 
-  // ---- rcu_backend ---------------------------------------------------------------------------
   std::string_view name() const noexcept override { return "deterministic"; }
-  void register_thread() override TASKLIFE_EXCLUDES(mutex_);
-  void unregister_thread() override TASKLIFE_EXCLUDES(mutex_);
-  bool thread_registered() const noexcept override TASKLIFE_EXCLUDES(mutex_);
-  void read_lock() noexcept override TASKLIFE_EXCLUDES(mutex_);
-  void read_unlock() noexcept override TASKLIFE_EXCLUDES(mutex_);
-  unsigned read_depth() const noexcept override TASKLIFE_EXCLUDES(mutex_);
-  void synchronize() override TASKLIFE_EXCLUDES(mutex_);
-  void call(rcu_head* head) override TASKLIFE_EXCLUDES(mutex_);
-  void barrier() override TASKLIFE_EXCLUDES(mutex_);
 
   // ---- the harness's controls ------------------------------------------------------------------
   // Starts a grace period unless one is in progress: it waits for the readers
@@ -102,20 +101,39 @@ class TASKLIFE_API deterministic_rcu final : public rcu_backend {
   bool grace_period_in_progress() const TASKLIFE_EXCLUDES(mutex_);
   // Would try_end_grace_period succeed now?
   bool can_end_grace_period() const TASKLIFE_EXCLUDES(mutex_);
+  // Is there a callback whose grace period has not even started (one would
+  // have to start for it)?
+  bool callbacks_need_grace_period() const TASKLIFE_EXCLUDES(mutex_);
   std::uint64_t completed_grace_periods() const TASKLIFE_EXCLUDES(mutex_);
   std::size_t queued_callbacks() const TASKLIFE_EXCLUDES(mutex_);  // ready or not
   std::size_t ready_callbacks() const TASKLIFE_EXCLUDES(mutex_);
   std::size_t readers_inside() const TASKLIFE_EXCLUDES(mutex_);  // threads in a section now
 
   // Called by a thread that must wait for another thread (synchronize_rcu or
-  // rcu_barrier held up by a reader). True: it let other threads run, look again;
-  // false (or no hook): block until a reader leaves. The explorer installs one.
+  // rcu_barrier held up by a reader or by a callback another thread is running).
+  // True: it let other threads run, look again; false (or no hook): block until
+  // something changes. The explorer installs one. A hook that throws counts as
+  // false (and is reported).
   void set_wait_hook(std::function<bool()> hook) TASKLIFE_EXCLUDES(mutex_);
 
  private:
+  friend struct detail::deterministic_rcu_access;
+
+  // ---- rcu_backend: called by the rcu_domain only, through the base class -----------------
+  void register_thread() override TASKLIFE_EXCLUDES(mutex_);
+  void unregister_thread() override TASKLIFE_EXCLUDES(mutex_);
+  bool thread_registered() const noexcept override TASKLIFE_EXCLUDES(mutex_);
+  void read_lock() noexcept override TASKLIFE_EXCLUDES(mutex_);
+  void read_unlock() noexcept override TASKLIFE_EXCLUDES(mutex_);
+  unsigned read_depth() const noexcept override TASKLIFE_EXCLUDES(mutex_);
+  void synchronize() override TASKLIFE_EXCLUDES(mutex_);
+  void call(rcu_head* head) override TASKLIFE_EXCLUDES(mutex_);
+  void barrier() override TASKLIFE_EXCLUDES(mutex_);
+
   struct reader {
     unsigned registrations = 0;
     unsigned depth = 0;
+    const void* os_thread = nullptr;  // the OS thread that last used this identity
   };
   struct pending {
     rcu_head* head;
@@ -128,20 +146,29 @@ class TASKLIFE_API deterministic_rcu final : public rcu_backend {
   bool start_locked() TASKLIFE_REQUIRES(mutex_);
   bool try_end_locked() TASKLIFE_REQUIRES(mutex_);
   rcu_head* take_ready_locked() TASKLIFE_REQUIRES(mutex_);
-  // Waits for a reader to leave (or lets the hook run others): releases the mutex
-  // meanwhile and holds it again when it returns.
-  void wait_for_readers() TASKLIFE_REQUIRES(mutex_);
+  void finished_callback() TASKLIFE_EXCLUDES(mutex_);
+  // A reader identity is gone (its OS thread exited, or the explorer's simulated
+  // thread ended): reported if it was inside a section or registered; forgotten.
+  void reader_gone(const void* identity, std::string_view who) noexcept TASKLIFE_EXCLUDES(mutex_);
+  // Waits for progress (a reader leaving, a callback ending), or lets the hook run
+  // others: releases the mutex meanwhile. False if nothing can ever change: the
+  // only readers in the way are this very OS thread's and there is no hook.
+  bool wait_for_progress(std::string_view op) TASKLIFE_REQUIRES(mutex_);
+  bool only_this_thread_in_the_way() const TASKLIFE_REQUIRES(mutex_);
 
   mutable detail::mutex mutex_;
-  std::condition_variable_any reader_left_;
+  std::condition_variable_any progress_cv_;
   std::unordered_map<const void*, reader> readers_ TASKLIFE_GUARDED_BY(mutex_);
   // Readers inside when the grace period in progress started, still inside.
   std::unordered_set<const void*> waited_for_ TASKLIFE_GUARDED_BY(mutex_);
   bool in_progress_ TASKLIFE_GUARDED_BY(mutex_) = false;
   std::uint64_t completed_ TASKLIFE_GUARDED_BY(mutex_) = 0;
   std::uint64_t next_seq_ TASKLIFE_GUARDED_BY(mutex_) = 0;
-  std::uint64_t unlocks_ TASKLIFE_GUARDED_BY(mutex_) = 0;  // outermost read_unlocks so far
   std::deque<pending> queue_ TASKLIFE_GUARDED_BY(mutex_);  // in call order
+  std::size_t in_flight_ TASKLIFE_GUARDED_BY(mutex_) = 0;  // callbacks taken, still running
+  // Bumped by every outermost unlock, finished callback and gone reader, so a
+  // waiter never misses a change that happened while it did not hold the mutex.
+  std::uint64_t progress_ TASKLIFE_GUARDED_BY(mutex_) = 0;
   std::function<bool()> wait_hook_ TASKLIFE_GUARDED_BY(mutex_);
 };
 
@@ -152,11 +179,20 @@ TASKLIFE_API std::function<std::unique_ptr<rcu_backend>()> deterministic_rcu_fac
 TASKLIFE_API deterministic_rcu* as_deterministic(rcu_domain& domain) noexcept;
 
 namespace detail {
-// Who "this thread" is to the deterministic backend: by default the OS thread;
-// the explorer sets a simulated thread's identity while it runs one (nullptr
-// restores the OS thread). Returns the previous identity.
+// Who "this thread" is to the deterministic backend: by default the OS thread
+// (an identity of its own, never reused); the explorer sets a simulated thread's
+// identity while it runs one (nullptr restores the OS thread's). Returns the
+// previous identity. Identities set here must be the addresses of live objects.
 TASKLIFE_API const void* set_reader_identity(const void* identity) noexcept;
 TASKLIFE_API const void* reader_identity() noexcept;
+
+// The explorer's door: a simulated thread ended.
+struct deterministic_rcu_access {
+  static void reader_gone(deterministic_rcu& b, const void* identity,
+                          std::string_view who) noexcept {
+    b.reader_gone(identity, who);
+  }
+};
 }  // namespace detail
 
 }  // namespace tasklife

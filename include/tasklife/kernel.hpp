@@ -121,6 +121,9 @@ struct kernel_config {
   std::size_t history_capacity = std::size_t{1} << 20;
   // Freed tasks kept poisoned for use-after-free reports (TASKLIFE_CHECKS=full).
   std::size_t quarantine_capacity = 1024;
+  // Receives every event of the kernel's traced tasks as it is recorded, from the
+  // kernel's construction on (kernel::set_event_listener replaces it).
+  std::function<void(const task_event&)> event_listener{};
   // The RCU backend; nullptr means liburcu's memb flavor.
   std::function<std::unique_ptr<rcu_backend>()> rcu_backend_factory{};
 };
@@ -183,7 +186,7 @@ class TASKLIFE_API kernel {
   const kernel_config& config() const noexcept { return config_; }
   const std::string& name() const noexcept { return config_.name; }
   rcu_domain& rcu() noexcept { return *rcu_; }
-  pid_namespace& init_pid_ns() noexcept { return *namespaces_.front(); }
+  pid_namespace& init_pid_ns() noexcept { return *init_ns_; }
   // A new namespace below `parent` (at most MAX_PID_NS_LEVEL deep); owned by the kernel.
   pid_namespace& create_pid_namespace(pid_namespace& parent) TASKLIFE_EXCLUDES(namespaces_mutex_);
 
@@ -239,9 +242,10 @@ class TASKLIFE_API kernel {
 
   // ---- accounting and teardown -------------------------------------------------------------
   kernel_stats stats() const noexcept;
-  // Tasks allocated and not yet freed, with their counters.
+  // Tasks allocated and not yet freed, with their counters and, for tasks whose
+  // holders are tracked, the holders grouped by site.
   std::vector<leaked_task> allocated_tasks() const TASKLIFE_EXCLUDES(tasklist_lock_);
-  // The same, with each task's holders grouped by site (when tracked).
+  // The same (kept for older callers: allocated_tasks() includes the holders).
   std::vector<leaked_task> allocated_tasks_with_holders() const TASKLIFE_EXCLUDES(tasklist_lock_);
   // Drains RCU callbacks (chains included), reports and frees every task that was
   // never freed, empties the quarantine. Idempotent; the destructor calls it.
@@ -272,6 +276,7 @@ class TASKLIFE_API kernel {
                  std::source_location where);
 
   // The lifecycle's own steps (src/fork.cpp, src/exit.cpp).
+  bool claim_zombie(task_struct* p) noexcept;
   fork_result fail_fork(task_struct* t, int error, std::source_location where);
   bool alloc_pids(task_struct* t, pid_namespace* ns);
   void release_task(task_struct* p, std::source_location where) TASKLIFE_EXCLUDES(tasklist_lock_);
@@ -284,8 +289,9 @@ class TASKLIFE_API kernel {
   kernel_config config_;
   std::unique_ptr<rcu_domain> rcu_;
   mutable detail::mutex namespaces_mutex_;
-  // front: init_pid_ns. Created under namespaces_mutex_; a deque never moves them.
-  std::deque<std::unique_ptr<pid_namespace>> namespaces_;
+  // Every namespace, the root first; a namespace never moves once created.
+  std::deque<std::unique_ptr<pid_namespace>> namespaces_ TASKLIFE_GUARDED_BY(namespaces_mutex_);
+  pid_namespace* init_ns_ = nullptr;  // set by the constructor, read-only after
 
   // The task list and parent/children links (the kernel's tasklist_lock).
   mutable detail::mutex tasklist_lock_;

@@ -83,19 +83,31 @@ inline constexpr std::uint32_t KF_SLEEPABLE = 1U << 5;
 inline constexpr std::uint32_t KF_DESTRUCTIVE = 1U << 6;
 inline constexpr std::uint32_t KF_RCU = 1U << 7;
 
+// The kfuncs' names, in the table's order: the enum and the count come from this
+// list, and kfuncs[] below must have one row for each, in the same order (checked).
+#define TASKLIFE_KFUNC_IDS(X)  \
+  X(bpf_task_acquire)          \
+  X(bpf_task_release)          \
+  X(bpf_task_release_dtor)     \
+  X(bpf_task_from_pid)         \
+  X(bpf_task_from_vpid)        \
+  X(bpf_task_kptr_get)         \
+  X(bpf_task_acquire_not_zero) \
+  X(bpf_kptr_xchg)             \
+  X(bpf_rcu_read_lock)         \
+  X(bpf_rcu_read_unlock)       \
+  X(bpf_get_current_task_btf)
+
 enum class kfunc_id : std::uint8_t {
-  bpf_task_acquire,
-  bpf_task_release,
-  bpf_task_release_dtor,
-  bpf_task_from_pid,
-  bpf_task_from_vpid,
-  bpf_task_kptr_get,
-  bpf_task_acquire_not_zero,
-  bpf_kptr_xchg,
-  bpf_rcu_read_lock,
-  bpf_rcu_read_unlock,
-  bpf_get_current_task_btf,
+#define TASKLIFE_KFUNC_ID_ENUM(name) name,
+  TASKLIFE_KFUNC_IDS(TASKLIFE_KFUNC_ID_ENUM)
+#undef TASKLIFE_KFUNC_ID_ENUM
 };
+inline constexpr std::size_t kfunc_id_count = 0
+#define TASKLIFE_KFUNC_ID_COUNT(name) +1
+    TASKLIFE_KFUNC_IDS(TASKLIFE_KFUNC_ID_COUNT)
+#undef TASKLIFE_KFUNC_ID_COUNT
+    ;
 
 // BPF_PROG_TYPE_* as far as the task kfuncs care: the kernel registers each kfunc
 // set for program types (register_btf_kfunc_id_set), so a kfunc's row says which.
@@ -106,8 +118,9 @@ enum class prog_type : std::uint8_t {
   syscall,     // run directly (bpf_prog_test_run): sleepable
   kprobe,
   kretprobe,
+  count_,  // not a program type: the number of them
 };
-inline constexpr std::size_t prog_type_count = 6;
+inline constexpr std::size_t prog_type_count = static_cast<std::size_t>(prog_type::count_);
 TASKLIFE_API std::string_view to_string(prog_type t) noexcept;
 
 // What a kfunc's task argument is, which decides what the verifier accepts there.
@@ -140,6 +153,13 @@ struct kfunc_info {
 };
 
 namespace detail {
+// A row's per-profile column: exactly one entry per profile, or the row does not
+// compile (a new profile must be given a column in every row).
+template <class... Entries>
+requires(sizeof...(Entries) == semantics_profile_count) constexpr std::array<
+    kfunc_in_profile, semantics_profile_count> per_profile(Entries... e) noexcept {
+  return {e...};
+}
 inline constexpr kfunc_in_profile kf_absent{false, 0};
 constexpr kfunc_in_profile kf(std::uint32_t flags) noexcept {
   return {true, flags};
@@ -159,83 +179,57 @@ inline constexpr std::uint8_t every_prog_type = (1U << prog_type_count) - 1U;
 }  // namespace detail
 
 // The kfunc table (kernel/bpf/helpers.c through its history; docs/kernel.md §5).
-// Adding a kfunc: a kfunc_id, a row here, its body in src/kfunc.cpp (CONTRIBUTING.md).
+// Adding a kfunc: its name in TASKLIFE_KFUNC_IDS, a row here, its body in
+// src/kfunc.cpp (CONTRIBUTING.md).
 inline constexpr kfunc_info kfuncs[] = {
-    {kfunc_id::bpf_task_acquire,
-     "bpf_task_acquire",
-     {detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS), detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
-      detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::acquire,
-     false},
-    {kfunc_id::bpf_task_release,
-     "bpf_task_release",
-     {detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
-      detail::kf(KF_RELEASE)},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::release,
-     false},
-    {kfunc_id::bpf_task_release_dtor,
-     "bpf_task_release_dtor",
-     {detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::none,
-     false},
-    {kfunc_id::bpf_task_from_pid,
-     "bpf_task_from_pid",
-     {detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
-      detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL)},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::none,
-     false},
-    {kfunc_id::bpf_task_from_vpid,
-     "bpf_task_from_vpid",
-     {detail::kf_absent, detail::kf_absent, detail::kf_absent,
-      detail::kf(KF_ACQUIRE | KF_RET_NULL)},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::none,
-     false},
-    {kfunc_id::bpf_task_kptr_get,
-     "bpf_task_kptr_get",
-     {detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
-      detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent, detail::kf_absent},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::none,
-     false},
-    {kfunc_id::bpf_task_acquire_not_zero,
-     "bpf_task_acquire_not_zero",
-     {detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
-      detail::kf_absent, detail::kf_absent},
-     detail::task_kfunc_prog_types,
-     kfunc_arg::acquire,
-     false},
-    {kfunc_id::bpf_kptr_xchg,
-     "bpf_kptr_xchg",
-     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
-     detail::every_prog_type,
-     kfunc_arg::xchg_in,
-     true},
-    {kfunc_id::bpf_rcu_read_lock,
-     "bpf_rcu_read_lock",
-     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
-     detail::every_prog_type,
-     kfunc_arg::none,
-     false},
-    {kfunc_id::bpf_rcu_read_unlock,
-     "bpf_rcu_read_unlock",
-     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
-     detail::every_prog_type,
-     kfunc_arg::none,
-     false},
+    {kfunc_id::bpf_task_acquire, "bpf_task_acquire",
+     detail::per_profile(detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
+                         detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
+                         detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)),
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+    {kfunc_id::bpf_task_release, "bpf_task_release",
+     detail::per_profile(detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
+                         detail::kf(KF_RELEASE)),
+     detail::task_kfunc_prog_types, kfunc_arg::release, false},
+    {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor",
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)),
+     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+    {kfunc_id::bpf_task_from_pid, "bpf_task_from_pid",
+     detail::per_profile(detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL)),
+     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+    {kfunc_id::bpf_task_from_vpid, "bpf_task_from_vpid",
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL)),
+     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+    {kfunc_id::bpf_task_kptr_get, "bpf_task_kptr_get",
+     detail::per_profile(detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent,
+                         detail::kf_absent),
+     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+    {kfunc_id::bpf_task_acquire_not_zero, "bpf_task_acquire_not_zero",
+     detail::per_profile(detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf_absent,
+                         detail::kf_absent),
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+    {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::xchg_in, true},
+    {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
     // A tracing helper, which syscall programs fall back to as well.
-    {kfunc_id::bpf_get_current_task_btf,
-     "bpf_get_current_task_btf",
-     {detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)},
-     detail::every_prog_type,
-     kfunc_arg::none,
-     false},
+    {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
 };
-inline constexpr std::size_t kfunc_id_count = std::size(kfuncs);
+static_assert(std::size(kfuncs) == kfunc_id_count,
+              "kfuncs[] must have one row per kfunc in TASKLIFE_KFUNC_IDS");
 
 namespace detail {
 constexpr bool kfunc_table_in_enum_order() {
@@ -249,8 +243,6 @@ constexpr bool kfunc_table_in_enum_order() {
 }  // namespace detail
 static_assert(detail::kfunc_table_in_enum_order(),
               "kfuncs[] must have one row per kfunc_id, in the enum's order");
-static_assert(static_cast<std::size_t>(kfunc_id::bpf_get_current_task_btf) + 1 == kfunc_id_count,
-              "a kfunc_id without a row in kfuncs[]");
 
 constexpr const kfunc_info& info(kfunc_id id) noexcept {
   return kfuncs[static_cast<std::size_t>(id)];

@@ -68,6 +68,7 @@
 #include <tasklife/export.hpp>
 #include <tasklife/kernel.hpp>
 #include <tasklife/rcu.hpp>
+#include <tasklife/sched_point.hpp>
 #include <tasklife/task.hpp>
 #include <tasklife/thread_safety.hpp>
 
@@ -101,6 +102,10 @@ struct kptr_traits<task_struct> {
 namespace detail {
 template <class T>
 T* kptr_exchange(kptr<T>* slot, T* p) noexcept;
+// The slot's content for tasklife's own code (bpf_task_kptr_get): no program
+// sees this load, so the checker and the explorer's null paths do not either.
+template <class T>
+T* kptr_load(const kptr<T>* slot) noexcept;
 
 #if TASKLIFE_VERIFIER
 // Tells the program run the thread is inside (detail::tls_ctx.run) what a slot
@@ -135,8 +140,14 @@ class kptr {
   // Acquire pairs with the release half of bpf_kptr_xchg. Inside a program run
   // the checker learns the value's trust: an RCU pointer inside an RCU section,
   // untrusted outside (prog.hpp).
+  // Under the explorer it is a scheduling point, and with null paths the read
+  // is also explored as NULL (the verifier types a kptr load PTR_MAYBE_NULL).
   T* get() const noexcept {
+    detail::sched_point(sched_op::slot_read, this, "kptr load");
     T* p = ptr_.load(std::memory_order_acquire);
+    if (p != nullptr && detail::null_path("the kptr load")) [[unlikely]] {
+      p = nullptr;
+    }
 #if TASKLIFE_VERIFIER
     if (detail::tls_ctx.run != nullptr) [[unlikely]] {
       detail::on_slot_read(p);
@@ -147,6 +158,7 @@ class kptr {
 
  private:
   friend T* detail::kptr_exchange<T>(kptr<T>* slot, T* p) noexcept;
+  friend T* detail::kptr_load<T>(const kptr<T>* slot) noexcept;
   std::atomic<T*> ptr_{nullptr};
 };
 
@@ -155,6 +167,11 @@ template <class T>
 T* kptr_exchange(kptr<T>* slot, T* p) noexcept {
   // acq_rel: see kfunc.hpp (pairs with every other exchange of this slot and with get()).
   return slot->ptr_.exchange(p, std::memory_order_acq_rel);
+}
+template <class T>
+T* kptr_load(const kptr<T>* slot) noexcept {
+  // Acquire pairs with the release half of bpf_kptr_xchg, as get().
+  return slot->ptr_.load(std::memory_order_acquire);
 }
 
 template <class V>
@@ -252,7 +269,11 @@ class bpf_hash_map {
   // ends; nullptr if absent. The caller holds the kernel's RCU read lock.
   Value* lookup_elem(const Key& key, std::source_location where = std::source_location::current()) {
     check_rcu("bpf_map_lookup_elem", where);
+    detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
     elem* e = find(bucket_of(key), key);
+    if (e != nullptr && detail::null_path("bpf_map_lookup_elem")) [[unlikely]] {
+      return nullptr;  // the explorer's path where the element is absent
+    }
     return e != nullptr ? &e->value : nullptr;
   }
 
@@ -264,6 +285,7 @@ class bpf_hash_map {
     if (flags > BPF_EXIST) {
       return -EINVAL;
     }
+    detail::sched_point(sched_op::map_update, this, "bpf_map_update_elem");
     bucket& b = bucket_of(key);
     elem* old = nullptr;
     {
@@ -299,6 +321,7 @@ class bpf_hash_map {
 
   // bpf_map_delete_elem: 0 or -ENOENT.
   long delete_elem(const Key& key, std::source_location where = std::source_location::current()) {
+    detail::sched_point(sched_op::map_delete, this, "bpf_map_delete_elem");
     bucket& b = bucket_of(key);
     elem* victim = nullptr;
     {
@@ -442,6 +465,10 @@ class bpf_array_map {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(name_, "bpf_map_lookup_elem() without rcu_read_lock()", where);
       }
+    }
+    detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
+    if (index < storage_->size && detail::null_path("bpf_map_lookup_elem")) [[unlikely]] {
+      return nullptr;  // the verifier types every lookup's result PTR_MAYBE_NULL
     }
     return index < storage_->size ? &storage_->values[index] : nullptr;
   }

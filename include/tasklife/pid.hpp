@@ -95,6 +95,14 @@ class TASKLIFE_API pid_namespace {
   pid_namespace& operator=(const pid_namespace&) = delete;
 
   unsigned int level() const noexcept { return level_; }
+  // The root of this namespace's tree (init_pid_ns of its kernel).
+  const pid_namespace* root() const noexcept {
+    const pid_namespace* ns = this;
+    while (ns->parent_ != nullptr) {
+      ns = ns->parent_;
+    }
+    return ns;
+  }
   pid_namespace* parent() const noexcept { return parent_; }
   kernel& owner() const noexcept { return owner_; }
   int pid_max() const noexcept { return pid_max_; }
@@ -119,7 +127,8 @@ class TASKLIFE_API pid_namespace {
     return child_reaper_.load(std::memory_order_acquire);
   }
 
-  // Used by the kernel's fork and release_task.
+ private:
+  friend class kernel;  // fork and release_task number, hash and unhash tasks
   pid_t alloc_nr() TASKLIFE_EXCLUDES(alloc_mutex_);  // -EAGAIN when every number is in use
   void free_nr(pid_t nr) noexcept TASKLIFE_EXCLUDES(alloc_mutex_);
   void hash(pid_t nr, task_struct* t) noexcept;
@@ -128,7 +137,6 @@ class TASKLIFE_API pid_namespace {
     child_reaper_.store(t, std::memory_order_release);  // pairs with child_reaper()
   }
 
- private:
   bool is_free(pid_t nr) const TASKLIFE_REQUIRES(alloc_mutex_);
 
   kernel& owner_;

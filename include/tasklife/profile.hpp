@@ -42,8 +42,10 @@ enum class semantics_profile : std::uint8_t {
   usage_based,
   rcu_safe,
   current,
+  count_,  // not a profile: the number of them
 };
-inline constexpr std::size_t semantics_profile_count = 4;
+inline constexpr std::size_t semantics_profile_count =
+    static_cast<std::size_t>(semantics_profile::count_);
 
 // What bpf_task_acquire does to take its reference.
 enum class acquire_style : std::uint8_t {
@@ -84,8 +86,12 @@ inline constexpr profile_info semantics_profiles[] = {
 };
 static_assert(std::size(semantics_profiles) == semantics_profile_count);
 
+// A profile's row. `p` must be a profile (kernel validates its configuration).
 constexpr const profile_info& info(semantics_profile p) noexcept {
   return semantics_profiles[static_cast<std::size_t>(p)];
+}
+constexpr bool is_valid(semantics_profile p) noexcept {
+  return static_cast<std::size_t>(p) < semantics_profile_count;
 }
 
 namespace detail {
@@ -98,6 +104,18 @@ constexpr bool profile_table_in_enum_order() {
   return true;
 }
 static_assert(profile_table_in_enum_order(), "semantics_profiles must list the profiles in order");
+// The inline fast paths are the bodies of acquire = inc_not_zero(rcu_users) and
+// release = put_task_struct_rcu_user: no other profile may claim them.
+constexpr bool fast_path_claims_hold() {
+  for (const profile_info& p : semantics_profiles) {
+    if (p.inline_fast_path &&
+        (p.acquire != acquire_style::rcu_users_inc_not_zero || p.rcu_users_in_union)) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(fast_path_claims_hold(), "inline_fast_path needs the v6.4+ acquire and layout");
 }  // namespace detail
 
 constexpr std::string_view to_string(semantics_profile p) noexcept {

@@ -1,0 +1,200 @@
+// tasklife/explore.hpp — can this kfunc protocol go wrong, and how? Every
+// interleaving, every grace-period timing and every NULL path, deterministically.
+//
+// What it is
+//   A model is an ordinary C++ function that builds a small world (a kernel, its
+//   tasks, maps) and declares simulated threads, each an ordinary callable that
+//   uses tasklife's public API. explore() calls the model again and again; each
+//   call is one execution, run under a schedule the explorer chooses. Only one
+//   simulated thread runs at a time (each on a fiber of its own, on the calling
+//   OS thread); it runs until its next scheduling point (sched_point.hpp: every
+//   counter operation, RCU read lock and unlock, call_rcu, synchronize_rcu, pid
+//   lookup, hash and unhash, slot read and exchange, map operation, lifecycle
+//   transition, explore::yield), where the explorer chooses what happens next:
+//     - which thread runs its next step;
+//     - whether a grace period of a kernel's RCU starts, or ends (only when every
+//       reader it waits for has left), or a ready RCU callback runs;
+//     - with null_paths: whether a result the verifier treats as possibly NULL
+//       (a KF_RET_NULL kfunc, a map lookup, a slot read, an exchange's old value)
+//       is NULL on this path, with no reference taken.
+//   A failure is any contract violation (use-after-free, leak at teardown, a
+//   WARN), refcount warning, verifier violation, failed invariant or check, a
+//   deadlock, or a thread that never ends. It is reported with its kind and
+//   message, the schedule as one replay string, and the timeline of that
+//   execution (every step with the events it caused and the counters after them),
+//   minimised first: fewest preemptions, then fewest steps.
+//
+//   Strategies: depth-first search of every schedule with at most
+//   preemption_bound preemptions (a switch away from a thread that could have
+//   gone on), pruned by sleep sets (two steps on different objects commute, so
+//   only one of their orders is explored); a random walk; PCT. Budgets by
+//   executions and by time. Shards (shard K of N) split the search tree
+//   deterministically; jobs runs shards in parallel.
+//
+//   Nondeterminism the explorer does not control (a clock, an unordered
+//   container's order, a real thread, a global counter kept across executions)
+//   makes re-executions of the same schedule differ; every re-execution and every
+//   replay compares a hash of what happened, step by step, and reports a
+//   divergence as a failure of kind `nondeterminism` rather than a wrong answer.
+//
+// Members
+//   options, strategy, failure_kind, step, failure, report
+//   execution: config(), thread(), invariant(), check(), run()
+//   explore(model, options), replay(model, schedule, options), yield()
+//
+// Lifetime
+//   Everything a model builds lives in the model function's frame and dies when
+//   it returns, after run(): threads have ended, and the kernels' teardown (leak
+//   reports) is part of the execution. A simulated thread's callable may capture
+//   the model's locals by reference. Kernels of a model must take their
+//   configuration through execution::config() (the deterministic RCU backend the
+//   explorer controls, events recorded for the timeline).
+//
+// Memory ordering
+//   None to speak of: simulated threads of an execution run one at a time on one
+//   OS thread, and a switch between them is a function call; sanitizers are told
+//   about every switch. Parallel jobs share nothing but the model function, which
+//   must therefore not touch state outside its own frame.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+#include <tasklife/export.hpp>
+#include <tasklife/history.hpp>
+#include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
+
+namespace tasklife::explore {
+
+enum class strategy : std::uint8_t {
+  dfs,     // every schedule within the preemption bound, with sleep-set reduction
+  random,  // a random walk per execution (seeded)
+  pct,     // probabilistic concurrency testing: random priorities and change points
+};
+std::string_view to_string(strategy s) noexcept;
+
+struct options {
+  explore::strategy strategy = explore::strategy::dfs;
+  // A preemption is a switch away from a thread that could have gone on. Most bugs
+  // need very few (CHESS); -1: unbounded. dfs and random.
+  int preemption_bound = 2;
+  // Sleep sets: schedules that differ only in the order of commuting steps are
+  // explored once (dfs).
+  bool reduction = true;
+  // Every possibly-NULL result is also explored as NULL.
+  bool null_paths = true;
+  std::uint64_t max_executions = 1'000'000;
+  std::chrono::milliseconds time_budget{60'000};
+  std::uint64_t seed = 1;  // random and pct
+  unsigned pct_depth = 3;  // pct: the bug depth it targets
+  // This process explores shard `shard` of `shards` (dfs): results of all shards
+  // together are the whole search.
+  unsigned shard = 0;
+  unsigned shards = 1;
+  // Parallel workers, each exploring its share of this shard.
+  unsigned jobs = 1;
+  bool stop_at_first_failure = true;
+  bool minimize = true;
+  // A thread that takes more steps than this in one execution is a failure
+  // (a loop that never ends).
+  std::size_t max_steps = 20'000;
+  std::size_t stack_size = std::size_t{256} << 10;  // per simulated thread
+};
+
+enum class failure_kind : std::uint8_t {
+  use_after_free,      // a freed task used through the library
+  leak,                // a task never freed when its kernel was torn down
+  contract_violation,  // any other contract violation (a kernel WARN, misuse, ...)
+  refcount_warning,    // refcount_t saturated and warned (ADD_UAF, SUB_UAF, ...)
+  verifier_violation,  // a program broke the verifier's rules on this path
+  invariant,           // a model's invariant or check failed
+  deadlock,            // threads left that can never run again
+  step_limit,          // a thread exceeded options::max_steps
+  exception,           // a simulated thread or the model threw
+  nondeterminism,      // a re-execution diverged: something the explorer does not control
+};
+std::string_view to_string(failure_kind k) noexcept;
+
+// One step of an execution's timeline.
+struct step {
+  std::size_t index = 0;
+  std::string thread;  // the simulated thread's name, or "rcu" for grace periods and callbacks
+  std::string action;  // what the step began with: "pid_lookup", "gp_end", "callback", ...
+  std::string detail;  // what it was about (the kfunc, the object)
+  bool preemption = false;
+  std::vector<task_event> events;  // what it did to tasks, with the counters after each
+};
+
+struct failure {
+  failure_kind kind = failure_kind::contract_violation;
+  std::string message;
+  std::string schedule;  // replay(model, schedule) re-runs this execution exactly
+  std::vector<step> timeline;
+  unsigned preemptions = 0;
+  std::size_t steps = 0;
+  // The timeline as text, one line per step and per event.
+  std::string format_timeline() const;
+};
+
+struct report {
+  std::uint64_t executions = 0;  // complete executions run
+  std::uint64_t pruned = 0;      // schedules skipped by the reduction (dfs)
+  bool exhausted = false;        // every schedule within the bound was explored
+  std::chrono::nanoseconds wall{0};
+  std::optional<explore::failure> failure;  // minimised when options::minimize
+  std::uint64_t failures = 0;               // failing executions seen
+  bool ok() const noexcept { return !failure.has_value(); }
+  // "explored N executions (P pruned), space exhausted / not exhausted, T ms"
+  std::string summary() const;
+};
+
+class execution_state;
+
+// What a model function gets: its execution.
+class TASKLIFE_API execution {
+ public:
+  explicit execution(execution_state& state) noexcept : state_(state) {}
+  execution(const execution&) = delete;
+  execution& operator=(const execution&) = delete;
+
+  // `c` with what the explorer needs: the deterministic RCU backend it controls,
+  // and every task traced from birth for the timeline.
+  kernel_config config(kernel_config c = {}) const;
+  // A simulated thread. Runs when run() runs, under the explorer's schedule.
+  void thread(std::string name, std::function<void()> body);
+  // Checked after every step and at the end: false is a failure.
+  void invariant(std::string name, std::function<bool()> holds);
+  // A check of the model's own (after run(), or inside a thread): false is a failure.
+  void check(bool ok, std::string_view message);
+  // Runs the threads to their end. Call once, after declaring them.
+  void run();
+
+ private:
+  execution_state& state_;
+};
+
+using model = std::function<void(execution&)>;
+
+// Explores the model.
+TASKLIFE_API report explore(const model& m, const options& o = {});
+// Re-runs one schedule exactly (a failure's `schedule`); the report's failure is
+// that execution's, or a failure of kind nondeterminism if the schedule no longer
+// matches the model.
+TASKLIFE_API report replay(const model& m, std::string_view schedule, const options& o = {});
+
+// A scheduling point of the user's own: before touching state the simulated
+// threads share outside tasklife's API (an atomic flag, a variable), so that the
+// explorer can interleave there. `object` names what is touched (for the
+// reduction: nullptr conflicts with everything).
+TASKLIFE_API void yield(const void* object = nullptr);
+
+}  // namespace tasklife::explore

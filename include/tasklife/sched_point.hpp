@@ -1,0 +1,115 @@
+// tasklife/sched_point.hpp — the points where the explorer may switch threads.
+//
+// What it is
+//   Every lifetime-relevant operation of the library announces itself here just
+//   before it acts: a counter operation on a task's usage or rcu_users, an RCU
+//   read lock or unlock, call_rcu, synchronize_rcu, a pid lookup, hash or unhash,
+//   a kptr slot read or exchange, a map update, delete or lookup, a lifecycle
+//   transition, a kfunc that may return NULL, and a user's explore::yield(). On a
+//   thread the explorer runs (explore.hpp), the announcement is a scheduling
+//   point: the explorer may run another simulated thread, end a grace period or
+//   run an RCU callback before the operation goes on. Anywhere else it is one
+//   thread-local load and a branch that is never taken; the kfuncs' inline fast
+//   paths (kfunc.hpp) do not announce at all and are never taken under the
+//   explorer.
+//
+//   Each announcement names the operation and the object it touches (a task, a
+//   slot, a map, an RCU domain): two operations on different objects commute, which
+//   the explorer's reduction uses to skip orders that cannot differ.
+//
+// Members
+//   sched_op, sched_ops (name of each), to_string(sched_op)
+//   detail::sched_point(op, object)   the announcement
+//   detail::null_path(what)           the explorer's NULL-path decision for a result
+//   detail::tls_sim                   the simulated thread running here, or nullptr
+//
+// Lifetime
+//   The simulated thread belongs to the explorer's execution; tls_sim is set only
+//   while one runs on this OS thread.
+//
+// Memory ordering
+//   None: the explorer runs one simulated thread at a time on one OS thread, and a
+//   switch is a function call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include <tasklife/export.hpp>
+
+namespace tasklife {
+
+// One row per operation kind: its name, and whether it only reads the object (two
+// reads of one object commute as well).
+#define TASKLIFE_SCHED_OPS(X) \
+  X(counter_get, false)       \
+  X(counter_put, false)       \
+  X(rcu_read_lock, true)      \
+  X(rcu_read_unlock, true)    \
+  X(call_rcu, false)          \
+  X(synchronize_rcu, false)   \
+  X(pid_lookup, true)         \
+  X(pid_hash, false)          \
+  X(pid_unhash, false)        \
+  X(slot_read, true)          \
+  X(slot_xchg, false)         \
+  X(map_lookup, true)         \
+  X(map_update, false)        \
+  X(map_delete, false)        \
+  X(lifecycle, false)         \
+  X(kfunc, false)             \
+  X(yield, true)
+
+enum class sched_op : std::uint8_t {
+#define TASKLIFE_SCHED_OP_ENUM(name, reads) name,
+  TASKLIFE_SCHED_OPS(TASKLIFE_SCHED_OP_ENUM)
+#undef TASKLIFE_SCHED_OP_ENUM
+};
+
+struct sched_op_info {
+  sched_op op;
+  std::string_view name;
+  bool reads_only;
+};
+
+inline constexpr sched_op_info sched_ops[] = {
+#define TASKLIFE_SCHED_OP_INFO(name, reads) {sched_op::name, #name, reads},
+    TASKLIFE_SCHED_OPS(TASKLIFE_SCHED_OP_INFO)
+#undef TASKLIFE_SCHED_OP_INFO
+};
+
+constexpr const sched_op_info& info(sched_op op) noexcept {
+  return sched_ops[static_cast<std::size_t>(op)];
+}
+constexpr std::string_view to_string(sched_op op) noexcept {
+  return info(op).name;
+}
+
+namespace detail {
+
+class sim_thread;
+// The simulated thread running on this OS thread (explore.hpp), or nullptr.
+TASKLIFE_API extern constinit thread_local sim_thread* tls_sim;
+
+// The explorer's side of an announcement (src/explore/explore.cpp).
+TASKLIFE_API void sched_point_slow(sched_op op, const void* object, std::string_view what);
+
+// Announces `op` on `object`; `what` is static text for the timeline ("" if
+// the op says it all).
+inline void sched_point(sched_op op, const void* object, std::string_view what = {}) {
+  if (tls_sim != nullptr) [[unlikely]] {
+    sched_point_slow(op, object, what);
+  }
+}
+
+// A result the verifier treats as possibly NULL is about to be produced: under
+// the explorer with null paths on, true on the path where it is NULL (the caller
+// then produces NULL and takes no reference). Elsewhere always false.
+TASKLIFE_API bool null_path_slow(std::string_view what);
+inline bool null_path(std::string_view what) {
+  return tls_sim != nullptr && null_path_slow(what);
+}
+
+}  // namespace detail
+}  // namespace tasklife

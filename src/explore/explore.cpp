@@ -1,0 +1,1317 @@
+// The explorer (explore.hpp): simulated threads on fibers, the scheduler, the
+// strategies, replay strings, minimisation and the timeline.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <tasklife/current.hpp>
+#include <tasklife/deterministic_rcu.hpp>
+#include <tasklife/explore.hpp>
+#include <tasklife/prog.hpp>
+#include <tasklife/refcount.hpp>
+
+#include "../observer.hpp"
+#include "../thread_state.hpp"
+#include "fiber.hpp"
+
+namespace tasklife {
+
+namespace detail {
+constinit thread_local sim_thread* tls_sim = nullptr;
+}  // namespace detail
+
+namespace explore {
+namespace {
+
+constexpr std::string_view kUncontrolled =
+    "the model, or something it depends on that the explorer does not control (a clock, an "
+    "unordered container's order, a real thread, state kept across executions), has changed";
+
+// FNV-1a, for the schedule's signature and the event log's hash.
+struct hasher {
+  std::uint64_t h = 1469598103934665603ULL;
+  void add(std::uint64_t v) noexcept {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (v >> (8 * i)) & 0xffU;
+      h *= 1099511628211ULL;
+    }
+  }
+  void add(std::string_view s) noexcept {
+    for (const char c : s) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ULL;
+    }
+    add(s.size());
+  }
+};
+
+}  // namespace
+
+std::string_view to_string(strategy s) noexcept {
+  switch (s) {
+    case strategy::dfs:
+      return "dfs";
+    case strategy::random:
+      return "random";
+    case strategy::pct:
+      return "pct";
+  }
+  return "?";
+}
+
+std::string_view to_string(failure_kind k) noexcept {
+  switch (k) {
+    case failure_kind::use_after_free:
+      return "use_after_free";
+    case failure_kind::leak:
+      return "leak";
+    case failure_kind::contract_violation:
+      return "contract_violation";
+    case failure_kind::refcount_warning:
+      return "refcount_warning";
+    case failure_kind::verifier_violation:
+      return "verifier_violation";
+    case failure_kind::invariant:
+      return "invariant";
+    case failure_kind::deadlock:
+      return "deadlock";
+    case failure_kind::step_limit:
+      return "step_limit";
+    case failure_kind::exception:
+      return "exception";
+    case failure_kind::nondeterminism:
+      return "nondeterminism";
+  }
+  return "?";
+}
+
+// ---- choices ---------------------------------------------------------------------------------
+
+namespace {
+
+// What can happen next at a scheduling node.
+enum class action_kind : std::uint8_t { thread, gp_start, gp_end, callback };
+
+struct option {
+  action_kind kind;
+  unsigned index;  // the thread, or the backend
+  // The object the step begins with (nullptr: conflicts with everything), and
+  // whether it only reads it.
+  const void* object;
+  bool reads_only;
+  bool preempts;  // a switch away from a thread that could have gone on
+  // A key that names the option across executions (the sleep sets store keys).
+  unsigned key() const noexcept {
+    return kind == action_kind::thread ? index : 1000U + index * 4U + static_cast<unsigned>(kind);
+  }
+};
+
+bool independent(const option& a, const option& b) noexcept {
+  if (a.object == nullptr || b.object == nullptr) {
+    return false;
+  }
+  if (a.object != b.object) {
+    return true;
+  }
+  return a.reads_only && b.reads_only;
+}
+
+// One decision of an execution, as the search keeps it across executions.
+struct node {
+  bool null_path = false;         // a {real, NULL} decision, else a scheduling one
+  unsigned count = 0;             // options at the node
+  unsigned chosen = 0;            // the option taken
+  std::vector<unsigned> keys;     // scheduling nodes: each option's key
+  std::vector<unsigned> allowed;  // option indices the search may take (bound, sleep set)
+  std::vector<unsigned> tried;    // option indices already explored (dfs)
+  std::vector<unsigned> sleep;    // keys asleep at this node
+  unsigned preemptions = 0;       // on the path before this node
+  std::uint64_t events_hash = 0;  // what had happened when the node was reached
+  bool split = false;             // the shard split happens here (dfs with shards)
+};
+
+// The decisions of one execution: replayed from a prefix, then made by the strategy.
+// What the search knows about the last scheduling decision of this execution,
+// for the reduction: its node and the options it had.
+struct parent_info {
+  const struct node* at = nullptr;
+  const std::vector<option>* options = nullptr;
+};
+
+class chooser {
+ public:
+  virtual ~chooser() = default;
+  // The option to take at a new node, given what the execution offers; -1: every
+  // option is asleep (the rest of this execution is redundant).
+  virtual unsigned choose(node& fresh, const std::vector<option>& options, parent_info parent) = 0;
+};
+
+}  // namespace
+
+// ---- the execution ---------------------------------------------------------------------------
+
+}  // namespace explore
+
+namespace detail {
+
+class sim_thread {
+ public:
+  sim_thread(explore::execution_state& exec, unsigned index, std::string name,
+             std::function<void()> body, std::size_t stack_size)
+      : exec_(exec),
+        index_(index),
+        name_(std::move(name)),
+        body_(std::move(body)),
+        fiber_(stack_size) {}
+
+  explore::execution_state& exec_;
+  unsigned index_;
+  std::string name_;
+  std::function<void()> body_;
+  fiber fiber_;
+  bool started_ = false;
+  bool finished_ = false;
+  deterministic_rcu* blocked_on_ = nullptr;  // waiting in synchronize_rcu / rcu_barrier
+  // The announcement it is paused at.
+  sched_op op_ = sched_op::yield;
+  const void* object_ = nullptr;
+  std::string_view what_ = "start";
+  std::size_t steps_ = 0;
+  // Its share of the OS thread's thread-local state, while it is not running.
+  current_context ctx_{nullptr, nullptr, semantics_profile::current, false, nullptr, nullptr, {}};
+  rcu_thread_state rcu_{};
+  typed_thread_state typed_{};
+};
+
+}  // namespace detail
+
+namespace explore {
+
+class execution_state {
+ public:
+  execution_state(const options& o, chooser& c, std::vector<node>& path)
+      : opt_(o), chooser_(c), path_(path) {}
+
+  // ---- what the model declares -----------------------------------------------------------
+  kernel_config config(kernel_config c) {
+    c.record_history = true;
+    c.event_listener = [this](const task_event& e) { on_event(e); };
+    c.rcu_backend_factory = [this]() -> std::unique_ptr<rcu_backend> {
+      auto b = std::make_unique<deterministic_rcu>();
+      deterministic_rcu* raw = b.get();
+      raw->set_wait_hook([this, raw] { return wait_hook(raw); });
+      backends_.push_back(raw);
+      return b;
+    };
+    return c;
+  }
+  void thread(std::string name, std::function<void()> body) {
+    if (running_ || ran_) {
+      fail(failure_kind::exception, "execution::thread() after run(): declare threads first");
+      return;
+    }
+    threads_.push_back(
+        std::make_unique<detail::sim_thread>(*this, static_cast<unsigned>(threads_.size()),
+                                             std::move(name), std::move(body), opt_.stack_size));
+  }
+  void invariant(std::string name, std::function<bool()> holds) {
+    invariants_.emplace_back(std::move(name), std::move(holds));
+  }
+  void check(bool ok, std::string_view message) {
+    if (!ok) {
+      fail(failure_kind::invariant, fmt::format("check failed: {}", message));
+    }
+  }
+  void run();
+
+  // ---- the hooks -----------------------------------------------------------------------------
+  void on_event(const task_event& e) {
+    if (!timeline_.empty()) {
+      timeline_.back().events.push_back(e);
+    }
+    // Counter values past 0xffff are no counts: a saturated counter, the poison of
+    // a freed task, or (the v5.4 .. v6.3 union) the low half of a callback head's
+    // address, which differs between executions. Only their class is hashed.
+    auto count = [](unsigned v) -> std::uint64_t {
+      return v < 0x10000U ? v : (v == 0x6b6b6b6bU ? 0x6b6b6b6bU : 0xffffffffU);
+    };
+    events_.add(static_cast<std::uint64_t>(e.kind));
+    events_.add(e.task_id);
+    events_.add(count(e.usage));
+    events_.add(count(e.rcu_users));
+    events_.add(e.detail);
+  }
+  void on_contract(const contract_violation& v) {
+    failure_kind kind = failure_kind::contract_violation;
+    if (v.message.find("use-after-free") != std::string::npos) {
+      kind = failure_kind::use_after_free;
+    } else if (v.message.rfind("leak:", 0) == 0) {
+      kind = failure_kind::leak;
+    }
+    fail(kind, fmt::format("{} ({} at {}:{})", v.message, v.component, v.where.file_name(),
+                           v.where.line()));
+  }
+  void on_refcount(const refcount_warning& w) {
+    fail(failure_kind::refcount_warning,
+         fmt::format("{} (at {}:{})", w.message, w.where.file_name(), w.where.line()));
+  }
+  void on_verifier(const violation& v) {
+    fail(failure_kind::verifier_violation,
+         fmt::format("{}: {} (at {}:{})", tasklife::to_string(v.kind), v.message,
+                     v.where.file_name(), v.where.line()));
+  }
+  // A simulated thread reached a scheduling point.
+  void point(detail::sim_thread& t, sched_op op, const void* object, std::string_view what) {
+    if (free_running_) {
+      return;
+    }
+    t.op_ = op;
+    t.object_ = object;
+    t.what_ = what.empty() ? to_string(op) : what;
+    if (++t.steps_ > opt_.max_steps) {
+      fail(failure_kind::step_limit,
+           fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
+                       t.name_, opt_.max_steps));
+      give_up_abort();
+    }
+    switch_to_scheduler(t);
+  }
+  // A possibly-NULL result: true if this path takes NULL.
+  bool null_path(std::string_view what) {
+    if (!opt_.null_paths || free_running_ || detail::tls_sim == nullptr) {
+      return false;
+    }
+    node fresh;
+    fresh.null_path = true;
+    fresh.count = 2;
+    fresh.allowed = {0, 1};
+    const unsigned c = decide(fresh, {});
+    if (c == 1 && !timeline_.empty()) {
+      timeline_.back().detail += fmt::format(" [{} is NULL on this path]", what);
+    }
+    return c == 1;
+  }
+
+  // ---- results ------------------------------------------------------------------------------
+  const options& opt_;
+  chooser& chooser_;
+  std::vector<node>& path_;
+  std::size_t depth_ = 0;  // nodes passed in this execution
+  std::vector<std::unique_ptr<detail::sim_thread>> threads_;
+  std::vector<std::pair<std::string, std::function<bool()>>> invariants_;
+  std::vector<deterministic_rcu*> backends_;
+  std::vector<step> timeline_;
+  hasher events_;
+  hasher signature_;  // the option counts along the path
+  std::optional<failure> failure_;
+  bool pruned_ = false;  // every option at some node was asleep: redundant execution
+  bool diverged_ = false;
+  bool running_ = false;
+  bool ran_ = false;
+  bool free_running_ = false;  // after a failure that leaves threads stuck: no more choices
+  unsigned preemptions_ = 0;
+  int current_ = -1;  // the thread that ran the last step
+  detail::fiber main_;
+
+ private:
+  void fail(failure_kind kind, std::string message) {
+    if (!failure_ && !pruned_) {
+      failure f;
+      f.kind = kind;
+      f.message = std::move(message);
+      failure_ = std::move(f);
+    }
+  }
+  [[noreturn]] void give_up_abort() {
+    std::fprintf(stderr,
+                 "tasklife explore: %s\n  the execution cannot be ended cleanly; aborting\n",
+                 failure_ ? failure_->message.c_str() : "unrecoverable");
+    std::fflush(stderr);
+    std::abort();
+  }
+  bool wait_hook(deterministic_rcu* b) {
+    detail::sim_thread* t = detail::tls_sim;
+    if (t == nullptr || free_running_) {
+      return false;  // the main context (teardown) blocks normally
+    }
+    t->blocked_on_ = b;
+    t->op_ = sched_op::synchronize_rcu;
+    t->object_ = b;
+    t->what_ = "waits for a grace period";
+    switch_to_scheduler(*t);
+    t->blocked_on_ = nullptr;
+    return true;
+  }
+
+  static void swap_state(detail::sim_thread& t) noexcept {
+    std::swap(detail::tls_ctx, t.ctx_);
+    detail::swap_rcu_thread_state(t.rcu_);
+    detail::swap_typed_thread_state(t.typed_);
+  }
+  void switch_to_thread(detail::sim_thread& t) {
+    swap_state(t);
+    detail::tls_sim = &t;
+    detail::set_reader_identity(&t);
+    detail::fiber::switch_to(main_, t.fiber_);
+    detail::set_reader_identity(nullptr);
+    detail::tls_sim = nullptr;
+    swap_state(t);
+  }
+  void switch_to_scheduler(detail::sim_thread& t) { detail::fiber::switch_to(t.fiber_, main_); }
+
+  static void thread_entry(void* arg) noexcept {
+    auto& t = *static_cast<detail::sim_thread*>(arg);
+    try {
+      t.body_();
+    } catch (const std::exception& e) {
+      t.exec_.fail(failure_kind::exception,
+                   fmt::format("simulated thread '{}' threw: {}", t.name_, e.what()));
+    } catch (...) {
+      t.exec_.fail(failure_kind::exception, fmt::format("simulated thread '{}' threw", t.name_));
+    }
+    t.finished_ = true;
+    t.exec_.thread_ended(t);
+    detail::fiber::switch_to(t.fiber_, t.exec_.main_);
+    std::abort();  // never resumed
+  }
+  void thread_ended(detail::sim_thread& t) {
+    // A thread that ends inside a read-side section (or still registered) would
+    // hold every later grace period up: reported, and its sections ended.
+    for (deterministic_rcu* b : backends_) {
+      detail::deterministic_rcu_access::reader_gone(
+          *b, &t, fmt::format("simulated thread '{}' ends", t.name_));
+    }
+  }
+
+  bool enabled(const detail::sim_thread& t) const {
+    if (t.finished_) {
+      return false;
+    }
+    if (t.blocked_on_ != nullptr) {
+      return t.blocked_on_->can_end_grace_period() || !t.blocked_on_->grace_period_in_progress();
+    }
+    return true;
+  }
+
+  std::vector<option> options_now() const {
+    std::vector<option> out;
+    const bool current_enabled =
+        current_ >= 0 && enabled(*threads_[static_cast<std::size_t>(current_)]);
+    // The running thread first: "go on" is option 0 when it can.
+    if (current_enabled) {
+      const auto& t = *threads_[static_cast<std::size_t>(current_)];
+      out.push_back(option{action_kind::thread, t.index_, t.started_ ? t.object_ : nullptr,
+                           t.started_ && info(t.op_).reads_only, false});
+    }
+    for (const auto& tp : threads_) {
+      const auto& t = *tp;
+      if (static_cast<int>(t.index_) == current_ || !enabled(t)) {
+        continue;
+      }
+      out.push_back(option{action_kind::thread, t.index_, t.started_ ? t.object_ : nullptr,
+                           t.started_ && info(t.op_).reads_only, current_enabled});
+    }
+    for (unsigned b = 0; b < backends_.size(); ++b) {
+      deterministic_rcu& r = *backends_[b];
+      if (!r.grace_period_in_progress() && r.callbacks_need_grace_period()) {
+        out.push_back(option{action_kind::gp_start, b, &r, false, false});
+      }
+      if (r.can_end_grace_period()) {
+        out.push_back(option{action_kind::gp_end, b, &r, false, false});
+      }
+      if (r.ready_callbacks() > 0) {
+        out.push_back(option{action_kind::callback, b, nullptr, false, false});
+      }
+    }
+    return out;
+  }
+
+  // Makes one decision: replayed from the path, or new.
+  unsigned decide(node& fresh, const std::vector<option>& opts) {
+    signature_.add(fresh.count);
+    signature_.add(fresh.null_path ? 1U : 0U);
+    fresh.preemptions = preemptions_;
+    fresh.events_hash = events_.h;
+    unsigned c = 0;
+    if (depth_ < path_.size()) {
+      node& old = path_[depth_];
+      const bool mismatch = replaying_
+                                ? old.chosen >= fresh.count
+                                : (old.count != fresh.count || old.null_path != fresh.null_path ||
+                                   old.events_hash != fresh.events_hash);
+      if (mismatch) {
+        diverged_ = true;
+        fail(failure_kind::nondeterminism,
+             replaying_
+                 ? fmt::format("the schedule does not match the model: decision {} takes option {} "
+                               "of {}; {}",
+                               depth_, old.chosen, fresh.count, kUncontrolled)
+                 : fmt::format(
+                       "decision {} differs from the last execution that reached it ({} options "
+                       "now, {} then; event hash {:016x} now, {:016x} then): something the "
+                       "explorer does not control (a clock, an unordered container, a real "
+                       "thread, state kept across executions) changed what happened",
+                       depth_, fresh.count, old.count, fresh.events_hash, old.events_hash));
+        free_running_ = true;
+        c = 0;
+      } else {
+        c = old.chosen;
+        if (replaying_) {
+          old.count = fresh.count;
+          old.null_path = fresh.null_path;
+        }
+      }
+      node* kept = &old;
+      ++depth_;
+      return finish_decision(c, opts, *kept);
+    }
+    if (replaying_) {
+      fail(failure_kind::nondeterminism,
+           fmt::format("the schedule ends after {} decisions but the model makes more; {}", depth_,
+                       kUncontrolled));
+      replaying_ = false;
+      free_running_ = true;
+      ++depth_;
+      return 0;
+    }
+    c = chooser_.choose(fresh, opts, parent_);
+    if (c == static_cast<unsigned>(-1)) {  // every option asleep: redundant from here on
+      pruned_ = true;
+      free_running_ = true;
+      ++depth_;
+      return 0;
+    }
+    fresh.chosen = c;
+    path_.push_back(std::move(fresh));
+    ++depth_;
+    return finish_decision(c, opts, path_.back());
+  }
+  unsigned finish_decision(unsigned c, const std::vector<option>& opts, const node& n) {
+    if (n.null_path) {
+      return c;
+    }
+    if (c < opts.size() && opts[c].preempts) {
+      ++preemptions_;
+    }
+    parent_opts_ = opts;
+    parent_.at = &n;
+    parent_.options = &parent_opts_;
+    return c;
+  }
+
+  parent_info parent_{};
+  std::vector<option> parent_opts_;
+
+ public:
+  bool replaying_ = false;
+
+ private:
+  void run_step(const option& o);
+  void check_invariants();
+  void free_run();
+};
+
+void execution_state::run() {
+  if (ran_) {
+    fail(failure_kind::exception, "execution::run() called twice");
+    return;
+  }
+  ran_ = true;
+  running_ = true;
+  for (;;) {
+    const std::vector<option> opts = options_now();
+    if (opts.empty()) {
+      break;
+    }
+    unsigned c = 0;
+    if (free_running_ || opts.size() == 1) {
+      c = 0;
+      if (!free_running_ && opts.size() == 1) {
+        // A forced step is no decision; still counted for the signature.
+        signature_.add(1);
+      }
+    } else {
+      node fresh;
+      fresh.count = static_cast<unsigned>(opts.size());
+      for (const option& o : opts) {
+        fresh.keys.push_back(o.key());
+      }
+      c = decide(fresh, opts);
+    }
+    run_step(opts[c]);
+    if (!free_running_) {
+      check_invariants();
+    }
+  }
+  const bool stuck =
+      std::any_of(threads_.begin(), threads_.end(), [](const auto& t) { return !t->finished_; });
+  if (stuck) {
+    fail(failure_kind::deadlock,
+         "simulated threads are left that can never run again (waiting for a grace period "
+         "that a reader which never leaves holds up)");
+    free_run();
+  }
+  running_ = false;
+  if (!free_running_) {
+    check_invariants();
+  }
+}
+
+void execution_state::run_step(const option& o) {
+  step s;
+  s.index = timeline_.size();
+  s.preemption = o.preempts;
+  switch (o.kind) {
+    case action_kind::thread: {
+      detail::sim_thread& t = *threads_[o.index];
+      s.thread = t.name_;
+      s.action = t.started_ ? std::string(to_string(t.op_)) : "start";
+      s.detail = t.started_ ? std::string(t.what_) : "";
+      timeline_.push_back(std::move(s));
+      events_.add(o.index);
+      current_ = static_cast<int>(o.index);
+      if (!t.started_) {
+        t.started_ = true;
+        t.fiber_.start(&thread_entry, &t);
+      }
+      switch_to_thread(t);
+      return;
+    }
+    case action_kind::gp_start:
+      s.thread = "rcu";
+      s.action = "gp_start";
+      s.detail = fmt::format("grace period {} of rcu {} starts",
+                             backends_[o.index]->completed_grace_periods() + 1, o.index);
+      timeline_.push_back(std::move(s));
+      backends_[o.index]->start_grace_period();
+      break;
+    case action_kind::gp_end:
+      s.thread = "rcu";
+      s.action = "gp_end";
+      s.detail = fmt::format("grace period {} of rcu {} ends",
+                             backends_[o.index]->completed_grace_periods() + 1, o.index);
+      timeline_.push_back(std::move(s));
+      backends_[o.index]->try_end_grace_period();
+      break;
+    case action_kind::callback:
+      s.thread = "rcu";
+      s.action = "callback";
+      s.detail = fmt::format("rcu {} runs its oldest ready callback", o.index);
+      timeline_.push_back(std::move(s));
+      backends_[o.index]->run_one_callback();
+      break;
+  }
+  events_.add(1000U + static_cast<unsigned>(o.kind));
+}
+
+void execution_state::check_invariants() {
+  for (const auto& [name, holds] : invariants_) {
+    bool ok = false;
+    try {
+      ok = holds();
+    } catch (...) {
+      ok = false;
+    }
+    if (!ok) {
+      fail(failure_kind::invariant,
+           fmt::format("invariant '{}' does not hold after step {}", name, timeline_.size()));
+    }
+  }
+}
+
+void execution_state::free_run() {
+  // Round-robin without decisions until every thread has ended, so that what they
+  // hold (read sections, scopes) is released before the model's teardown.
+  free_running_ = true;
+  for (int round = 0; round < 1000; ++round) {
+    bool any = false;
+    for (const auto& t : threads_) {
+      if (!t->finished_) {
+        any = true;
+        if (!t->started_) {
+          t->started_ = true;
+          t->fiber_.start(&thread_entry, t.get());
+        }
+        switch_to_thread(*t);
+      }
+    }
+    if (!any) {
+      return;
+    }
+    for (deterministic_rcu* b : backends_) {
+      b->advance_grace_period();
+      b->run_callbacks();
+    }
+  }
+  give_up_abort();
+}
+
+// ---- strategies --------------------------------------------------------------------------------
+
+namespace {
+
+// The options a node may take: within the preemption bound, and not asleep.
+void restrict(node& fresh, const std::vector<option>& opts, int bound, bool reduction,
+              std::uint64_t& pruned) {
+  fresh.allowed.clear();
+  for (unsigned i = 0; i < opts.size(); ++i) {
+    if (bound >= 0 && opts[i].preempts && fresh.preemptions >= static_cast<unsigned>(bound)) {
+      continue;
+    }
+    if (reduction &&
+        std::find(fresh.sleep.begin(), fresh.sleep.end(), opts[i].key()) != fresh.sleep.end()) {
+      ++pruned;
+      continue;
+    }
+    fresh.allowed.push_back(i);
+  }
+}
+
+// sleep(child) = { u in sleep(parent) + tried-before(parent) : u independent of
+// the parent's chosen step }, with "independent" judged on the options as they
+// were at the parent (a thread that did not move is still paused at the same
+// operation), and only for options still offered now.
+std::vector<unsigned> child_sleep(parent_info parent, const std::vector<option>& now) {
+  std::vector<unsigned> out;
+  if (parent.at == nullptr || parent.options == nullptr) {
+    return out;
+  }
+  const std::vector<option>& then = *parent.options;
+  if (parent.at->chosen >= then.size()) {
+    return out;
+  }
+  const option& taken = then[parent.at->chosen];
+  std::vector<unsigned> candidates = parent.at->sleep;
+  for (unsigned i : parent.at->tried) {
+    if (i != parent.at->chosen && i < parent.at->keys.size()) {
+      candidates.push_back(parent.at->keys[i]);
+    }
+  }
+  for (unsigned key : candidates) {
+    const auto p =
+        std::find_if(then.begin(), then.end(), [key](const option& o) { return o.key() == key; });
+    const auto n =
+        std::find_if(now.begin(), now.end(), [key](const option& o) { return o.key() == key; });
+    if (p != then.end() && n != now.end() && independent(*p, taken) &&
+        std::find(out.begin(), out.end(), key) == out.end()) {
+      out.push_back(key);
+    }
+  }
+  return out;
+}
+
+class dfs_chooser final : public chooser {
+ public:
+  dfs_chooser(const options& o, std::uint64_t& pruned, const std::vector<node>& path)
+      : opt_(o), pruned_(pruned), path_(path) {}
+
+  unsigned choose(node& fresh, const std::vector<option>& opts, parent_info parent) override {
+    if (fresh.null_path) {
+      fresh.tried = {0};
+      return 0;
+    }
+    if (opt_.reduction) {
+      fresh.sleep = child_sleep(parent, opts);
+    }
+    restrict(fresh, opts, opt_.preemption_bound, opt_.reduction, pruned_);
+    if (!shard_filter(fresh)) {
+      return static_cast<unsigned>(-1);
+    }
+    if (fresh.allowed.empty()) {
+      return static_cast<unsigned>(-1);
+    }
+    fresh.tried = {fresh.allowed.front()};
+    return fresh.allowed.front();
+  }
+
+  // Sharding: at the split_depth-th branching node of a path, only the options
+  // this shard owns stay allowed; above it every shard explores (the prefixes are
+  // few), below it only the owner. An execution that never reaches the split is
+  // shard 0's.
+  static constexpr unsigned split_depth = 2;
+
+ private:
+  bool shard_filter(node& fresh) {
+    if (opt_.shards <= 1 || fresh.allowed.size() < 2) {
+      return true;
+    }
+    unsigned branching = 0;
+    hasher prefix;
+    for (const node& n : path_) {
+      if (n.split) {
+        return true;  // the split is above: this subtree is already this shard's
+      }
+      branching += n.allowed.size() > 1 ? 1U : 0U;
+      prefix.add(n.chosen);
+    }
+    if (branching + 1 < split_depth) {
+      return true;
+    }
+    fresh.split = true;
+    std::vector<unsigned> mine;
+    for (unsigned i : fresh.allowed) {
+      if ((prefix.h + i) % opt_.shards == opt_.shard) {
+        mine.push_back(i);
+      }
+    }
+    fresh.allowed = std::move(mine);
+    return !fresh.allowed.empty();
+  }
+
+  const options& opt_;
+  std::uint64_t& pruned_;
+  const std::vector<node>& path_;
+};
+
+class random_chooser final : public chooser {
+ public:
+  random_chooser(const options& o, std::uint64_t seed) : opt_(o), rng_(seed) {}
+  unsigned choose(node& fresh, const std::vector<option>& opts, parent_info) override {
+    if (fresh.null_path) {
+      return static_cast<unsigned>(rng_() % 2U);
+    }
+    std::uint64_t ignored = 0;
+    restrict(fresh, opts, opt_.preemption_bound, false, ignored);
+    if (fresh.allowed.empty()) {
+      return 0;
+    }
+    return fresh.allowed[rng_() % fresh.allowed.size()];
+  }
+
+ private:
+  const options& opt_;
+  std::mt19937_64 rng_;
+};
+
+// PCT (Burckhardt et al., ASPLOS 2010): threads get distinct random priorities;
+// the highest-priority enabled one runs; at d-1 random steps the running thread
+// drops to a priority below all others. The RCU machinery is one more "thread".
+class pct_chooser final : public chooser {
+ public:
+  pct_chooser(const options& o, std::uint64_t seed, std::size_t expected_steps)
+      : opt_(o), rng_(seed) {
+    const std::size_t k = std::max<std::size_t>(expected_steps, 1);
+    for (unsigned i = 1; i < std::max(opt_.pct_depth, 1U); ++i) {
+      change_points_.push_back(static_cast<std::size_t>(rng_() % k));
+    }
+  }
+  unsigned choose(node& fresh, const std::vector<option>& opts, parent_info) override {
+    if (fresh.null_path) {
+      return static_cast<unsigned>(rng_() % 2U);
+    }
+    ++steps_;
+    auto priority_of = [this](unsigned key) -> std::uint64_t {
+      auto it = std::find_if(priorities_.begin(), priorities_.end(),
+                             [key](const auto& p) { return p.first == key; });
+      if (it == priorities_.end()) {
+        priorities_.emplace_back(key, 1000 + rng_() % 1'000'000);
+        return priorities_.back().second;
+      }
+      return it->second;
+    };
+    unsigned best = 0;
+    std::uint64_t best_priority = 0;
+    for (unsigned i = 0; i < opts.size(); ++i) {
+      const unsigned key = opts[i].kind == action_kind::thread ? opts[i].key() : 999U;
+      const std::uint64_t p = priority_of(key);
+      if (p > best_priority) {
+        best_priority = p;
+        best = i;
+      }
+    }
+    for (std::size_t c = 0; c < change_points_.size(); ++c) {
+      if (change_points_[c] == steps_) {
+        const unsigned key = opts[best].kind == action_kind::thread ? opts[best].key() : 999U;
+        for (auto& [k, p] : priorities_) {
+          if (k == key) {
+            p = c;  // below every initial priority
+          }
+        }
+      }
+    }
+    return best;
+  }
+
+ private:
+  const options& opt_;
+  std::mt19937_64 rng_;
+  std::vector<std::size_t> change_points_;
+  std::vector<std::pair<unsigned, std::uint64_t>> priorities_;
+  std::size_t steps_ = 0;
+};
+
+// ---- replay strings ----------------------------------------------------------------------------
+//
+// "tl1-<signature>-<events>-<choices>": the hash of the option counts along the
+// path, the hash of what happened, and one base-36 digit per decision (runs of a
+// digit written as digit + "*" + count + "."). The hashes let a replay tell that
+// the model no longer matches the schedule.
+
+constexpr std::string_view kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+std::string encode_choices(const std::vector<node>& path) {
+  std::string out;
+  for (std::size_t i = 0; i < path.size();) {
+    std::size_t j = i;
+    while (j < path.size() && path[j].chosen == path[i].chosen) {
+      ++j;
+    }
+    const char d = path[i].chosen < kDigits.size() ? kDigits[path[i].chosen] : '?';
+    if (j - i > 3) {
+      out += fmt::format("{}*{}.", d, j - i);
+    } else {
+      out.append(j - i, d);
+    }
+    i = j;
+  }
+  return out;
+}
+
+std::optional<std::vector<unsigned>> decode_choices(std::string_view s) {
+  std::vector<unsigned> out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto d = kDigits.find(s[i]);
+    if (d == std::string_view::npos) {
+      return std::nullopt;
+    }
+    if (i + 1 < s.size() && s[i + 1] == '*') {
+      const auto dot = s.find('.', i + 2);
+      if (dot == std::string_view::npos || dot == i + 2 || dot - i > 9) {
+        return std::nullopt;
+      }
+      std::size_t n = 0;
+      for (std::size_t k = i + 2; k < dot; ++k) {
+        if (s[k] < '0' || s[k] > '9') {
+          return std::nullopt;
+        }
+        n = n * 10 + static_cast<std::size_t>(s[k] - '0');
+      }
+      if (n > 10'000'000) {
+        return std::nullopt;
+      }
+      out.insert(out.end(), n, static_cast<unsigned>(d));
+      i = dot;
+    } else {
+      out.push_back(static_cast<unsigned>(d));
+    }
+  }
+  return out;
+}
+
+std::string schedule_string(const execution_state& x) {
+  return fmt::format("tl1-{:016x}-{:016x}-{}", x.signature_.h, x.events_.h,
+                     encode_choices(x.path_));
+}
+
+}  // namespace
+
+// ---- one execution
+// -------------------------------------------------------------------------------
+
+namespace {
+
+struct observer_scope {
+  detail::thread_observer observer;
+  const detail::thread_observer* previous;
+  explicit observer_scope(execution_state& x)
+      : observer{
+            &x,
+            [](void* c, const contract_violation& v) {
+              static_cast<execution_state*>(c)->on_contract(v);
+            },
+            [](void* c, const refcount_warning& w) {
+              static_cast<execution_state*>(c)->on_refcount(w);
+            },
+            [](void* c, const violation& v) { static_cast<execution_state*>(c)->on_verifier(v); }},
+        previous(std::exchange(detail::tls_observer, &observer)) {}
+  ~observer_scope() { detail::tls_observer = previous; }
+  observer_scope(const observer_scope&) = delete;
+  observer_scope& operator=(const observer_scope&) = delete;
+};
+
+struct execution_result {
+  std::optional<explore::failure> failure;
+  bool pruned = false;
+  bool passed_split = false;
+  std::size_t steps = 0;
+  std::string schedule;
+};
+
+execution_result run_once(const model& m, const options& o, chooser& c, std::vector<node>& path,
+                          bool replaying = false) {
+  execution_state x(o, c, path);
+  x.replaying_ = replaying;
+  {
+    const observer_scope observe(x);
+    execution api(x);
+    try {
+      m(api);
+    } catch (const std::exception& e) {
+      x.check(false, fmt::format("the model threw: {}", e.what()));
+    } catch (...) {
+      x.check(false, "the model threw");
+    }
+    if (!x.ran_) {
+      x.check(false, "the model never called execution::run()");
+    }
+  }
+  // Decisions recorded past the end of this execution belong to an earlier one.
+  if (path.size() > x.depth_) {
+    path.resize(x.depth_);
+  }
+  execution_result r;
+  r.pruned = x.pruned_;
+  r.passed_split = std::any_of(path.begin(), path.end(), [](const node& n) { return n.split; });
+  r.steps = x.timeline_.size();
+  r.schedule = schedule_string(x);
+  if (x.failure_ && !x.pruned_) {
+    failure f = std::move(*x.failure_);
+    f.schedule = r.schedule;
+    f.timeline = std::move(x.timeline_);
+    f.preemptions = x.preemptions_;
+    f.steps = f.timeline.size();
+    r.failure = std::move(f);
+  }
+  return r;
+}
+
+// DFS backtracking: the deepest node with an allowed option not yet tried.
+bool backtrack(std::vector<node>& path) {
+  while (!path.empty()) {
+    node& n = path.back();
+    for (unsigned i : n.allowed) {
+      if (std::find(n.tried.begin(), n.tried.end(), i) == n.tried.end()) {
+        n.tried.push_back(i);
+        n.chosen = i;
+        return true;
+      }
+    }
+    if (n.null_path && n.tried.size() < 2) {
+      n.tried.push_back(1);
+      n.chosen = 1;
+      return true;
+    }
+    path.pop_back();
+  }
+  return false;
+}
+
+}  // namespace
+
+// ---- the search --------------------------------------------------------------------------------
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+struct search_limits {
+  std::uint64_t max_executions;
+  clock::time_point deadline;
+};
+
+bool better(const failure& a, const failure& b) {
+  return a.preemptions != b.preemptions ? a.preemptions < b.preemptions : a.steps < b.steps;
+}
+
+// One strategy over one shard, on this thread. `accept` sees every failing
+// execution and says whether to stop.
+report search(const model& m, const options& o, const search_limits& limits,
+              const std::function<bool(const failure&)>& accept) {
+  report r;
+  const auto start = clock::now();
+  std::vector<node> path;
+  std::string first_schedule;
+  std::uint64_t pruned_options = 0;
+  std::uint64_t pruned_executions = 0;
+  std::size_t expected_steps = 0;
+  for (;;) {
+    if (r.executions >= limits.max_executions || clock::now() >= limits.deadline) {
+      break;
+    }
+    execution_result e;
+    if (o.strategy == strategy::dfs) {
+      dfs_chooser c(o, pruned_options, path);
+      e = run_once(m, o, c, path);
+    } else if (o.strategy == strategy::random) {
+      path.clear();
+      random_chooser c(o, o.seed * 0x9e3779b97f4a7c15ULL + r.executions);
+      e = run_once(m, o, c, path);
+    } else {
+      path.clear();
+      pct_chooser c(o, o.seed * 0x9e3779b97f4a7c15ULL + r.executions, expected_steps);
+      e = run_once(m, o, c, path);
+      expected_steps = std::max(expected_steps, e.steps);
+    }
+    if (first_schedule.empty() && !e.pruned) {
+      first_schedule = e.schedule;
+    }
+    const bool owned =
+        o.strategy != strategy::dfs || o.shards <= 1 || e.passed_split || o.shard == 0;
+    if (e.pruned) {
+      ++pruned_executions;
+    } else if (owned) {
+      ++r.executions;
+      if (e.failure) {
+        ++r.failures;
+        const bool stop = accept(*e.failure);
+        if (!r.failure || better(*e.failure, *r.failure)) {
+          r.failure = std::move(e.failure);
+        }
+        if (stop) {
+          break;
+        }
+      }
+    }
+    if (o.strategy == strategy::dfs && !backtrack(path)) {
+      r.exhausted = true;
+      break;
+    }
+  }
+  r.pruned = pruned_options + pruned_executions;
+  // Every execution replayed a prefix of an earlier one and compared it; the
+  // first execution is replayed whole as well, since a change that only shows
+  // after the last decision of each prefix escapes those comparisons.
+  if (!first_schedule.empty() && !(r.failure && r.failure->kind == failure_kind::nondeterminism)) {
+    std::vector<node> again;
+    const report check = replay(m, first_schedule, o);
+    if (check.failure && check.failure->kind == failure_kind::nondeterminism) {
+      r.failure = check.failure;
+      ++r.failures;
+    }
+  }
+  r.wall = clock::now() - start;
+  return r;
+}
+
+// Fewest preemptions first (dfs at every smaller bound), then fewest steps
+// (more failing executions at that bound), each within a small budget.
+failure minimise(const model& m, const options& o, failure found, clock::time_point deadline) {
+  options mo = o;
+  mo.strategy = strategy::dfs;
+  mo.shards = 1;
+  mo.shard = 0;
+  mo.jobs = 1;
+  const failure_kind kind = found.kind;
+  for (unsigned b = 0; b < found.preemptions; ++b) {
+    mo.preemption_bound = static_cast<int>(b);
+    const search_limits limits{20'000, std::min(deadline, clock::now() + std::chrono::seconds(5))};
+    const report r = search(m, mo, limits, [kind](const failure& f) { return f.kind == kind; });
+    if (r.failure && r.failure->kind == kind) {
+      found = *r.failure;
+      break;
+    }
+  }
+  mo.preemption_bound = static_cast<int>(found.preemptions);
+  failure shortest = found;
+  unsigned seen = 0;
+  const search_limits limits{5'000, std::min(deadline, clock::now() + std::chrono::seconds(2))};
+  (void)search(m, mo, limits, [&](const failure& f) {
+    if (f.kind == kind && f.preemptions <= shortest.preemptions && better(f, shortest)) {
+      shortest = f;
+    }
+    return ++seen >= 64;
+  });
+  return shortest;
+}
+
+report merge(std::vector<report> parts) {
+  report r;
+  r.exhausted = !parts.empty();
+  for (report& p : parts) {
+    r.executions += p.executions;
+    r.pruned += p.pruned;
+    r.failures += p.failures;
+    r.exhausted = r.exhausted && p.exhausted;
+    r.wall = std::max(r.wall, p.wall);
+    if (p.failure && (!r.failure || better(*p.failure, *r.failure))) {
+      r.failure = std::move(p.failure);
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+report explore(const model& m, const options& o) {
+  const auto start = clock::now();
+  const search_limits limits{o.max_executions, start + o.time_budget};
+  auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
+  report r;
+  if (o.jobs <= 1) {
+    r = search(m, o, limits, accept);
+  } else {
+    // Worker j explores shard (shard * jobs + j) of (shards * jobs); the budget of
+    // executions is shared out.
+    std::vector<report> parts(o.jobs);
+    std::vector<std::thread> workers;
+    for (unsigned j = 0; j < o.jobs; ++j) {
+      workers.emplace_back([&, j] {
+        options wo = o;
+        wo.jobs = 1;
+        wo.shards = o.shards * o.jobs;
+        wo.shard = o.shard * o.jobs + j;
+        wo.seed = o.seed + j;
+        const search_limits wl{std::max<std::uint64_t>(1, o.max_executions / o.jobs),
+                               limits.deadline};
+        parts[j] = search(m, wo, wl, accept);
+      });
+    }
+    for (std::thread& w : workers) {
+      w.join();
+    }
+    r = merge(std::move(parts));
+  }
+  if (r.failure && o.minimize && r.failure->kind != failure_kind::nondeterminism) {
+    r.failure =
+        minimise(m, o, std::move(*r.failure), start + o.time_budget + std::chrono::seconds(10));
+  }
+  if (r.failure && r.failure->kind != failure_kind::nondeterminism) {
+    // What is printed must reproduce: the failure's schedule is replayed once more.
+    const report check = replay(m, r.failure->schedule, o);
+    if (!check.failure || check.failure->kind == failure_kind::nondeterminism ||
+        check.failure->message != r.failure->message) {
+      failure f;
+      f.kind = failure_kind::nondeterminism;
+      f.message = fmt::format(
+          "the failing schedule does not reproduce: replaying it {} (the first run: {}: {})",
+          check.failure ? fmt::format("gave '{}'", check.failure->message)
+                        : std::string("did not fail"),
+          to_string(r.failure->kind), r.failure->message);
+      f.schedule = r.failure->schedule;
+      r.failure = std::move(f);
+    }
+  }
+  r.wall = clock::now() - start;
+  return r;
+}
+
+report replay(const model& m, std::string_view schedule, const options& o) {
+  report r;
+  const auto start = clock::now();
+  auto fail_with = [&](std::string message) {
+    failure f;
+    f.kind = failure_kind::nondeterminism;
+    f.message = std::move(message);
+    f.schedule = std::string(schedule);
+    r.failure = std::move(f);
+    r.wall = clock::now() - start;
+    return r;
+  };
+  // tl1-<16 hex>-<16 hex>-<choices>
+  if (schedule.size() < 38 || schedule.substr(0, 4) != "tl1-" || schedule[20] != '-' ||
+      schedule[37] != '-') {
+    return fail_with(fmt::format(
+        "'{}' is not a tasklife schedule (tl1-<signature>-<events>-<choices>)", schedule));
+  }
+  auto hex = [](std::string_view h) -> std::optional<std::uint64_t> {
+    std::uint64_t v = 0;
+    for (const char c : h) {
+      const auto d = std::string_view("0123456789abcdef").find(c);
+      if (d == std::string_view::npos) {
+        return std::nullopt;
+      }
+      v = (v << 4) | d;
+    }
+    return v;
+  };
+  const auto signature = hex(schedule.substr(4, 16));
+  const auto events = hex(schedule.substr(21, 16));
+  const auto choices = decode_choices(schedule.substr(38));
+  if (!signature || !events || !choices) {
+    return fail_with(fmt::format("'{}' is not a tasklife schedule: bad hash or choices", schedule));
+  }
+  std::vector<node> path(choices->size());
+  for (std::size_t i = 0; i < choices->size(); ++i) {
+    path[i].chosen = (*choices)[i];
+  }
+  std::uint64_t ignored = 0;
+  dfs_chooser c(o, ignored, path);
+  options ro = o;
+  ro.shards = 1;
+  ro.shard = 0;
+  execution_result e = run_once(m, ro, c, path, /*replaying=*/true);
+  r.executions = 1;
+  r.exhausted = false;
+  if (e.failure && e.failure->kind == failure_kind::nondeterminism) {
+    r.failure = std::move(e.failure);
+    r.failures = 1;
+  } else if (e.schedule != schedule) {
+    return fail_with(fmt::format("replaying '{}' gave a different execution ('{}'): {}", schedule,
+                                 e.schedule, kUncontrolled));
+  } else if (e.failure) {
+    r.failure = std::move(e.failure);
+    r.failures = 1;
+  }
+  r.wall = clock::now() - start;
+  return r;
+}
+
+// ---- the public entry points
+// ---------------------------------------------------------------------
+
+kernel_config execution::config(kernel_config c) const {
+  return state_.config(std::move(c));
+}
+void execution::thread(std::string name, std::function<void()> body) {
+  state_.thread(std::move(name), std::move(body));
+}
+void execution::invariant(std::string name, std::function<bool()> holds) {
+  state_.invariant(std::move(name), std::move(holds));
+}
+void execution::check(bool ok, std::string_view message) {
+  state_.check(ok, message);
+}
+void execution::run() {
+  state_.run();
+}
+
+void yield(const void* object) {
+  detail::sched_point(sched_op::yield, object, "explore::yield");
+}
+
+std::string report::summary() const {
+  return fmt::format("explored {} execution(s) ({} pruned by the reduction), space {}, {} ms{}",
+                     executions, pruned, exhausted ? "exhausted" : "not exhausted",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(wall).count(),
+                     failure ? fmt::format(", failure: {}", to_string(failure->kind)) : "");
+}
+
+std::string failure::format_timeline() const {
+  std::string out;
+  for (const step& s : timeline) {
+    out += fmt::format("  {:>4}  {:<10} {}{:<16} {}\n", s.index, s.thread, s.preemption ? "*" : " ",
+                       s.action, s.detail);
+    for (const task_event& e : s.events) {
+      out += fmt::format("              pid {:<5} {:<14} usage={} rcu_users={}{}{}\n", e.pid,
+                         tasklife::to_string(e.kind), static_cast<int>(e.usage),
+                         static_cast<int>(e.rcu_users), e.detail.empty() ? "" : "  ", e.detail);
+    }
+  }
+  return out;
+}
+
+}  // namespace explore
+
+namespace detail {
+void sched_point_slow(sched_op op, const void* object, std::string_view what) {
+  sim_thread* t = tls_sim;
+  t->exec_.point(*t, op, object, what);
+}
+
+bool null_path_slow(std::string_view what) {
+  return tls_sim->exec_.null_path(what);
+}
+}  // namespace detail
+
+}  // namespace tasklife

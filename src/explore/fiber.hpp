@@ -1,0 +1,64 @@
+// Fibers: the explorer's simulated threads, each with its own stack, run one at
+// a time on the explorer's OS thread.
+//
+// What it is
+//   A fiber runs a function on a stack of its own; switch_to() saves the running
+//   context and resumes another. On x86-64 the switch is a few instructions that
+//   save the callee-saved registers and the stack pointer (no system call);
+//   elsewhere it is ucontext's swapcontext. AddressSanitizer and ThreadSanitizer
+//   are told about every switch (their fiber APIs), so both keep working inside.
+//
+// Members
+//   fiber(stack_size), fiber::start(entry, arg), fiber::switch_to(from, to),
+//   fiber::main_of_this_thread()
+//
+// Lifetime
+//   A fiber's stack is allocated once (mmap, with a guard page below it) and
+//   reused by every start(); the function it runs must end by switching away for
+//   good (it never returns into the fiber's first frame). Destroying a fiber that
+//   is suspended mid-function discards that function's frames without unwinding.
+//
+// Memory ordering
+//   None: fibers of one OS thread never run at the same time; a switch is a call.
+#pragma once
+
+#include <cstddef>
+
+namespace tasklife::detail {
+
+class fiber {
+ public:
+  using entry_fn = void (*)(void* arg);
+
+  // The OS thread's own context (no stack of its own).
+  fiber() noexcept;
+  explicit fiber(std::size_t stack_size);
+  ~fiber();
+  fiber(const fiber&) = delete;
+  fiber& operator=(const fiber&) = delete;
+
+  // Prepares the fiber to run entry(arg) from the top of its stack at the next
+  // switch to it.
+  void start(entry_fn entry, void* arg) noexcept;
+  // Suspends `from` (the running context) and resumes `to`.
+  static void switch_to(fiber& from, fiber& to) noexcept;
+
+  // Where a new fiber begins (called by the switch code, not by users).
+  static void trampoline(fiber* self) noexcept;
+
+ private:
+  void* stack_base_ = nullptr;  // the mapping, guard page included
+  std::size_t stack_size_ = 0;  // usable bytes above the guard page
+  void* sp_ = nullptr;          // saved stack pointer while suspended (x86-64)
+  [[maybe_unused]] void* ucontext_ = nullptr;  // ucontext_t, off x86-64
+  entry_fn entry_ = nullptr;
+  void* arg_ = nullptr;
+  // Sanitizer state (used only in sanitizer builds).
+  [[maybe_unused]] void* asan_fake_stack_ = nullptr;
+  const void* asan_bottom_ = nullptr;
+  std::size_t asan_size_ = 0;
+  [[maybe_unused]] void* tsan_fiber_ = nullptr;
+  [[maybe_unused]] bool owns_tsan_fiber_ = false;
+};
+
+}  // namespace tasklife::detail
