@@ -41,7 +41,24 @@ class KfuncFixture : public testing::kernel_test {
   }
   const char* body_task_comm() const override { return "prog"; }
   // Ends this profile's kernel (its invariants checked) and starts one of `profile`.
-  void Make(semantics_profile profile) { remake(ConfigFor(profile)); }
+  void Make(semantics_profile profile) {
+    map_.reset();
+    remake(ConfigFor(profile));
+  }
+  void TearDown() override {
+    map_.reset();  // before the kernel's end: its destruction frees what the slot holds
+    kernel_test::TearDown();
+  }
+  // The kptr slot of a one-element array map of this kernel (made on first use).
+  // Array values live as long as their map: the slot may be used in any read-side
+  // section until the kernel ends.
+  kptr<task_struct>* Slot() {
+    if (!map_) {
+      map_.emplace(k(), 1);
+    }
+    const rcu_read_guard guard(k().rcu());
+    return &map_->lookup_elem(0)->task;
+  }
   semantics_profile profile() const { return k().config().profile; }
   task_struct* ForkContainer(const char* comm, task_struct* parent) {
     return fork_task(comm, parent, {.new_pid_ns = true});
@@ -50,6 +67,9 @@ class KfuncFixture : public testing::kernel_test {
   unsigned held(const task_struct* t) const {
     return profile() == semantics_profile::usage_based ? usage(t) : rcu_users(t);
   }
+
+ private:
+  std::optional<bpf_array_map<task_value>> map_;
 };
 
 class KfuncTest : public KfuncFixture, public ::testing::WithParamInterface<semantics_profile> {
@@ -123,16 +143,15 @@ TEST_P(KfuncTest, FromPidFindsInTheRootNamespaceAndRefusesInvalidPids) {
 
 TEST_P(KfuncTest, XchgMovesReferencesExactlyOnce) {
   task_struct* t = fork_task("stashed");
-  bpf_array_map<task_value> map(k(), 1);
+  kptr<task_struct>* slot = Slot();
   const unsigned before = held(t);
   {
     const rcu_read_guard guard(k().rcu());
-    task_value* v = map.lookup_elem(0);
-    EXPECT_EQ(bpf_kptr_xchg(&v->task, bpf_task_acquire(t)), nullptr);
+    EXPECT_EQ(bpf_kptr_xchg(slot, bpf_task_acquire(t)), nullptr);
     EXPECT_EQ(held(t), before + 1) << "the reference moved into the slot";
-    task_struct* out = bpf_kptr_xchg(&v->task, nullptr);
+    task_struct* out = bpf_kptr_xchg(slot, nullptr);
     EXPECT_EQ(out, t) << "the previous value comes back as the caller's reference";
-    EXPECT_EQ(bpf_kptr_xchg(&v->task, nullptr), nullptr) << "exactly once";
+    EXPECT_EQ(bpf_kptr_xchg(slot, nullptr), nullptr) << "exactly once";
     bpf_task_release(out);
   }
   EXPECT_EQ(held(t), before);
@@ -274,19 +293,18 @@ TEST_F(KfuncProfileTest, ReleaseDtorExistsOnlyInCurrent) {
 TEST_F(KfuncProfileTest, LegacyKfuncsInRcuUsersInc) {
   Make(semantics_profile::rcu_users_inc);
   task_struct* t = fork_task("legacy");
-  bpf_array_map<task_value> map(k(), 1);
+  kptr<task_struct>* slot = Slot();
   const rcu_read_guard guard(k().rcu());
-  task_value* v = map.lookup_elem(0);
-  EXPECT_EQ(bpf_task_kptr_get(&v->task), nullptr) << "empty slot";
-  bpf_task_release(bpf_kptr_xchg(&v->task, bpf_task_acquire(t)));  // no old value: release(NULL)
-  task_struct* got = bpf_task_kptr_get(&v->task);
+  EXPECT_EQ(bpf_task_kptr_get(slot), nullptr) << "empty slot";
+  bpf_task_release(bpf_kptr_xchg(slot, bpf_task_acquire(t)));  // no old value: release(NULL)
+  task_struct* got = bpf_task_kptr_get(slot);
   EXPECT_EQ(got, t);
   EXPECT_EQ(rcu_users(t), 4U) << "2 + the slot's + kptr_get's";
   bpf_task_release(got);
   task_struct* nz = bpf_task_acquire_not_zero(t);
   EXPECT_EQ(nz, t);
   bpf_task_release(nz);
-  bpf_task_release(bpf_kptr_xchg(&v->task, nullptr));
+  bpf_task_release(bpf_kptr_xchg(slot, nullptr));
   EXPECT_EQ(rcu_users(t), 2U);
   retire(t);
 }
@@ -294,14 +312,13 @@ TEST_F(KfuncProfileTest, LegacyKfuncsInRcuUsersInc) {
 TEST_F(KfuncProfileTest, LegacyKfuncsAreGuttedInUsageBased) {
   Make(semantics_profile::usage_based);
   task_struct* t = fork_task("gutted");
-  bpf_array_map<task_value> map(k(), 1);
+  kptr<task_struct>* slot = Slot();
   const rcu_read_guard guard(k().rcu());
-  task_value* v = map.lookup_elem(0);
-  EXPECT_EQ(bpf_kptr_xchg(&v->task, bpf_task_acquire(t)), nullptr);
+  EXPECT_EQ(bpf_kptr_xchg(slot, bpf_task_acquire(t)), nullptr);
   EXPECT_EQ(usage(t), 2U) << "usage_based acquires usage";
-  EXPECT_EQ(bpf_task_kptr_get(&v->task), nullptr) << "156ed20d22ee: always NULL";
+  EXPECT_EQ(bpf_task_kptr_get(slot), nullptr) << "156ed20d22ee: always NULL";
   EXPECT_EQ(bpf_task_acquire_not_zero(t), nullptr);
-  bpf_task_release(bpf_kptr_xchg(&v->task, nullptr));
+  bpf_task_release(bpf_kptr_xchg(slot, nullptr));
   EXPECT_EQ(usage(t), 1U);
   retire(t);
 }
