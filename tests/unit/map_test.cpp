@@ -133,9 +133,10 @@ class MapTest : public testing::kernel_test {
   }
 };
 
-// A task and a hash map whose element 1 (tag kTag) the test stashes a reference
-// to the task in, inside its own read-side section (StashInElementOne). At the
-// end the map is destroyed: the task's rcu_users must be back where they started.
+// A task, a hash map with element 1 (tag kTag) and an array of two, in whose values
+// the test stashes references to the task, inside its own read-side section
+// (StashInElementOne, StashInArray). At the end the maps are destroyed: the task's
+// rcu_users must be back where they started.
 class MapElementTest : public MapTest {
  protected:
   static constexpr int kTag = 7;
@@ -143,11 +144,13 @@ class MapElementTest : public MapTest {
     MapTest::SetUp();
     task_ = fork_task("stashed");
     map_.emplace(k(), 4);
+    array_.emplace(k(), 2);
     ASSERT_EQ(map_->update_elem(1, with_tag(kTag), BPF_NOEXIST), 0);
     before_ = rcu_users(task_);
   }
   void TearDown() override {
     map_.reset();
+    array_.reset();
     k().rcu().rcu_barrier();
     if (task_ != nullptr) {
       EXPECT_EQ(rcu_users(task_), before_) << "every reference released exactly once";
@@ -155,9 +158,11 @@ class MapElementTest : public MapTest {
     }
     MapTest::TearDown();
   }
-  // Element 1, its slot now holding a reference to task_ (the caller reads it under RCU).
-  task_value* StashInElementOne() {
-    task_value* v = map_->lookup_elem(1);
+  // Element 1 of the hash map, or element `index` of the array, its slot now
+  // holding a reference to task_.
+  task_value* StashInElementOne() { return StashIn(map_->lookup_elem(1)); }
+  task_value* StashInArray(std::uint32_t index) { return StashIn(array_->lookup_elem(index)); }
+  task_value* StashIn(task_value* v) {
     EXPECT_NE(v, nullptr);
     if (v != nullptr) {
       Stash(&v->task, task_);
@@ -167,6 +172,7 @@ class MapElementTest : public MapTest {
 
   task_struct* task_ = nullptr;
   std::optional<bpf_hash_map<int, task_value>> map_;
+  std::optional<bpf_array_map<task_value>> array_;
   unsigned before_ = 0;
 };
 
@@ -347,25 +353,20 @@ TEST_F(MapElementTest, CopyingAValueCopiesNoReference) {
   EXPECT_EQ(rcu_users(task_), before_);
 }
 
-TEST_F(MapTest, AssigningAValueLeavesTheDestinationSlotAloneUntilArrayUpdateFreesIt) {
-  task_struct* t = fork_task("stashed");
-  bpf_array_map<task_value> map(k(), 1);
-  const unsigned before = rcu_users(t);
+TEST_F(MapElementTest, AssigningAValueLeavesTheDestinationSlotAloneUntilArrayUpdateFreesIt) {
   const rcu_read_guard g(k().rcu());
-  task_value* v = map.lookup_elem(0);
+  task_value* v = StashInArray(0);
   ASSERT_NE(v, nullptr);
-  Stash(&v->task, t);
 
   *v = with_tag(9);  // a plain assignment, as copy_map_value does
-  EXPECT_EQ(v->task.get(), t) << "the destination's slot is left alone";
+  EXPECT_EQ(v->task.get(), task_) << "the destination's slot is left alone";
   EXPECT_EQ(v->tag, 9);
-  EXPECT_EQ(rcu_users(t), before + 1);
+  EXPECT_EQ(rcu_users(task_), before_ + 1);
 
-  EXPECT_EQ(map.update_elem(0, with_tag(10), BPF_ANY), 0);  // copy, then free the slots
+  EXPECT_EQ(array_->update_elem(0, with_tag(10), BPF_ANY), 0);  // copy, then free the slots
   EXPECT_EQ(v->task.get(), nullptr) << "array update freed the slot";
   EXPECT_EQ(v->tag, 10);
-  EXPECT_EQ(rcu_users(t), before) << "released exactly once";
-  retire(t);
+  EXPECT_EQ(rcu_users(task_), before_) << "released exactly once";
 }
 
 // ---- 4. every path that frees a stashed reference -------------------------------------------
@@ -428,21 +429,16 @@ TEST_F(MapTest, ArrayMapDestructionReleasesEveryStashedReference) {
   });
 }
 
-TEST_F(MapTest, ArrayUpdateReleasesTheStashedReference) {
-  task_struct* t = fork_task("stashed");
-  bpf_array_map<task_value> map(k(), 2);
-  const unsigned before = rcu_users(t);
+TEST_F(MapElementTest, ArrayUpdateReleasesTheStashedReference) {
   const rcu_read_guard g(k().rcu());
-  task_value* v = map.lookup_elem(1);
+  task_value* v = StashInArray(1);
   ASSERT_NE(v, nullptr);
-  Stash(&v->task, t);
-  EXPECT_EQ(map.update_elem(1, with_tag(5), BPF_EXIST), 0);
-  EXPECT_EQ(rcu_users(t), before);
+  EXPECT_EQ(array_->update_elem(1, with_tag(5), BPF_EXIST), 0);
+  EXPECT_EQ(rcu_users(task_), before_);
   EXPECT_EQ(v->task.get(), nullptr);
-  EXPECT_EQ(map.update_elem(1, with_tag(6), BPF_ANY), 0) << "an empty slot: nothing to free";
-  EXPECT_EQ(rcu_users(t), before);
-  EXPECT_EQ(map.update_elem(2, with_tag(6), BPF_ANY), -E2BIG);
-  retire(t);
+  EXPECT_EQ(array_->update_elem(1, with_tag(6), BPF_ANY), 0) << "an empty slot: nothing to free";
+  EXPECT_EQ(rcu_users(task_), before_);
+  EXPECT_EQ(array_->update_elem(2, with_tag(6), BPF_ANY), -E2BIG);
 }
 
 TEST_F(MapTest, ValueWithTwoSlotsReleasesEachOnce) {
