@@ -19,48 +19,18 @@
 #include <tasklife/kernel.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/threads.hpp"
+
 namespace tasklife {
 namespace {
 
+using test::rcu_reader_hold;
 using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::rcu_users;
 using testing::usage;
-
-// Holds a read-side critical section open on its own thread until released: no
-// grace period of the domain can end meanwhile. Deterministic, no sleeps.
-class rcu_reader_hold {
- public:
-  explicit rcu_reader_hold(rcu_domain& domain)
-      : thread_([this, &domain] {
-          const rcu_thread_registration reg(domain);
-          const rcu_read_guard guard(domain);
-          inside_.store(true, std::memory_order_release);
-          while (!release_.load(std::memory_order_acquire)) {
-            std::this_thread::yield();
-          }
-        }) {
-    while (!inside_.load(std::memory_order_acquire)) {
-      std::this_thread::yield();
-    }
-  }
-  ~rcu_reader_hold() { release(); }
-  rcu_reader_hold(const rcu_reader_hold&) = delete;
-  rcu_reader_hold& operator=(const rcu_reader_hold&) = delete;
-  void release() {
-    release_.store(true, std::memory_order_release);
-    if (thread_.joinable()) {
-      thread_.join();
-    }
-  }
-
- private:
-  std::atomic<bool> inside_{false};
-  std::atomic<bool> release_{false};
-  std::thread thread_;
-};
 
 class TaskTest : public testing::kernel_test {
  protected:
