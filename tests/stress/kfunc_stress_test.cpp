@@ -40,6 +40,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -261,6 +262,19 @@ class worker {
   }
 
   void loop(std::chrono::steady_clock::time_point deadline) {
+    // The operations, each with its cumulative share of the draws out of 100.
+    static constexpr std::array<std::pair<std::uint64_t, void (worker::*)()>, 10> kOps = {{
+        {18, &worker::op_from_pid},
+        {38, &worker::op_acquire_from_slot},
+        {56, &worker::op_xchg_in},
+        {62, &worker::op_xchg_out},
+        {72, &worker::op_update},
+        {77, &worker::op_delete},
+        {85, &worker::op_release_one},
+        {90, &worker::op_fork},
+        {94, &worker::op_exit},
+        {100, &worker::op_duty},
+    }};
     for (int n = 0;; ++n) {
       if (n % kTimeCheckEvery == 0 && (std::chrono::steady_clock::now() >= deadline ||
                                        s_.stop.load(std::memory_order_relaxed))) {
@@ -268,26 +282,11 @@ class worker {
       }
       ++c_.ops;
       const std::uint64_t r = below(100);
-      if (r < 18) {
-        op_from_pid();
-      } else if (r < 38) {
-        op_acquire_from_slot();
-      } else if (r < 56) {
-        op_xchg_in();
-      } else if (r < 62) {
-        op_xchg_out();
-      } else if (r < 72) {
-        op_update();
-      } else if (r < 77) {
-        op_delete();
-      } else if (r < 85) {
-        op_release_one();
-      } else if (r < 90) {
-        op_fork();
-      } else if (r < 94) {
-        op_exit();
-      } else {
-        op_duty();
+      for (const auto& [below_percent, op] : kOps) {
+        if (r < below_percent) {
+          (this->*op)();
+          break;
+        }
       }
     }
   }
@@ -655,9 +654,6 @@ class KfuncStressTest : public test::stress_test {
 
 void KfuncStressTest::run() {
   const int threads = this->threads();
-  const std::uint64_t seed = test::stress_seed();
-  SCOPED_TRACE(fmt::format("TASKLIFE_STRESS_SEED={:#x}", seed));
-
   kernel& k = this->k();
   auto map = std::make_unique<task_map>(k, kMaxEntries, "tasks");
   shared_state shared(k, *map);
@@ -668,8 +664,7 @@ void KfuncStressTest::run() {
     task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
     ASSERT_NE(prog, nullptr);
     progs.push_back(prog);
-    workers.push_back(std::make_unique<worker>(
-        shared, prog, i, test::splitmix64(seed + static_cast<std::uint64_t>(i))));
+    workers.push_back(std::make_unique<worker>(shared, prog, i, worker_seed(i)));
   }
 
   const auto duration = test::stress_duration();
@@ -721,7 +716,7 @@ void KfuncStressTest::run() {
 
   // Retire every victim: exit the running ones, then do every duty, the final
   // switches and reaps in random order (either death order, docs/kernel.md §2).
-  std::mt19937_64 rng(test::splitmix64(seed ^ 0xfeedULL));
+  std::mt19937_64 rng(test::splitmix64(seed() ^ 0xfeedULL));
   std::uint64_t final_retired = 0;
   for (victim v = shared.pool.take_running(rng()); v.task != nullptr;
        v = shared.pool.take_running(rng())) {

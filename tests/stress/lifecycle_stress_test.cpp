@@ -645,15 +645,12 @@ class LifecycleStressTest : public test::stress_test {
 
 void LifecycleStressTest::run() {
   const int threads = this->threads();
-  const std::uint64_t seed = test::stress_seed();
-  SCOPED_TRACE(fmt::format("TASKLIFE_STRESS_SEED={:#x}", seed));
-
   kernel& k = this->k();
   shared_state shared(threads);
   std::vector<worker> workers;
   workers.reserve(static_cast<std::size_t>(threads));
   for (int i = 0; i < threads; ++i) {
-    workers.emplace_back(k, shared, i, test::splitmix64(seed + static_cast<std::uint64_t>(i)));
+    workers.emplace_back(k, shared, i, worker_seed(i));
   }
 
   const auto duration =
@@ -740,7 +737,7 @@ void LifecycleStressTest::run() {
   EXPECT_GT(total.forks, 0);
   EXPECT_GT(total.found, 0);
   EXPECT_GT(total.rcu_acquires, 0);
-  RecordProperty("seed", fmt::format("{:#x}", seed));
+  RecordProperty("seed", hex(seed()));
   RecordProperty("ops", std::to_string(total.ops));
   RecordProperty("ops_per_second",
                  std::to_string(static_cast<long>(static_cast<double>(total.ops) / seconds)));
