@@ -12,6 +12,7 @@
 #include <tasklife/tasklife.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/values.hpp"
 
 namespace tasklife {
@@ -20,7 +21,6 @@ namespace {
 static_assert(!contract_checks_enabled, "this test is about the unchecked build");
 
 using test::task_value;
-using testing::rcu_users;
 
 bool recorded(const kernel& k, const task_struct* t, std::string_view kfunc) {
   const auto h = k.history(t);

@@ -6,10 +6,10 @@
 
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
+
 namespace tasklife {
 namespace {
-
-using ::testing::HasSubstr;
 
 class HolderTest : public testing::kernel_test {
  protected:

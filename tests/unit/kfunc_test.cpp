@@ -17,17 +17,13 @@
 #include <tasklife/map.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/values.hpp"
 
 namespace tasklife {
 namespace {
 
 using test::task_value;
-using ::testing::AllOf;
-using ::testing::Contains;
-using ::testing::HasSubstr;
-using testing::rcu_users;
-using testing::usage;
 
 std::string ProfileName(const ::testing::TestParamInfo<semantics_profile>& param_info) {
   return std::string(to_string(param_info.param));

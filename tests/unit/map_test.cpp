@@ -23,6 +23,7 @@
 #include <tasklife/task.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/threads.hpp"
 
 namespace tasklife {
@@ -30,8 +31,6 @@ namespace {
 
 using test::give_others_a_chance;
 using test::wait_for;
-using testing::contract_error;
-using testing::rcu_users;
 
 // `struct { struct task_struct __kptr *task; int tag; }`
 struct task_value {

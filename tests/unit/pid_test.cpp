@@ -20,13 +20,13 @@
 #include <tasklife/task.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/threads.hpp"
 
 namespace tasklife {
 namespace {
 
 using test::give_others_a_chance;
-using ::testing::IsEmpty;
 
 // Removes and returns the task with root pid `nr` from `tasks` (nullptr if absent).
 task_struct* take(std::vector<task_struct*>& tasks, pid_t nr) {

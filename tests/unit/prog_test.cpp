@@ -28,18 +28,13 @@
 #include <tasklife/prog.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/values.hpp"
 
 namespace tasklife {
 namespace {
 
 using test::task_value;
-using ::testing::EndsWith;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using testing::rcu_users;
-using ::testing::StartsWith;
-using testing::usage;
 
 using task_map = bpf_hash_map<pid_t, task_value>;
 

@@ -17,6 +17,7 @@
 #include <tasklife/rcu.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/threads.hpp"
 
 namespace tasklife {
@@ -24,9 +25,6 @@ namespace {
 
 using test::give_others_a_chance;
 using test::rcu_reader_hold;
-using ::testing::Contains;
-using testing::contract_error;
-using ::testing::HasSubstr;
 
 class RcuTest : public testing::kernel_test {
  protected:
@@ -165,28 +163,42 @@ TEST_F(RcuTest, BarrierOrdersWhatCallbacksDidBeforeItReturns) {
   EXPECT_EQ(w.value, 42);  // a data race under TSan unless the barrier provides the edge
 }
 
-struct registering_callback {
+// A callback that works on its own domain: the head first (the callback recovers
+// the object from it), the domain, and what the callback saw there.
+struct domain_callback {
   rcu_head head{};
   rcu_domain* domain = nullptr;
-  std::atomic<bool> was_held{false};
-  static void run(rcu_head* h) {
-    auto* self = reinterpret_cast<registering_callback*>(h);
-    // The worker is registered by liburcu already; a nested registration and a
-    // read-side section must simply work.
-    const rcu_thread_registration reg(*self->domain);
-    const rcu_read_guard guard(*self->domain);
-    self->was_held.store(self->domain->rcu_read_lock_held(), std::memory_order_relaxed);
-  }
+  std::atomic<bool> saw{false};
+  static domain_callback& of(rcu_head* h) { return *reinterpret_cast<domain_callback*>(h); }
 };
 
+// The worker is registered by liburcu already; a nested registration and a
+// read-side section must simply work. Sees: the section held.
+void register_and_read_lock(rcu_head* h) {
+  domain_callback& self = domain_callback::of(h);
+  const rcu_thread_registration reg(*self.domain);
+  const rcu_read_guard guard(*self.domain);
+  self.saw.store(self.domain->rcu_read_lock_held(), std::memory_order_relaxed);
+}
+
+// Sees: rcu_barrier refused with a contract violation.
+void barrier_from_inside(rcu_head* h) {
+  domain_callback& self = domain_callback::of(h);
+  try {
+    self.domain->rcu_barrier();
+  } catch (const contract_error&) {
+    self.saw.store(true, std::memory_order_relaxed);
+  }
+}
+
 TEST_F(RcuTest, CallbacksMayRegisterAndReadLock) {
-  registering_callback cb;
+  domain_callback cb;
   cb.domain = &domain();
-  domain().call_rcu(&cb.head, &registering_callback::run);
+  domain().call_rcu(&cb.head, &register_and_read_lock);
   domain().rcu_barrier();
-  EXPECT_TRUE(cb.was_held.load());
+  EXPECT_TRUE(cb.saw.load());
   EXPECT_TRUE(capture().violations().empty());
-  domain().call_rcu(&cb.head, &registering_callback::run);  // the worker is still healthy
+  domain().call_rcu(&cb.head, &register_and_read_lock);  // the worker is still healthy
   domain().rcu_barrier();
 }
 
@@ -228,30 +240,16 @@ TEST_F(RcuTest, BarrierInsideReadSectionIsReportedInsteadOfSilentlyNotWaiting) {
                             "rcu_barrier() inside an RCU read-side critical section");
 }
 
-struct barrier_from_callback {
-  rcu_head head{};
-  rcu_domain* domain = nullptr;
-  std::atomic<bool> reported{false};
-  static void run(rcu_head* h) {
-    auto* self = reinterpret_cast<barrier_from_callback*>(h);
-    try {
-      self->domain->rcu_barrier();
-    } catch (const contract_error&) {
-      self->reported.store(true, std::memory_order_relaxed);
-    }
-  }
-};
-
 TEST_F(RcuTest, BarrierFromCallbackIsReportedInsteadOfDeadlocking) {
-  barrier_from_callback cb;
+  domain_callback cb;
   cb.domain = &domain();
   EXPECT_CONTRACT_VIOLATION(
       {
-        domain().call_rcu(&cb.head, &barrier_from_callback::run);
+        domain().call_rcu(&cb.head, &barrier_from_inside);
         domain().rcu_barrier();  // the callback has run when this returns
       },
       "rcu_barrier() from inside an RCU callback");
-  EXPECT_TRUE(cb.reported.load());
+  EXPECT_TRUE(cb.saw.load()) << "reported to the callback";
 }
 
 TEST_F(RcuTest, ReadLockOnUnregisteredThreadIsReported) {

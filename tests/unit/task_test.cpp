@@ -19,18 +19,13 @@
 #include <tasklife/kernel.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
 #include "../support/threads.hpp"
 
 namespace tasklife {
 namespace {
 
 using test::rcu_reader_hold;
-using ::testing::AllOf;
-using ::testing::Contains;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using testing::rcu_users;
-using testing::usage;
 
 class TaskTest : public testing::kernel_test {
  protected:

@@ -12,14 +12,10 @@
 
 #include <tasklife/testing.hpp>
 
+#include "../support/names.hpp"
+
 namespace tasklife {
 namespace {
-
-using ::testing::Contains;
-using ::testing::ElementsAre;
-using ::testing::EndsWith;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 
 // The failures `f` reports on this thread, intercepted.
 template <class F>

@@ -21,18 +21,13 @@
 #include <tasklife/testing.hpp>
 #include <tasklife/typed.hpp>
 
+#include "../support/names.hpp"
 #include "../support/values.hpp"
 
 namespace tasklife {
 namespace {
 
 using test::task_value;
-using ::testing::AllOf;
-using testing::contract_error;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using testing::rcu_users;
 
 // The wrappers are as cheap as promised: a pointer and an acquisition site.
 static_assert(sizeof(owned_ref<task_struct>) <= 2 * sizeof(void*));
