@@ -288,10 +288,10 @@ TEST_F(KfuncProfileTest, ReleaseDtorExistsOnlyInCurrent) {
 
 TEST_F(KfuncProfileTest, LegacyKfuncsInRcuUsersInc) {
   Make(semantics_profile::rcu_users_inc);
-  task_struct* t = fork_task("legacy");
-  kptr<task_struct>* slot = Slot();
   const rcu_read_guard guard(k().rcu());
+  kptr<task_struct>* slot = Slot();
   EXPECT_EQ(bpf_task_kptr_get(slot), nullptr) << "empty slot";
+  task_struct* t = fork_task("legacy");
   bpf_task_release(bpf_kptr_xchg(slot, bpf_task_acquire(t)));  // no old value: release(NULL)
   task_struct* got = bpf_task_kptr_get(slot);
   EXPECT_EQ(got, t);
@@ -308,13 +308,12 @@ TEST_F(KfuncProfileTest, LegacyKfuncsInRcuUsersInc) {
 TEST_F(KfuncProfileTest, LegacyKfuncsAreGuttedInUsageBased) {
   Make(semantics_profile::usage_based);
   task_struct* t = fork_task("gutted");
-  kptr<task_struct>* slot = Slot();
   const rcu_read_guard guard(k().rcu());
-  EXPECT_EQ(bpf_kptr_xchg(slot, bpf_task_acquire(t)), nullptr);
+  EXPECT_EQ(bpf_kptr_xchg(Slot(), bpf_task_acquire(t)), nullptr);
   EXPECT_EQ(usage(t), 2U) << "usage_based acquires usage";
-  EXPECT_EQ(bpf_task_kptr_get(slot), nullptr) << "156ed20d22ee: always NULL";
+  EXPECT_EQ(bpf_task_kptr_get(Slot()), nullptr) << "156ed20d22ee: always NULL";
   EXPECT_EQ(bpf_task_acquire_not_zero(t), nullptr);
-  bpf_task_release(bpf_kptr_xchg(slot, nullptr));
+  bpf_task_release(bpf_kptr_xchg(Slot(), nullptr));
   EXPECT_EQ(usage(t), 1U);
   retire(t);
 }
