@@ -36,11 +36,12 @@
 //   EXPECT_CONTRACT_VIOLATION needs one alive (kernel_test has one). kernel_test
 //   owns its kernel: SetUp makes it from config(), remake(c) and TearDown end it.
 //   Ending a kernel leaves the body task's current_task_scope, retires the body
-//   task, waits for RCU (rcu_barrier), shuts the kernel down, checks the
-//   invariants, then destroys it and forgets the violations, warnings and
-//   declarations of that kernel. Programs, maps and current_task_scopes a test
-//   creates must be gone before that (declare them in the test body, or reset
-//   them before remake).
+//   task, waits for RCU (rcu_barrier), shuts the kernel down and checks its
+//   counters, destroys it, then checks the violations and warnings (those its
+//   destruction reported included) and forgets them and the declarations.
+//   Programs, maps, current_task_scopes and RCU registrations a test creates
+//   must be gone before that (declare them in the test body, or reset them
+//   before remake).
 //
 // Memory ordering
 //   The recorded violations and warnings are guarded by a mutex: any thread may

@@ -208,6 +208,19 @@ void kernel_test::end_kernel() {
     ADD_FAILURE() << "leaked task '" << l.comm << "' pid " << l.pid << ": usage=" << l.usage
                   << " rcu_users=" << l.rcu_users << (l.holders.empty() ? "" : "; ") << l.holders;
   }
+  const kernel_stats stats = kern.stats();
+  EXPECT_EQ(stats.forked, stats.freed + stats.torn_down)
+      << "every forked task freed exactly once (or torn down as a leak the test inspected)";
+  EXPECT_EQ(kern.rcu().stats().pending(), 0U) << "nothing left pending";
+  if (stats.torn_down == 0) {
+    EXPECT_EQ(stats.rcu_users_zero, stats.forked) << "rcu_users reached 0 once per task";
+    EXPECT_EQ(stats.gp_elapsed, stats.forked) << "one grace period per task";
+    EXPECT_EQ(kern.init_pid_ns().nr_hashed(), 0U) << "every task unhashed";
+    EXPECT_EQ(kern.init_pid_ns().nr_allocated(), 0U) << "every pid number given back";
+  }
+  // Destroyed before the violations are checked: what its destruction reports (a
+  // registration still alive with its RCU domain, say) is checked too.
+  kernel_.reset();
   // Every violation must have been expected, and every declared one must have happened.
   const std::vector<std::string> seen = capture_.violations();
   for (const std::string& expected : expected_violations_) {
@@ -240,17 +253,6 @@ void kernel_test::end_kernel() {
                     << "\"; none was raised";
     }
   }
-  const kernel_stats s = kern.stats();
-  EXPECT_EQ(s.forked, s.freed + s.torn_down)
-      << "every forked task freed exactly once (or torn down as a leak the test inspected)";
-  EXPECT_EQ(kern.rcu().stats().pending(), 0U) << "nothing left pending";
-  if (s.torn_down == 0) {
-    EXPECT_EQ(s.rcu_users_zero, s.forked) << "rcu_users reached 0 once per task";
-    EXPECT_EQ(s.gp_elapsed, s.forked) << "one grace period per task";
-    EXPECT_EQ(kern.init_pid_ns().nr_hashed(), 0U) << "every task unhashed";
-    EXPECT_EQ(kern.init_pid_ns().nr_allocated(), 0U) << "every pid number given back";
-  }
-  kernel_.reset();
   capture_.clear();
   refcount_reset_warnings();
   expected_violations_.clear();

@@ -2,8 +2,10 @@
 // refuses and where it fails, and that kernel_test's end-of-test invariants catch
 // what they promise to catch (checked through remake, whose failures are
 // intercepted here), with a body task and with a parameter.
+#include <source_location>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -112,11 +114,22 @@ TEST_F(KitTest, ALeakedTaskFailsTheTest) {
 }
 
 TEST_F(KitTest, AnUndeclaredViolationFailsTheTest) {
-  const rcu_thread_registration reg(k().rcu());
-  k().rcu().rcu_read_unlock();  // recorded, nobody declared it
+  {
+    const rcu_thread_registration reg(k().rcu());
+    k().rcu().rcu_read_unlock();  // recorded, nobody declared it
+  }
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
               ElementsAre(HasSubstr("unexpected contract violation: rcu_read_unlock()")));
+}
+
+TEST_F(KitTest, AViolationReportedWhileTheKernelIsDestroyedFailsTheTest) {
+  std::thread([&] {
+    k().rcu().register_thread(std::source_location::current());  // never unregistered
+  }).join();
+  const auto results = Intercepted([&] { remake({.name = "kit"}); });
+  EXPECT_THAT(Messages(results),
+              Contains(HasSubstr("unexpected contract violation: RCU domain 'kit/rcu'")));
 }
 
 TEST_F(KitTest, ADeclaredViolationThatNeverHappensFailsTheTest) {
