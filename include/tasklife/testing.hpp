@@ -26,8 +26,12 @@
 //       show a task with its counters, state and (if traced) its history.
 //
 // Members
-//   contract_error, contract_capture, TASKLIFE_EXPECT_CONTRACT_VIOLATION
-//   (EXPECT_CONTRACT_VIOLATION), kernel_test, usage, rcu_users, HasViolation,
+//   contract_error, contract_capture (violations, unmatched_violations,
+//   refcount_warnings, clear), TASKLIFE_EXPECT_CONTRACT_VIOLATION
+//   (EXPECT_CONTRACT_VIOLATION; TASKLIFE_TESTING_NO_SHORT_NAMES keeps the short
+//   name out), kernel_test (config, body_task_comm, k, body_task,
+//   leave_body_task, remake, expect_violation, expect_refcount_warning,
+//   fork_task, retire, capture), usage, rcu_users, HasViolation,
 //   HasViolationKind, PrintTo(task_struct), PrintTo(violation), describe_task
 //
 // Lifetime
