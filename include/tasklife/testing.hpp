@@ -6,29 +6,60 @@
 //     - contract_capture: while alive, contract violations are recorded and thrown
 //       as contract_error (recorded only, from noexcept code), and refcount
 //       warnings are recorded instead of printed;
+//     - TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, substring) (short name
+//       EXPECT_CONTRACT_VIOLATION): runs the statement and fails at the caller's
+//       file:line unless a violation whose message contains `substring` was
+//       reported while it ran, thrown or only recorded; a violation matched this
+//       way is expected: kernel_test does not report it again;
 //     - kernel_test: a fixture that gives each test a fresh kernel and, at the end,
-//       fails the test on any leak, use-after-free or other contract violation and
-//       any refcount warning the test did not declare with expect_violation /
-//       expect_refcount_warning;
+//       runs the end-of-test invariants: every forked task freed exactly once (or
+//       torn down as a leak the test inspected), no task leaked, nothing left
+//       pending, every pid number given back, no contract violation or refcount
+//       warning the test did not declare (expect_violation,
+//       expect_refcount_warning, EXPECT_CONTRACT_VIOLATION), and every declared
+//       one happened. It is the base of parameterised fixtures too (add
+//       ::testing::WithParamInterface<P>; config() may read GetParam()); remake()
+//       runs the invariants on the kernel so far and starts another one (a sweep
+//       over configurations in one test); a fixture whose test body runs as a
+//       task names it in body_task_comm();
 //     - matchers for a program run's violations (HasViolation) and printers that
 //       show a task with its counters, state and (if traced) its history.
 //
 // Members
-//   contract_error, contract_capture, kernel_test, HasViolation, HasViolationKind,
-//   PrintTo(task_struct), PrintTo(violation), describe_task
+//   contract_error, contract_capture (violations, unmatched_violations,
+//   refcount_warnings, clear), TASKLIFE_EXPECT_CONTRACT_VIOLATION
+//   (EXPECT_CONTRACT_VIOLATION; TASKLIFE_TESTING_NO_SHORT_NAMES keeps the short
+//   name out), kernel_test (config, body_task_comm, k, body_task,
+//   leave_body_task, remake, expect_violation, expect_refcount_warning,
+//   fork_task, retire, capture), usage, rcu_users, HasViolation,
+//   HasViolationKind, PrintTo(task_struct), PrintTo(violation), describe_task
 //
 // Lifetime
 //   One contract_capture at a time per process (it installs the process-wide
-//   handler and sink, restoring the previous ones when destroyed). kernel_test
-//   owns its kernel; programs and maps a test creates must be destroyed before
-//   TearDown (declare them in the test body).
+//   handler and sink, restoring the previous ones when destroyed);
+//   EXPECT_CONTRACT_VIOLATION needs one alive (kernel_test has one). kernel_test
+//   owns its kernel: SetUp makes it from config(), remake(c) and TearDown end it.
+//   Ending a kernel leaves the body task's current_task_scope, retires the body
+//   task, waits for RCU (rcu_barrier), shuts the kernel down and checks its
+//   counters, destroys it, then checks the violations and warnings (those its
+//   destruction reported included) and forgets them and the declarations.
+//   Programs, maps, current_task_scopes and RCU registrations a test creates
+//   must be gone before that (declare them in the test body, or reset them
+//   before remake).
 //
 // Memory ordering
-//   The recorded violations are guarded by a mutex: any thread may report.
+//   The recorded violations and warnings are guarded by a mutex: any thread may
+//   report, including liburcu's call_rcu worker. EXPECT_CONTRACT_VIOLATION counts
+//   what is recorded between the statement's start and its end, from any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <initializer_list>
 #include <optional>
 #include <ostream>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -54,7 +85,10 @@ class contract_capture {
   contract_capture(const contract_capture&) = delete;
   contract_capture& operator=(const contract_capture&) = delete;
 
+  // Every violation recorded since the capture began (or was cleared), in order.
   std::vector<std::string> violations() const;
+  // The same, less those an EXPECT_CONTRACT_VIOLATION matched.
+  std::vector<std::string> unmatched_violations() const;
   // A refcount warning as the sink saw it, with the counter's value at that moment
   // (the kernel saturates before it warns, so this is REFCOUNT_SATURATED).
   struct captured_warning {
@@ -68,31 +102,68 @@ class contract_capture {
 // "task 'comm' pid N (id K): usage=U rcu_users=R state=... exit_state=... flags=...".
 std::string describe_task(const task_struct& t);
 
+// The two counters of a task, as refcount_read reads them.
+inline unsigned usage(const task_struct* t) {
+  return refcount_read(&t->usage);
+}
+inline unsigned rcu_users(const task_struct* t) {
+  return refcount_read(&t->rcu_users);
+}
+
 class kernel_test : public ::testing::Test {
  protected:
-  // Override to configure the kernel (called once per test, in SetUp).
+  // Override to configure the kernel (called in SetUp; remake takes its own).
   virtual kernel_config config() const { return kernel_config{.name = "test"}; }
+  // Override to run the test body as a task: SetUp and remake fork a task of this
+  // name (in the root namespace) and enter a current_task_scope for it, as kfuncs
+  // need current. nullptr (the default): the body runs as no task.
+  virtual const char* body_task_comm() const { return nullptr; }
 
   void SetUp() override;
   void TearDown() override;
 
   kernel& k() { return *kernel_; }
+  const kernel& k() const { return *kernel_; }
+  // The task the body runs as (nullptr without body_task_comm()). It stays alive
+  // until the kernel ends, which retires it.
+  task_struct* body_task() const noexcept { return body_task_; }
+  // Leaves the body task's scope early: the rest of the body runs as no task.
+  void leave_body_task();
+
+  // Ends the current kernel as TearDown would (every end-of-test invariant is
+  // checked on it, failures name it), then makes a new one from `config`, with a
+  // new body task if the fixture has one. Declarations (expect_violation,
+  // expect_refcount_warning) and what was captured belong to the old kernel.
+  void remake(kernel_config config);
 
   // Declares that the test provokes a violation whose message contains `substring`
-  // (it must happen), or a refcount warning of `type`.
+  // (it must happen), or a refcount warning of `type` (it must be raised).
+  // EXPECT_CONTRACT_VIOLATION ties a violation to its statement instead.
   void expect_violation(std::string substring);
   void expect_refcount_warning(refcount_saturation_type type);
 
-  // Conveniences: fork (failing the test if the fork fails) and the whole death
-  // of a task in the zombie order (exit, final switch, reap).
-  task_struct* fork_task(const char* comm, task_struct* parent = nullptr, clone_args args = {});
-  void retire(task_struct* t);
+  // Conveniences, failing the test at the caller's line when they fail: fork, and
+  // the whole death of a task (kernel::retire: exit, final switch, and the
+  // parent's reap unless the task was autoreaped). After retire the task has been
+  // reaped and may be freed by the next grace period: do not touch it unless
+  // something else holds it.
+  task_struct* fork_task(const char* comm, task_struct* parent = nullptr, clone_args args = {},
+                         std::source_location where = std::source_location::current());
+  void retire(task_struct* t, std::source_location where = std::source_location::current());
+  // Retires each task in order.
+  void retire(std::initializer_list<task_struct*> tasks,
+              std::source_location where = std::source_location::current());
 
   contract_capture& capture() { return capture_; }
 
  private:
+  void start_kernel(kernel_config config);
+  void end_kernel();
+
   contract_capture capture_;  // before the kernel: it outlives it
   std::optional<kernel> kernel_;
+  task_struct* body_task_ = nullptr;
+  std::optional<current_task_scope> body_scope_;
   std::vector<std::string> expected_violations_;
   std::vector<refcount_saturation_type> expected_warnings_;
 };
@@ -118,7 +189,58 @@ MATCHER_P2(HasViolation, kind, message,
   return false;
 }
 
+namespace detail {
+// The machinery of TASKLIFE_EXPECT_CONTRACT_VIOLATION: remembers where the
+// capture's record stood when the statement started; satisfied() then marks as
+// matched every violation recorded since whose message contains the substring.
+class violation_probe {
+ public:
+  violation_probe(const char* statement, std::string_view substring);
+  explicit operator bool() const noexcept { return true; }  // for the macro's `if`
+  void threw(const char* what);  // something other than contract_error escaped
+  bool satisfied();
+  const char* failure() const noexcept { return failure_.c_str(); }
+
+ private:
+  const char* statement_;
+  std::string substring_;
+  // Where the record stood: its size, and how often it had been cleared (a clear
+  // during the statement means all that is recorded came after it began).
+  std::size_t start_ = 0;
+  std::uint64_t clears_ = 0;
+  std::string threw_;
+  std::string failure_;
+};
+}  // namespace detail
+
 }  // namespace tasklife::testing
+
+// Runs `statement`; a non-fatal failure at the caller's file:line unless a contract
+// violation whose message contains `substring` was reported while it ran (thrown
+// as contract_error, which the macro catches, or only recorded because it came
+// from a noexcept context). More may be streamed in: `<< "why"`.
+#define TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, substring)                               \
+  GTEST_AMBIGUOUS_ELSE_BLOCKER_                                                                \
+  if (::tasklife::testing::detail::violation_probe tasklife_probe_{#statement, (substring)}) { \
+    try {                                                                                      \
+      statement;                                                                               \
+    } catch (const ::tasklife::testing::contract_error&) {                                     \
+    } catch (const std::exception& tasklife_e_) {                                              \
+      tasklife_probe_.threw(tasklife_e_.what());                                               \
+    } catch (...) {                                                                            \
+      tasklife_probe_.threw("an exception of unknown type");                                   \
+    }                                                                                          \
+    if (!tasklife_probe_.satisfied()) {                                                        \
+      goto GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__);                           \
+    }                                                                                          \
+  } else                                                                                       \
+    GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__)                                   \
+        : GTEST_NONFATAL_FAILURE_(tasklife_probe_.failure())
+
+#if !defined(EXPECT_CONTRACT_VIOLATION) && !defined(TASKLIFE_TESTING_NO_SHORT_NAMES)
+#define EXPECT_CONTRACT_VIOLATION(statement, substring) \
+  TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, substring)
+#endif
 
 namespace tasklife {
 // Printers GoogleTest finds by ADL.

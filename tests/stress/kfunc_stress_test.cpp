@@ -40,6 +40,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -53,8 +54,8 @@
 #include <tasklife/refcount.hpp>
 #include <tasklife/task.hpp>
 
-#include "../support/contract_capture.hpp"
 #include "../support/stress_config.hpp"
+#include "../support/stress_fixture.hpp"
 
 namespace tasklife {
 namespace {
@@ -261,6 +262,19 @@ class worker {
   }
 
   void loop(std::chrono::steady_clock::time_point deadline) {
+    // The operations, each with its cumulative share of the draws out of 100.
+    static constexpr std::array<std::pair<std::uint64_t, void (worker::*)()>, 10> kOps = {{
+        {18, &worker::op_from_pid},
+        {38, &worker::op_acquire_from_slot},
+        {56, &worker::op_xchg_in},
+        {62, &worker::op_xchg_out},
+        {72, &worker::op_update},
+        {77, &worker::op_delete},
+        {85, &worker::op_release_one},
+        {90, &worker::op_fork},
+        {94, &worker::op_exit},
+        {100, &worker::op_duty},
+    }};
     for (int n = 0;; ++n) {
       if (n % kTimeCheckEvery == 0 && (std::chrono::steady_clock::now() >= deadline ||
                                        s_.stop.load(std::memory_order_relaxed))) {
@@ -268,26 +282,11 @@ class worker {
       }
       ++c_.ops;
       const std::uint64_t r = below(100);
-      if (r < 18) {
-        op_from_pid();
-      } else if (r < 38) {
-        op_acquire_from_slot();
-      } else if (r < 56) {
-        op_xchg_in();
-      } else if (r < 62) {
-        op_xchg_out();
-      } else if (r < 72) {
-        op_update();
-      } else if (r < 77) {
-        op_delete();
-      } else if (r < 85) {
-        op_release_one();
-      } else if (r < 90) {
-        op_fork();
-      } else if (r < 94) {
-        op_exit();
-      } else {
-        op_duty();
+      for (const auto& [below_percent, op] : kOps) {
+        if (r < below_percent) {
+          (this->*op)();
+          break;
+        }
       }
     }
   }
@@ -389,11 +388,9 @@ class worker {
   }
 
   void op_acquire_from_slot() {
-    const int key = pick_key();
     const bpf_rcu_section rcu;
-    value* v = bpf_map_lookup_elem(&s_.map, &key);
+    value* v = lookup_random();
     if (v == nullptr) {
-      ++c_.lookup_miss;
       return;
     }
     ++c_.slot_reads;
@@ -438,38 +435,50 @@ class worker {
     }
   }
 
+  // The value of a random key, looked up inside the caller's RCU section (a miss
+  // is counted).
+  value* lookup_random() {
+    const int key = pick_key();
+    value* v = bpf_map_lookup_elem(&s_.map, &key);
+    if (v == nullptr) {
+      ++c_.lookup_miss;
+    }
+    return v;
+  }
+
+  // A reference that came out of a slot: checked, then released or kept.
+  void took_out(task_struct* old, const char* how) {
+    ++c_.xchg_out;
+    check_held(old, how);
+    if (below(2) == 0) {
+      release(old);
+    } else {
+      hold(old);
+    }
+  }
+
   void op_xchg_in() {
     task_struct* ref = fresh_reference();
     if (ref == nullptr) {
       return;
     }
-    const int key = pick_key();
     const bpf_rcu_section rcu;
-    value* v = bpf_map_lookup_elem(&s_.map, &key);
+    value* v = lookup_random();
     if (v == nullptr) {
-      ++c_.lookup_miss;
       release(ref);
       return;
     }
     task_struct* old = bpf_kptr_xchg(&v->task, ref);
     ++c_.stored;
     if (old != nullptr) {
-      ++c_.xchg_out;
-      check_held(old, "bpf_kptr_xchg");
-      if (below(2) == 0) {
-        release(old);
-      } else {
-        hold(old);
-      }
+      took_out(old, "bpf_kptr_xchg");
     }
   }
 
   void op_xchg_out() {
-    const int key = pick_key();
     const bpf_rcu_section rcu;
-    value* v = bpf_map_lookup_elem(&s_.map, &key);
+    value* v = lookup_random();
     if (v == nullptr) {
-      ++c_.lookup_miss;
       return;
     }
     task_struct* old = bpf_kptr_xchg(&v->task, nullptr);
@@ -477,13 +486,7 @@ class worker {
       ++c_.slot_empty;
       return;
     }
-    ++c_.xchg_out;
-    check_held(old, "bpf_kptr_xchg(NULL)");
-    if (below(2) == 0) {
-      release(old);
-    } else {
-      hold(old);
-    }
+    took_out(old, "bpf_kptr_xchg(NULL)");
   }
 
   void op_update() {
@@ -641,19 +644,17 @@ std::string join(const std::vector<std::string>& lines) {
   return out;
 }
 
-class KfuncStressTest : public ::testing::TestWithParam<int> {
+class KfuncStressTest : public test::stress_test {
  protected:
-  void run(final_put_mode mode);
-
-  test::contract_capture capture_;  // outlives the kernel: its teardown reports here
+  kernel_config config() const override {
+    return {.name = "kfunc-stress", .pid_max = kPidMax, .final_put = final_put()};
+  }
+  void run();
 };
 
-void KfuncStressTest::run(final_put_mode mode) {
-  const int threads = GetParam();
-  const std::uint64_t seed = test::stress_seed();
-  SCOPED_TRACE(fmt::format("TASKLIFE_STRESS_SEED={:#x}", seed));
-
-  kernel k(kernel_config{.name = "kfunc-stress", .pid_max = kPidMax, .final_put = mode});
+void KfuncStressTest::run() {
+  const int threads = this->threads();
+  kernel& k = this->k();
   auto map = std::make_unique<task_map>(k, kMaxEntries, "tasks");
   shared_state shared(k, *map);
 
@@ -663,8 +664,7 @@ void KfuncStressTest::run(final_put_mode mode) {
     task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
     ASSERT_NE(prog, nullptr);
     progs.push_back(prog);
-    workers.push_back(std::make_unique<worker>(
-        shared, prog, i, test::splitmix64(seed + static_cast<std::uint64_t>(i))));
+    workers.push_back(std::make_unique<worker>(shared, prog, i, worker_seed(i)));
   }
 
   const auto duration = test::stress_duration();
@@ -715,8 +715,8 @@ void KfuncStressTest::run(final_put_mode mode) {
   map.reset();
 
   // Retire every victim: exit the running ones, then do every duty, the final
-  // switches and reaps in random order (either ordering of section 2.4).
-  std::mt19937_64 rng(test::splitmix64(seed ^ 0xfeedULL));
+  // switches and reaps in random order (either death order, docs/kernel.md §2).
+  std::mt19937_64 rng(test::splitmix64(seed() ^ 0xfeedULL));
   std::uint64_t final_retired = 0;
   for (victim v = shared.pool.take_running(rng()); v.task != nullptr;
        v = shared.pool.take_running(rng())) {
@@ -730,7 +730,8 @@ void KfuncStressTest::run(final_put_mode mode) {
       EXPECT_TRUE(k.wait_task_zombie(d.task));
     }
   }
-  // And the progs, now that nothing runs as them.
+  // And the progs, now that nothing runs as them: not retire, the reap and the
+  // final switch come in either order.
   for (task_struct* prog : progs) {
     k.do_exit(prog);
     if (rng() % 2 == 0) {
@@ -743,19 +744,12 @@ void KfuncStressTest::run(final_put_mode mode) {
   }
   k.rcu().rcu_barrier();
 
+  // Every task freed once, after its grace period, nothing leaked, no violation
+  // and no warning: the kit's end-of-test invariants (TearDown).
   const kernel_stats s = k.stats();
   EXPECT_EQ(s.forked, total.forks + static_cast<std::uint64_t>(threads));
-  EXPECT_EQ(s.forked, s.freed) << "every forked task freed";
-  EXPECT_EQ(s.live(), 0U);
-  EXPECT_EQ(s.awaiting_gp(), 0U);
+  EXPECT_EQ(s.forked, s.freed) << "every forked task freed before the teardown";
   EXPECT_EQ(s.fork_failures, total.fork_eagain);
-  const std::vector<leaked_task> leaks = k.shutdown();
-  EXPECT_TRUE(leaks.empty()) << leaks.size() << " task(s) leaked, first '" << leaks.front().comm
-                             << "' pid " << leaks.front().pid << " usage " << leaks.front().usage
-                             << " rcu_users " << leaks.front().rcu_users;
-  EXPECT_TRUE(capture_.violations().empty()) << join(capture_.violations());
-  EXPECT_TRUE(capture_.refcount_warnings().empty())
-      << capture_.refcount_warnings().size() << " refcount warning(s)";
 
   // The run did what it is for.
   EXPECT_GT(total.from_pid_ok, 0U);
@@ -791,15 +785,10 @@ void KfuncStressTest::run(final_put_mode mode) {
 }
 
 TEST_P(KfuncStressTest, ProgramsHoldLookUpAndStashTasksWhileTheyDie) {
-  run(final_put_mode::immediate);
+  run();
 }
 
-TEST_P(KfuncStressTest, ProgramsHoldLookUpAndStashTasksWhileTheyDieWithDeferredFinalPut) {
-  run(final_put_mode::deferred);
-}
-
-INSTANTIATE_TEST_SUITE_P(Threads, KfuncStressTest, ::testing::Values(2, 4),
-                         ::testing::PrintToStringParamName());
+INSTANTIATE_TEST_SUITE_P(Stress, KfuncStressTest, test::stress_params(), test::stress_param_name);
 
 }  // namespace
 }  // namespace tasklife

@@ -16,8 +16,8 @@
 #include <gtest/gtest.h>
 
 #include <tasklife/rcu.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
 #include "../support/stress_config.hpp"
 
 namespace tasklife {
@@ -76,7 +76,7 @@ class RcuStressTest : public ::testing::TestWithParam<std::tuple<int, reclaim_mo
 
 TEST_P(RcuStressTest, ReadersNeverSeeAnObjectReclaimedUnderThem) {
   const auto [readers, mode] = GetParam();
-  test::contract_capture capture;
+  testing::contract_capture capture;
   rcu_domain domain("stress");
   std::atomic<node*> current{new node};
   std::atomic<bool> stop{false};

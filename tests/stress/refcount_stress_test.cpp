@@ -11,8 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <tasklife/refcount.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
 #include "../support/stress_config.hpp"
 
 namespace tasklife {
@@ -20,7 +20,7 @@ namespace {
 
 class RefcountStressTest : public ::testing::TestWithParam<int> {
  protected:
-  test::contract_capture capture_;
+  testing::contract_capture capture_;
 };
 
 TEST_P(RefcountStressTest, FinalDecAndTestIsTrueExactlyOnce) {

@@ -3,7 +3,7 @@
 // reference (delete, update-replace, array update, map destruction, bpf_obj_drop,
 // nested local objects), the grace period that keeps a deleted element readable,
 // the xchg-after-delete rule, and the misuse that checked builds report.
-// Sections 3.8, 3.9 and 8 (item 6) of the kernel notes are the specification.
+// docs/kernel.md §6 (kptrs in maps) is the specification.
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -21,15 +21,16 @@
 #include <tasklife/kfunc.hpp>
 #include <tasklife/map.hpp>
 #include <tasklife/task.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
+#include "../support/names.hpp"
+#include "../support/threads.hpp"
 
 namespace tasklife {
 namespace {
 
-using test::contract_error;
-using ::testing::Contains;
-using ::testing::HasSubstr;
+using test::give_others_a_chance;
+using test::wait_for;
 
 // `struct { struct task_struct __kptr *task; int tag; }`
 struct task_value {
@@ -46,12 +47,9 @@ struct pair_value {
   static constexpr auto kptr_fields = std::make_tuple(&pair_value::first, &pair_value::second);
 };
 
-// A program-allocated object (bpf_obj_new) holding a task.
-struct local_obj {
-  kptr<task_struct> task;
-  long payload = 0;
-  static constexpr auto kptr_fields = std::make_tuple(&local_obj::task);
-};
+// A program-allocated object (bpf_obj_new) holding a task: of the map value's type,
+// as test_task_xchg_release (progs/task_kfunc_success.c) allocates it.
+using local_obj = task_value;
 
 // A map value holding a local object (`struct local_obj __kptr *obj`).
 struct obj_value {
@@ -79,61 +77,17 @@ task_value with_tag(int tag) {
   return v;
 }
 
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
 template <class T>
 bool registered(const kptr<T>* slot) {
   return detail::kptr_region_contains(slot, sizeof(*slot));
 }
 
-void wait_for(const std::atomic<int>& phase, int at_least) {
-  while (phase.load(std::memory_order_acquire) < at_least) {
-    std::this_thread::yield();
-  }
-}
-
-// Spins (yielding) for a while: gives a broken grace period the chance to end
-// early. It never decides a test's outcome on its own.
-void give_others_a_chance() {
-  for (int i = 0; i < 2000; ++i) {
-    std::this_thread::yield();
-  }
-}
-
-class MapTest : public ::testing::Test {
+// The test body runs as a BPF program of task `prog` (kfuncs need current).
+class MapTest : public testing::kernel_test {
  protected:
-  // The test body runs as a BPF program of task `prog` (kfuncs need current).
-  void SetUp() override {
-    prog_ = Fork("prog");
-    scope_.emplace(prog_);
-  }
-  // Every test ends with every task freed exactly once and nothing pending.
-  void TearDown() override {
-    scope_.reset();
-    Retire(prog_);
-    k_.rcu().rcu_barrier();
-    const kernel_stats s = k_.stats();
-    EXPECT_EQ(s.forked, s.freed) << "every forked task freed exactly once";
-    EXPECT_EQ(k_.rcu().stats().pending(), 0U);
-    const auto leaks = k_.shutdown();
-    EXPECT_TRUE(leaks.empty()) << leaks.size() << " task(s) leaked";
-    EXPECT_TRUE(capture_.violations().empty()) << "unexpected: " << capture_.violations().front();
-    EXPECT_TRUE(capture_.refcount_warnings().empty()) << "a counter went wrong";
-  }
+  kernel_config config() const override { return {.name = "map-test"}; }
+  const char* body_task_comm() const override { return "prog"; }
 
-  task_struct* Fork(const char* comm) {
-    const fork_result r = k_.fork(nullptr, {.comm = comm});
-    EXPECT_TRUE(r) << "fork failed: " << r.error;
-    return r.task;
-  }
-  // Exit, final switch, reap (zombie order); freed after the grace period.
-  void Retire(task_struct* t) {
-    k_.do_exit(t);
-    k_.finish_task_switch(t);
-    EXPECT_TRUE(k_.wait_task_zombie(t));
-  }
   // The selftests' idiom: acquire a reference, xchg it into an empty slot.
   static void Stash(kptr<task_struct>* slot, task_struct* t) {
     task_struct* ref = bpf_task_acquire(t);
@@ -145,16 +99,86 @@ class MapTest : public ::testing::Test {
     }
   }
 
-  test::contract_capture capture_;  // outlives the kernel: teardown reports are captured
-  kernel k_{kernel_config{.name = "map-test"}};
-  task_struct* prog_ = nullptr;
-  std::optional<current_task_scope> scope_;
+  // A map `make` creates holds a reference to each of two tasks in the values it
+  // returns; the map is destroyed inside a read-side section: each reference is
+  // released exactly once, at destruction, and the values' memory stays readable
+  // until the section ends.
+  template <class Make>
+  void ExpectDestructionReleasesBothOnce(Make make) {
+    task_struct* a = fork_task("a");
+    task_struct* b = fork_task("b");
+    const unsigned before_a = rcu_users(a);
+    const unsigned before_b = rcu_users(b);
+    {
+      const rcu_read_guard g(k().rcu());
+      auto [map, va, vb] = make();
+      ASSERT_TRUE(va != nullptr && vb != nullptr);
+      Stash(&va->task, a);
+      Stash(&vb->task, b);
+      EXPECT_EQ(rcu_users(a), before_a + 1);
+      EXPECT_EQ(rcu_users(b), before_b + 1);
+      const int tag = va->tag;
+      map.reset();  // the values' memory waits for the grace period
+      EXPECT_EQ(rcu_users(a), before_a) << "freed at destruction, once";
+      EXPECT_EQ(rcu_users(b), before_b);
+      EXPECT_EQ(va->task.get(), nullptr);
+      EXPECT_EQ(vb->task.get(), nullptr);
+      EXPECT_EQ(va->tag, tag) << "memory still there inside the read section";
+    }
+    k().rcu().rcu_barrier();
+    EXPECT_EQ(rcu_users(a), before_a);
+    EXPECT_EQ(rcu_users(b), before_b);
+    retire({a, b});
+  }
+};
+
+// A task, a hash map with element 1 (tag kTag) and an array of two, in whose values
+// the test stashes references to the task, inside its own read-side section
+// (StashInElementOne, StashInArray). At the end the maps are destroyed: the task's
+// rcu_users must be back where they started.
+class MapElementTest : public MapTest {
+ protected:
+  static constexpr int kTag = 7;
+  void SetUp() override {
+    MapTest::SetUp();
+    task_ = fork_task("stashed");
+    map_.emplace(k(), 4);
+    array_.emplace(k(), 2);
+    ASSERT_EQ(map_->update_elem(1, with_tag(kTag), BPF_NOEXIST), 0);
+    before_ = rcu_users(task_);
+  }
+  void TearDown() override {
+    map_.reset();
+    array_.reset();
+    k().rcu().rcu_barrier();
+    if (task_ != nullptr) {
+      EXPECT_EQ(rcu_users(task_), before_) << "every reference released exactly once";
+      retire(task_);
+    }
+    MapTest::TearDown();
+  }
+  // Element 1 of the hash map, or element `index` of the array, its slot now
+  // holding a reference to task_.
+  task_value* StashInElementOne() { return StashIn(map_->lookup_elem(1)); }
+  task_value* StashInArray(std::uint32_t index) { return StashIn(array_->lookup_elem(index)); }
+  task_value* StashIn(task_value* v) {
+    EXPECT_NE(v, nullptr);
+    if (v != nullptr) {
+      Stash(&v->task, task_);
+    }
+    return v;
+  }
+
+  task_struct* task_ = nullptr;
+  std::optional<bpf_hash_map<int, task_value>> map_;
+  std::optional<bpf_array_map<task_value>> array_;
+  unsigned before_ = 0;
 };
 
 // ---- 1. hash map return codes (kernel/bpf/hashtab.c) ---------------------------------------
 
 TEST_F(MapTest, HashUpdateFlagsReturnTheKernelsCodes) {
-  bpf_hash_map<int, task_value> map(k_, 4);
+  bpf_hash_map<int, task_value> map(k(), 4);
   EXPECT_EQ(map.max_entries(), 4U);
   EXPECT_EQ(map.update_elem(1, with_tag(1), BPF_EXIST), -ENOENT) << "BPF_EXIST on an absent key";
   EXPECT_EQ(map.count(), 0U);
@@ -169,7 +193,7 @@ TEST_F(MapTest, HashUpdateFlagsReturnTheKernelsCodes) {
   }
   EXPECT_EQ(map.count(), 2U);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     ASSERT_NE(map.lookup_elem(1), nullptr);
     EXPECT_EQ(map.lookup_elem(1)->tag, 5) << "-EEXIST and -EINVAL changed nothing";
     ASSERT_NE(map.lookup_elem(2), nullptr);
@@ -179,7 +203,7 @@ TEST_F(MapTest, HashUpdateFlagsReturnTheKernelsCodes) {
 }
 
 TEST_F(MapTest, HashIsFullAtMaxEntriesButReplacingAnExistingKeyStillWorks) {
-  bpf_hash_map<int, task_value> map(k_, 2);
+  bpf_hash_map<int, task_value> map(k(), 2);
   ASSERT_EQ(map.update_elem(1, with_tag(1), BPF_NOEXIST), 0);
   ASSERT_EQ(map.update_elem(2, with_tag(2), BPF_NOEXIST), 0);
   EXPECT_EQ(map.update_elem(3, with_tag(3), BPF_ANY), -E2BIG);
@@ -193,7 +217,7 @@ TEST_F(MapTest, HashIsFullAtMaxEntriesButReplacingAnExistingKeyStillWorks) {
   EXPECT_EQ(map.count(), 1U);
   EXPECT_EQ(map.update_elem(3, with_tag(30), BPF_NOEXIST), 0) << "room again after the delete";
   EXPECT_EQ(map.update_elem(4, with_tag(40), BPF_ANY), -E2BIG);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   EXPECT_EQ(map.lookup_elem(1), nullptr);
   ASSERT_NE(map.lookup_elem(2), nullptr);
   EXPECT_EQ(map.lookup_elem(2)->tag, 20);
@@ -202,22 +226,22 @@ TEST_F(MapTest, HashIsFullAtMaxEntriesButReplacingAnExistingKeyStillWorks) {
 }
 
 TEST_F(MapTest, HashDeleteReturnsZeroOnceThenEnoent) {
-  bpf_hash_map<int, task_value> map(k_, 4);
+  bpf_hash_map<int, task_value> map(k(), 4);
   EXPECT_EQ(map.delete_elem(1), -ENOENT) << "empty map";
   ASSERT_EQ(map.update_elem(1, with_tag(1), BPF_ANY), 0);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     EXPECT_NE(map.lookup_elem(1), nullptr) << "found";
   }
   EXPECT_EQ(map.delete_elem(1), 0);
   EXPECT_EQ(map.delete_elem(1), -ENOENT);
   EXPECT_EQ(map.count(), 0U);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   EXPECT_EQ(map.lookup_elem(1), nullptr) << "absent";
 }
 
 TEST_F(MapTest, CollidingKeysInOneBucketAreFoundReplacedAndDeletedIndependently) {
-  bpf_hash_map<int, task_value, one_bucket_hash> map(k_, 8);
+  bpf_hash_map<int, task_value, one_bucket_hash> map(k(), 8);
   for (int key = 1; key <= 5; ++key) {
     ASSERT_EQ(map.update_elem(key, with_tag(key), BPF_NOEXIST), 0);
   }
@@ -228,7 +252,7 @@ TEST_F(MapTest, CollidingKeysInOneBucketAreFoundReplacedAndDeletedIndependently)
   EXPECT_EQ(map.update_elem(4, with_tag(40), BPF_ANY), 0);
   EXPECT_EQ(map.update_elem(6, with_tag(6), BPF_ANY), 0);
   EXPECT_EQ(map.count(), 3U);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   for (const int gone : {1, 3, 5}) {
     EXPECT_EQ(map.lookup_elem(gone), nullptr) << gone;
   }
@@ -240,7 +264,7 @@ TEST_F(MapTest, CollidingKeysInOneBucketAreFoundReplacedAndDeletedIndependently)
 }
 
 TEST_F(MapTest, KernelNamedFunctionsForwardToTheMap) {
-  bpf_hash_map<int, task_value> hash(k_, 1);
+  bpf_hash_map<int, task_value> hash(k(), 1);
   const int key = 42;
   const int other = 43;
   const task_value value = with_tag(7);
@@ -250,7 +274,7 @@ TEST_F(MapTest, KernelNamedFunctionsForwardToTheMap) {
   EXPECT_EQ(bpf_map_update_elem(&hash, &other, &value, BPF_ANY), -E2BIG);
   EXPECT_EQ(bpf_map_update_elem(&hash, &key, &value, 3), -EINVAL);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     task_value* v = bpf_map_lookup_elem(&hash, &key);
     ASSERT_NE(v, nullptr);
     EXPECT_EQ(v->tag, 7);
@@ -259,13 +283,13 @@ TEST_F(MapTest, KernelNamedFunctionsForwardToTheMap) {
   EXPECT_EQ(bpf_map_delete_elem(&hash, &key), 0);
   EXPECT_EQ(bpf_map_delete_elem(&hash, &key), -ENOENT);
 
-  bpf_array_map<task_value> array(k_, 2);
+  bpf_array_map<task_value> array(k(), 2);
   const std::uint32_t in = 1;
   const std::uint32_t out = 2;
   EXPECT_EQ(bpf_map_update_elem(&array, &in, &value, BPF_ANY), 0);
   EXPECT_EQ(bpf_map_update_elem(&array, &out, &value, BPF_ANY), -E2BIG);
   EXPECT_EQ(bpf_map_delete_elem(&array, &in), -EINVAL);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   ASSERT_NE(bpf_map_lookup_elem(&array, &in), nullptr);
   EXPECT_EQ(bpf_map_lookup_elem(&array, &in)->tag, 7);
   EXPECT_EQ(bpf_map_lookup_elem(&array, &out), nullptr);
@@ -274,10 +298,10 @@ TEST_F(MapTest, KernelNamedFunctionsForwardToTheMap) {
 // ---- 2. array map (kernel/bpf/arraymap.c) -----------------------------------------------------
 
 TEST_F(MapTest, ArrayLookupUpdateAndDeleteFollowArraymap) {
-  bpf_array_map<task_value> map(k_, 3);
+  bpf_array_map<task_value> map(k(), 3);
   EXPECT_EQ(map.max_entries(), 3U);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     for (std::uint32_t i = 0; i < 3; ++i) {
       const task_value* v = map.lookup_elem(i);
       ASSERT_NE(v, nullptr) << "every index exists: " << i;
@@ -296,7 +320,7 @@ TEST_F(MapTest, ArrayLookupUpdateAndDeleteFollowArraymap) {
   EXPECT_EQ(map.update_elem(9, with_tag(5), 7), -EINVAL) << "flags before range";
   EXPECT_EQ(map.delete_elem(0), -EINVAL) << "arrays cannot delete";
   EXPECT_EQ(map.delete_elem(3), -EINVAL);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   EXPECT_EQ(map.lookup_elem(0)->tag, 1);
   EXPECT_EQ(map.lookup_elem(1)->tag, 2);
   EXPECT_EQ(map.lookup_elem(2)->tag, 0) << "-EEXIST changed nothing";
@@ -304,197 +328,127 @@ TEST_F(MapTest, ArrayLookupUpdateAndDeleteFollowArraymap) {
 
 // ---- 3. copying and assigning values (copy_map_value skips kptr fields) --------------------
 
-TEST_F(MapTest, CopyingAValueCopiesNoReference) {
-  task_struct* t = Fork("stashed");
-  bpf_hash_map<int, task_value> map(k_, 4);
-  ASSERT_EQ(map.update_elem(1, with_tag(7), BPF_NOEXIST), 0);
-  const unsigned before = rcu_users(t);
+TEST_F(MapElementTest, CopyingAValueCopiesNoReference) {
   {
-    const rcu_read_guard g(k_.rcu());
-    task_value* v = map.lookup_elem(1);
+    const rcu_read_guard g(k().rcu());
+    task_value* v = StashInElementOne();
     ASSERT_NE(v, nullptr);
-    Stash(&v->task, t);
-    ASSERT_EQ(v->task.get(), t);
+    ASSERT_EQ(v->task.get(), task_);
 
     const task_value copy = *v;
     EXPECT_EQ(copy.task.get(), nullptr) << "the copy's slot is NULL";
-    EXPECT_EQ(copy.tag, 7) << "plain fields are copied";
-    EXPECT_EQ(v->task.get(), t) << "the source keeps its reference";
+    EXPECT_EQ(copy.tag, kTag) << "plain fields are copied";
+    EXPECT_EQ(v->task.get(), task_) << "the source keeps its reference";
 
     // An update from a value with a stashed reference copies no reference either.
-    ASSERT_EQ(map.update_elem(2, *v, BPF_NOEXIST), 0);
-    EXPECT_EQ(map.lookup_elem(2)->task.get(), nullptr);
-    EXPECT_EQ(map.lookup_elem(2)->tag, 7);
-    EXPECT_EQ(rcu_users(t), before + 1) << "one reference: the slot's, never duplicated";
+    ASSERT_EQ(map_->update_elem(2, *v, BPF_NOEXIST), 0);
+    EXPECT_EQ(map_->lookup_elem(2)->task.get(), nullptr);
+    EXPECT_EQ(map_->lookup_elem(2)->tag, kTag);
+    EXPECT_EQ(rcu_users(task_), before_ + 1) << "one reference: the slot's, never duplicated";
   }
-  EXPECT_EQ(map.delete_elem(2), 0);
-  EXPECT_EQ(rcu_users(t), before + 1) << "deleting the copy released nothing";
-  EXPECT_EQ(map.delete_elem(1), 0);
-  EXPECT_EQ(rcu_users(t), before);
-  Retire(t);
+  EXPECT_EQ(map_->delete_elem(2), 0);
+  EXPECT_EQ(rcu_users(task_), before_ + 1) << "deleting the copy released nothing";
+  EXPECT_EQ(map_->delete_elem(1), 0);
+  EXPECT_EQ(rcu_users(task_), before_);
 }
 
-TEST_F(MapTest, AssigningAValueLeavesTheDestinationSlotAloneUntilArrayUpdateFreesIt) {
-  task_struct* t = Fork("stashed");
-  bpf_array_map<task_value> map(k_, 1);
-  const unsigned before = rcu_users(t);
-  const rcu_read_guard g(k_.rcu());
-  task_value* v = map.lookup_elem(0);
+TEST_F(MapElementTest, AssigningAValueLeavesTheDestinationSlotAloneUntilArrayUpdateFreesIt) {
+  const rcu_read_guard g(k().rcu());
+  task_value* v = StashInArray(0);
   ASSERT_NE(v, nullptr);
-  Stash(&v->task, t);
 
   *v = with_tag(9);  // a plain assignment, as copy_map_value does
-  EXPECT_EQ(v->task.get(), t) << "the destination's slot is left alone";
+  EXPECT_EQ(v->task.get(), task_) << "the destination's slot is left alone";
   EXPECT_EQ(v->tag, 9);
-  EXPECT_EQ(rcu_users(t), before + 1);
+  EXPECT_EQ(rcu_users(task_), before_ + 1);
 
-  EXPECT_EQ(map.update_elem(0, with_tag(10), BPF_ANY), 0);  // copy, then free the slots
+  EXPECT_EQ(array_->update_elem(0, with_tag(10), BPF_ANY), 0);  // copy, then free the slots
   EXPECT_EQ(v->task.get(), nullptr) << "array update freed the slot";
   EXPECT_EQ(v->tag, 10);
-  EXPECT_EQ(rcu_users(t), before) << "released exactly once";
-  Retire(t);
+  EXPECT_EQ(rcu_users(task_), before_) << "released exactly once";
 }
 
 // ---- 4. every path that frees a stashed reference -------------------------------------------
 
-TEST_F(MapTest, HashDeleteReleasesTheStashedReferenceOnceAndLeavesTheSlotNull) {
-  task_struct* t = Fork("stashed");
-  bpf_hash_map<int, task_value> map(k_, 4);
-  ASSERT_EQ(map.update_elem(1, with_tag(1), BPF_NOEXIST), 0);
-  const unsigned before = rcu_users(t);
+TEST_F(MapElementTest, HashDeleteReleasesTheStashedReferenceOnceAndLeavesTheSlotNull) {
   {
-    const rcu_read_guard g(k_.rcu());  // keeps the deleted element's memory readable
-    task_value* v = map.lookup_elem(1);
+    const rcu_read_guard g(k().rcu());  // keeps the deleted element's memory readable
+    task_value* v = StashInElementOne();
     ASSERT_NE(v, nullptr);
-    Stash(&v->task, t);
-    EXPECT_EQ(rcu_users(t), before + 1);
-    EXPECT_EQ(map.delete_elem(1), 0);
-    EXPECT_EQ(rcu_users(t), before) << "the dtor ran at once, exactly once";
+    EXPECT_EQ(rcu_users(task_), before_ + 1);
+    EXPECT_EQ(map_->delete_elem(1), 0);
+    EXPECT_EQ(rcu_users(task_), before_) << "the dtor ran at once, exactly once";
     EXPECT_EQ(v->task.get(), nullptr) << "bpf_obj_free_fields xchg'd the slot to NULL";
   }
-  k_.rcu().rcu_barrier();
-  EXPECT_EQ(rcu_users(t), before) << "the reclaim released nothing more";
-  Retire(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(rcu_users(task_), before_) << "the reclaim released nothing more";
 }
 
-TEST_F(MapTest, HashUpdateReplaceReleasesTheOldElementsReference) {
-  task_struct* t = Fork("stashed");
-  bpf_hash_map<int, task_value> map(k_, 4);
-  ASSERT_EQ(map.update_elem(1, with_tag(1), BPF_NOEXIST), 0);
-  const unsigned before = rcu_users(t);
+TEST_F(MapElementTest, HashUpdateReplaceReleasesTheOldElementsReference) {
   {
-    const rcu_read_guard g(k_.rcu());
-    task_value* old = map.lookup_elem(1);
+    const rcu_read_guard g(k().rcu());
+    task_value* old = StashInElementOne();
     ASSERT_NE(old, nullptr);
-    Stash(&old->task, t);
-    EXPECT_EQ(map.update_elem(1, with_tag(2), BPF_ANY), 0);
-    EXPECT_EQ(rcu_users(t), before) << "the replaced element's slot was freed at once";
+    EXPECT_EQ(map_->update_elem(1, with_tag(2), BPF_ANY), 0);
+    EXPECT_EQ(rcu_users(task_), before_) << "the replaced element's slot was freed at once";
     EXPECT_EQ(old->task.get(), nullptr);
-    task_value* fresh = map.lookup_elem(1);
+    task_value* fresh = map_->lookup_elem(1);
     ASSERT_NE(fresh, nullptr);
     EXPECT_NE(fresh, old) << "a new element replaced the old one";
     EXPECT_EQ(fresh->task.get(), nullptr) << "the new element's slots start NULL";
     EXPECT_EQ(fresh->tag, 2);
-    Stash(&fresh->task, t);
-    EXPECT_EQ(map.update_elem(1, with_tag(3), BPF_EXIST), 0) << "BPF_EXIST replaces too";
+    Stash(&fresh->task, task_);
+    EXPECT_EQ(map_->update_elem(1, with_tag(3), BPF_EXIST), 0) << "BPF_EXIST replaces too";
     EXPECT_EQ(fresh->task.get(), nullptr);
-    EXPECT_EQ(rcu_users(t), before);
+    EXPECT_EQ(rcu_users(task_), before_);
   }
-  k_.rcu().rcu_barrier();
-  EXPECT_EQ(rcu_users(t), before);
-  Retire(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(rcu_users(task_), before_);
 }
 
 TEST_F(MapTest, HashMapDestructionReleasesEveryStashedReference) {
-  task_struct* a = Fork("a");
-  task_struct* b = Fork("b");
-  const unsigned before_a = rcu_users(a);
-  const unsigned before_b = rcu_users(b);
-  {
-    const rcu_read_guard g(k_.rcu());
-    task_value* va = nullptr;
-    task_value* vb = nullptr;
-    {
-      bpf_hash_map<int, task_value> map(k_, 8);
-      for (int key = 1; key <= 4; ++key) {
-        ASSERT_EQ(map.update_elem(key, with_tag(key), BPF_NOEXIST), 0);
-      }
-      va = map.lookup_elem(1);
-      vb = map.lookup_elem(3);
-      ASSERT_TRUE(va != nullptr && vb != nullptr);
-      Stash(&va->task, a);
-      Stash(&vb->task, b);
-      EXPECT_EQ(rcu_users(a), before_a + 1);
-    }  // the map is destroyed; its elements' memory waits for the grace period
-    EXPECT_EQ(rcu_users(a), before_a) << "freed at destruction, once";
-    EXPECT_EQ(rcu_users(b), before_b);
-    EXPECT_EQ(va->task.get(), nullptr);
-    EXPECT_EQ(vb->task.get(), nullptr);
-    EXPECT_EQ(va->tag, 1) << "memory still there inside the read section";
-  }
-  k_.rcu().rcu_barrier();
-  EXPECT_EQ(rcu_users(a), before_a);
-  EXPECT_EQ(rcu_users(b), before_b);
-  Retire(a);
-  Retire(b);
+  ExpectDestructionReleasesBothOnce([this] {
+    auto map = std::make_unique<bpf_hash_map<int, task_value>>(k(), 8);
+    for (int key = 1; key <= 4; ++key) {
+      EXPECT_EQ(map->update_elem(key, with_tag(key), BPF_NOEXIST), 0);
+    }
+    task_value* va = map->lookup_elem(1);
+    task_value* vb = map->lookup_elem(3);
+    EXPECT_EQ(va != nullptr ? va->tag : 0, 1);
+    return std::tuple{std::move(map), va, vb};
+  });
 }
 
 TEST_F(MapTest, ArrayMapDestructionReleasesEveryStashedReference) {
-  task_struct* a = Fork("a");
-  task_struct* b = Fork("b");
-  const unsigned before_a = rcu_users(a);
-  const unsigned before_b = rcu_users(b);
-  {
-    const rcu_read_guard g(k_.rcu());
-    task_value* v0 = nullptr;
-    task_value* v2 = nullptr;
-    {
-      bpf_array_map<task_value> map(k_, 3);
-      v0 = map.lookup_elem(0);
-      v2 = map.lookup_elem(2);
-      ASSERT_TRUE(v0 != nullptr && v2 != nullptr);
-      Stash(&v0->task, a);
-      Stash(&v2->task, b);
-      EXPECT_EQ(rcu_users(b), before_b + 1);
-    }
-    EXPECT_EQ(rcu_users(a), before_a);
-    EXPECT_EQ(rcu_users(b), before_b);
-    EXPECT_EQ(v0->task.get(), nullptr);
-    EXPECT_EQ(v2->task.get(), nullptr);
-  }
-  k_.rcu().rcu_barrier();
-  EXPECT_EQ(rcu_users(a), before_a);
-  EXPECT_EQ(rcu_users(b), before_b);
-  Retire(a);
-  Retire(b);
+  ExpectDestructionReleasesBothOnce([this] {
+    auto map = std::make_unique<bpf_array_map<task_value>>(k(), 3);
+    task_value* v0 = map->lookup_elem(0);
+    task_value* v2 = map->lookup_elem(2);
+    return std::tuple{std::move(map), v0, v2};
+  });
 }
 
-TEST_F(MapTest, ArrayUpdateReleasesTheStashedReference) {
-  task_struct* t = Fork("stashed");
-  bpf_array_map<task_value> map(k_, 2);
-  const unsigned before = rcu_users(t);
-  const rcu_read_guard g(k_.rcu());
-  task_value* v = map.lookup_elem(1);
+TEST_F(MapElementTest, ArrayUpdateReleasesTheStashedReference) {
+  const rcu_read_guard g(k().rcu());
+  task_value* v = StashInArray(1);
   ASSERT_NE(v, nullptr);
-  Stash(&v->task, t);
-  EXPECT_EQ(map.update_elem(1, with_tag(5), BPF_EXIST), 0);
-  EXPECT_EQ(rcu_users(t), before);
+  EXPECT_EQ(array_->update_elem(1, with_tag(5), BPF_EXIST), 0);
+  EXPECT_EQ(rcu_users(task_), before_);
   EXPECT_EQ(v->task.get(), nullptr);
-  EXPECT_EQ(map.update_elem(1, with_tag(6), BPF_ANY), 0) << "an empty slot: nothing to free";
-  EXPECT_EQ(rcu_users(t), before);
-  EXPECT_EQ(map.update_elem(2, with_tag(6), BPF_ANY), -E2BIG);
-  Retire(t);
+  EXPECT_EQ(array_->update_elem(1, with_tag(6), BPF_ANY), 0) << "an empty slot: nothing to free";
+  EXPECT_EQ(rcu_users(task_), before_);
+  EXPECT_EQ(array_->update_elem(2, with_tag(6), BPF_ANY), -E2BIG);
 }
 
 TEST_F(MapTest, ValueWithTwoSlotsReleasesEachOnce) {
-  task_struct* a = Fork("a");
-  task_struct* b = Fork("b");
+  task_struct* a = fork_task("a");
+  task_struct* b = fork_task("b");
   const unsigned before_a = rcu_users(a);
   const unsigned before_b = rcu_users(b);
-  bpf_hash_map<int, pair_value> hash(k_, 2);
+  bpf_hash_map<int, pair_value> hash(k(), 2);
   ASSERT_EQ(hash.update_elem(1, pair_value{}, BPF_NOEXIST), 0);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     pair_value* v = hash.lookup_elem(1);
     ASSERT_NE(v, nullptr);
     Stash(&v->first, a);
@@ -507,9 +461,9 @@ TEST_F(MapTest, ValueWithTwoSlotsReleasesEachOnce) {
   }
   {
     // The same task in both slots: two references, two releases.
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     {
-      bpf_array_map<pair_value> array(k_, 1);
+      bpf_array_map<pair_value> array(k(), 1);
       pair_value* v = array.lookup_elem(0);
       Stash(&v->first, a);
       Stash(&v->second, a);
@@ -520,21 +474,20 @@ TEST_F(MapTest, ValueWithTwoSlotsReleasesEachOnce) {
     }
     EXPECT_EQ(rcu_users(b), before_b) << "destruction freed the second slot";
   }
-  k_.rcu().rcu_barrier();
+  k().rcu().rcu_barrier();
   EXPECT_EQ(rcu_users(a), before_a);
   EXPECT_EQ(rcu_users(b), before_b);
-  Retire(a);
-  Retire(b);
+  retire({a, b});
 }
 
 // test_task_xchg_release (progs/task_kfunc_success.c): a task moved from a map into
 // a local object is released by bpf_obj_drop: before == after + 1.
 TEST_F(MapTest, ObjDropReleasesTheLocalObjectsTaskOnce) {
-  task_struct* t = Fork("stashed");
-  bpf_hash_map<int, task_value> map(k_, 4);
+  task_struct* t = fork_task("stashed");
+  bpf_hash_map<int, task_value> map(k(), 4);
   const unsigned base = rcu_users(t);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     // tasks_kfunc_map_insert
     ASSERT_EQ(map.update_elem(1, task_value{}, BPF_NOEXIST), 0);
     task_value* v = map.lookup_elem(1);
@@ -560,15 +513,15 @@ TEST_F(MapTest, ObjDropReleasesTheLocalObjectsTaskOnce) {
     bpf_obj_drop(empty);  // an empty slot: no dtor
     EXPECT_EQ(rcu_users(t), base);
   }
-  Retire(t);
+  retire(t);
 }
 
 TEST_F(MapTest, LocalObjectInAMapSlotIsDroppedWithItsTaskWhenTheElementIsDeleted) {
-  task_struct* t = Fork("nested");
-  bpf_hash_map<int, obj_value> map(k_, 2);
+  task_struct* t = fork_task("nested");
+  bpf_hash_map<int, obj_value> map(k(), 2);
   ASSERT_EQ(map.update_elem(1, obj_value{}, BPF_NOEXIST), 0);
   const unsigned before = rcu_users(t);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   obj_value* v = map.lookup_elem(1);
   ASSERT_NE(v, nullptr);
   local_obj* obj = bpf_obj_new<local_obj>();
@@ -582,23 +535,23 @@ TEST_F(MapTest, LocalObjectInAMapSlotIsDroppedWithItsTaskWhenTheElementIsDeleted
   EXPECT_EQ(v->obj.get(), nullptr) << "the element's slot is NULL";
   EXPECT_EQ(rcu_users(t), before) << "the object's own slot was freed with it, once";
   EXPECT_FALSE(registered(&obj->task)) << "the object was dropped (address only, not read)";
-  Retire(t);
+  retire(t);
 }
 
 // ---- 5. the grace period keeps a deleted element readable -----------------------------------
 
 TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
-  task_struct* victim = Fork("victim");
-  task_struct* reader_task = Fork("reader");
-  bpf_hash_map<int, task_value> map(k_, 4);
+  task_struct* victim = fork_task("victim");
+  task_struct* reader_task = fork_task("reader");
+  bpf_hash_map<int, task_value> map(k(), 4);
   ASSERT_EQ(map.update_elem(1, with_tag(7), BPF_NOEXIST), 0);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     Stash(&map.lookup_elem(1)->task, victim);
   }
-  Retire(victim);  // exit, final switch, reap: the slot's reference is the last one
+  retire(victim);  // exit, final switch, reap: the slot's reference is the last one
   ASSERT_EQ(rcu_users(victim), 1U);
-  const kernel_stats before = k_.stats();
+  const kernel_stats before = k().stats();
 
   struct observed {
     task_value* value = nullptr;
@@ -612,7 +565,7 @@ TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
   } seen;
   std::atomic<int> phase{0};
   std::thread reader([&] {
-    auto scope = k_.run_as(reader_task);
+    auto scope = k().run_as(reader_task);
     bpf_rcu_read_lock();
     seen.value = map.lookup_elem(1);
     seen.task = seen.value != nullptr ? seen.value->task.get() : nullptr;
@@ -632,17 +585,17 @@ TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
   });
   wait_for(phase, 1);
   EXPECT_EQ(map.delete_elem(1), 0);
-  EXPECT_EQ(k_.stats().rcu_users_zero, before.rcu_users_zero + 1) << "the slot's was the last";
+  EXPECT_EQ(k().stats().rcu_users_zero, before.rcu_users_zero + 1) << "the slot's was the last";
   phase.store(2, std::memory_order_release);
   wait_for(phase, 3);
   give_others_a_chance();
-  EXPECT_EQ(k_.stats().gp_elapsed, before.gp_elapsed) << "no grace period while the reader is in";
-  EXPECT_EQ(k_.stats().freed, before.freed) << "the task must outlive the reader's section";
-  EXPECT_GT(k_.rcu().stats().pending(), 0U) << "element reclaim and delayed_put wait";
+  EXPECT_EQ(k().stats().gp_elapsed, before.gp_elapsed) << "no grace period while the reader is in";
+  EXPECT_EQ(k().stats().freed, before.freed) << "the task must outlive the reader's section";
+  EXPECT_GT(k().rcu().stats().pending(), 0U) << "element reclaim and delayed_put wait";
   phase.store(4, std::memory_order_release);
   reader.join();
-  k_.rcu().rcu_barrier();
-  EXPECT_EQ(k_.stats().freed, before.freed + 1) << "freed once the reader left";
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, before.freed + 1) << "freed once the reader left";
 
   EXPECT_NE(seen.value, nullptr);
   EXPECT_EQ(seen.task, victim);
@@ -653,19 +606,19 @@ TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
   EXPECT_EQ(seen.acquired, nullptr) << "inc_not_zero refuses a dying task";
   EXPECT_TRUE(seen.element_registered) << "a live value until its grace period";
   EXPECT_FALSE(registered(&seen.value->task)) << "reclaimed after it (address only)";
-  Retire(reader_task);
+  retire(reader_task);
 }
 
 // ---- 6. the xchg-after-delete rule (Hou Tao, 2025) ------------------------------------------
 
 TEST_F(MapTest, XchgIntoADeletedElementIsReleasedOnceAtReclaim) {
-  task_struct* first = Fork("first");
-  task_struct* fresh = Fork("fresh");
-  task_struct* program = Fork("program");
-  bpf_hash_map<int, task_value> map(k_, 4);
+  task_struct* first = fork_task("first");
+  task_struct* fresh = fork_task("fresh");
+  task_struct* program = fork_task("program");
+  bpf_hash_map<int, task_value> map(k(), 4);
   ASSERT_EQ(map.update_elem(1, task_value{}, BPF_NOEXIST), 0);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     Stash(&map.lookup_elem(1)->task, first);
   }
   const unsigned before_first = rcu_users(first) - 1;
@@ -675,7 +628,7 @@ TEST_F(MapTest, XchgIntoADeletedElementIsReleasedOnceAtReclaim) {
   task_struct* old = fresh;  // anything but NULL
   unsigned while_stashed = 0;
   std::thread prog_thread([&] {
-    auto scope = k_.run_as(program);
+    auto scope = k().run_as(program);
     bpf_rcu_read_lock();
     task_value* v = map.lookup_elem(1);
     phase.store(1, std::memory_order_release);
@@ -694,24 +647,22 @@ TEST_F(MapTest, XchgIntoADeletedElementIsReleasedOnceAtReclaim) {
   prog_thread.join();
   EXPECT_EQ(old, nullptr) << "the deleted element's slot was empty";
   EXPECT_EQ(while_stashed, before + 1);
-  k_.rcu().rcu_barrier();
+  k().rcu().rcu_barrier();
   EXPECT_EQ(rcu_users(fresh), before) << "the late reference was released exactly once";
   EXPECT_EQ(rcu_users(first), before_first) << "and the first one not again";
-  Retire(first);
-  Retire(fresh);
-  Retire(program);
+  retire({first, fresh, program});
 }
 
 TEST_F(MapTest, XchgAfterMapDestructionBeganIsReleasedAtReclaim) {
-  task_struct* t = Fork("late");
+  task_struct* t = fork_task("late");
   const unsigned before = rcu_users(t);
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     task_value* hv = nullptr;
     task_value* av = nullptr;
     {
-      bpf_hash_map<int, task_value> hash(k_, 2);
-      bpf_array_map<task_value> array(k_, 2);
+      bpf_hash_map<int, task_value> hash(k(), 2);
+      bpf_array_map<task_value> array(k(), 2);
       ASSERT_EQ(hash.update_elem(1, task_value{}, BPF_NOEXIST), 0);
       hv = hash.lookup_elem(1);
       av = array.lookup_elem(1);
@@ -721,94 +672,79 @@ TEST_F(MapTest, XchgAfterMapDestructionBeganIsReleasedAtReclaim) {
     EXPECT_EQ(bpf_kptr_xchg(&av->task, bpf_task_acquire(t)), nullptr);
     EXPECT_EQ(rcu_users(t), before + 2);
   }
-  k_.rcu().rcu_barrier();
+  k().rcu().rcu_barrier();
   EXPECT_EQ(rcu_users(t), before) << "each late reference released once, at reclaim";
-  Retire(t);
+  retire(t);
 }
 
 // ---- 7. bad input ---------------------------------------------------------------------------
 
 TEST_F(MapTest, XchgOnASlotOfADestroyedMapIsReported) {
-  task_struct* t = Fork("t");
+  task_struct* t = fork_task("t");
   kptr<task_struct>* array_slot = nullptr;
   kptr<task_struct>* hash_slot = nullptr;
   {
-    bpf_array_map<task_value> array(k_, 2);
-    bpf_hash_map<int, task_value> hash(k_, 2);
+    bpf_array_map<task_value> array(k(), 2);
+    bpf_hash_map<int, task_value> hash(k(), 2);
     ASSERT_EQ(hash.update_elem(1, task_value{}, BPF_NOEXIST), 0);
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     array_slot = &array.lookup_elem(1)->task;
     hash_slot = &hash.lookup_elem(1)->task;
   }
-  k_.rcu().rcu_barrier();  // the grace period: the memory is gone
+  k().rcu().rcu_barrier();  // the grace period: the memory is gone
   const unsigned before = rcu_users(t);
   for (kptr<task_struct>* slot : {array_slot, hash_slot}) {
     task_struct* ref = bpf_task_acquire(t);
     ASSERT_EQ(ref, t);
-    EXPECT_THROW((void)bpf_kptr_xchg(slot, ref), contract_error);
-    EXPECT_THAT(capture_.violations(),
-                Contains(HasSubstr("is not a kptr field of a live map value or local object")));
-    capture_.clear();
+    EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(slot, ref),
+                              "is not a kptr field of a live map value or local object");
     bpf_task_release(ref);  // the reference never moved
   }
   EXPECT_EQ(rcu_users(t), before);
-  Retire(t);
+  retire(t);
 }
 
 TEST_F(MapTest, XchgOnAStackAddressIsReported) {
-  task_struct* t = Fork("t");
+  task_struct* t = fork_task("t");
   kptr<task_struct> on_stack;
-  EXPECT_THROW((void)bpf_kptr_xchg(&on_stack, nullptr), contract_error);
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("is not a kptr field of a live map value or local object")));
-  capture_.clear();
+  EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(&on_stack, nullptr),
+                            "is not a kptr field of a live map value or local object");
 
   // A copy of a map value is a stack object too, not a map value.
-  bpf_array_map<task_value> map(k_, 1);
+  bpf_array_map<task_value> map(k(), 1);
   task_value copy;
   {
-    const rcu_read_guard g(k_.rcu());
+    const rcu_read_guard g(k().rcu());
     copy = *map.lookup_elem(0);
   }
   task_struct* ref = bpf_task_acquire(t);
-  EXPECT_THROW((void)bpf_kptr_xchg(&copy.task, ref), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("is not a kptr field")));
-  capture_.clear();
+  EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(&copy.task, ref), "is not a kptr field");
   EXPECT_EQ(copy.task.get(), nullptr) << "nothing was stored";
   bpf_task_release(ref);
 
-  EXPECT_THROW((void)bpf_kptr_xchg(nullptr, nullptr), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("NULL kptr slot")));
-  capture_.clear();
-  Retire(t);
+  EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(nullptr, nullptr), "NULL kptr slot");
+  retire(t);
 }
 
 TEST_F(MapTest, ObjDropOfNullAndOfADroppedObjectAreReported) {
-  EXPECT_THROW(bpf_obj_drop(static_cast<local_obj*>(nullptr)), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("bpf_obj_drop(NULL)")));
-  capture_.clear();
+  EXPECT_CONTRACT_VIOLATION(bpf_obj_drop(static_cast<local_obj*>(nullptr)), "bpf_obj_drop(NULL)");
 
   local_obj* obj = bpf_obj_new<local_obj>();
   kptr<task_struct>* slot = &obj->task;
   bpf_obj_drop(obj);
-  EXPECT_THROW(bpf_obj_drop(obj), contract_error) << "a double drop, not a double free";
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("bpf_obj_drop(): ")));
-  capture_.clear();
-  EXPECT_THROW((void)bpf_kptr_xchg(slot, nullptr), contract_error) << "a dropped object's slot";
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("is not a kptr field")));
-  capture_.clear();
+  EXPECT_CONTRACT_VIOLATION(bpf_obj_drop(obj), "bpf_obj_drop(): ")
+      << "a double drop, not a double free";
+  EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(slot, nullptr), "is not a kptr field")
+      << "a dropped object's slot";
 }
 
 TEST_F(MapTest, LookupWithoutReadLockIsReported) {
-  bpf_hash_map<int, task_value> hash(k_, 1, "tasks");
-  bpf_array_map<task_value> array(k_, 1, "slots");
-  EXPECT_THROW((void)hash.lookup_elem(1), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("map 'tasks'")));
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("without rcu_read_lock()")));
-  capture_.clear();
-  EXPECT_THROW((void)array.lookup_elem(0), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("map 'slots'")));
-  capture_.clear();
+  bpf_hash_map<int, task_value> hash(k(), 1, "tasks");
+  bpf_array_map<task_value> array(k(), 1, "slots");
+  EXPECT_CONTRACT_VIOLATION((void)hash.lookup_elem(1),
+                            "map 'tasks': bpf_map_lookup_elem() without rcu_read_lock()");
+  EXPECT_CONTRACT_VIOLATION((void)array.lookup_elem(0),
+                            "map 'slots': bpf_map_lookup_elem() without rcu_read_lock()");
   bpf_rcu_read_lock();
   EXPECT_NE(array.lookup_elem(0), nullptr) << "bpf_rcu_read_lock is the same section";
   bpf_rcu_read_unlock();
@@ -820,9 +756,9 @@ TEST_F(MapTest, LookupWithoutReadLockIsReported) {
 // in free() (or ASan reports a bad free); reported, it exits with 42.
 TEST_F(MapTest, ObjDropOfAMapValueIsReportedNotFreed) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  bpf_hash_map<int, task_value> map(k_, 1);
+  bpf_hash_map<int, task_value> map(k(), 1);
   ASSERT_EQ(map.update_elem(1, task_value{}, BPF_NOEXIST), 0);
-  const rcu_read_guard g(k_.rcu());
+  const rcu_read_guard g(k().rcu());
   task_value* v = map.lookup_elem(1);
   ASSERT_NE(v, nullptr);
   EXPECT_EXIT(
@@ -848,8 +784,8 @@ TEST_F(MapTest, ObjDropOfAMapValueIsReportedNotFreed) {
 // only the release that published key 2 — which happened before 1' was built —
 // so reading 1'->key is a data race in the C++ memory model (TSan reports it).
 TEST_F(MapTest, ZDeletePublishesTheSuccessorToReadersWalkingTheBucket) {
-  task_struct* reader_task = Fork("reader");
-  bpf_hash_map<int, task_value, one_bucket_hash> map(k_, 4);
+  task_struct* reader_task = fork_task("reader");
+  bpf_hash_map<int, task_value, one_bucket_hash> map(k(), 4);
   ASSERT_EQ(map.update_elem(1, with_tag(1), BPF_NOEXIST), 0);
   ASSERT_EQ(map.update_elem(2, with_tag(2), BPF_NOEXIST), 0);  // head -> 2 -> 1
 
@@ -857,8 +793,8 @@ TEST_F(MapTest, ZDeletePublishesTheSuccessorToReadersWalkingTheBucket) {
   std::atomic<bool> go{false};
   int seen_tag = -1;
   std::thread reader([&] {
-    auto scope = k_.run_as(reader_task);
-    const rcu_read_guard g(k_.rcu());
+    auto scope = k().run_as(reader_task);
+    const rcu_read_guard g(k().rcu());
     ready.store(true, std::memory_order_release);
     // Relaxed on purpose: the reader's only synchronisation with the writer must
     // be the map's own (the acquire loads of the bucket walk).
@@ -876,7 +812,7 @@ TEST_F(MapTest, ZDeletePublishesTheSuccessorToReadersWalkingTheBucket) {
   go.store(true, std::memory_order_relaxed);
   reader.join();
   EXPECT_EQ(seen_tag, 10);
-  Retire(reader_task);
+  retire(reader_task);
 }
 
 }  // namespace

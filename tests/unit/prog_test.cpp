@@ -3,9 +3,18 @@
 // is reported with the verifier's own words at the offending call, and the
 // simulated kernel stays consistent after a bad program (the vetoed operation
 // does not happen; what the program leaked the runner releases).
+//
+// The programs are one table (kSuccess, kFailure): each row is a program with its
+// expected result, as the selftests annotate theirs with __success or
+// __failure __msg("..."), and one parameterised test runs every row and checks
+// what every row must satisfy. The reporting modes and the kfunc table are tests
+// of their own.
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <optional>
+#include <ostream>
+#include <source_location>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -17,31 +26,17 @@
 #include <tasklife/kfunc.hpp>
 #include <tasklife/map.hpp>
 #include <tasklife/prog.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
+#include "../support/names.hpp"
+#include "../support/values.hpp"
 
 namespace tasklife {
 namespace {
 
-using ::testing::EndsWith;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using ::testing::StartsWith;
+using test::task_value;
 
-// struct __tasks_kfunc_map_value { struct task_struct __kptr * task; } — the map
-// value of task_kfunc_common.h, also used as the local object's type.
-struct task_value {
-  kptr<task_struct> task;
-  static constexpr auto kptr_fields = std::make_tuple(&task_value::task);
-};
 using task_map = bpf_hash_map<pid_t, task_value>;
-
-unsigned usage(const task_struct* t) {
-  return refcount_read(&t->usage);
-}
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
 
 // "<this file>:<line>", as the checker formats a call site.
 std::string At(unsigned line) {
@@ -87,26 +82,24 @@ task_value* MapLookup(task_map& map, const task_struct* p) {
   return bpf_map_lookup_elem(&map, &key);
 }
 
-class ProgTest : public ::testing::Test {
+class ProgTest : public testing::kernel_test {
  protected:
-  void SetUp() override { init_ = Fork("init"); }
-
+  kernel_config config() const override {
+    return {.name = "prog-test", .profile = semantics_profile::current};
+  }
+  void SetUp() override {
+    kernel_test::SetUp();
+    init_ = Fork("init");
+  }
   void TearDown() override {
     for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it) {
-      k_.do_exit(*it);
-      k_.finish_task_switch(*it);
-      k_.wait_task_zombie(*it);
+      retire(*it);
     }
-    k_.rcu().rcu_barrier();
-    const auto leaks = k_.shutdown();
-    EXPECT_TRUE(leaks.empty()) << leaks.size() << " task(s) leaked";
-    EXPECT_EQ(k_.stats().forked, k_.stats().freed) << "every task freed exactly once";
-    EXPECT_THAT(capture_.violations(), IsEmpty());
-    EXPECT_TRUE(capture_.refcount_warnings().empty());
+    kernel_test::TearDown();
   }
 
   task_struct* Fork(const char* comm, task_struct* parent = nullptr, bool new_ns = false) {
-    task_struct* t = k_.fork(parent, {.comm = comm, .new_pid_ns = new_ns}).task;
+    task_struct* t = fork_task(comm, parent, {.new_pid_ns = new_ns});
     tasks_.push_back(t);
     return t;
   }
@@ -120,8 +113,8 @@ class ProgTest : public ::testing::Test {
   // runs as that task), else as the new task itself.
   forked_with ForkWith(bpf_prog& p, const char* comm, task_struct* as = nullptr) {
     std::vector<prog_run_result> results;
-    const std::uint64_t id =
-        p.attach(k_.task_newtask(), [&results](const prog_run_result& r) { results.push_back(r); });
+    const std::uint64_t id = p.attach(
+        k().task_newtask(), [&results](const prog_run_result& r) { results.push_back(r); });
     task_struct* child = nullptr;
     if (as != nullptr) {
       const current_task_scope scope(as);
@@ -129,14 +122,14 @@ class ProgTest : public ::testing::Test {
     } else {
       child = Fork(comm, init_);
     }
-    EXPECT_TRUE(k_.task_newtask().detach(id));
+    EXPECT_TRUE(k().task_newtask().detach(id));
     EXPECT_EQ(results.size(), 1U) << "the program ran once per fork";
     return {child, results.empty() ? prog_run_result{} : results.front()};
   }
 
   // Stashes a reference to `t` in `map` the selftest way, from a tracing program.
   void Stash(task_map& map, task_struct* t) {
-    bpf_prog insert(k_, prog_type::tracing, "tp_btf/task_newtask",
+    bpf_prog insert(k(), prog_type::tracing, "tp_btf/task_newtask",
                     [&map](task_struct* task) { return static_cast<int>(MapInsert(map, task)); });
     const prog_run_result r = insert.run(init_, t);
     EXPECT_TRUE(r.ok()) << Describe(r);
@@ -145,853 +138,844 @@ class ProgTest : public ::testing::Test {
 
   bool RcuHeldOutsidePrograms() {
     const current_task_scope scope(init_);
-    return k_.rcu().rcu_read_lock_held();
+    return k().rcu().rcu_read_lock_held();
   }
 
-  test::contract_capture capture_;
-  kernel k_{kernel_config{.name = "prog-test", .profile = semantics_profile::current}};
   task_struct* init_ = nullptr;
   std::vector<task_struct*> tasks_;  // retired in reverse order of their forks
 };
 
-// ---- task_kfunc_success.c ---------------------------------------------------------------------
+// ---- the table --------------------------------------------------------------------------------
 
-TEST_F(ProgTest, AcquireReleaseArgument) {
-  unsigned inside = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    task_struct* acquired = bpf_task_acquire(task);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    inside = rcu_users(acquired);
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(f.result.ret, 0);
-  EXPECT_EQ(inside, 3U) << "2 (reaper, scheduler) + the program's reference";
-  EXPECT_EQ(rcu_users(f.child), 2U) << "released exactly once";
-  EXPECT_EQ(usage(f.child), 1U);
-}
+// Where a program marks a call for its expected violations (prog_env::next_line).
+enum class mark : std::uint8_t { acquire, release, call };
+// Where a violation is reported: at a marked call, or at program exit (the run).
+enum class site : std::uint8_t { acquire, release, call, program_exit };
 
-TEST_F(ProgTest, AcquireReleaseCurrent) {
-  unsigned inside = 0;
-  task_struct* seen = nullptr;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    task_struct* current = bpf_get_current_task_btf();
-    seen = current;
-    task_struct* acquired = bpf_task_acquire(current);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    inside = rcu_users(acquired);
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child", /*as=*/init_);
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(f.result.ret, 0);
-  EXPECT_EQ(seen, init_) << "current is the forking task, not the tracepoint's argument";
-  EXPECT_EQ(inside, 3U);
-  EXPECT_EQ(rcu_users(init_), 2U);
-  EXPECT_EQ(rcu_users(f.child), 2U);
-}
-
-TEST_F(ProgTest, AcquireLeaveInMapIsReleasedByTheMapsDestructor) {
-  std::optional<task_map> map;
-  map.emplace(k_, 16);
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask",
-             [&](task_struct* task) { return MapInsert(*map, task) == 0 ? 0 : 1; });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result) << "a reference moved into a map is not leaked";
-  EXPECT_EQ(f.result.ret, 0);
-  EXPECT_EQ(map->count(), 1U);
-  EXPECT_EQ(rcu_users(f.child), 3U) << "the map holds the program's reference";
-  map.reset();  // bpf_obj_free_fields on every element: the dtor, once
-  EXPECT_EQ(rcu_users(f.child), 2U);
-}
-
-TEST_F(ProgTest, XchgOutOfTheMapAndRelease) {
-  task_map map(k_, 16);
-  int err = -1;
-  unsigned after_xchg = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    err = 0;
-    if (MapInsert(map, task) != 0) {
-      err = 1;
-      return 0;
-    }
-    task_value* v = MapLookup(map, task);
-    if (v == nullptr) {
-      err = 2;
-      return 0;
-    }
-    task_struct* kptr = bpf_kptr_xchg(&v->task, nullptr);
-    if (kptr == nullptr) {
-      err = 3;
-      return 0;
-    }
-    after_xchg = rcu_users(kptr);
-    bpf_task_release(kptr);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(err, 0);
-  EXPECT_EQ(after_xchg, 3U) << "the slot's reference is now the program's";
-  EXPECT_EQ(rcu_users(f.child), 2U);
-  EXPECT_EQ(map.count(), 1U) << "the element stays, its slot empty";
-}
-
-TEST_F(ProgTest, SlotReadUnderTheImplicitRcuOfANonSleepableProgramMayBeAcquired) {
-  task_map map(k_, 16);
-  int err = -1;
-  unsigned inside = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    err = 0;
-    if (MapInsert(map, task) != 0) {
-      err = 1;
-      return 0;
-    }
-    task_value* v = MapLookup(map, task);
-    if (v == nullptr) {
-      err = 2;
-      return 0;
-    }
-    task_struct* kptr = v->task.get();  // no bpf_rcu_read_lock: the program's own RCU
-    if (kptr == nullptr) {
-      err = 3;
-      return 0;
-    }
-    task_struct* acquired = bpf_task_acquire(kptr);
-    if (acquired == nullptr) {
-      err = 4;
-      return 0;
-    }
-    inside = rcu_users(acquired);
-    bpf_task_release(acquired);
-    return 0;
-  });
-  EXPECT_FALSE(p.sleepable());
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(err, 0);
-  EXPECT_EQ(inside, 4U) << "2 + the map's + the program's";
-  EXPECT_EQ(rcu_users(f.child), 3U) << "the map's reference stays";
-}
-
-TEST_F(ProgTest, SlotReadUnderExplicitRcuInASleepableSyscallProgramMayBeAcquired) {
-  task_struct* target = Fork("target", init_);
-  task_map map(k_, 16);
-  Stash(map, target);
-  ASSERT_EQ(rcu_users(target), 3U);
-  const pid_t key = target->pid;
-  int err = -1;
-  unsigned inside = 0;
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct*) {
-    err = 0;
-    bpf_rcu_read_lock();
-    task_value* v = bpf_map_lookup_elem(&map, &key);
-    task_struct* kptr = v != nullptr ? v->task.get() : nullptr;
-    task_struct* acquired = kptr != nullptr ? bpf_task_acquire(kptr) : nullptr;
-    bpf_rcu_read_unlock();
-    if (acquired == nullptr) {
-      err = 1;
-      return 0;
-    }
-    inside = rcu_users(acquired);
-    bpf_task_release(acquired);  // a referenced pointer outlives the RCU section
-    return 0;
-  });
-  EXPECT_TRUE(p.sleepable());
-  const prog_run_result r = p.run(init_);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(err, 0);
-  EXPECT_EQ(inside, 4U);
-  EXPECT_EQ(rcu_users(target), 3U);
-  EXPECT_FALSE(RcuHeldOutsidePrograms());
-}
-
-TEST_F(ProgTest, FromPidOfTheArgument) {
-  bool same = false;
-  unsigned inside = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    task_struct* acquired = bpf_task_from_pid(task->pid);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    same = acquired == task;
-    inside = rcu_users(acquired);
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(f.result.ret, 0);
-  EXPECT_TRUE(same);
-  EXPECT_EQ(inside, 3U);
-  EXPECT_EQ(rcu_users(f.child), 2U);
-}
-
-TEST_F(ProgTest, FromPidOfCurrent) {
-  bool same = false;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    task_struct* current = bpf_get_current_task_btf();
-    task_struct* acquired = bpf_task_from_pid(current->pid);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    same = acquired == current;
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child", /*as=*/init_);
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(f.result.ret, 0);
-  EXPECT_TRUE(same);
-  EXPECT_EQ(rcu_users(init_), 2U);
-}
-
-TEST_F(ProgTest, FromPidOfInvalidPidsIsNull) {
-  int err = -1;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    err = 0;
-    task_struct* acquired = bpf_task_from_pid(-1);
-    if (acquired != nullptr) {
-      err = 1;
-      bpf_task_release(acquired);
-      return 0;
-    }
-    acquired = bpf_task_from_pid(static_cast<std::int32_t>(0xcafef00dU));
-    if (acquired != nullptr) {
-      err = 2;
-      bpf_task_release(acquired);
-    }
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(err, 0);
-}
-
-TEST_F(ProgTest, FromVpidOneIsTheInitOfCurrentsFreshNamespace) {
-  task_struct* cinit = Fork("cinit", init_, /*new_ns=*/true);
-  int err = -1;
-  task_struct* found = nullptr;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    err = 0;
-    task_struct* v_task = bpf_task_from_vpid(1);
-    if (v_task == nullptr) {
-      err = 1;
-      return 0;
-    }
-    found = v_task;
-    if (v_task != bpf_get_current_task_btf()) {
-      err = 2;
-    }
-    bpf_task_release(v_task);
-    return 0;
-  });
-  prog_run_result r = p.run(cinit, cinit);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(err, 0) << "the namespace's init is current itself";
-  EXPECT_EQ(found, cinit);
-
-  task_struct* inner = Fork("inner", cinit);
-  found = nullptr;
-  r = p.run(inner, inner);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(err, 2) << "from a second task of the namespace, vpid 1 is not current";
-  EXPECT_EQ(found, cinit) << "but its init";
-  EXPECT_EQ(rcu_users(cinit), 2U);
-}
-
-TEST_F(ProgTest, FromVpidOfInvalidOrAbsentNumbersIsNull) {
-  task_struct* cinit = Fork("cinit", init_, /*new_ns=*/true);
-  int err = -1;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    err = 0;
-    int step = 0;
-    for (const std::int32_t vpid : {-1, 2, 9999}) {
-      ++step;
-      if (task_struct* v_task = bpf_task_from_vpid(vpid); v_task != nullptr) {
-        err = step;
-        bpf_task_release(v_task);
-        return 0;
-      }
-    }
-    return 0;
-  });
-  const prog_run_result r = p.run(cinit, cinit);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(err, 0) << "only current lives in the fresh namespace";
-}
-
-// test_task_from_vpid_current is SEC("syscall") and calls bpf_get_current_task_btf:
-// syscall_prog_func_proto falls back to tracing_prog_func_proto, which has it.
-TEST_F(ProgTest, SyscallProgramFromVpidCurrentAsTheSelftestWritesIt) {
-  task_struct* cinit = Fork("cinit", init_, /*new_ns=*/true);
-  int err = -1;
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct*) {
-    err = 0;
-    task_struct* v_task = bpf_task_from_vpid(1);
-    if (v_task == nullptr) {
-      err = 1;
-      return 0;
-    }
-    task_struct* current = bpf_get_current_task_btf();
-    if (current != v_task) {
-      err = 2;
-    }
-    bpf_task_release(v_task);
-    return 0;
-  });
-  const prog_run_result r = p.run(cinit);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(err, 0);
-  EXPECT_TRUE(kfunc_allowed(prog_type::syscall, kfunc_id::bpf_get_current_task_btf));
-}
-
-// test_task_xchg_release's local-object half: a task stashed in a bpf_obj_new
-// object is released by bpf_obj_drop, exactly once.
-TEST_F(ProgTest, XchgIntoALocalObjectIsReleasedByObjDropExactlyOnce) {
-  task_map map(k_, 16);
-  int err = -1;
-  unsigned refcnt = 0;
-  unsigned refcnt_after_drop = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    err = 0;
-    if (MapInsert(map, task) != 0) {
-      err = 1;
-      return 0;
-    }
-    task_value* v = MapLookup(map, task);
-    if (v == nullptr) {
-      err = 2;
-      return 0;
-    }
-    task_struct* kptr = bpf_kptr_xchg(&v->task, nullptr);
-    if (kptr == nullptr) {
-      err = 3;
-      return 0;
-    }
-    auto* local = bpf_obj_new<task_value>();
-    kptr = bpf_kptr_xchg(&local->task, kptr);
-    if (kptr != nullptr) {
-      err = 5;
-      bpf_obj_drop(local);
-      bpf_task_release(kptr);
-      return 0;
-    }
-    kptr = bpf_kptr_xchg(&local->task, nullptr);
-    if (kptr == nullptr) {
-      err = 6;
-      bpf_obj_drop(local);
-      return 0;
-    }
-    // Stash a copy into the local kptr and check it is released with the object.
-    task_struct* acquired = bpf_task_acquire(kptr);
-    if (acquired == nullptr) {
-      err = 7;
-      bpf_obj_drop(local);
-      bpf_task_release(kptr);
-      return 0;
-    }
-    refcnt = rcu_users(acquired);
-    acquired = bpf_kptr_xchg(&local->task, acquired);
-    if (acquired != nullptr) {
-      err = 8;
-      bpf_obj_drop(local);
-      bpf_task_release(kptr);
-      bpf_task_release(acquired);
-      return 0;
-    }
-    bpf_obj_drop(local);
-    refcnt_after_drop = rcu_users(kptr);
-    if (refcnt != refcnt_after_drop + 1) {
-      err = 9;
-      bpf_task_release(kptr);
-      return 0;
-    }
-    bpf_task_release(kptr);
-    return 0;
-  });
-  const forked_with f = ForkWith(p, "child");
-  EXPECT_TRUE(f.result.ok()) << Describe(f.result);
-  EXPECT_EQ(err, 0);
-  EXPECT_EQ(refcnt, 4U) << "2 + kptr + the stashed copy";
-  EXPECT_EQ(refcnt_after_drop, 3U) << "bpf_obj_drop released the stashed copy, once";
-  EXPECT_EQ(rcu_users(f.child), 2U);
-}
-
-// The same destructor path with nothing else in the way: the reference a program
-// moved into a local object belongs to the object, and bpf_obj_drop's destructor
-// (bpf_task_release_dtor) is the kernel's release, not a program's bpf_task_release.
-TEST_F(ProgTest, ObjDropInsideAProgramReleasesTheStashedReference) {
-  task_struct* target = Fork("target", init_);
-  unsigned stashed = 0;
-  unsigned dropped = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    task_struct* ref = bpf_task_from_pid(target->pid);
-    if (ref == nullptr) {
-      return 1;
-    }
-    auto* local = bpf_obj_new<task_value>();
-    if (task_struct* old = bpf_kptr_xchg(&local->task, ref); old != nullptr) {
-      bpf_task_release(old);
-    }
-    stashed = rcu_users(target);
-    bpf_obj_drop(local);
-    dropped = rcu_users(target);
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, init_);
-  EXPECT_TRUE(r.ok()) << Describe(r);
-  EXPECT_EQ(stashed, 3U);
-  EXPECT_EQ(dropped, 2U) << "the object's destructor released the stashed reference";
-  EXPECT_EQ(rcu_users(target), 2U);
-}
-
-// prog.hpp's trust rules: "a syscall program's argument ... [is] trusted".
-// A syscall program's context is user memory, not a task: a task pointer handed
-// to it is nothing the verifier trusts. It must look tasks up itself (from_pid).
-TEST_F(ProgTest, SyscallProgramArgumentIsNotTrusted) {
-  task_struct* target = Fork("target", init_);
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct* task) {
-    task_struct* acquired = bpf_task_acquire(task);
-    if (acquired != nullptr) {
-      bpf_task_release(acquired);
-      return 1;
-    }
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, target);
-  EXPECT_EQ(r.ret, 0) << "the acquire was refused";
-  ASSERT_EQ(r.violations.size(), 1U);
-  EXPECT_EQ(r.violations[0].kind, violation_kind::untrusted_arg);
-  EXPECT_EQ(r.violations[0].message, "R1 must be a rcu pointer");
-  EXPECT_EQ(rcu_users(target), 2U);
-}
-
-// ---- task_kfunc_failure.c: one program per violation kind ------------------------------------
-
-TEST_F(ProgTest, UnreleasedReference) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned acquire_line = 0;
-  unsigned inside = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    acquire_line = __LINE__ + 1;
-    task_struct* acquired = bpf_task_acquire(task);
-    if (acquired != nullptr) {
-      inside = rcu_users(acquired);
-    }
-    return 0;  // no release
-  });
-  const unsigned run_line = __LINE__ + 1;
-  const prog_run_result r = p.run(init_, victim);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::unreleased_ref);
-  EXPECT_EQ(to_string(v.kind), std::string_view("unreleased_ref"));
-  EXPECT_THAT(v.message, StartsWith("Unreleased reference id=1"));
-  EXPECT_EQ(v.message,
-            "Unreleased reference id=1 (acquired by bpf_task_acquire at " + At(acquire_line) + ")");
-  EXPECT_EQ(v.kfunc, "") << "reported at program exit";
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), run_line) << "the exit of the run";
-  EXPECT_EQ(inside, 3U);
-  EXPECT_EQ(rcu_users(victim), 2U) << "the runner released the leaked reference";
-}
-
-// task_kfunc_acquire_null and task_kfunc_from_pid_no_null_check.
-TEST_F(ProgTest, NullArgument) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned acquire_line = 0;
-  unsigned release_line = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    acquire_line = __LINE__ + 1;
-    task_struct* acquired = bpf_task_acquire(nullptr);
-    (void)acquired;
-    task_struct* found = bpf_task_from_pid(-1);  // no NULL check
-    release_line = __LINE__ + 1;
-    bpf_task_release(found);
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  ASSERT_EQ(r.violations.size(), 2U) << Describe(r);
-  for (const violation& v : r.violations) {
-    EXPECT_EQ(v.kind, violation_kind::null_arg);
-    EXPECT_EQ(v.message, "Possibly NULL pointer passed to trusted arg0");
-    EXPECT_EQ(v.argument, nullptr);
-    EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
+// What a program sees besides its argument, as the selftests' globals and maps.
+struct prog_env {
+  kernel& k;
+  task_map& map;
+  task_struct* init;    // pid 1
+  task_struct* victim;  // a child of init, the usual subject
+  task_struct* cinit;   // pid 1 of a new namespace (rows that run in a container)
+  int err = 0;          // the selftests' `err`: 0 unless the program went wrong
+  std::array<unsigned, 3> lines{};
+  // Marks the next line as the place of `m` (the call a violation is expected at).
+  void next_line(mark m, std::source_location here = std::source_location::current()) {
+    lines[static_cast<std::size_t>(m)] = here.line() + 1;
   }
-  EXPECT_EQ(r.violations[0].kfunc, "bpf_task_acquire");
-  EXPECT_EQ(r.violations[0].where.line(), acquire_line);
-  EXPECT_EQ(r.violations[1].kfunc, "bpf_task_release");
-  EXPECT_EQ(r.violations[1].where.line(), release_line);
-  EXPECT_THAT(capture_.violations(), IsEmpty()) << "vetoed before the kfunc's own contract check";
-  EXPECT_EQ(rcu_users(victim), 2U);
+};
+
+using prog_body = int (*)(prog_env& env, task_struct* arg);
+
+// A program's type and its SEC() name.
+struct program {
+  prog_type type;
+  std::string_view section;
+};
+constexpr program kNewTask{prog_type::tracing, "tp_btf/task_newtask"};
+constexpr program kSyscall{prog_type::syscall, "syscall"};
+constexpr program kTaskFree{prog_type::lsm, "lsm/task_free"};  // its argument: not RCU-safe
+constexpr program kKprobe{prog_type::kprobe, "kprobe/free_task"};
+
+enum class run_kind : std::uint8_t {
+  fork_child,          // attached to task_newtask while init forks "child": its argument
+                       // and its current are the child
+  fork_child_as_init,  // the same, the forking thread running as init: current is init
+  run,                 // bpf_prog::run(as, arg)
+};
+enum class who : std::uint8_t { none, init, victim, cinit, cinit_child };
+
+// How a row's program runs.
+struct run_spec {
+  run_kind kind;
+  who as = who::none;
+  who arg = who::none;
+};
+constexpr run_spec kForkChild{run_kind::fork_child};
+constexpr run_spec kForkChildAsInit{run_kind::fork_child_as_init};
+constexpr run_spec kOnVictim{run_kind::run, who::init, who::victim};  // as init
+constexpr run_spec kOnInit{run_kind::run, who::init, who::init};
+constexpr run_spec kWithoutArgument{run_kind::run, who::init, who::none};
+constexpr run_spec kInContainer{run_kind::run, who::cinit, who::cinit};  // pid 1 of a namespace
+constexpr run_spec kInContainerTask{run_kind::run, who::cinit_child, who::cinit_child};
+constexpr run_spec kInContainerWithoutArgument{run_kind::run, who::cinit, who::none};
+
+// A violation the checker must report, as the verifier would: `msg` is the
+// verifier's message (the selftest's __msg); `detail`, if any, is what tasklife
+// adds in parentheses, with {acquire} and {release} standing for the marked sites.
+struct expected_violation {
+  violation_kind kind;
+  std::string_view kfunc;  // "" at program exit
+  std::string_view msg;
+  std::string_view detail;
+  site at;
+  bool names_subject;  // its argument is the subject (else NULL)
+};
+
+struct prog_case {
+  std::string_view name = {};     // the test's name
+  std::string_view mirrors = {};  // the kernel selftest program, or the rule of prog.hpp
+  program prog = kNewTask;
+  run_spec run = kOnVictim;
+  bool stash_victim = false;  // a reference to the victim in the map before the run
+  prog_body body = nullptr;
+  // The expected result. The subject (the forked child, else the victim) has
+  // 2 + map_refs rcu_users afterwards; every task has 2 once the map is gone.
+  int ret = 0;
+  int err = 0;
+  const char* why = "";  // said when err differs
+  std::size_t map_elements = 0;
+  unsigned map_refs = 0;
+  std::vector<expected_violation> violations = {};  // none: __success
+};
+
+void PrintTo(const prog_case& c, std::ostream* os) {
+  *os << c.name;
 }
 
-// task_kfunc_release_unacquired: the tracepoint's argument is trusted, not referenced.
-TEST_F(ProgTest, ReleaseUnacquired) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned line = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    line = __LINE__ + 1;
-    bpf_task_release(task);
+std::string Expand(std::string_view detail, const prog_env& env) {
+  std::string out(detail);
+  for (const auto& [token, m] : {std::pair{std::string_view("{acquire}"), mark::acquire},
+                                 std::pair{std::string_view("{release}"), mark::release}}) {
+    if (const std::size_t at = out.find(token); at != std::string::npos) {
+      out.replace(at, token.size(), At(env.lines[static_cast<std::size_t>(m)]));
+    }
+  }
+  return out;
+}
+
+// test_acquire_release (task_kfunc_success.c): acquire and release; 1 if the
+// acquire failed.
+int AcquireRelease(task_struct* task) {
+  task_struct* acquired = bpf_task_acquire(task);
+  if (acquired == nullptr) {
+    return 1;
+  }
+  EXPECT_EQ(rcu_users(acquired), 3U) << "2 (reaper, scheduler) + the program's reference";
+  bpf_task_release(acquired);
+  return 0;
+}
+
+// lookup_compare_pid (task_kfunc_success.c): bpf_task_from_pid finds `p` by its
+// pid; 1 if it found nothing.
+int LookupComparePid(task_struct* p) {
+  task_struct* acquired = bpf_task_from_pid(p->pid);
+  if (acquired == nullptr) {
+    return 1;
+  }
+  EXPECT_EQ(acquired, p);
+  EXPECT_EQ(rcu_users(acquired), 3U);
+  bpf_task_release(acquired);
+  return 0;
+}
+
+// bpf_get_current_task_btf() in a program attached to task_newtask while init
+// forks: the forking task, not the tracepoint's argument.
+task_struct* CurrentIsInit(const prog_env& env) {
+  task_struct* current = bpf_get_current_task_btf();
+  EXPECT_EQ(current, env.init) << "current is the forking task, not the tracepoint's argument";
+  return current;
+}
+
+// insert_lookup_task (task_kfunc_failure.c): the task inserted, then its value;
+// err 1 if the insert failed, 2 if the lookup did.
+task_value* InsertLookup(prog_env& env, task_struct* task) {
+  if (MapInsert(env.map, task) != 0) {
+    env.err = 1;
+    return nullptr;
+  }
+  task_value* v = MapLookup(env.map, task);
+  if (v == nullptr) {
+    env.err = 2;
+  }
+  return v;
+}
+
+// The reference in v's slot taken out (bpf_kptr_xchg with NULL); err 3 if empty.
+task_struct* TakeOut(prog_env& env, task_value* v) {
+  task_struct* kptr = bpf_kptr_xchg(&v->task, nullptr);
+  if (kptr == nullptr) {
+    env.err = 3;
+  }
+  return kptr;
+}
+
+// bpf_task_from_vpid(1) must be current, the init of current's fresh namespace
+// (test_task_from_vpid_current); from any other task of it, it is still the init.
+int FromVpidOneIsCurrent(prog_env& env, task_struct*) {
+  task_struct* v_task = bpf_task_from_vpid(1);
+  if (v_task == nullptr) {
+    env.err = 1;
     return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::release_unacquired);
-  EXPECT_EQ(v.message, "release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID");
-  EXPECT_EQ(v.kfunc, "bpf_task_release");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(rcu_users(victim), 2U) << "the release was not carried out";
-  EXPECT_EQ(usage(victim), 1U);
+  }
+  EXPECT_EQ(v_task, env.cinit) << "vpid 1 is the namespace's init";
+  if (v_task != bpf_get_current_task_btf()) {
+    env.err = 2;
+  }
+  bpf_task_release(v_task);
+  return 0;
 }
 
-// task_kfunc_release_in_map: a pointer read from a slot may be acquired, not released.
-TEST_F(ProgTest, ReleaseOfASlotRead) {
-  task_struct* victim = Fork("victim", init_);
-  std::optional<task_map> map;
-  map.emplace(k_, 16);
-  unsigned line = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    if (MapInsert(*map, task) != 0) {
-      return 1;
-    }
-    task_value* v = MapLookup(*map, task);
-    if (v == nullptr) {
-      return 2;
-    }
-    bpf_rcu_read_lock();
-    task_struct* local = v->task.get();
-    if (local == nullptr) {
-      bpf_rcu_read_unlock();
-      return 3;
-    }
-    // Can't release a kptr that's still stored in a map.
-    line = __LINE__ + 1;
-    bpf_task_release(local);
-    bpf_rcu_read_unlock();
+// task_kfunc_from_lsm_task_free and task_kfunc_acquire_unsafe_kretprobe: acquire
+// the argument, release what comes back. Both are vetoed: the call does not happen.
+int AcquireTheArgument(prog_env& env, task_struct* task) {
+  env.next_line(mark::call);
+  task_struct* acquired = bpf_task_acquire(task);
+  EXPECT_EQ(acquired, nullptr) << "vetoed: the call did not happen";
+  if (acquired == nullptr) {
     return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  EXPECT_EQ(r.ret, 0);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::release_untrusted);
-  EXPECT_EQ(v.message, "R1 must be referenced or trusted");
-  EXPECT_EQ(v.kfunc, "bpf_task_release");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(rcu_users(victim), 3U) << "the map's reference was not released by the program";
-  map.reset();
-  EXPECT_EQ(rcu_users(victim), 2U) << "the map released it, once";
+  }
+  bpf_task_release(acquired);
+  return 0;
 }
 
-// A sleepable program reads a slot outside any RCU section: an untrusted pointer.
-TEST_F(ProgTest, AcquireOfASlotReadOutsideRcuInASyscallProgram) {
-  task_struct* victim = Fork("victim", init_);
-  task_map map(k_, 16);
-  Stash(map, victim);
-  const pid_t key = victim->pid;
-  unsigned line = 0;
-  task_struct* acquired = victim;
-  unsigned after = 0;
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct*) {
-    bpf_rcu_read_lock();
-    task_value* v = bpf_map_lookup_elem(&map, &key);
-    bpf_rcu_read_unlock();
-    if (v == nullptr) {
-      return 1;
+// task_kfunc_success.c, and the programs tasklife adds that must run clean.
+const std::vector<prog_case> kSuccess = {
+    {.name = "AcquireReleaseArgument",
+     .mirrors = "test_task_acquire_release_argument",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body = [](prog_env&, task_struct* task) { return AcquireRelease(task); }},
+    {.name = "AcquireReleaseCurrent",
+     .mirrors = "test_task_acquire_release_current",
+     .prog = kNewTask,
+     .run = kForkChildAsInit,
+     .body = [](prog_env& env, task_struct*) { return AcquireRelease(CurrentIsInit(env)); }},
+    // A reference moved into a map is not leaked: the map's destruction
+    // (bpf_obj_free_fields on every element) releases it, once.
+    {.name = "AcquireLeaveInMapIsReleasedByTheMapsDestructor",
+     .mirrors = "test_task_acquire_leave_in_map",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body = [](prog_env& env, task_struct* task) { return MapInsert(env.map, task) == 0 ? 0 : 1; },
+     .map_elements = 1,
+     .map_refs = 1},
+    {.name = "XchgOutOfTheMapAndRelease",
+     .mirrors = "test_task_xchg_release",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           task_struct* kptr = v != nullptr ? TakeOut(env, v) : nullptr;
+           if (kptr == nullptr) {
+             return 0;
+           }
+           EXPECT_EQ(rcu_users(kptr), 3U) << "the slot's reference is now the program's";
+           bpf_task_release(kptr);
+           return 0;
+         },
+     .map_elements = 1},  // the element stays, its slot empty
+    {.name = "SlotReadUnderTheImplicitRcuOfANonSleepableProgramMayBeAcquired",
+     .mirrors = "test_task_map_acquire_release",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           if (v == nullptr) {
+             return 0;
+           }
+           task_struct* kptr = v->task.get();  // no bpf_rcu_read_lock: the program's own RCU
+           if (kptr == nullptr) {
+             env.err = 3;
+             return 0;
+           }
+           task_struct* acquired = bpf_task_acquire(kptr);
+           if (acquired == nullptr) {
+             env.err = 4;
+             return 0;
+           }
+           EXPECT_EQ(rcu_users(acquired), 4U) << "2 + the map's + the program's";
+           bpf_task_release(acquired);
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1},  // the map's reference stays
+    {.name = "SlotReadUnderExplicitRcuInASleepableSyscallProgramMayBeAcquired",
+     .mirrors = "prog.hpp: a slot read inside bpf_rcu_read_lock() is an RCU pointer",
+     .prog = kSyscall,
+     .run = kWithoutArgument,
+     .stash_victim = true,
+     .body =
+         [](prog_env& env, task_struct*) {
+           const pid_t key = env.victim->pid;
+           bpf_rcu_read_lock();
+           task_value* v = bpf_map_lookup_elem(&env.map, &key);
+           task_struct* kptr = v != nullptr ? v->task.get() : nullptr;
+           task_struct* acquired = kptr != nullptr ? bpf_task_acquire(kptr) : nullptr;
+           bpf_rcu_read_unlock();
+           if (acquired == nullptr) {
+             env.err = 1;
+             return 0;
+           }
+           EXPECT_EQ(rcu_users(acquired), 4U);
+           bpf_task_release(acquired);  // a referenced pointer outlives the RCU section
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1},
+    {.name = "FromPidOfTheArgument",
+     .mirrors = "test_task_from_pid_arg",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body = [](prog_env&, task_struct* task) { return LookupComparePid(task); }},
+    {.name = "FromPidOfCurrent",
+     .mirrors = "test_task_from_pid_current",
+     .prog = kNewTask,
+     .run = kForkChildAsInit,
+     .body = [](prog_env& env, task_struct*) { return LookupComparePid(CurrentIsInit(env)); }},
+    {.name = "FromPidOfInvalidPidsIsNull",
+     .mirrors = "test_task_from_pid_invalid",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct*) {
+           task_struct* acquired = bpf_task_from_pid(-1);
+           if (acquired != nullptr) {
+             env.err = 1;
+             bpf_task_release(acquired);
+             return 0;
+           }
+           acquired = bpf_task_from_pid(static_cast<std::int32_t>(0xcafef00dU));
+           if (acquired != nullptr) {
+             env.err = 2;
+             bpf_task_release(acquired);
+           }
+           return 0;
+         }},
+    {.name = "FromVpidOneIsTheInitOfCurrentsFreshNamespace",
+     .mirrors = "test_task_from_vpid_current, as a tracing program",
+     .prog = kNewTask,
+     .run = kInContainer,
+     .body = FromVpidOneIsCurrent,
+     .why = "the namespace's init is current itself"},
+    {.name = "FromVpidOneFromASecondTaskOfTheNamespaceIsItsInitNotCurrent",
+     .mirrors = "test_task_from_vpid_current, from another task of the namespace",
+     .prog = kNewTask,
+     .run = kInContainerTask,
+     .body = FromVpidOneIsCurrent,
+     .err = 2,
+     .why = "from a second task of the namespace, vpid 1 is not current"},
+    {.name = "FromVpidOfInvalidOrAbsentNumbersIsNull",
+     .mirrors = "test_task_from_vpid_invalid, as a tracing program",
+     .prog = kNewTask,
+     .run = kInContainer,
+     .body =
+         [](prog_env& env, task_struct*) {
+           int step = 0;
+           for (const std::int32_t vpid : {-1, 2, 9999}) {
+             ++step;
+             if (task_struct* v_task = bpf_task_from_vpid(vpid); v_task != nullptr) {
+               env.err = step;
+               bpf_task_release(v_task);
+               return 0;
+             }
+           }
+           return 0;
+         },
+     .why = "only current lives in the fresh namespace"},
+    // SEC("syscall"), calling bpf_get_current_task_btf (syscall_prog_func_proto
+    // falls back to tracing_prog_func_proto, which has it).
+    {.name = "SyscallProgramFromVpidCurrentAsTheSelftestWritesIt",
+     .mirrors = "test_task_from_vpid_current",
+     .prog = kSyscall,
+     .run = kInContainerWithoutArgument,
+     .body = FromVpidOneIsCurrent},
+    // The local-object half: a task stashed in a bpf_obj_new object is released by
+    // bpf_obj_drop, exactly once.
+    {.name = "XchgIntoALocalObjectIsReleasedByObjDropExactlyOnce",
+     .mirrors = "test_task_xchg_release",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           task_struct* kptr = v != nullptr ? TakeOut(env, v) : nullptr;
+           if (kptr == nullptr) {
+             return 0;
+           }
+           auto* local = bpf_obj_new<task_value>();
+           kptr = bpf_kptr_xchg(&local->task, kptr);
+           if (kptr != nullptr) {
+             env.err = 5;
+             bpf_obj_drop(local);
+             bpf_task_release(kptr);
+             return 0;
+           }
+           kptr = bpf_kptr_xchg(&local->task, nullptr);
+           if (kptr == nullptr) {
+             env.err = 6;
+             bpf_obj_drop(local);
+             return 0;
+           }
+           // Stash a copy into the local kptr and check it is released with the object.
+           task_struct* acquired = bpf_task_acquire(kptr);
+           if (acquired == nullptr) {
+             env.err = 7;
+             bpf_obj_drop(local);
+             bpf_task_release(kptr);
+             return 0;
+           }
+           const unsigned refcnt = rcu_users(acquired);
+           EXPECT_EQ(refcnt, 4U) << "2 + kptr + the stashed copy";
+           acquired = bpf_kptr_xchg(&local->task, acquired);
+           if (acquired != nullptr) {
+             env.err = 8;
+             bpf_obj_drop(local);
+             bpf_task_release(kptr);
+             bpf_task_release(acquired);
+             return 0;
+           }
+           bpf_obj_drop(local);
+           const unsigned refcnt_after_drop = rcu_users(kptr);
+           EXPECT_EQ(refcnt_after_drop, 3U) << "bpf_obj_drop released the stashed copy, once";
+           if (refcnt != refcnt_after_drop + 1) {
+             env.err = 9;
+             bpf_task_release(kptr);
+             return 0;
+           }
+           bpf_task_release(kptr);
+           return 0;
+         },
+     .map_elements = 1},
+    // The same destructor path with nothing else in the way: the reference a
+    // program moved into a local object belongs to the object, and bpf_obj_drop's
+    // destructor (bpf_task_release_dtor) is the kernel's release, not a program's
+    // bpf_task_release.
+    {.name = "ObjDropInsideAProgramReleasesTheStashedReference",
+     .mirrors = "prog.hpp: bpf_obj_drop releases what the object holds",
+     .prog = kNewTask,
+     .run = kOnInit,
+     .body =
+         [](prog_env& env, task_struct*) {
+           task_struct* ref = bpf_task_from_pid(env.victim->pid);
+           if (ref == nullptr) {
+             return 1;
+           }
+           auto* local = bpf_obj_new<task_value>();
+           if (task_struct* old = bpf_kptr_xchg(&local->task, ref); old != nullptr) {
+             bpf_task_release(old);
+           }
+           EXPECT_EQ(rcu_users(env.victim), 3U);
+           bpf_obj_drop(local);
+           EXPECT_EQ(rcu_users(env.victim), 2U)
+               << "the object's destructor released the stashed reference";
+           return 0;
+         }},
+};
+
+constexpr std::string_view kExpectsRefcounted =
+    "release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID";
+constexpr std::string_view kNotRcu = "R1 must be a rcu pointer";
+
+// task_kfunc_failure.c, one program per violation kind, and the rules of
+// prog.hpp that have no selftest of their own.
+const std::vector<prog_case> kFailure = {
+    {.name = "UnreleasedReference",
+     .mirrors = "task_kfunc_acquire_unreleased",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::acquire);
+           task_struct* acquired = bpf_task_acquire(task);
+           if (acquired != nullptr) {
+             EXPECT_EQ(rcu_users(acquired), 3U);
+           }
+           return 0;  // no release: the runner releases it
+         },
+     .violations = {{violation_kind::unreleased_ref, "", "Unreleased reference id=1",
+                     "acquired by bpf_task_acquire at {acquire}", site::program_exit, true}}},
+    {.name = "NullArgument",
+     .mirrors = "task_kfunc_acquire_null and task_kfunc_from_pid_no_null_check",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct*) {
+           env.next_line(mark::acquire);
+           task_struct* acquired = bpf_task_acquire(nullptr);
+           (void)acquired;
+           task_struct* found = bpf_task_from_pid(-1);  // no NULL check
+           env.next_line(mark::release);
+           bpf_task_release(found);
+           return 0;
+         },
+     .violations = {{violation_kind::null_arg, "bpf_task_acquire",
+                     "Possibly NULL pointer passed to trusted arg0", "", site::acquire, false},
+                    {violation_kind::null_arg, "bpf_task_release",
+                     "Possibly NULL pointer passed to trusted arg0", "", site::release, false}}},
+    // The tracepoint's argument is trusted, not referenced.
+    {.name = "ReleaseUnacquired",
+     .mirrors = "task_kfunc_release_unacquired",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           bpf_task_release(task);  // not carried out
+           return 0;
+         },
+     .violations = {{violation_kind::release_unacquired, "bpf_task_release", kExpectsRefcounted, "",
+                     site::call, true}}},
+    // A pointer read from a slot may be acquired, not released.
+    {.name = "ReleaseOfASlotRead",
+     .mirrors = "task_kfunc_release_in_map",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           if (v == nullptr) {
+             return 0;
+           }
+           bpf_rcu_read_lock();
+           task_struct* local = v->task.get();
+           if (local == nullptr) {
+             bpf_rcu_read_unlock();
+             return 3;
+           }
+           // Can't release a kptr that's still stored in a map.
+           env.next_line(mark::call);
+           bpf_task_release(local);
+           bpf_rcu_read_unlock();
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1,  // the map's reference was not released by the program
+     .violations = {{violation_kind::release_untrusted, "bpf_task_release",
+                     "R1 must be referenced or trusted", "", site::call, true}}},
+    // A sleepable program reads a slot outside any RCU section: an untrusted pointer.
+    {.name = "AcquireOfASlotReadOutsideRcuInASyscallProgram",
+     .mirrors = "prog.hpp: a slot read outside RCU is untrusted",
+     .prog = kSyscall,
+     .run = kWithoutArgument,
+     .stash_victim = true,
+     .body =
+         [](prog_env& env, task_struct*) {
+           const pid_t key = env.victim->pid;
+           bpf_rcu_read_lock();
+           task_value* v = bpf_map_lookup_elem(&env.map, &key);
+           bpf_rcu_read_unlock();
+           if (v == nullptr) {
+             return 1;
+           }
+           task_struct* kptr = v->task.get();  // outside RCU
+           if (kptr == nullptr) {
+             return 2;
+           }
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(kptr);
+           EXPECT_EQ(acquired, nullptr) << "vetoed";
+           EXPECT_EQ(rcu_users(kptr), 3U) << "the acquire was not carried out";
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+           }
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1,
+     .violations = {{violation_kind::untrusted_arg, "bpf_task_acquire", kNotRcu, "", site::call,
+                     true}}},
+    // The same read, of a task the program stashed itself: moving a reference into a
+    // slot is not releasing it, and the fresh read is still an untrusted pointer.
+    {.name = "AcquireOfASlotReadOutsideRcuOfATaskTheProgramStashedItself",
+     .mirrors = "prog.hpp: a slot read outside RCU is untrusted",
+     .prog = kSyscall,
+     .run = kWithoutArgument,
+     .body =
+         [](prog_env& env, task_struct*) {
+           const pid_t key = env.victim->pid;
+           const task_value empty{};
+           if (bpf_map_update_elem(&env.map, &key, &empty, BPF_NOEXIST) != 0) {
+             return 1;
+           }
+           bpf_rcu_read_lock();
+           task_value* v = bpf_map_lookup_elem(&env.map, &key);
+           bpf_rcu_read_unlock();
+           if (v == nullptr) {
+             return 2;
+           }
+           task_struct* ref = bpf_task_from_pid(key);
+           if (ref == nullptr) {
+             return 3;
+           }
+           if (task_struct* old = bpf_kptr_xchg(&v->task, ref); old != nullptr) {
+             bpf_task_release(old);
+           }
+           task_struct* kptr = v->task.get();  // outside RCU
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(kptr);
+           EXPECT_EQ(acquired, nullptr) << "vetoed";
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+           }
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1,  // the map holds the stashed reference
+     .violations = {{violation_kind::untrusted_arg, "bpf_task_acquire", kNotRcu, "", site::call,
+                     true}}},
+    // The argument is trusted but not RCU-safe.
+    {.name = "AcquireOfTheTaskFreeArgument",
+     .mirrors = "task_kfunc_from_lsm_task_free",
+     .prog = kTaskFree,
+     .run = kOnVictim,
+     .body = AcquireTheArgument,
+     .violations = {{violation_kind::untrusted_arg, "bpf_task_acquire", kNotRcu, "", site::call,
+                     true}}},
+    {.name = "KfuncNotAllowedFromAKprobe",
+     .mirrors = "task_kfunc_acquire_unsafe_kretprobe, as a kprobe",
+     .prog = kKprobe,
+     .run = kOnVictim,
+     .body = AcquireTheArgument,
+     .violations = {{violation_kind::kfunc_not_allowed, "bpf_task_acquire",
+                     "calling kernel function bpf_task_acquire is not allowed", "", site::call,
+                     false}}},
+    {.name = "UseAfterRelease",
+     .mirrors = "prog.hpp: a released reference is invalid",
+     .prog = kNewTask,
+     .run = kOnInit,
+     .body =
+         [](prog_env& env, task_struct*) {
+           task_struct* acquired = bpf_task_from_pid(env.victim->pid);
+           if (acquired == nullptr) {
+             return 1;
+           }
+           env.next_line(mark::release);
+           bpf_task_release(acquired);
+           env.next_line(mark::call);
+           task_struct* again = bpf_task_acquire(acquired);
+           EXPECT_EQ(again, nullptr) << "vetoed";
+           if (again != nullptr) {
+             bpf_task_release(again);
+           }
+           return 0;
+         },
+     .violations = {{violation_kind::use_after_release, "bpf_task_acquire",
+                     "R1 invalid mem access 'scalar'",
+                     "reference id=1 to this task was released at {release}", site::call, true}}},
+    {.name = "DoubleRelease",
+     .mirrors = "prog.hpp: a reference is released once",
+     .prog = kNewTask,
+     .run = kOnInit,
+     .body =
+         [](prog_env& env, task_struct*) {
+           env.next_line(mark::acquire);
+           task_struct* acquired = bpf_task_from_pid(env.victim->pid);
+           if (acquired == nullptr) {
+             return 1;
+           }
+           env.next_line(mark::release);
+           bpf_task_release(acquired);
+           env.next_line(mark::call);
+           bpf_task_release(acquired);  // released once, not twice
+           return 0;
+         },
+     .violations = {{violation_kind::double_release, "bpf_task_release", kExpectsRefcounted,
+                     "reference id=1 acquired by bpf_task_from_pid at {acquire} was already "
+                     "released at {release}",
+                     site::call, true}}},
+    // bpf_kptr_xchg's second argument must carry a reference to move into the slot.
+    {.name = "XchgOfAnUnreferencedPointer",
+     .mirrors = "prog.hpp: bpf_kptr_xchg moves a reference",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           const pid_t key = task->pid;
+           const task_value empty{};
+           if (bpf_map_update_elem(&env.map, &key, &empty, BPF_NOEXIST) != 0) {
+             return 1;
+           }
+           task_value* v = bpf_map_lookup_elem(&env.map, &key);
+           if (v == nullptr) {
+             return 2;
+           }
+           env.next_line(mark::call);
+           task_struct* old = bpf_kptr_xchg(&v->task, task);  // trusted, but not acquired
+           EXPECT_EQ(old, nullptr);
+           EXPECT_EQ(v->task.get(), nullptr) << "the exchange did not happen";
+           return 0;
+         },
+     .map_elements = 1,
+     .violations = {{violation_kind::xchg_unreferenced, "bpf_kptr_xchg",
+                     "R2 must be referenced when passed to release function", "", site::call,
+                     true}}},
+    // The runner leaves the section the program left open (checked for every row).
+    {.name = "RcuReadUnlockMissing",
+     .mirrors = "prog.hpp: every bpf_rcu_read_lock() is unlocked",
+     .prog = kSyscall,
+     .run = kWithoutArgument,
+     .body =
+         [](prog_env& env, task_struct*) {
+           bpf_rcu_read_lock();
+           EXPECT_TRUE(env.k.rcu().rcu_read_lock_held());
+           return 0;  // no bpf_rcu_read_unlock
+         },
+     .violations = {{violation_kind::rcu_lock_missing, "", "bpf_rcu_read_unlock is missing", "",
+                     site::program_exit, false}}},
+    {.name = "RcuReadUnlockUnmatched",
+     .mirrors = "prog.hpp: no bpf_rcu_read_unlock() without a lock",
+     .prog = kNewTask,
+     .run = kOnInit,
+     .body =
+         [](prog_env& env, task_struct*) {
+           env.next_line(mark::call);
+           bpf_rcu_read_unlock();
+           EXPECT_TRUE(env.k.rcu().rcu_read_lock_held())
+               << "the program's implicit RCU section was not left";
+           return 0;
+         },
+     .violations = {{violation_kind::rcu_unlock_unmatched, "bpf_rcu_read_unlock",
+                     "unmatched rcu read unlock", "", site::call, false}}},
+    // prog.hpp's trust rules: a syscall program's context is user memory, not a
+    // task: a task pointer handed to it is nothing the verifier trusts. It must look
+    // tasks up itself (from_pid).
+    {.name = "SyscallProgramArgumentIsNotTrusted",
+     .mirrors = "prog.hpp: a syscall program's argument is not trusted",
+     .prog = kSyscall,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(task);
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+             return 1;
+           }
+           return 0;  // the acquire was refused
+         },
+     .violations = {{violation_kind::untrusted_arg, "bpf_task_acquire", kNotRcu, "", site::call,
+                     true}}},
+};
+
+class ProgCaseTest : public ProgTest, public ::testing::WithParamInterface<prog_case> {
+ protected:
+  task_struct* TaskOf(who w) const {
+    switch (w) {
+      case who::none:
+        return nullptr;
+      case who::init:
+        return init_;
+      case who::victim:
+        return victim_;
+      case who::cinit:
+        return cinit_;
+      case who::cinit_child:
+        return cinit_child_;
     }
-    task_struct* kptr = v->task.get();  // outside RCU
-    if (kptr == nullptr) {
-      return 2;
-    }
-    line = __LINE__ + 1;
-    acquired = bpf_task_acquire(kptr);
-    after = rcu_users(kptr);
-    if (acquired != nullptr) {
-      bpf_task_release(acquired);
-    }
-    return 0;
-  });
-  const prog_run_result r = p.run(init_);
-  EXPECT_EQ(r.ret, 0);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::untrusted_arg);
-  EXPECT_EQ(v.message, "R1 must be a rcu pointer");
-  EXPECT_EQ(v.kfunc, "bpf_task_acquire");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(acquired, nullptr) << "vetoed";
-  EXPECT_EQ(after, 3U) << "the acquire was not carried out";
-  EXPECT_EQ(rcu_users(victim), 3U);
+    return nullptr;
+  }
+
+  task_struct* victim_ = nullptr;
+  task_struct* cinit_ = nullptr;
+  task_struct* cinit_child_ = nullptr;
+};
+
+// The row's program runs, and then every row must satisfy the same: its result
+// and err, exactly its violations (kind, kfunc, the verifier's message with
+// tasklife's detail, argument, site), nothing reaching the kfuncs' own contract
+// checks (what the checker vetoes does not happen), no RCU section left open, the
+// map as the row says, and once the map is gone every task back at rcu_users 2
+// and usage 1: every reference the program took released exactly once.
+TEST_P(ProgCaseTest, BehavesAsItsRowSays) {
+  const prog_case& c = GetParam();
+  SCOPED_TRACE(std::string(c.mirrors));
+  victim_ = Fork("victim", init_);
+  if (c.run.as == who::cinit || c.run.as == who::cinit_child) {
+    cinit_ = Fork("cinit", init_, /*new_ns=*/true);
+  }
+  if (c.run.as == who::cinit_child) {
+    cinit_child_ = Fork("inner", cinit_);
+  }
+  std::optional<task_map> map(std::in_place, k(), 16);
+  if (c.stash_victim) {
+    Stash(*map, victim_);
+    ASSERT_EQ(rcu_users(victim_), 3U);
+  }
+  prog_env env{.k = k(), .map = *map, .init = init_, .victim = victim_, .cinit = cinit_};
+  bpf_prog p(k(), c.prog.type, std::string(c.prog.section),
+             [&](task_struct* arg) { return c.body(env, arg); });
+  EXPECT_EQ(p.sleepable(), c.prog.type == prog_type::syscall);
+
+  prog_run_result r;
+  task_struct* subject = victim_;
+  unsigned run_line = 0;
+  if (c.run.kind == run_kind::run) {
+    run_line = __LINE__ + 1;
+    r = p.run(TaskOf(c.run.as), TaskOf(c.run.arg));
+  } else {
+    const forked_with f =
+        ForkWith(p, "child", c.run.kind == run_kind::fork_child_as_init ? init_ : nullptr);
+    r = f.result;
+    subject = f.child;
+  }
+
+  EXPECT_EQ(r.ret, c.ret) << Describe(r);
+  EXPECT_EQ(env.err, c.err) << c.why;
+  ASSERT_EQ(r.violations.size(), c.violations.size()) << Describe(r);
+  for (std::size_t i = 0; i < c.violations.size(); ++i) {
+    SCOPED_TRACE("violation " + std::to_string(i));
+    const violation& v = r.violations[i];
+    const expected_violation& e = c.violations[i];
+    EXPECT_EQ(v.kind, e.kind);
+    EXPECT_EQ(v.kfunc, e.kfunc) << "\"\": reported at program exit";
+    EXPECT_EQ(v.message, e.detail.empty()
+                             ? std::string(e.msg)
+                             : std::string(e.msg) + " (" + Expand(e.detail, env) + ")");
+    EXPECT_THAT(v.message, StartsWith(std::string(e.msg))) << "the verifier's words first";
+    EXPECT_EQ(v.argument, e.names_subject ? subject : nullptr);
+    EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
+    EXPECT_EQ(v.where.line(),
+              e.at == site::program_exit ? run_line : env.lines[static_cast<std::size_t>(e.at)])
+        << (e.at == site::program_exit ? "the exit of the run" : "the offending call");
+  }
+  EXPECT_THAT(capture().violations(), IsEmpty()) << "vetoed before the kfuncs' own contract checks";
+  EXPECT_FALSE(RcuHeldOutsidePrograms()) << "the runner left any section the program left open";
+  EXPECT_EQ(map->count(), c.map_elements);
+  EXPECT_EQ(rcu_users(subject), 2U + c.map_refs) << "2 + the map's " << c.map_refs;
+  map.reset();  // bpf_obj_free_fields on every element: each slot's reference, once
+  for (task_struct* t : tasks_) {
+    EXPECT_EQ(rcu_users(t), 2U) << t->comm << ": every reference released exactly once";
+    EXPECT_EQ(usage(t), 1U) << t->comm;
+  }
 }
 
-// The same read, of a task the program stashed itself: moving a reference into a
-// slot is not releasing it, and the fresh read is still an untrusted pointer.
-TEST_F(ProgTest, AcquireOfASlotReadOutsideRcuOfATaskTheProgramStashedItself) {
-  task_struct* victim = Fork("victim", init_);
-  task_map map(k_, 16);
-  const pid_t key = victim->pid;
-  unsigned line = 0;
-  task_struct* acquired = victim;
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct*) {
-    const task_value empty{};
-    if (bpf_map_update_elem(&map, &key, &empty, BPF_NOEXIST) != 0) {
-      return 1;
-    }
-    bpf_rcu_read_lock();
-    task_value* v = bpf_map_lookup_elem(&map, &key);
-    bpf_rcu_read_unlock();
-    if (v == nullptr) {
-      return 2;
-    }
-    task_struct* ref = bpf_task_from_pid(key);
-    if (ref == nullptr) {
-      return 3;
-    }
-    if (task_struct* old = bpf_kptr_xchg(&v->task, ref); old != nullptr) {
-      bpf_task_release(old);
-    }
-    task_struct* kptr = v->task.get();  // outside RCU
-    line = __LINE__ + 1;
-    acquired = bpf_task_acquire(kptr);
-    if (acquired != nullptr) {
-      bpf_task_release(acquired);
-    }
-    return 0;
-  });
-  const prog_run_result r = p.run(init_);
-  EXPECT_EQ(r.ret, 0);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(to_string(v.kind), std::string_view("untrusted_arg")) << v.message;
-  EXPECT_EQ(v.message, "R1 must be a rcu pointer");
-  EXPECT_EQ(v.kfunc, "bpf_task_acquire");
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(acquired, nullptr);
-  EXPECT_EQ(rcu_users(victim), 3U) << "the map holds the stashed reference";
+std::string RowName(const ::testing::TestParamInfo<prog_case>& row) {
+  return std::string(row.param.name);
 }
 
-// task_kfunc_from_lsm_task_free: the argument is trusted but not RCU-safe.
-TEST_F(ProgTest, AcquireOfTheTaskFreeArgument) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned line = 0;
-  task_struct* acquired = victim;
-  bpf_prog p(k_, prog_type::lsm, "lsm/task_free", [&](task_struct* task) {
-    line = __LINE__ + 1;
-    acquired = bpf_task_acquire(task);
-    if (acquired == nullptr) {
-      return 0;
-    }
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::untrusted_arg);
-  EXPECT_EQ(v.message, "R1 must be a rcu pointer");
-  EXPECT_EQ(v.kfunc, "bpf_task_acquire");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(acquired, nullptr);
-  EXPECT_EQ(rcu_users(victim), 2U);
-}
+INSTANTIATE_TEST_SUITE_P(TaskKfuncSuccess, ProgCaseTest, ::testing::ValuesIn(kSuccess), RowName);
+INSTANTIATE_TEST_SUITE_P(TaskKfuncFailure, ProgCaseTest, ::testing::ValuesIn(kFailure), RowName);
 
-// task_kfunc_acquire_unsafe_kretprobe, as a kprobe program.
-TEST_F(ProgTest, KfuncNotAllowedFromAKprobe) {
+// ---- what the table takes for granted -----------------------------------------------------
+
+// task_kfunc_acquire_unsafe_kretprobe's premise, and test_task_from_vpid_current's.
+TEST_F(ProgTest, KfuncsAreAllowedByProgramType) {
   EXPECT_FALSE(kfunc_allowed(prog_type::kprobe, kfunc_id::bpf_task_acquire));
   EXPECT_FALSE(kfunc_allowed(prog_type::kretprobe, kfunc_id::bpf_task_acquire));
   EXPECT_TRUE(kfunc_allowed(prog_type::tracing, kfunc_id::bpf_task_acquire));
   EXPECT_TRUE(kfunc_allowed(prog_type::kprobe, kfunc_id::bpf_kptr_xchg));
-  task_struct* victim = Fork("victim", init_);
-  unsigned line = 0;
-  task_struct* acquired = victim;
-  bpf_prog p(k_, prog_type::kprobe, "kprobe/free_task", [&](task_struct* task) {
-    line = __LINE__ + 1;
-    acquired = bpf_task_acquire(task);
-    if (acquired == nullptr) {
-      return 0;
-    }
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::kfunc_not_allowed);
-  EXPECT_EQ(v.message, "calling kernel function bpf_task_acquire is not allowed");
-  EXPECT_EQ(v.kfunc, "bpf_task_acquire");
-  EXPECT_EQ(v.argument, nullptr);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(acquired, nullptr) << "the call did not happen";
-  EXPECT_EQ(rcu_users(victim), 2U);
+  // syscall_prog_func_proto falls back to tracing_prog_func_proto, which has it.
+  EXPECT_TRUE(kfunc_allowed(prog_type::syscall, kfunc_id::bpf_get_current_task_btf));
 }
 
-TEST_F(ProgTest, UseAfterRelease) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned release_line = 0;
-  unsigned line = 0;
-  task_struct* again = victim;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    task_struct* acquired = bpf_task_from_pid(victim->pid);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    release_line = __LINE__ + 1;
-    bpf_task_release(acquired);
-    line = __LINE__ + 1;
-    again = bpf_task_acquire(acquired);
-    if (again != nullptr) {
-      bpf_task_release(again);
-    }
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, init_);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::use_after_release);
-  EXPECT_EQ(v.message,
-            "R1 invalid mem access 'scalar' (reference id=1 to this task was released at " +
-                At(release_line) + ")");
-  EXPECT_EQ(v.kfunc, "bpf_task_acquire");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(again, nullptr);
-  EXPECT_EQ(rcu_users(victim), 2U);
-}
-
-TEST_F(ProgTest, DoubleRelease) {
-  task_struct* victim = Fork("victim", init_);
-  unsigned acquire_line = 0;
-  unsigned release_line = 0;
-  unsigned line = 0;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    acquire_line = __LINE__ + 1;
-    task_struct* acquired = bpf_task_from_pid(victim->pid);
-    if (acquired == nullptr) {
-      return 1;
-    }
-    release_line = __LINE__ + 1;
-    bpf_task_release(acquired);
-    line = __LINE__ + 1;
-    bpf_task_release(acquired);
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, init_);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::double_release);
-  EXPECT_THAT(
-      v.message,
-      StartsWith("release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID"));
-  EXPECT_EQ(v.message,
-            "release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID (reference "
-            "id=1 acquired by bpf_task_from_pid at " +
-                At(acquire_line) + " was already released at " + At(release_line) + ")");
-  EXPECT_EQ(v.kfunc, "bpf_task_release");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(rcu_users(victim), 2U) << "released once, not twice";
-}
-
-// bpf_kptr_xchg's second argument must carry a reference to move into the slot.
-TEST_F(ProgTest, XchgOfAnUnreferencedPointer) {
-  task_struct* victim = Fork("victim", init_);
-  task_map map(k_, 16);
-  unsigned line = 0;
-  task_struct* old = victim;
-  task_struct* in_slot = victim;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    const pid_t key = task->pid;
-    const task_value empty{};
-    if (bpf_map_update_elem(&map, &key, &empty, BPF_NOEXIST) != 0) {
-      return 1;
-    }
-    task_value* v = bpf_map_lookup_elem(&map, &key);
-    if (v == nullptr) {
-      return 2;
-    }
-    line = __LINE__ + 1;
-    old = bpf_kptr_xchg(&v->task, task);  // trusted, but not acquired
-    in_slot = v->task.get();
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, victim);
-  EXPECT_EQ(r.ret, 0);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::xchg_unreferenced);
-  EXPECT_EQ(v.message, "R2 must be referenced when passed to release function");
-  EXPECT_EQ(v.kfunc, "bpf_kptr_xchg");
-  EXPECT_EQ(v.argument, victim);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_EQ(old, nullptr);
-  EXPECT_EQ(in_slot, nullptr) << "the exchange did not happen";
-  EXPECT_EQ(rcu_users(victim), 2U);
-}
-
-TEST_F(ProgTest, RcuReadUnlockMissing) {
-  bool held_inside = false;
-  bpf_prog p(k_, prog_type::syscall, "syscall", [&](task_struct*) {
-    bpf_rcu_read_lock();
-    held_inside = k_.rcu().rcu_read_lock_held();
-    return 0;  // no bpf_rcu_read_unlock
-  });
-  const unsigned run_line = __LINE__ + 1;
-  const prog_run_result r = p.run(init_);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::rcu_lock_missing);
-  EXPECT_EQ(v.message, "bpf_rcu_read_unlock is missing");
-  EXPECT_EQ(v.kfunc, "");
-  EXPECT_EQ(v.argument, nullptr);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), run_line);
-  EXPECT_TRUE(held_inside);
-  EXPECT_FALSE(RcuHeldOutsidePrograms()) << "the runner left the section the program left open";
-}
-
-TEST_F(ProgTest, RcuReadUnlockUnmatched) {
-  unsigned line = 0;
-  bool held_after = false;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
-    line = __LINE__ + 1;
-    bpf_rcu_read_unlock();
-    held_after = k_.rcu().rcu_read_lock_held();
-    return 0;
-  });
-  const prog_run_result r = p.run(init_, init_);
-  ASSERT_EQ(r.violations.size(), 1U) << Describe(r);
-  const violation& v = r.violations[0];
-  EXPECT_EQ(v.kind, violation_kind::rcu_unlock_unmatched);
-  EXPECT_EQ(v.message, "unmatched rcu read unlock");
-  EXPECT_EQ(v.kfunc, "bpf_rcu_read_unlock");
-  EXPECT_EQ(v.argument, nullptr);
-  EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
-  EXPECT_EQ(v.where.line(), line);
-  EXPECT_TRUE(held_after) << "the program's implicit RCU section was not left";
-  EXPECT_FALSE(RcuHeldOutsidePrograms());
+// The names the table's failures print with (PrintTo(violation_kind)).
+TEST_F(ProgTest, ViolationKindsPrintByName) {
+  EXPECT_EQ(to_string(violation_kind::unreleased_ref), "unreleased_ref");
+  EXPECT_EQ(to_string(violation_kind::null_arg), "null_arg");
+  EXPECT_EQ(to_string(violation_kind::release_unacquired), "release_unacquired");
+  EXPECT_EQ(to_string(violation_kind::release_untrusted), "release_untrusted");
+  EXPECT_EQ(to_string(violation_kind::untrusted_arg), "untrusted_arg");
+  EXPECT_EQ(to_string(violation_kind::kfunc_not_allowed), "kfunc_not_allowed");
+  EXPECT_EQ(to_string(violation_kind::use_after_release), "use_after_release");
+  EXPECT_EQ(to_string(violation_kind::double_release), "double_release");
+  EXPECT_EQ(to_string(violation_kind::xchg_unreferenced), "xchg_unreferenced");
+  EXPECT_EQ(to_string(violation_kind::rcu_lock_missing), "rcu_lock_missing");
+  EXPECT_EQ(to_string(violation_kind::rcu_unlock_unmatched), "rcu_unlock_unmatched");
 }
 
 // ---- reporting modes --------------------------------------------------------------------------
@@ -999,7 +983,7 @@ TEST_F(ProgTest, RcuReadUnlockUnmatched) {
 TEST_F(ProgTest, RecordModeKeepsRunningAndRecordsEveryViolationInOrder) {
   task_struct* victim = Fork("victim", init_);
   bool finished = false;
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
     bpf_task_release(task);                                // release_unacquired
     (void)bpf_task_acquire(nullptr);                       // null_arg
     task_struct* leaked = bpf_task_from_pid(victim->pid);  // unreleased_ref
@@ -1021,7 +1005,7 @@ TEST_F(ProgTest, RecordModeKeepsRunningAndRecordsEveryViolationInOrder) {
 }
 
 TEST_F(ProgTest, AttachedProgramReportsToTheSink) {
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
     (void)bpf_task_acquire(task);
     return 0;
   });
@@ -1038,7 +1022,7 @@ TEST_F(ProgTest, ThrowErrorModeThrowsOutOfRunAndStillReleasesWhatTheProgramHeld)
   unsigned held = 0;
   bool went_on = false;
   bpf_prog p(
-      k_, prog_type::tracing, "tp_btf/task_newtask",
+      k(), prog_type::tracing, "tp_btf/task_newtask",
       [&](task_struct* task) {
         task_struct* ref = bpf_task_from_pid(victim->pid);
         held = rcu_users(victim);
@@ -1070,7 +1054,7 @@ TEST_F(ProgTest, ThrowErrorModeThrowsOutOfRunAndStillReleasesWhatTheProgramHeld)
   EXPECT_FALSE(RcuHeldOutsidePrograms()) << "the implicit RCU section was left while unwinding";
 
   // Nothing of the aborted run is left behind: the next run starts clean.
-  bpf_prog clean(k_, prog_type::tracing, "tp_btf/task_newtask", [](task_struct* task) {
+  bpf_prog clean(k(), prog_type::tracing, "tp_btf/task_newtask", [](task_struct* task) {
     bpf_task_release(bpf_task_acquire(task));
     return 0;
   });
@@ -1081,7 +1065,7 @@ TEST_F(ProgTest, ThrowErrorModeThrowsOutOfRunAndStillReleasesWhatTheProgramHeld)
 TEST_F(ProgTest, ThrowErrorModeReportsAnUnreleasedReferenceAfterReleasingIt) {
   task_struct* victim = Fork("victim", init_);
   bpf_prog p(
-      k_, prog_type::tracing, "tp_btf/task_newtask",
+      k(), prog_type::tracing, "tp_btf/task_newtask",
       [](task_struct* task) {
         (void)bpf_task_acquire(task);
         return 0;
@@ -1102,7 +1086,7 @@ TEST_F(ProgTest, ThrowErrorModeReportsAnUnreleasedReferenceAfterReleasingIt) {
 
 TEST_F(ProgTest, AbortModePrintsTheViolationAndAborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  bpf_prog p(k_, prog_type::tracing, "tp_btf/task_newtask", [](task_struct* task) {
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [](task_struct* task) {
     bpf_task_release(task);
     return 0;
   });
@@ -1123,7 +1107,7 @@ TEST_F(ProgTest, AbortModePrintsTheViolationAndAborts) {
 TEST_F(ProgTest, CheckerOffReportsNothingAndTheLeakIsReal) {
   task_struct* victim = Fork("victim", init_);
   bpf_prog p(
-      k_, prog_type::tracing, "tp_btf/task_newtask",
+      k(), prog_type::tracing, "tp_btf/task_newtask",
       [](task_struct* task) {
         (void)bpf_task_acquire(task);  // leaked
         return 0;

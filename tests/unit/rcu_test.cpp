@@ -1,5 +1,8 @@
 // The RCU domain: read-side sections, grace periods, callbacks, rcu_barrier with
-// chains, the backend seam, and every misuse diagnostic of rcu.hpp.
+// chains, the backend seam, and every misuse diagnostic of rcu.hpp. The domain
+// under test is the fixture kernel's (no task is forked): the kernel_test
+// invariants then check that it ends drained and that every violation a test
+// provokes is the one it expects.
 #include <atomic>
 #include <deque>
 #include <map>
@@ -12,36 +15,22 @@
 #include <gtest/gtest.h>
 
 #include <tasklife/rcu.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
+#include "../support/names.hpp"
+#include "../support/threads.hpp"
 
 namespace tasklife {
 namespace {
 
-using test::contract_error;
-using ::testing::Contains;
-using ::testing::HasSubstr;
+using test::give_others_a_chance;
+using test::rcu_reader_hold;
 
-class RcuTest : public ::testing::Test {
+class RcuTest : public testing::kernel_test {
  protected:
-  // Every test ends with the domain drained: nothing queued is left behind.
-  void TearDown() override {
-    domain_.rcu_barrier();
-    const rcu_stats s = domain_.stats();
-    EXPECT_EQ(s.pending(), 0U);
-  }
-
-  test::contract_capture capture_;
-  rcu_domain domain_{"test"};
+  kernel_config config() const override { return {.name = "test"}; }
+  rcu_domain& domain() { return k().rcu(); }  // "RCU domain 'test/rcu'"
 };
-
-// Spins (yielding) for a while; used to give a buggy implementation the chance
-// to misbehave. It never decides a test's outcome on its own.
-void give_others_a_chance() {
-  for (int i = 0; i < 2000; ++i) {
-    std::this_thread::yield();
-  }
-}
 
 struct counted_callback {
   rcu_head head{};
@@ -53,94 +42,70 @@ struct counted_callback {
 };
 
 TEST_F(RcuTest, ReadGuardNestsAndIsSeenAsHeld) {
-  const rcu_thread_registration reg(domain_);
-  EXPECT_FALSE(domain_.rcu_read_lock_held());
+  const rcu_thread_registration reg(domain());
+  EXPECT_FALSE(domain().rcu_read_lock_held());
   {
-    const rcu_read_guard outer(domain_);
-    EXPECT_TRUE(domain_.rcu_read_lock_held());
+    const rcu_read_guard outer(domain());
+    EXPECT_TRUE(domain().rcu_read_lock_held());
     {
-      const rcu_read_guard inner(domain_);
-      EXPECT_TRUE(domain_.rcu_read_lock_held());
+      const rcu_read_guard inner(domain());
+      EXPECT_TRUE(domain().rcu_read_lock_held());
     }
-    EXPECT_TRUE(domain_.rcu_read_lock_held()) << "leaving the inner section keeps the outer one";
+    EXPECT_TRUE(domain().rcu_read_lock_held()) << "leaving the inner section keeps the outer one";
   }
-  EXPECT_FALSE(domain_.rcu_read_lock_held());
-  EXPECT_TRUE(capture_.violations().empty());
+  EXPECT_FALSE(domain().rcu_read_lock_held());
+  EXPECT_TRUE(capture().violations().empty());
 }
 
 TEST_F(RcuTest, RegistrationNestsAcrossDomains) {
   rcu_domain other("other");
-  EXPECT_FALSE(domain_.thread_registered());
+  EXPECT_FALSE(domain().thread_registered());
   {
-    const rcu_thread_registration a(domain_);
+    const rcu_thread_registration a(domain());
     {
       const rcu_thread_registration b(other);
-      EXPECT_TRUE(domain_.thread_registered());
+      EXPECT_TRUE(domain().thread_registered());
     }
-    EXPECT_TRUE(domain_.thread_registered()) << "the outer registration is still alive";
-    const rcu_read_guard guard(domain_);
+    EXPECT_TRUE(domain().thread_registered()) << "the outer registration is still alive";
+    const rcu_read_guard guard(domain());
   }
-  EXPECT_FALSE(domain_.thread_registered());
-  EXPECT_TRUE(capture_.violations().empty());
+  EXPECT_FALSE(domain().thread_registered());
+  EXPECT_TRUE(capture().violations().empty());
 }
 
 TEST_F(RcuTest, SynchronizeRcuWaitsForAPreexistingReader) {
-  std::atomic<int> stage{0};
   std::atomic<bool> synchronize_returned{false};
   bool returned_while_reading = false;
-  std::thread reader([&] {
-    const rcu_thread_registration reg(domain_);
-    {
-      const rcu_read_guard guard(domain_);
-      stage.store(1, std::memory_order_release);
-      while (stage.load(std::memory_order_acquire) != 2) {
-        std::this_thread::yield();
-      }
-      give_others_a_chance();
-      returned_while_reading = synchronize_returned.load(std::memory_order_acquire);
-    }
+  rcu_reader_hold reader(domain(), [&] {
+    give_others_a_chance();  // the writer now waits in synchronize_rcu
+    returned_while_reading = synchronize_returned.load(std::memory_order_acquire);
   });
-  while (stage.load(std::memory_order_acquire) != 1) {
-    std::this_thread::yield();
-  }
   std::thread writer([&] {
-    stage.store(2, std::memory_order_release);
-    domain_.synchronize_rcu();
+    domain().synchronize_rcu();
     synchronize_returned.store(true, std::memory_order_release);
   });
-  reader.join();
+  reader.release();
   writer.join();
   EXPECT_FALSE(returned_while_reading) << "the grace period ended inside a reader's section";
   EXPECT_TRUE(synchronize_returned.load());
-  EXPECT_EQ(domain_.stats().synchronize_calls, 1U);
+  EXPECT_EQ(domain().stats().synchronize_calls, 1U);
 }
 
 TEST_F(RcuTest, CallbackWaitsForAPreexistingReaderAndRunsOnce) {
   std::atomic<int> ran{0};
   counted_callback cb;
   cb.ran = &ran;
-  std::atomic<int> stage{0};
   int ran_while_reading = -1;
-  std::thread reader([&] {
-    const rcu_thread_registration reg(domain_);
-    const rcu_read_guard guard(domain_);
-    stage.store(1, std::memory_order_release);
-    while (stage.load(std::memory_order_acquire) != 2) {
-      std::this_thread::yield();
-    }
+  rcu_reader_hold reader(domain(), [&] {
     give_others_a_chance();
     ran_while_reading = ran.load(std::memory_order_relaxed);
   });
-  while (stage.load(std::memory_order_acquire) != 1) {
-    std::this_thread::yield();
-  }
-  domain_.call_rcu(&cb.head, &counted_callback::run);
-  stage.store(2, std::memory_order_release);
-  reader.join();
-  domain_.rcu_barrier();
+  domain().call_rcu(&cb.head, &counted_callback::run);
+  reader.release();
+  domain().rcu_barrier();
   EXPECT_EQ(ran_while_reading, 0);
   EXPECT_EQ(ran.load(), 1);
-  const rcu_stats s = domain_.stats();
+  const rcu_stats s = domain().stats();
   EXPECT_EQ(s.callbacks_queued, 1U);
   EXPECT_EQ(s.callbacks_completed, 1U);
 }
@@ -150,11 +115,11 @@ TEST_F(RcuTest, BarrierWaitsForEveryQueuedCallback) {
   std::vector<counted_callback> cbs(1000);
   for (auto& cb : cbs) {
     cb.ran = &ran;
-    domain_.call_rcu(&cb.head, &counted_callback::run);  // from an unregistered thread: allowed
+    domain().call_rcu(&cb.head, &counted_callback::run);  // from an unregistered thread: allowed
   }
-  domain_.rcu_barrier();
+  domain().rcu_barrier();
   EXPECT_EQ(ran.load(), 1000);
-  EXPECT_EQ(domain_.stats().pending(), 0U);
+  EXPECT_EQ(domain().stats().pending(), 0U);
 }
 
 // A callback that queues the next link: delayed_put_task_struct ->
@@ -176,13 +141,13 @@ struct chain_link {
 TEST_F(RcuTest, BarrierWaitsForChainedCallbacks) {
   std::atomic<int> ran{0};
   chain_link link;
-  link.domain = &domain_;
+  link.domain = &domain();
   link.remaining = 3;
   link.ran = &ran;
-  domain_.call_rcu(&link.head, &chain_link::run);
-  domain_.rcu_barrier();  // one call, however long the chain
+  domain().call_rcu(&link.head, &chain_link::run);
+  domain().rcu_barrier();  // one call, however long the chain
   EXPECT_EQ(ran.load(), 4);
-  EXPECT_EQ(domain_.stats().callbacks_completed, 4U);
+  EXPECT_EQ(domain().stats().callbacks_completed, 4U);
 }
 
 struct plain_writer {
@@ -193,34 +158,48 @@ struct plain_writer {
 
 TEST_F(RcuTest, BarrierOrdersWhatCallbacksDidBeforeItReturns) {
   plain_writer w;
-  domain_.call_rcu(&w.head, &plain_writer::run);
-  domain_.rcu_barrier();
+  domain().call_rcu(&w.head, &plain_writer::run);
+  domain().rcu_barrier();
   EXPECT_EQ(w.value, 42);  // a data race under TSan unless the barrier provides the edge
 }
 
-struct registering_callback {
+// A callback that works on its own domain: the head first (the callback recovers
+// the object from it), the domain, and what the callback saw there.
+struct domain_callback {
   rcu_head head{};
   rcu_domain* domain = nullptr;
-  std::atomic<bool> was_held{false};
-  static void run(rcu_head* h) {
-    auto* self = reinterpret_cast<registering_callback*>(h);
-    // The worker is registered by liburcu already; a nested registration and a
-    // read-side section must simply work.
-    const rcu_thread_registration reg(*self->domain);
-    const rcu_read_guard guard(*self->domain);
-    self->was_held.store(self->domain->rcu_read_lock_held(), std::memory_order_relaxed);
-  }
+  std::atomic<bool> saw{false};
+  static domain_callback& of(rcu_head* h) { return *reinterpret_cast<domain_callback*>(h); }
 };
 
+// The worker is registered by liburcu already; a nested registration and a
+// read-side section must simply work. Sees: the section held.
+void register_and_read_lock(rcu_head* h) {
+  domain_callback& self = domain_callback::of(h);
+  const rcu_thread_registration reg(*self.domain);
+  const rcu_read_guard guard(*self.domain);
+  self.saw.store(self.domain->rcu_read_lock_held(), std::memory_order_relaxed);
+}
+
+// Sees: rcu_barrier refused with a contract violation.
+void barrier_from_inside(rcu_head* h) {
+  domain_callback& self = domain_callback::of(h);
+  try {
+    self.domain->rcu_barrier();
+  } catch (const contract_error&) {
+    self.saw.store(true, std::memory_order_relaxed);
+  }
+}
+
 TEST_F(RcuTest, CallbacksMayRegisterAndReadLock) {
-  registering_callback cb;
-  cb.domain = &domain_;
-  domain_.call_rcu(&cb.head, &registering_callback::run);
-  domain_.rcu_barrier();
-  EXPECT_TRUE(cb.was_held.load());
-  EXPECT_TRUE(capture_.violations().empty());
-  domain_.call_rcu(&cb.head, &registering_callback::run);  // the worker is still healthy
-  domain_.rcu_barrier();
+  domain_callback cb;
+  cb.domain = &domain();
+  domain().call_rcu(&cb.head, &register_and_read_lock);
+  domain().rcu_barrier();
+  EXPECT_TRUE(cb.saw.load());
+  EXPECT_TRUE(capture().violations().empty());
+  domain().call_rcu(&cb.head, &register_and_read_lock);  // the worker is still healthy
+  domain().rcu_barrier();
 }
 
 TEST_F(RcuTest, DestroyingADomainDrainsItsChains) {
@@ -237,8 +216,8 @@ TEST_F(RcuTest, DestroyingADomainDrainsItsChains) {
 }
 
 TEST_F(RcuTest, NativeBackendReportsItsFacts) {
-  EXPECT_TRUE(domain_.is_native());
-  EXPECT_EQ(domain_.backend_name(), "liburcu-memb");
+  EXPECT_TRUE(domain().is_native());
+  EXPECT_EQ(domain().backend_name(), "liburcu-memb");
   const rcu_native_info info = rcu_native_backend_info();
   EXPECT_EQ(info.flavor, "memb");
 }
@@ -246,112 +225,94 @@ TEST_F(RcuTest, NativeBackendReportsItsFacts) {
 // ---- misuse: diagnostics instead of hangs and silent failures --------------------------------
 
 TEST_F(RcuTest, SynchronizeInsideReadSectionIsReportedInsteadOfHanging) {
-  const rcu_thread_registration reg(domain_);
-  const rcu_read_guard guard(domain_);
-  EXPECT_THROW(domain_.synchronize_rcu(), contract_error);
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("synchronize_rcu() inside an RCU read-side critical section")));
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("RCU domain 'test'")));
-  EXPECT_EQ(domain_.stats().synchronize_calls, 0U);
+  const rcu_thread_registration reg(domain());
+  const rcu_read_guard guard(domain());
+  EXPECT_CONTRACT_VIOLATION(
+      domain().synchronize_rcu(),
+      "synchronize_rcu() inside an RCU read-side critical section of RCU domain 'test/rcu'");
+  EXPECT_EQ(domain().stats().synchronize_calls, 0U);
 }
 
 TEST_F(RcuTest, BarrierInsideReadSectionIsReportedInsteadOfSilentlyNotWaiting) {
-  const rcu_thread_registration reg(domain_);
-  const rcu_read_guard guard(domain_);
-  EXPECT_THROW(domain_.rcu_barrier(), contract_error);
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("rcu_barrier() inside an RCU read-side critical section")));
+  const rcu_thread_registration reg(domain());
+  const rcu_read_guard guard(domain());
+  EXPECT_CONTRACT_VIOLATION(domain().rcu_barrier(),
+                            "rcu_barrier() inside an RCU read-side critical section");
 }
 
-struct barrier_from_callback {
-  rcu_head head{};
-  rcu_domain* domain = nullptr;
-  std::atomic<bool> reported{false};
-  static void run(rcu_head* h) {
-    auto* self = reinterpret_cast<barrier_from_callback*>(h);
-    try {
-      self->domain->rcu_barrier();
-    } catch (const contract_error&) {
-      self->reported.store(true, std::memory_order_relaxed);
-    }
-  }
-};
-
 TEST_F(RcuTest, BarrierFromCallbackIsReportedInsteadOfDeadlocking) {
-  barrier_from_callback cb;
-  cb.domain = &domain_;
-  domain_.call_rcu(&cb.head, &barrier_from_callback::run);
-  domain_.rcu_barrier();
-  EXPECT_TRUE(cb.reported.load());
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("rcu_barrier() from inside an RCU callback")));
+  domain_callback cb;
+  cb.domain = &domain();
+  EXPECT_CONTRACT_VIOLATION(
+      {
+        domain().call_rcu(&cb.head, &barrier_from_inside);
+        domain().rcu_barrier();  // the callback has run when this returns
+      },
+      "rcu_barrier() from inside an RCU callback");
+  EXPECT_TRUE(cb.saw.load()) << "reported to the callback";
 }
 
 TEST_F(RcuTest, ReadLockOnUnregisteredThreadIsReported) {
   bool held_after = true;
-  std::thread t([&] {
-    domain_.rcu_read_lock();  // noexcept: recorded, lock not taken
-    held_after = domain_.rcu_read_lock_held();
-  });
-  t.join();
+  const auto read_lock_unregistered = [&] {
+    domain().rcu_read_lock();  // noexcept: recorded, lock not taken
+    held_after = domain().rcu_read_lock_held();
+  };
+  EXPECT_CONTRACT_VIOLATION(std::thread(read_lock_unregistered).join(),
+                            "rcu_read_lock() on a thread that is not registered");
   EXPECT_FALSE(held_after);
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("rcu_read_lock() on a thread that is not registered")));
 }
 
 TEST_F(RcuTest, UnbalancedUnlockIsReported) {
-  const rcu_thread_registration reg(domain_);
-  domain_.rcu_read_unlock();
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("rcu_read_unlock() without a matching")));
+  const rcu_thread_registration reg(domain());
+  EXPECT_CONTRACT_VIOLATION(domain().rcu_read_unlock(), "rcu_read_unlock() without a matching");
   // The bogus unlock was not passed on: a real section still works afterwards.
-  const rcu_read_guard guard(domain_);
-  EXPECT_TRUE(domain_.rcu_read_lock_held());
+  const rcu_read_guard guard(domain());
+  EXPECT_TRUE(domain().rcu_read_lock_held());
 }
 
 TEST_F(RcuTest, UnregisteringInsideReadSectionIsReportedAndTheSectionEnded) {
-  std::thread t([&] {
+  const auto unregister_inside = [&] {
     {
-      const rcu_thread_registration reg(domain_);
-      domain_.rcu_read_lock();
+      const rcu_thread_registration reg(domain());
+      domain().rcu_read_lock();
     }  // unregisters inside the section
-    EXPECT_FALSE(domain_.rcu_read_lock_held());
-  });
-  t.join();
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("unregisters from RCU domain 'test' (liburcu-memb) inside a "
-                                 "read-side critical section")));
-  domain_.synchronize_rcu();  // would hang if the reader had been left behind
+    EXPECT_FALSE(domain().rcu_read_lock_held());
+  };
+  EXPECT_CONTRACT_VIOLATION(std::thread(unregister_inside).join(),
+                            "unregisters from RCU domain 'test/rcu' (liburcu-memb) inside a "
+                            "read-side critical section");
+  domain().synchronize_rcu();  // would hang if the reader had been left behind
 }
 
 TEST_F(RcuTest, ThreadExitingInsideReadSectionIsReported) {
   std::optional<rcu_domain> doomed(std::in_place, "doomed");
-  std::thread t([&] {
+  const auto exit_inside = [&] {
     doomed->register_thread(std::source_location::current());  // never unregistered
     doomed->rcu_read_lock();
-  });
-  t.join();
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("a thread exits inside an RCU read-side critical section")));
-  domain_.synchronize_rcu();  // the dead reader was removed: a grace period still ends
-  doomed.reset();
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("RCU domain 'doomed' (liburcu-memb) destroyed while 1 thread "
-                                 "registration(s) with it are alive")));
+  };
+  EXPECT_CONTRACT_VIOLATION(std::thread(exit_inside).join(),
+                            "a thread exits inside an RCU read-side critical section");
+  domain().synchronize_rcu();  // the dead reader was removed: a grace period still ends
+  EXPECT_CONTRACT_VIOLATION(doomed.reset(),
+                            "RCU domain 'doomed' (liburcu-memb) destroyed while 1 thread "
+                            "registration(s) with it are alive");
 }
 
 TEST_F(RcuTest, ThreadExitingWhileRegisteredIsReported) {
   std::optional<rcu_domain> doomed(std::in_place, "doomed");
-  std::thread t([&] { doomed->register_thread(std::source_location::current()); });
-  t.join();
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("a thread exits while still registered with RCU")));
-  doomed.reset();
+  const auto exit_registered = [&] { doomed->register_thread(std::source_location::current()); };
+  EXPECT_CONTRACT_VIOLATION(std::thread(exit_registered).join(),
+                            "a thread exits while still registered with RCU");
+  EXPECT_CONTRACT_VIOLATION(doomed.reset(),
+                            "RCU domain 'doomed' (liburcu-memb) destroyed while 1 thread "
+                            "registration(s) with it are alive");
 }
 
 TEST_F(RcuTest, CallRcuWithNullCallbackIsReported) {
   rcu_head head{};
-  EXPECT_THROW(domain_.call_rcu(&head, nullptr), contract_error);
-  EXPECT_EQ(domain_.stats().callbacks_queued, 0U);
+  EXPECT_CONTRACT_VIOLATION(domain().call_rcu(&head, nullptr), "call_rcu() with a null callback");
+  EXPECT_EQ(domain().stats().callbacks_queued, 0U);
 }
 
 // ---- the seam: a backend whose grace periods are advanced by hand -------------------------
@@ -432,16 +393,17 @@ TEST_F(RcuTest, CustomBackendPlugsIntoTheSameDomainApi) {
     EXPECT_TRUE(manual.rcu_read_lock_held());
     manual.call_rcu(&cb.head, &counted_callback::run);
     EXPECT_EQ(backend.advance(), 0U) << "a grace period ended inside a read-side section";
-    EXPECT_THROW(manual.synchronize_rcu(), contract_error);
+    EXPECT_CONTRACT_VIOLATION(
+        manual.synchronize_rcu(),
+        "synchronize_rcu() inside an RCU read-side critical section of RCU domain 'manual'");
   }
   EXPECT_EQ(ran.load(), 0);
   EXPECT_EQ(backend.advance(), 1U);
   EXPECT_EQ(ran.load(), 1);
   EXPECT_EQ(manual.stats().pending(), 0U);
 
-  manual.rcu_read_lock();  // unregistered: reported through the domain's checks
-  EXPECT_THAT(capture_.violations(),
-              Contains(HasSubstr("not registered with RCU domain 'manual'")));
+  EXPECT_CONTRACT_VIOLATION(manual.rcu_read_lock(),  // unregistered: the domain's checks
+                            "not registered with RCU domain 'manual'");
 }
 
 // ---- the default handler: one death test --------------------------------------------------

@@ -1,8 +1,10 @@
 // The task lifecycle against the kernel: initial counts, the two death orders,
 // who drops what, the grace period before the free, usage holders, the v6.17
 // deferred free, fork failure, use-after-free reports, teardown, tracepoints and
-// history. Section 1, 2 and 8 of the kernel notes are the specification; each
-// test names the invariant it proves (docs/semantics.md points back here).
+// history. docs/kernel.md §1 (the two counters and who frees when) and §2 (the two
+// death orders) are the specification; each test names the invariant it proves
+// (docs/semantics.md points back here). Every test ends in the kernel_test
+// invariants: every task freed exactly once, nothing leaked, nothing pending.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -15,98 +17,33 @@
 #include <gtest/gtest.h>
 
 #include <tasklife/kernel.hpp>
+#include <tasklife/testing.hpp>
 
-#include "../support/contract_capture.hpp"
+#include "../support/names.hpp"
+#include "../support/threads.hpp"
 
 namespace tasklife {
 namespace {
 
-using test::contract_error;
-using ::testing::AllOf;
-using ::testing::Contains;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
+using test::rcu_reader_hold;
 
-// Holds a read-side critical section open on its own thread until released: no
-// grace period of the domain can end meanwhile. Deterministic, no sleeps.
-class rcu_reader_hold {
- public:
-  explicit rcu_reader_hold(rcu_domain& domain)
-      : thread_([this, &domain] {
-          const rcu_thread_registration reg(domain);
-          const rcu_read_guard guard(domain);
-          inside_.store(true, std::memory_order_release);
-          while (!release_.load(std::memory_order_acquire)) {
-            std::this_thread::yield();
-          }
-        }) {
-    while (!inside_.load(std::memory_order_acquire)) {
-      std::this_thread::yield();
-    }
-  }
-  ~rcu_reader_hold() { release(); }
-  rcu_reader_hold(const rcu_reader_hold&) = delete;
-  rcu_reader_hold& operator=(const rcu_reader_hold&) = delete;
-  void release() {
-    release_.store(true, std::memory_order_release);
-    if (thread_.joinable()) {
-      thread_.join();
-    }
-  }
-
- private:
-  std::atomic<bool> inside_{false};
-  std::atomic<bool> release_{false};
-  std::thread thread_;
-};
-
-class TaskTest : public ::testing::Test {
+class TaskTest : public testing::kernel_test {
  protected:
-  void Make(kernel_config config = {}) {
+  kernel_config config() const override { return {.name = "task-test"}; }
+  // The test's own configuration, under the fixture's name.
+  void Make(kernel_config config) {
     config.name = "task-test";
-    k_.emplace(std::move(config));
-  }
-  void SetUp() override { Make(); }
-  // Every test ends with nothing leaked and nothing left pending.
-  void TearDown() override {
-    if (k_) {
-      const auto leaks = k_->shutdown();
-      EXPECT_TRUE(leaks.empty()) << leaks.size() << " task(s) leaked";
-      const kernel_stats s = k_->stats();
-      EXPECT_EQ(s.forked, s.freed) << "every forked task freed exactly once";
-      EXPECT_EQ(k_->rcu().stats().pending(), 0U);
-    }
-  }
-  kernel& k() { return *k_; }
-  task_struct* Fork(const clone_args& args = {}, task_struct* parent = nullptr) {
-    fork_result r = k().fork(parent, args);
-    EXPECT_TRUE(r) << "fork failed: " << r.error;
-    return r.task;
-  }
-  // Exit, final switch and reap in the zombie order (A), without waiting for the GP.
-  void KillAndReap(task_struct* t) {
-    k().do_exit(t);
-    k().finish_task_switch(t);
-    EXPECT_TRUE(k().wait_task_zombie(t));
+    remake(std::move(config));
   }
   bool Hashed(task_struct* t) {
     const rcu_thread_registration reg(k().rcu());
     const rcu_read_guard guard(k().rcu());
     return find_task_by_pid_ns(t->pid, &k().init_pid_ns()) == t;
   }
-
-  test::contract_capture capture_;  // outlives the kernel: teardown reports are captured
-  std::optional<kernel> k_;
 };
 
-unsigned usage(const task_struct* t) {
-  return refcount_read(&t->usage);
-}
-unsigned rcu_users(const task_struct* t) {
-  return refcount_read(&t->rcu_users);
-}
-
-// ---- section 8, item 1: initial counts --------------------------------------------------------
+// ---- initial counts (copy_process)
+// ---------------------------------------------------------------
 
 TEST_F(TaskTest, ForkStartsWithUsageOneAndRcuUsersTwoHashedEverywhere) {
   std::vector<task_struct*> seen;
@@ -115,8 +52,8 @@ TEST_F(TaskTest, ForkStartsWithUsageOneAndRcuUsersTwoHashedEverywhere) {
     EXPECT_EQ(rcu_users(t), 2U);
     seen.push_back(t);
   });
-  task_struct* init = Fork({.comm = "init"});
-  task_struct* child = Fork({.comm = "worker", .new_pid_ns = true}, init);
+  task_struct* init = fork_task("init");
+  task_struct* child = fork_task("worker", init, {.new_pid_ns = true});
   EXPECT_EQ(usage(child), 1U) << "one for the rcu users";
   EXPECT_EQ(rcu_users(child), 2U) << "one for the reaper, one for the scheduler";
   EXPECT_EQ(init->pid, 1);
@@ -130,14 +67,13 @@ TEST_F(TaskTest, ForkStartsWithUsageOneAndRcuUsersTwoHashedEverywhere) {
   EXPECT_EQ(task_pid_nr_ns(child, &k().init_pid_ns()), child->pid);
   EXPECT_THAT(seen, ElementsAre(init, child)) << "task_newtask fired once per fork";
   k().task_newtask().detach(probe);
-  KillAndReap(child);
-  KillAndReap(init);
+  retire({child, init});
 }
 
-// ---- section 8, items 2 and 3: the two death orders -------------------------------------------
+// ---- the two death orders (docs/kernel.md §2), step by step ------------------------------------
 
 TEST_F(TaskTest, ZombieOrderUnhashesAtReapAndFreesAfterTheGracePeriod) {
-  task_struct* t = Fork({.comm = "zombie"});
+  task_struct* t = fork_task("zombie");
   k().do_exit(t, 7);
   EXPECT_NE(t->flags.load() & PF_EXITING, 0U);
   EXPECT_EQ(t->exit_state.load(), EXIT_ZOMBIE);
@@ -166,7 +102,7 @@ TEST_F(TaskTest, ZombieOrderUnhashesAtReapAndFreesAfterTheGracePeriod) {
 }
 
 TEST_F(TaskTest, AutoreapOrderUnhashesAtExitAndTheFinalSwitchRequestsTheGracePeriod) {
-  task_struct* t = Fork({.comm = "thread", .autoreap = true});
+  task_struct* t = fork_task("thread", nullptr, {.autoreap = true});
   k().do_exit(t);
   EXPECT_EQ(t->exit_state.load(), EXIT_DEAD);
   EXPECT_FALSE(Hashed(t)) << "release_task(self) runs while the task still runs";
@@ -183,8 +119,9 @@ TEST_F(TaskTest, AutoreapOrderUnhashesAtExitAndTheFinalSwitchRequestsTheGracePer
   EXPECT_EQ(k().stats().freed, 1U);
 }
 
+// Not retire: the reap comes before the final switch here.
 TEST_F(TaskTest, ReapBeforeTheFinalSwitchIsTheSameDeath) {
-  task_struct* t = Fork({.comm = "fastreap"});
+  task_struct* t = fork_task("fastreap");
   k().do_exit(t);
   EXPECT_TRUE(k().wait_task_zombie(t));  // the parent is faster than the last schedule
   EXPECT_EQ(rcu_users(t), 1U);
@@ -197,13 +134,12 @@ TEST_F(TaskTest, ReapBeforeTheFinalSwitchIsTheSameDeath) {
 
 TEST_F(TaskTest, BothOrdersEndInTheSameFreedState) {
   Make({.record_history = true});
-  task_struct* a = Fork({.comm = "order-a"});
-  task_struct* b = Fork({.comm = "order-b", .autoreap = true});
+  task_struct* a = fork_task("order-a");
+  task_struct* b = fork_task("order-b", nullptr, {.autoreap = true});
   const std::uint64_t id_a = a->priv.id;
   const std::uint64_t id_b = b->priv.id;
-  KillAndReap(a);
-  k().do_exit(b);
-  k().finish_task_switch(b);
+  retire(a);  // the zombie order: exit, final switch, reap
+  retire(b);  // the autoreap order: exit (released by exit_notify), final switch
   k().rcu().rcu_barrier();
 
   auto tail = [&](std::uint64_t id) {
@@ -226,13 +162,13 @@ TEST_F(TaskTest, BothOrdersEndInTheSameFreedState) {
   EXPECT_EQ(k().init_pid_ns().nr_allocated(), 0U);
 }
 
-// ---- section 8, item 2: rcu_users reaches 0 once; its callback drops one usage ------------------
+// ---- rcu_users reaches 0 once; its callback drops one usage (docs/kernel.md §1) ----------------
 
 TEST_F(TaskTest, RcuUsersZeroQueuesOneCallbackThatDropsExactlyOneUsage) {
   Make({.record_history = true});
-  task_struct* t = Fork({.comm = "counted"});
+  task_struct* t = fork_task("counted");
   get_task_struct(t);  // a usage holder, so the callback's drop is observable
-  KillAndReap(t);
+  retire(t);
   k().rcu().rcu_barrier();
   EXPECT_EQ(usage(t), 1U) << "delayed_put_task_struct dropped exactly one usage (2 -> 1)";
   EXPECT_EQ(k().rcu().stats().callbacks_completed, 1U) << "exactly one callback ran";
@@ -246,9 +182,9 @@ TEST_F(TaskTest, RcuUsersZeroQueuesOneCallbackThatDropsExactlyOneUsage) {
 }
 
 TEST_F(TaskTest, AUsageHolderKeepsTheTaskWithoutAFurtherGracePeriod) {
-  task_struct* t = Fork({.comm = "held"});
+  task_struct* t = fork_task("held");
   get_task_struct(t);  // e.g. /proc, a timer: plain usage
-  KillAndReap(t);
+  retire(t);
   k().rcu().rcu_barrier();
   EXPECT_EQ(k().stats().gp_elapsed, 1U);
   EXPECT_EQ(k().stats().freed, 0U) << "usage holder: the memory outlives the grace period";
@@ -262,9 +198,9 @@ TEST_F(TaskTest, AUsageHolderKeepsTheTaskWithoutAFurtherGracePeriod) {
 
 TEST_F(TaskTest, DeferredFinalPutWaitsForAnotherGracePeriod) {
   Make({.final_put = final_put_mode::deferred});
-  task_struct* t = Fork({.comm = "v6.17"});
+  task_struct* t = fork_task("v6.17");
   get_task_struct(t);
-  KillAndReap(t);
+  retire(t);
   k().rcu().rcu_barrier();
   EXPECT_EQ(k().stats().freed, 0U);
   {
@@ -284,18 +220,18 @@ TEST_F(TaskTest, DeferredFinalPutWaitsForAnotherGracePeriod) {
 
 TEST_F(TaskTest, DeferredModeChainsTwoGracePeriodsAndTeardownDrainsThem) {
   Make({.final_put = final_put_mode::deferred});
-  task_struct* t = Fork({.comm = "chain"});
-  KillAndReap(t);
+  task_struct* t = fork_task("chain");
+  retire(t);
   // No barrier here: shutdown (in TearDown) must wait for delayed_put_task_struct
   // and the __put_task_struct_rcu_cb it queues, and report no leak.
 }
 
 TEST_F(TaskTest, PutTaskStructManyFreesDirectly) {
   Make({.final_put = final_put_mode::deferred});
-  task_struct* t = Fork({.comm = "many"});
+  task_struct* t = fork_task("many");
   get_task_struct(t);
   get_task_struct(t);
-  KillAndReap(t);
+  retire(t);
   k().rcu().rcu_barrier();
   EXPECT_EQ(usage(t), 2U);
   put_task_struct_many(t, 2);  // never deferred, in every version
@@ -303,11 +239,11 @@ TEST_F(TaskTest, PutTaskStructManyFreesDirectly) {
 }
 
 TEST_F(TaskTest, TrygetSucceedsWhileUsageIsLive) {
-  task_struct* t = Fork({.comm = "tryget"});
+  task_struct* t = fork_task("tryget");
   EXPECT_EQ(tryget_task_struct(t), t);
   EXPECT_EQ(usage(t), 2U);
   put_task_struct(t);
-  KillAndReap(t);
+  retire(t);
 }
 
 // ---- fork failure -------------------------------------------------------------------------
@@ -331,9 +267,9 @@ TEST_F(TaskTest, ForkFailureFreesWithoutTouchingTheCounters) {
   EXPECT_EQ(s.rcu_users_zero, 0U) << "the counters were never used";
   k().rcu().rcu_barrier();  // CONFIG_MEMCG: delayed_free_task frees after a grace period
   k().task_newtask().detach(probe);
-  task_struct* next = Fork({.comm = "next"});
+  task_struct* next = fork_task("next");
   EXPECT_EQ(next->pid, 2) << "pid 1 was taken and returned by the late failure";
-  KillAndReap(next);
+  retire(next);
 }
 
 TEST_F(TaskTest, ForkFailureWithoutMemcgFreesAtOnce) {
@@ -351,15 +287,16 @@ TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
     // does that for tests): without quarantine a freed task's memory is gone.
     GTEST_SKIP() << "poisoning and quarantine exist only with TASKLIFE_CHECKS=full";
   }
-  task_struct* t = Fork({.comm = "victim"});
+  task_struct* t = fork_task("victim");
   const pid_t pid = t->pid;
-  KillAndReap(t);
+  retire(t);
   k().rcu().rcu_barrier();
   ASSERT_EQ(k().stats().freed, 1U);
-  EXPECT_THROW(get_task_struct(t), contract_error);
-  EXPECT_THROW(put_task_struct_rcu_user(t), contract_error);
-  EXPECT_THROW(k().do_exit(t), contract_error);
-  EXPECT_THAT(capture_.violations(),
+  EXPECT_CONTRACT_VIOLATION(get_task_struct(t), "use-after-free: get_task_struct() on task");
+  EXPECT_CONTRACT_VIOLATION(put_task_struct_rcu_user(t),
+                            "use-after-free: put_task_struct_rcu_user() on task");
+  EXPECT_CONTRACT_VIOLATION(k().do_exit(t), "use-after-free: do_exit() on task");
+  EXPECT_THAT(capture().violations(),
               Contains(AllOf(HasSubstr("use-after-free: get_task_struct() on task 'victim'"),
                              HasSubstr("pid " + std::to_string(pid)),
                              HasSubstr("freed by __put_task_struct"))));
@@ -367,24 +304,23 @@ TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
 }
 
 TEST_F(TaskTest, LifecycleMisuseIsReported) {
-  task_struct* t = Fork({.comm = "misused"});
-  EXPECT_THROW(k().finish_task_switch(t), contract_error) << "not TASK_DEAD yet";
+  task_struct* t = fork_task("misused");
+  EXPECT_CONTRACT_VIOLATION(k().finish_task_switch(t), "which is not TASK_DEAD")
+      << "not TASK_DEAD yet";
   k().do_exit(t);
-  EXPECT_THROW(k().do_exit(t), contract_error) << "exiting twice";
+  EXPECT_CONTRACT_VIOLATION(k().do_exit(t), "already exiting") << "exiting twice";
   k().finish_task_switch(t);
-  EXPECT_THROW(k().finish_task_switch(t), contract_error) << "a second final switch";
+  EXPECT_CONTRACT_VIOLATION(k().finish_task_switch(t), "a second final finish_task_switch()")
+      << "a second final switch";
   EXPECT_TRUE(k().wait_task_zombie(t));
   EXPECT_FALSE(k().wait_task_zombie(t)) << "only one waiter reaps";
-  EXPECT_THROW(get_task_struct(nullptr), contract_error);
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("which is not TASK_DEAD")));
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("already exiting")));
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("a second final finish_task_switch()")));
+  EXPECT_CONTRACT_VIOLATION(get_task_struct(nullptr), "get_task_struct() called with a NULL task");
 }
 
 TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
-  task_struct* t = Fork({.comm = "overput"});
-  EXPECT_THROW(put_task_struct(t), contract_error);  // drops the rcu users' own usage reference
-  EXPECT_THAT(capture_.violations(), Contains(HasSubstr("__put_task_struct() on task 'overput'")));
+  task_struct* t = fork_task("overput");
+  // Drops the rcu users' own usage reference.
+  EXPECT_CONTRACT_VIOLATION(put_task_struct(t), "__put_task_struct() on task 'overput'");
   // The throwing handler stopped the free: the task is left with usage 0, a leak
   // the teardown must report with its counters.
   const auto leaks = k().shutdown();
@@ -392,16 +328,15 @@ TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
   EXPECT_EQ(leaks[0].comm, "overput");
   EXPECT_EQ(leaks[0].usage, 0U);
   EXPECT_EQ(leaks[0].rcu_users, 2U);
-  k_.reset();
 }
 
 // ---- teardown -------------------------------------------------------------------------------
 
 TEST_F(TaskTest, TeardownReportsEveryLeakWithItsCounters) {
-  task_struct* running = Fork({.comm = "running"});
-  task_struct* held = Fork({.comm = "held"});
+  task_struct* running = fork_task("running");
+  task_struct* held = fork_task("held");
   get_task_struct(held);
-  KillAndReap(held);
+  retire(held);
   (void)running;
   const auto leaks = k().shutdown();
   ASSERT_EQ(leaks.size(), 2U);
@@ -417,59 +352,55 @@ TEST_F(TaskTest, TeardownReportsEveryLeakWithItsCounters) {
       EXPECT_EQ(l.exit_state, EXIT_DEAD);
     }
   }
-  EXPECT_THAT(capture_.violations(),
+  EXPECT_THAT(capture().violations(),
               Contains(HasSubstr("leak: kernel 'task-test' torn down with task 'held'")));
   EXPECT_TRUE(k().shutdown().empty()) << "idempotent";
-  k_.reset();
 }
 
 TEST_F(TaskTest, KernelsAreIndependent) {
   kernel other({.name = "other"});
-  task_struct* a = Fork({.comm = "a"});
+  task_struct* a = fork_task("a");
   task_struct* b = other.fork(nullptr, {.comm = "b"}).task;
   EXPECT_EQ(a->pid, 1);
   EXPECT_EQ(b->pid, 1) << "each kernel numbers its own tasks";
   EXPECT_EQ(&task_kernel(b), &other);
   EXPECT_FALSE(k().owns_live_task(b));
   EXPECT_TRUE(other.owns_live_task(b));
-  other.do_exit(b);
-  other.finish_task_switch(b);
-  EXPECT_TRUE(other.wait_task_zombie(b));
+  EXPECT_TRUE(other.retire(b));
   EXPECT_TRUE(other.shutdown().empty());
   EXPECT_EQ(other.stats().freed, 1U);
   EXPECT_EQ(k().stats().freed, 0U);
-  KillAndReap(a);
+  retire(a);
 }
 
 TEST_F(TaskTest, AReapedTaskHasNoNumberAndNoNamespace) {
-  task_struct* t = Fork({.comm = "detached"});
+  task_struct* t = fork_task("detached");
   get_task_struct(t);  // keep it allocated past the reap
   pid_namespace* ns = task_active_pid_ns(t);
   ASSERT_NE(ns, nullptr);
   EXPECT_EQ(task_pid_nr_ns(t, ns), t->pid);
-  KillAndReap(t);
+  retire(t);
   EXPECT_EQ(task_active_pid_ns(t), nullptr) << "detach_pid cleared thread_pid";
   EXPECT_EQ(task_pid_nr_ns(t, ns), 0);
   put_task_struct(t);
 }
 
 TEST_F(TaskTest, OrphansGoToTheInitOfTheirParentsNamespace) {
-  task_struct* init = Fork({.comm = "init"});
-  task_struct* parent = Fork({.comm = "parent"}, init);
-  task_struct* container = Fork({.comm = "container", .new_pid_ns = true}, parent);
+  task_struct* init = fork_task("init");
+  task_struct* parent = fork_task("parent", init);
+  task_struct* container = fork_task("container", parent, {.new_pid_ns = true});
   ASSERT_EQ(task_active_pid_ns(container)->child_reaper(), container);
-  KillAndReap(parent);
+  retire(parent);
   EXPECT_EQ(container->real_parent, init)
       << "find_new_reaper: the exiting parent's namespace init, never the child itself";
-  KillAndReap(container);
-  KillAndReap(init);
+  retire({container, init});
 }
 
 // ---- current, tracepoints, history -----------------------------------------------------------
 
 TEST_F(TaskTest, RunAsSetsCurrentRegistersWithRcuAndNests) {
-  task_struct* a = Fork({.comm = "a"});
-  task_struct* b = Fork({.comm = "b"}, a);
+  task_struct* a = fork_task("a");
+  task_struct* b = fork_task("b", a);
   EXPECT_EQ(get_current(), nullptr);
   {
     const current_task_scope as_a = k().run_as(a);
@@ -486,8 +417,7 @@ TEST_F(TaskTest, RunAsSetsCurrentRegistersWithRcuAndNests) {
   }
   EXPECT_EQ(get_current(), nullptr);
   EXPECT_FALSE(k().rcu().thread_registered());
-  KillAndReap(b);
-  KillAndReap(a);
+  retire({b, a});
 }
 
 TEST_F(TaskTest, TracepointsFireAtTheKernelsPoints) {
@@ -503,8 +433,8 @@ TEST_F(TaskTest, TracepointsFireAtTheKernelsPoints) {
     EXPECT_EQ(usage(t), 1U) << "... before the final usage drop";
     free_fired.fetch_add(1);
   });
-  task_struct* t = Fork({.comm = "traced"});
-  KillAndReap(t);
+  task_struct* t = fork_task("traced");
+  retire(t);
   k().rcu().rcu_barrier();
   EXPECT_THAT(fired, ElementsAre("exit"));
   EXPECT_EQ(free_fired.load(), 1);
@@ -515,12 +445,11 @@ TEST_F(TaskTest, TracepointsFireAtTheKernelsPoints) {
 }
 
 TEST_F(TaskTest, HistoryRecordsEveryStepWithItsCounters) {
-  task_struct* t = Fork({.comm = "story", .trace = true});
-  task_struct* quiet = Fork({.comm = "quiet"});
+  task_struct* t = fork_task("story", nullptr, {.trace = true});
+  task_struct* quiet = fork_task("quiet");
   get_task_struct(t);
   put_task_struct(t);
-  KillAndReap(t);
-  KillAndReap(quiet);
+  retire({t, quiet});
   k().rcu().rcu_barrier();
   struct step {
     std::string kind;
