@@ -165,6 +165,32 @@ class chooser {
 
 namespace detail {
 
+// Fibers are reused across executions (a stack is an mmap and a guard page; a
+// new pair per thread per execution would cost more than the execution). One pool
+// per OS thread, so parallel jobs never share one.
+class fiber_pool {
+ public:
+  std::unique_ptr<fiber> take(std::size_t stack_size) {
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->first == stack_size) {
+        std::unique_ptr<fiber> f = std::move(it->second);
+        free_.erase(it);
+        return f;
+      }
+    }
+    return std::make_unique<fiber>(stack_size);
+  }
+  void give_back(std::size_t stack_size, std::unique_ptr<fiber> f) {
+    if (free_.size() < 64) {
+      free_.emplace_back(stack_size, std::move(f));
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::size_t, std::unique_ptr<fiber>>> free_;
+};
+thread_local fiber_pool tls_fibers;
+
 class sim_thread {
  public:
   sim_thread(explore::execution_state& exec, unsigned index, std::string name,
@@ -173,13 +199,25 @@ class sim_thread {
         index_(index),
         name_(std::move(name)),
         body_(std::move(body)),
-        fiber_(stack_size) {}
+        stack_size_(stack_size),
+        fiber_owner_(tls_fibers.take(stack_size)),
+        fiber_(*fiber_owner_) {}
+  ~sim_thread() {
+    // A fiber is reusable only if its function ended (it switched away for good).
+    if (finished_ || !started_) {
+      tls_fibers.give_back(stack_size_, std::move(fiber_owner_));
+    }
+  }
+  sim_thread(const sim_thread&) = delete;
+  sim_thread& operator=(const sim_thread&) = delete;
 
   explore::execution_state& exec_;
   unsigned index_;
   std::string name_;
   std::function<void()> body_;
-  fiber fiber_;
+  std::size_t stack_size_;
+  std::unique_ptr<fiber> fiber_owner_;
+  fiber& fiber_;
   bool started_ = false;
   bool finished_ = false;
   deterministic_rcu* blocked_on_ = nullptr;  // waiting in synchronize_rcu / rcu_barrier
