@@ -510,9 +510,8 @@ class execution_state {
           old.null_path = fresh.null_path;
         }
       }
-      node* kept = &old;
       ++depth_;
-      return finish_decision(c, opts, *kept);
+      return finish_decision(c, opts, depth_ - 1);
     }
     if (replaying_) {
       fail(failure_kind::nondeterminism,
@@ -523,7 +522,10 @@ class execution_state {
       ++depth_;
       return 0;
     }
-    c = chooser_.choose(fresh, opts, parent_);
+    // The parent is looked up now: path_ may have grown (and moved) since.
+    const parent_info parent{parent_index_ < path_.size() ? &path_[parent_index_] : nullptr,
+                             parent_index_ < path_.size() ? &parent_opts_ : nullptr};
+    c = chooser_.choose(fresh, opts, parent);
     if (c == static_cast<unsigned>(-1)) {  // every option asleep: redundant from here on
       pruned_ = true;
       free_running_ = true;
@@ -533,22 +535,22 @@ class execution_state {
     fresh.chosen = c;
     path_.push_back(std::move(fresh));
     ++depth_;
-    return finish_decision(c, opts, path_.back());
+    return finish_decision(c, opts, path_.size() - 1);
   }
-  unsigned finish_decision(unsigned c, const std::vector<option>& opts, const node& n) {
-    if (n.null_path) {
+  unsigned finish_decision(unsigned c, const std::vector<option>& opts, std::size_t index) {
+    if (path_[index].null_path) {
       return c;
     }
     if (c < opts.size() && opts[c].preempts) {
       ++preemptions_;
     }
     parent_opts_ = opts;
-    parent_.at = &n;
-    parent_.options = &parent_opts_;
+    parent_index_ = index;
     return c;
   }
 
-  parent_info parent_{};
+  // The last scheduling decision of this execution (an index: path_ grows).
+  std::size_t parent_index_ = static_cast<std::size_t>(-1);
   std::vector<option> parent_opts_;
 
  public:
