@@ -135,6 +135,12 @@ void deterministic_rcu::read_unlock() noexcept {
   progress_cv_.notify_all();
 }
 
+unsigned deterministic_rcu::thread_registrations() const noexcept {
+  const detail::lock_guard lock(mutex_);
+  const reader* r = self_if_known();
+  return r == nullptr ? 0U : r->registrations;
+}
+
 unsigned deterministic_rcu::read_depth() const noexcept {
   const detail::lock_guard lock(mutex_);
   const reader* r = self_if_known();

@@ -485,7 +485,8 @@ void rcu_domain::register_thread(std::source_location where) {
 void rcu_domain::unregister_thread(std::source_location where) noexcept {
   registrations_.fetch_sub(1, std::memory_order_relaxed);
   if constexpr (contract_checks_enabled) {
-    if (backend_->read_depth() > 0 && (!native_ || tls.registrations == 1)) [[unlikely]] {
+    const bool last = native_ ? tls.registrations == 1 : backend_->thread_registrations() <= 1;
+    if (backend_->read_depth() > 0 && last) [[unlikely]] {
       detail::report_contract_violation_noexcept(
           "rcu",
           fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "

@@ -123,6 +123,7 @@ class TASKLIFE_API deterministic_rcu final : public rcu_backend {
   void register_thread() override TASKLIFE_EXCLUDES(mutex_);
   void unregister_thread() override TASKLIFE_EXCLUDES(mutex_);
   bool thread_registered() const noexcept override TASKLIFE_EXCLUDES(mutex_);
+  unsigned thread_registrations() const noexcept override TASKLIFE_EXCLUDES(mutex_);
   void read_lock() noexcept override TASKLIFE_EXCLUDES(mutex_);
   void read_unlock() noexcept override TASKLIFE_EXCLUDES(mutex_);
   unsigned read_depth() const noexcept override TASKLIFE_EXCLUDES(mutex_);

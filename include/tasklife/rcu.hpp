@@ -96,6 +96,10 @@ class TASKLIFE_API rcu_backend {
   virtual void register_thread() = 0;
   virtual void unregister_thread() = 0;
   virtual bool thread_registered() const noexcept = 0;
+  // How many registrations of the calling thread are alive (they nest). The
+  // default, for backends that do not count them, claims one: the domain then
+  // treats every unregistration as the last.
+  virtual unsigned thread_registrations() const noexcept { return thread_registered() ? 1U : 0U; }
   virtual void read_lock() noexcept = 0;
   virtual void read_unlock() noexcept = 0;
   virtual unsigned read_depth() const noexcept = 0;

@@ -114,6 +114,14 @@ class kernel_test : public ::testing::Test {
  protected:
   // Override to configure the kernel (called in SetUp; remake takes its own).
   virtual kernel_config config() const { return kernel_config{.name = "test"}; }
+  // The kernel runs on the deterministic RCU backend (deterministic_rcu.hpp)
+  // unless config() names a backend or this returns true: then it runs on liburcu
+  // (real grace periods, callbacks on liburcu's worker, ~10 ms per rcu_barrier).
+  // Stress tests that churn tasks on real threads want liburcu: on the
+  // deterministic backend nothing is freed until someone runs the callbacks.
+  virtual bool native_rcu() const { return false; }
+  // The kernel's deterministic backend, or nullptr when it runs on liburcu.
+  deterministic_rcu* rcu_control() { return as_deterministic(k().rcu()); }
   // Override to run the test body as a task: SetUp and remake fork a task of this
   // name (in the root namespace) and enter a current_task_scope for it, as kfuncs
   // need current. nullptr (the default): the body runs as no task.

@@ -177,6 +177,11 @@ void kernel_test::leave_body_task() {
 }
 
 void kernel_test::start_kernel(kernel_config config) {
+  if (!config.rcu_backend_factory && !native_rcu()) {
+    // The deterministic backend: grace periods and callbacks happen when the test
+    // (or the teardown's rcu_barrier) says, so a test waits for nothing.
+    config.rcu_backend_factory = deterministic_rcu_factory();
+  }
   kernel_.emplace(std::move(config));
   if (const char* comm = body_task_comm(); comm != nullptr) {
     body_task_ = fork_task(comm);

@@ -37,6 +37,10 @@ class stress_test : public testing::kernel_test,
     kernel_test::TearDown();
     seed_trace_.reset();
   }
+  // Real threads churning tasks want real grace periods and callbacks that run on
+  // their own (liburcu's worker); on the deterministic backend nothing would be
+  // freed before the teardown.
+  bool native_rcu() const override { return true; }
   int threads() const { return GetParam().threads; }
   final_put_mode final_put() const { return GetParam().final_put; }
   std::uint64_t seed() const { return seed_; }
