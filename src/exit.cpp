@@ -183,6 +183,19 @@ void kernel::release_task(task_struct* p, std::source_location where) {
 
 // ---- the grace period (put_task_struct_rcu_user, delayed_put_task_struct) -----------------
 
+namespace {
+// What the union leaves in the previous tail's rcu_users: the low half of the next
+// head's address in the kernel. tasklife writes a value of that kind (non-zero,
+// never a plausible small count) computed from the task's id instead of its real
+// address, so that it is the same in every run: the explorer replays executions
+// and compares them, and a test's outcome must not depend on where malloc put a
+// task. It stays below REFCOUNT_MAX, so incrementing it does not saturate.
+int union_pointer_bits(const task_struct* next) noexcept {
+  return static_cast<int>(0x40000000U | ((static_cast<std::uint32_t>(next->priv.id) << 6U) &
+                                         0x3fffffc0U));
+}
+}  // namespace
+
 void kernel::on_rcu_users_zero(task_struct* t, std::source_location where) {
   rcu_users_zero_.fetch_add(1, std::memory_order_relaxed);
   if constexpr (contract_checks_enabled) {
@@ -207,8 +220,7 @@ void kernel::on_rcu_users_zero(task_struct* t, std::source_location where) {
     const detail::lock_guard lock(union_mutex_);
     refcount_set(&t->rcu_users, 0);  // head->next = NULL
     if (union_tail_ != nullptr) {
-      const auto next = reinterpret_cast<std::uintptr_t>(&t->rcu);
-      refcount_set(&union_tail_->rcu_users, static_cast<int>(static_cast<std::uint32_t>(next)));
+      refcount_set(&union_tail_->rcu_users, union_pointer_bits(t));
     }
     union_tail_ = t;
   }
