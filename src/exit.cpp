@@ -16,10 +16,10 @@ namespace tasklife {
 // ---- do_exit ----------------------------------------------------------------------------------
 
 void kernel::do_exit(task_struct* t, int code, std::source_location where) {
+  detail::sched_point(sched_op::lifecycle, t, "do_exit");  // before the check: see task.cpp
   if (!detail::check_task(t, "do_exit", where)) {
     return;
   }
-  detail::sched_point(sched_op::lifecycle, t, "do_exit");
   // Release: the exit is published to whoever later reads flags with acquire
   // (forget_children's test of the reaper, retire).
   const unsigned old_flags = t->flags.fetch_or(PF_EXITING, std::memory_order_acq_rel);
@@ -83,10 +83,10 @@ void kernel::exit_notify(task_struct* t, std::source_location where) {
 // ---- the final switch and the reap ---------------------------------------------------------
 
 void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
+  detail::sched_point(sched_op::lifecycle, prev, "finish_task_switch");
   if (!detail::check_task(prev, "finish_task_switch", where)) {
     return;
   }
-  detail::sched_point(sched_op::lifecycle, prev, "finish_task_switch");
   // Acquire pairs with the release of TASK_DEAD in do_exit.
   if (prev->state.load(std::memory_order_acquire) != TASK_DEAD) {
     detail::report_contract_violation(
@@ -119,10 +119,10 @@ bool kernel::claim_zombie(task_struct* p) noexcept {
 }
 
 bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
+  detail::sched_point(sched_op::lifecycle, p, "wait_task_zombie");
   if (!detail::check_task(p, "wait_task_zombie", where)) {
     return false;
   }
-  detail::sched_point(sched_op::lifecycle, p, "wait_task_zombie");
   if (!claim_zombie(p)) {
     return false;
   }
@@ -191,8 +191,8 @@ namespace {
 // and compares them, and a test's outcome must not depend on where malloc put a
 // task. It stays below REFCOUNT_MAX, so incrementing it does not saturate.
 int union_pointer_bits(const task_struct* next) noexcept {
-  return static_cast<int>(0x40000000U | ((static_cast<std::uint32_t>(next->priv.id) << 6U) &
-                                         0x3fffffc0U));
+  return static_cast<int>(0x40000000U |
+                          ((static_cast<std::uint32_t>(next->priv.id) << 6U) & 0x3fffffc0U));
 }
 }  // namespace
 

@@ -130,7 +130,6 @@ bool null_on_this_path(kfunc_id id) {
 // The acquire of each profile, on a validated task.
 task_struct* acquire(task_struct* p, std::source_location where,
                      kfunc_id id = kfunc_id::bpf_task_acquire) {
-  detail::sched_point(sched_op::counter_get, p, name_of(id));
   switch (info(tls_ctx.profile).acquire) {
     case acquire_style::rcu_users_inc:
       refcount_inc(&p->rcu_users, where);  // from 0: ADD_UAF, and the task dies anyway
@@ -172,6 +171,9 @@ std::string_view to_string(prog_type t) noexcept {
 }
 
 task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location where) {
+  // Each kfunc announces itself first, before its checks: a free by another
+  // thread at this point is then reported by them.
+  detail::sched_point(sched_op::counter_get, p, "bpf_task_acquire");
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_acquire, where) ||
       !verify_arg(run, kfunc_id::bpf_task_acquire, p, where) ||
@@ -185,6 +187,7 @@ task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location 
 }
 
 void detail::bpf_task_release_slow(task_struct* p, std::source_location where) {
+  detail::sched_point(sched_op::counter_put, p, "bpf_task_release");
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_release, where) ||
       !verify_arg(run, kfunc_id::bpf_task_release, p, where)) {
@@ -248,6 +251,9 @@ task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32
   if (p == nullptr) {
     return nullptr;
   }
+  // Between the lookup and the acquire: the window of the Nov 2022 race. The read
+  // section keeps p's memory; whether it is still alive is the acquire's business.
+  detail::sched_point(sched_op::counter_get, p, name_of(id));
   if (!info(tls_ctx.profile).from_pid_checks_acquire) {
     (void)acquire(p, where, id);  // 3f0e6f2b41d3: the acquire's outcome is not looked at
   } else {
@@ -315,6 +321,7 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
 }
 
 task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location where) {
+  detail::sched_point(sched_op::counter_get, p, "bpf_task_acquire_not_zero");
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_acquire_not_zero, where) ||
       !verify_arg(run, kfunc_id::bpf_task_acquire_not_zero, p, where) ||
@@ -327,7 +334,6 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
   if (null_on_this_path(kfunc_id::bpf_task_acquire_not_zero)) {
     return verify_produced(run, kfunc_id::bpf_task_acquire_not_zero, nullptr, where);
   }
-  detail::sched_point(sched_op::counter_get, p, "bpf_task_acquire_not_zero");
   if (!refcount_inc_not_zero(&p->rcu_users, where)) {
     return nullptr;
   }
@@ -338,6 +344,7 @@ task_struct* bpf_task_acquire_not_zero(task_struct* p, std::source_location wher
 
 task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
                                         std::source_location where) {
+  detail::sched_point(sched_op::slot_xchg, slot, "bpf_kptr_xchg");
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_kptr_xchg, where)) {
     return nullptr;
@@ -355,7 +362,6 @@ task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
       return nullptr;
     }
   }
-  detail::sched_point(sched_op::slot_xchg, slot, "bpf_kptr_xchg");
   task_struct* old = detail::kptr_exchange(slot, p);
   if (p != nullptr) {
     trace(p, kfunc_id::bpf_kptr_xchg, where);

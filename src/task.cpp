@@ -37,7 +37,6 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
 }
 
 void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where) {
-  sched_point(sched_op::counter_put, t, "put_task_struct_rcu_user");
   if (t->holders_tracked) [[unlikely]] {
     if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::rcu_users, role,
                                           "put_task_struct_rcu_user", where)) {
@@ -50,10 +49,12 @@ void put_rcu_user_as(task_struct* t, holder_role role, std::source_location wher
 }
 
 void put_task_struct_as(task_struct* t, holder_role role, std::source_location where) {
+  // Announced before the check: a free by another thread at this point is then
+  // reported here, as a use-after-free, instead of being missed.
+  sched_point(sched_op::counter_put, t, "put_task_struct");
   if (!check_task(t, "put_task_struct", where)) {
     return;
   }
-  sched_point(sched_op::counter_put, t, "put_task_struct");
   if (t->holders_tracked) [[unlikely]] {
     if (!detail::kernel_access::track_put(task_kernel(t), t, holder_counter::usage, role,
                                           "put_task_struct", where)) {
@@ -82,10 +83,10 @@ void put_task_struct_as(task_struct* t, holder_role role, std::source_location w
 }  // namespace detail
 
 task_struct* get_task_struct(task_struct* t, std::source_location where) {
+  detail::sched_point(sched_op::counter_get, t, "get_task_struct");
   if (!detail::check_task(t, "get_task_struct", where)) {
     return t;
   }
-  detail::sched_point(sched_op::counter_get, t, "get_task_struct");
   refcount_inc(&t->usage, where);
   if (t->holders_tracked) [[unlikely]] {
     detail::kernel_access::track_get(task_kernel(t), t, holder_counter::usage, holder_role::other,
@@ -97,10 +98,10 @@ task_struct* get_task_struct(task_struct* t, std::source_location where) {
 }
 
 task_struct* tryget_task_struct(task_struct* t, std::source_location where) {
+  detail::sched_point(sched_op::counter_get, t, "tryget_task_struct");
   if (!detail::check_task(t, "tryget_task_struct", where)) {
     return nullptr;
   }
-  detail::sched_point(sched_op::counter_get, t, "tryget_task_struct");
   if (!refcount_inc_not_zero(&t->usage, where)) {
     detail::trace_event(t, task_event_kind::tryget_failed, 0, refcount_read(&t->rcu_users), {},
                         where);
@@ -120,10 +121,10 @@ void put_task_struct(task_struct* t, std::source_location where) {
 }
 
 void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
+  detail::sched_point(sched_op::counter_put, t, "put_task_struct_many");
   if (!detail::check_task(t, "put_task_struct_many", where)) {
     return;
   }
-  detail::sched_point(sched_op::counter_put, t, "put_task_struct_many");
   detail::trace_event(t, task_event_kind::put_many,
                       refcount_read(&t->usage) - static_cast<unsigned>(nr),
                       refcount_read(&t->rcu_users), {}, where);
@@ -139,6 +140,7 @@ void put_task_struct_many(task_struct* t, int nr, std::source_location where) {
 }
 
 void put_task_struct_rcu_user(task_struct* t, std::source_location where) {
+  detail::sched_point(sched_op::counter_put, t, "put_task_struct_rcu_user");
   if (!detail::check_task(t, "put_task_struct_rcu_user", where)) {
     return;
   }

@@ -26,8 +26,9 @@
 //
 //   Strategies: depth-first search of every schedule with at most
 //   preemption_bound preemptions (a switch away from a thread that could have
-//   gone on), pruned by sleep sets (two steps on different objects commute, so
-//   only one of their orders is explored); a random walk; PCT. Budgets by
+//   gone on), bound 0 first, then 1, ... (iterative bounding, CHESS), or of every
+//   schedule at all (bound -1), then pruned by sleep sets (two steps on different
+//   objects commute, so only one of their orders is explored); a random walk; PCT. Budgets by
 //   executions and by time. Shards (shard K of N) split the search tree
 //   deterministically; jobs runs shards in parallel.
 //
@@ -88,10 +89,17 @@ struct options {
   // need very few (CHESS); -1: unbounded. dfs and random.
   int preemption_bound = 2;
   // Sleep sets: schedules that differ only in the order of commuting steps are
-  // explored once (dfs).
+  // explored once (dfs). Sound only without a preemption bound, so they apply
+  // when preemption_bound is -1; a bounded search explores every order.
   bool reduction = true;
   // Every possibly-NULL result is also explored as NULL.
   bool null_paths = true;
+  // At most this many results are NULL on one path (-1: any number). One finds a
+  // missing NULL check; more explore the combinations, at a cost that doubles.
+  int max_null_paths = 1;
+  // NULL paths are explored on executions without preemptions (each program path
+  // once, in the order its threads run); true: in every interleaving as well.
+  bool null_paths_with_preemptions = false;
   std::uint64_t max_executions = 1'000'000;
   std::chrono::milliseconds time_budget{60'000};
   std::uint64_t seed = 1;  // random and pct

@@ -40,29 +40,32 @@
 
 namespace tasklife {
 
-// One row per operation kind: its name, and whether it only reads the object (two
-// reads of one object commute as well).
-#define TASKLIFE_SCHED_OPS(X) \
-  X(counter_get, false)       \
-  X(counter_put, false)       \
-  X(rcu_read_lock, true)      \
-  X(rcu_read_unlock, true)    \
-  X(call_rcu, false)          \
-  X(synchronize_rcu, false)   \
-  X(pid_lookup, true)         \
-  X(pid_hash, false)          \
-  X(pid_unhash, false)        \
-  X(slot_read, true)          \
-  X(slot_xchg, false)         \
-  X(map_lookup, true)         \
-  X(map_update, false)        \
-  X(map_delete, false)        \
-  X(lifecycle, false)         \
-  X(kfunc, false)             \
-  X(yield, true)
+// One row per operation kind: its name; whether it only reads its object (two
+// reads of one object commute as well); and whether it may reach beyond its
+// object (a put that reaches 0 queues a callback, in the v5.4 .. v6.3 union
+// writes another task's rcu_users, frees; a lifecycle step touches the family and
+// the pid tables): such a step commutes with nothing.
+#define TASKLIFE_SCHED_OPS(X)     \
+  X(counter_get, false, false)    \
+  X(counter_put, false, true)     \
+  X(rcu_read_lock, true, false)   \
+  X(rcu_read_unlock, true, false) \
+  X(call_rcu, false, true)        \
+  X(synchronize_rcu, false, true) \
+  X(pid_lookup, true, false)      \
+  X(pid_hash, false, true)        \
+  X(pid_unhash, false, true)      \
+  X(slot_read, true, false)       \
+  X(slot_xchg, false, true)       \
+  X(map_lookup, true, false)      \
+  X(map_update, false, true)      \
+  X(map_delete, false, true)      \
+  X(lifecycle, false, true)       \
+  X(kfunc, false, true)           \
+  X(yield, true, false)
 
 enum class sched_op : std::uint8_t {
-#define TASKLIFE_SCHED_OP_ENUM(name, reads) name,
+#define TASKLIFE_SCHED_OP_ENUM(name, reads, wide) name,
   TASKLIFE_SCHED_OPS(TASKLIFE_SCHED_OP_ENUM)
 #undef TASKLIFE_SCHED_OP_ENUM
 };
@@ -71,10 +74,11 @@ struct sched_op_info {
   sched_op op;
   std::string_view name;
   bool reads_only;
+  bool reaches_beyond;  // commutes with nothing
 };
 
 inline constexpr sched_op_info sched_ops[] = {
-#define TASKLIFE_SCHED_OP_INFO(name, reads) {sched_op::name, #name, reads},
+#define TASKLIFE_SCHED_OP_INFO(name, reads, wide) {sched_op::name, #name, reads, wide},
     TASKLIFE_SCHED_OPS(TASKLIFE_SCHED_OP_INFO)
 #undef TASKLIFE_SCHED_OP_INFO
 };

@@ -327,7 +327,9 @@ class execution_state {
   }
   // A possibly-NULL result: true if this path takes NULL.
   bool null_path(std::string_view what) {
-    if (!opt_.null_paths || free_running_ || detail::tls_sim == nullptr) {
+    if (!opt_.null_paths || free_running_ || detail::tls_sim == nullptr ||
+        (opt_.max_null_paths >= 0 && nulls_taken_ >= static_cast<unsigned>(opt_.max_null_paths)) ||
+        (preemptions_ > 0 && !opt_.null_paths_with_preemptions)) {
       return false;
     }
     node fresh;
@@ -335,8 +337,11 @@ class execution_state {
     fresh.count = 2;
     fresh.allowed = {0, 1};
     const unsigned c = decide(fresh, {});
-    if (c == 1 && !timeline_.empty()) {
-      timeline_.back().detail += fmt::format(" [{} is NULL on this path]", what);
+    if (c == 1) {
+      ++nulls_taken_;
+      if (!timeline_.empty()) {
+        timeline_.back().detail += fmt::format(" [{} is NULL on this path]", what);
+      }
     }
     return c == 1;
   }
@@ -359,7 +364,9 @@ class execution_state {
   bool ran_ = false;
   bool free_running_ = false;  // after a failure that leaves threads stuck: no more choices
   unsigned preemptions_ = 0;
+  unsigned nulls_taken_ = 0;
   int current_ = -1;  // the thread that ran the last step
+  bool last_step_rcu_ = false;
   detail::fiber main_;
 
  private:
@@ -442,6 +449,15 @@ class execution_state {
     return true;
   }
 
+  // The object a thread's next step begins with, for the reduction; nullptr (it
+  // commutes with nothing) before it started and for steps that reach beyond it.
+  static const void* thread_object(const detail::sim_thread& t) {
+    if (!t.started_ || info(t.op_).reaches_beyond) {
+      return nullptr;
+    }
+    return t.object_;
+  }
+
   std::vector<option> options_now() const {
     std::vector<option> out;
     const bool current_enabled =
@@ -449,7 +465,7 @@ class execution_state {
     // The running thread first: "go on" is option 0 when it can.
     if (current_enabled) {
       const auto& t = *threads_[static_cast<std::size_t>(current_)];
-      out.push_back(option{action_kind::thread, t.index_, t.started_ ? t.object_ : nullptr,
+      out.push_back(option{action_kind::thread, t.index_, thread_object(t),
                            t.started_ && info(t.op_).reads_only, false});
     }
     for (const auto& tp : threads_) {
@@ -457,19 +473,22 @@ class execution_state {
       if (static_cast<int>(t.index_) == current_ || !enabled(t)) {
         continue;
       }
-      out.push_back(option{action_kind::thread, t.index_, t.started_ ? t.object_ : nullptr,
+      out.push_back(option{action_kind::thread, t.index_, thread_object(t),
                            t.started_ && info(t.op_).reads_only, current_enabled});
     }
+    // The RCU machinery is one more "thread": stepping in while the running thread
+    // could go on is a preemption, a run of RCU steps counts once.
+    const bool rcu_preempts = current_enabled && !last_step_rcu_;
     for (unsigned b = 0; b < backends_.size(); ++b) {
       deterministic_rcu& r = *backends_[b];
       if (!r.grace_period_in_progress() && r.callbacks_need_grace_period()) {
-        out.push_back(option{action_kind::gp_start, b, &r, false, false});
+        out.push_back(option{action_kind::gp_start, b, &r, false, rcu_preempts});
       }
       if (r.can_end_grace_period()) {
-        out.push_back(option{action_kind::gp_end, b, &r, false, false});
+        out.push_back(option{action_kind::gp_end, b, &r, false, rcu_preempts});
       }
       if (r.ready_callbacks() > 0) {
-        out.push_back(option{action_kind::callback, b, nullptr, false, false});
+        out.push_back(option{action_kind::callback, b, nullptr, false, rcu_preempts});
       }
     }
     return out;
@@ -569,6 +588,19 @@ void execution_state::run() {
   }
   ran_ = true;
   running_ = true;
+  // Every thread's prologue (up to its first scheduling point) runs now, in
+  // order, without a decision: before its first announcement a thread touches
+  // nothing the others can see through tasklife, so the order of prologues
+  // cannot matter, and a search that began with "who starts first" would only
+  // multiply the schedules.
+  for (const auto& t : threads_) {
+    timeline_.push_back(step{timeline_.size(), t->name_, "start", "", false, {}});
+    t->started_ = true;
+    t->fiber_.start(&thread_entry, t.get());
+    current_ = static_cast<int>(t->index_);
+    switch_to_thread(*t);
+  }
+  current_ = -1;
   for (;;) {
     const std::vector<option> opts = options_now();
     if (opts.empty()) {
@@ -612,6 +644,7 @@ void execution_state::run_step(const option& o) {
   step s;
   s.index = timeline_.size();
   s.preemption = o.preempts;
+  last_step_rcu_ = o.kind != action_kind::thread;
   switch (o.kind) {
     case action_kind::thread: {
       detail::sim_thread& t = *threads_[o.index];
@@ -701,12 +734,17 @@ void execution_state::free_run() {
 
 namespace {
 
+// Whether a bounded search on this thread left any option out because of the
+// bound: if not, a higher bound would explore nothing new.
+thread_local bool tls_bound_cut = false;
+
 // The options a node may take: within the preemption bound, and not asleep.
 void restrict(node& fresh, const std::vector<option>& opts, int bound, bool reduction,
               std::uint64_t& pruned) {
   fresh.allowed.clear();
   for (unsigned i = 0; i < opts.size(); ++i) {
     if (bound >= 0 && opts[i].preempts && fresh.preemptions >= static_cast<unsigned>(bound)) {
+      tls_bound_cut = true;
       continue;
     }
     if (reduction &&
@@ -761,10 +799,15 @@ class dfs_chooser final : public chooser {
       fresh.tried = {0};
       return 0;
     }
-    if (opt_.reduction) {
+    // Sleep sets are sound for the unbounded search only: under a preemption
+    // bound the schedule a sleeping step stands for may need more preemptions
+    // than the bound allows, and be cut (Coons, Musuvathi and McKinley, OOPSLA
+    // 2013). Bounded searches therefore explore every order.
+    const bool reduce = opt_.reduction && opt_.preemption_bound < 0;
+    if (reduce) {
       fresh.sleep = child_sleep(parent, opts);
     }
-    restrict(fresh, opts, opt_.preemption_bound, opt_.reduction, pruned_);
+    restrict(fresh, opts, opt_.preemption_bound, reduce, pruned_);
     if (!shard_filter(fresh)) {
       return static_cast<unsigned>(-1);
     }
@@ -1067,7 +1110,7 @@ bool better(const failure& a, const failure& b) {
 // One strategy over one shard, on this thread. `accept` sees every failing
 // execution and says whether to stop.
 report search(const model& m, const options& o, const search_limits& limits,
-              const std::function<bool(const failure&)>& accept) {
+              const std::function<bool(const failure&)>& accept, std::string* first_out = nullptr) {
   report r;
   const auto start = clock::now();
   std::vector<node> path;
@@ -1095,6 +1138,9 @@ report search(const model& m, const options& o, const search_limits& limits,
     }
     if (first_schedule.empty() && !e.pruned) {
       first_schedule = e.schedule;
+      if (first_out != nullptr && first_out->empty()) {
+        *first_out = first_schedule;
+      }
     }
     const bool owned =
         o.strategy != strategy::dfs || o.shards <= 1 || e.passed_split || o.shard == 0;
@@ -1188,7 +1234,47 @@ report explore(const model& m, const options& o) {
   const search_limits limits{o.max_executions, start + o.time_budget};
   auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
   report r;
-  if (o.jobs <= 1) {
+  if (o.jobs <= 1 && o.strategy == strategy::dfs && o.preemption_bound > 0) {
+    // Iterative preemption bounding (CHESS): every schedule with 0 preemptions,
+    // then with at most 1, ... up to the bound. A failure is found with the
+    // fewest preemptions it needs, and early: most need very few.
+    std::vector<report> rounds;
+    std::string first;  // the very first execution: replayed once more at the end
+    bool complete = false;
+    options bo = o;
+    for (int b = 0; b <= o.preemption_bound; ++b) {
+      bo.preemption_bound = b;
+      search_limits bl = limits;
+      std::uint64_t used = 0;
+      for (const report& p : rounds) {
+        used += p.executions;
+      }
+      bl.max_executions = used >= o.max_executions ? 0 : o.max_executions - used;
+      tls_bound_cut = false;
+      rounds.push_back(search(m, bo, bl, accept, &first));
+      if (rounds.back().failure && o.stop_at_first_failure) {
+        break;
+      }
+      if (!rounds.back().exhausted) {
+        break;  // out of budget
+      }
+      if (!tls_bound_cut) {
+        complete = true;  // nothing was left out: a higher bound adds nothing
+        break;
+      }
+    }
+    const bool all_bounds =
+        complete || rounds.size() == static_cast<std::size_t>(o.preemption_bound) + 1;
+    r = merge(std::move(rounds));
+    r.exhausted = r.exhausted && all_bounds;
+    if (!first.empty() && (!r.failure || r.failure->kind != failure_kind::nondeterminism)) {
+      const report check = replay(m, first, o);
+      if (check.failure && check.failure->kind == failure_kind::nondeterminism) {
+        r.failure = check.failure;
+        ++r.failures;
+      }
+    }
+  } else if (o.jobs <= 1) {
     r = search(m, o, limits, accept);
   } else {
     // Worker j explores shard (shard * jobs + j) of (shards * jobs); the budget of
