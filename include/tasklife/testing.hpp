@@ -68,6 +68,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <tasklife/explore.hpp>
 #include <tasklife/tasklife.hpp>
 
 namespace tasklife::testing {
@@ -220,6 +221,38 @@ class violation_probe {
   std::string failure_;
 };
 }  // namespace detail
+
+// ---- the explorer in a test ---------------------------------------------------------------
+
+// Explores `model` (explore.hpp) and fails the test, at the caller's line, unless
+// no execution fails and the space within the options' bound was exhausted: the
+// failure's kind and message, its minimised timeline and a line to paste that
+// replays it. Returns the report for further checks.
+explore::report expect_explores_cleanly(
+    const explore::model& model, const explore::options& options = {},
+    std::source_location where = std::source_location::current());
+
+// Explores `model` and fails the test unless some execution fails with `kind`
+// (its minimised failure is printed when the kind differs). Returns the report.
+explore::report expect_explore_finds(const explore::model& model, explore::failure_kind kind,
+                                     const explore::options& options = {},
+                                     std::source_location where = std::source_location::current());
+
+// "model replay: tasklife::explore::replay(model, "tl1-...")" and the timeline.
+std::string describe_failure(const explore::failure& f);
+
+// A report with no failure whose space was exhausted.
+MATCHER(ExploresCleanly, "finds no failure and exhausts its space") {
+  if (arg.failure) {
+    *result_listener << "fails: " << describe_failure(*arg.failure);
+    return false;
+  }
+  if (!arg.exhausted) {
+    *result_listener << "does not exhaust its space: " << arg.summary();
+    return false;
+  }
+  return true;
+}
 
 }  // namespace tasklife::testing
 

@@ -312,6 +312,44 @@ void kernel_test::retire(std::initializer_list<task_struct*> tasks, std::source_
   }
 }
 
+std::string describe_failure(const explore::failure& f) {
+  return fmt::format(
+      "{}: {}\n  replay: tasklife::explore::replay(model, \"{}\")\n  {} step(s), {} "
+      "preemption(s):\n{}",
+      explore::to_string(f.kind), f.message, f.schedule, f.steps, f.preemptions,
+      f.format_timeline());
+}
+
+explore::report expect_explores_cleanly(const explore::model& model,
+                                        const explore::options& options,
+                                        std::source_location where) {
+  explore::report r = explore::explore(model, options);
+  if (r.failure) {
+    ADD_FAILURE_AT(where.file_name(), static_cast<int>(where.line()))
+        << "the explorer found a failing execution (" << r.summary() << ")\n"
+        << describe_failure(*r.failure);
+  } else if (!r.exhausted) {
+    ADD_FAILURE_AT(where.file_name(), static_cast<int>(where.line()))
+        << "the explorer ran out of budget before exhausting the space: " << r.summary();
+  }
+  return r;
+}
+
+explore::report expect_explore_finds(const explore::model& model, explore::failure_kind kind,
+                                     const explore::options& options, std::source_location where) {
+  explore::report r = explore::explore(model, options);
+  if (!r.failure) {
+    ADD_FAILURE_AT(where.file_name(), static_cast<int>(where.line()))
+        << "the explorer found no failing execution, expected one of kind "
+        << explore::to_string(kind) << " (" << r.summary() << ")";
+  } else if (r.failure->kind != kind) {
+    ADD_FAILURE_AT(where.file_name(), static_cast<int>(where.line()))
+        << "expected a failure of kind " << explore::to_string(kind) << ", found "
+        << describe_failure(*r.failure);
+  }
+  return r;
+}
+
 }  // namespace tasklife::testing
 
 namespace tasklife {

@@ -3,14 +3,17 @@
 // detection of nondeterminism it does not control. Each model is deterministic;
 // every test ends with the explorer's own verdict (failure or exhausted space).
 #include <atomic>
+#include <cstdlib>
 #include <string>
 
 #include <gmock/gmock.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <tasklife/explore.hpp>
 #include <tasklife/kfunc.hpp>
 #include <tasklife/prog.hpp>
+#include <tasklife/testing.hpp>
 
 namespace tasklife {
 namespace {
@@ -199,6 +202,36 @@ TEST(ExploreTest, ParallelJobsFindTheSameRace) {
   o.jobs = 2;
   const explore::report r = explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc), o);
   EXPECT_FALSE(r.ok()) << r.summary();
+}
+
+TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
+  EXPECT_NONFATAL_FAILURE(
+      testing::expect_explores_cleanly(pid_lookup_race(semantics_profile::rcu_users_inc)),
+      "replay: tasklife::explore::replay(model, \"tl1-");
+  EXPECT_THAT(explore::explore(pid_lookup_race(semantics_profile::current)),
+              testing::ExploresCleanly());
+  EXPECT_THAT(explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc)),
+              ::testing::Not(testing::ExploresCleanly()));
+}
+
+TEST(ExploreTest, ReplayInAFreshProcessReproducesTheFailure) {
+  // The schedule string is all a fresh process needs: the death test re-runs the
+  // binary (threadsafe style) and replays there.
+  const explore::model m = pid_lookup_race(semantics_profile::rcu_users_inc);
+  const explore::report found = explore::explore(m);
+  ASSERT_FALSE(found.ok());
+  const std::string schedule = found.failure->schedule;
+  const std::string message = found.failure->message;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const explore::report again = explore::replay(m, schedule);
+        std::exit(again.failure && again.failure->message == message &&
+                          again.failure->schedule == schedule
+                      ? 0
+                      : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
