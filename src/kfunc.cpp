@@ -187,7 +187,7 @@ task_struct* detail::bpf_task_acquire_slow(task_struct* p, std::source_location 
 }
 
 void detail::bpf_task_release_slow(task_struct* p, std::source_location where) {
-  detail::sched_point(sched_op::counter_put, p, "bpf_task_release");
+  // No announcement of its own: the put it ends in announces itself, then checks.
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_task_release, where) ||
       !verify_arg(run, kfunc_id::bpf_task_release, p, where)) {

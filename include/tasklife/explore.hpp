@@ -28,7 +28,10 @@
 //   preemption_bound preemptions (a switch away from a thread that could have
 //   gone on), bound 0 first, then 1, ... (iterative bounding, CHESS), or of every
 //   schedule at all (bound -1), then pruned by sleep sets (two steps on different
-//   objects commute, so only one of their orders is explored); a random walk; PCT. Budgets by
+//   objects commute, so only one of their orders is explored); a random walk; PCT.
+//   A depth-first search begins with a short PCT warm-up (options::pct_warmup),
+//   which finds most bugs in a few hundred executions; the search proper then
+//   covers the whole space within the bound. Budgets by
 //   executions and by time. Shards (shard K of N) split the search tree
 //   deterministically; jobs runs shards in parallel.
 //
@@ -103,6 +106,10 @@ struct options {
   std::uint64_t max_executions = 1'000'000;
   std::chrono::milliseconds time_budget{60'000};
   std::uint64_t seed = 1;  // random and pct
+  // dfs first runs this many PCT executions (seeded): they find most bugs in a
+  // few hundred executions, where a depth-first search may need thousands before
+  // it reaches the right branch. The search proper then proves the rest.
+  std::uint64_t pct_warmup = 1000;
   unsigned pct_depth = 3;  // pct: the bug depth it targets
   // This process explores shard `shard` of `shards` (dfs): results of all shards
   // together are the whole search.

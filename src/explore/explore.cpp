@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -1115,6 +1116,10 @@ report search(const model& m, const options& o, const search_limits& limits,
   const auto start = clock::now();
   std::vector<node> path;
   std::string first_schedule;
+  // random and pct: stop once 64 executions in a row brought no schedule not seen
+  // before (a model with little to choose has been covered).
+  std::unordered_set<std::string> seen;
+  unsigned stale = 0;
   std::uint64_t pruned_options = 0;
   std::uint64_t pruned_executions = 0;
   std::size_t expected_steps = 0;
@@ -1162,6 +1167,12 @@ report search(const model& m, const options& o, const search_limits& limits,
     if (o.strategy == strategy::dfs && !backtrack(path)) {
       r.exhausted = true;
       break;
+    }
+    if (o.strategy != strategy::dfs) {
+      stale = seen.insert(e.schedule).second ? 0U : stale + 1U;
+      if (stale >= 64) {
+        break;
+      }
     }
   }
   r.pruned = pruned_options + pruned_executions;
@@ -1234,7 +1245,18 @@ report explore(const model& m, const options& o) {
   const search_limits limits{o.max_executions, start + o.time_budget};
   auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
   report r;
-  if (o.jobs <= 1 && o.strategy == strategy::dfs && o.preemption_bound > 0) {
+  report warm;
+  if (o.strategy == strategy::dfs && o.pct_warmup > 0 && o.shards <= 1) {
+    options wo = o;
+    wo.strategy = strategy::pct;
+    wo.jobs = 1;
+    const search_limits wl{std::min(o.pct_warmup, o.max_executions), limits.deadline};
+    warm = search(m, wo, wl, [](const failure&) { return true; });
+  }
+  if (warm.failure) {
+    r = std::move(warm);
+    r.exhausted = false;
+  } else if (o.jobs <= 1 && o.strategy == strategy::dfs && o.preemption_bound > 0) {
     // Iterative preemption bounding (CHESS): every schedule with 0 preemptions,
     // then with at most 1, ... up to the bound. A failure is found with the
     // fewest preemptions it needs, and early: most need very few.
@@ -1297,6 +1319,9 @@ report explore(const model& m, const options& o) {
       w.join();
     }
     r = merge(std::move(parts));
+  }
+  if (!warm.failure) {
+    r.executions += warm.executions;  // the warm-up's executions count too
   }
   if (r.failure && o.minimize && r.failure->kind != failure_kind::nondeterminism) {
     r.failure =

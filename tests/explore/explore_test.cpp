@@ -15,36 +15,17 @@
 #include <tasklife/prog.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../../examples/explore_models.hpp"
+
 namespace tasklife {
 namespace {
 
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
-// A program looks a task up by pid (bpf_task_from_pid) while its parent reaps it.
-explore::model pid_lookup_race(semantics_profile profile) {
-  return [profile](explore::execution& x) {
-    kernel k(x.config({.name = "race", .profile = profile, .pid_max = 64}));
-    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
-    task_struct* victim = k.fork(init, {.comm = "victim"}).task;
-    task_struct* prog = k.fork(init, {.comm = "prog"}).task;
-    const pid_t pid = victim->pid;
-    x.thread("program", [&] {
-      const current_task_scope as(prog);
-      task_struct* t = bpf_task_from_pid(pid);
-      if (t != nullptr) {
-        bpf_task_release(t);
-      }
-    });
-    x.thread("reaper", [&] { k.retire(victim); });
-    x.run();
-    k.retire(prog);
-    k.retire(init);
-  };
-}
-
 TEST(ExploreTest, PidLookupRaceIsFoundUnderTheNov2022Acquire) {
-  const explore::report r = explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc));
+  const explore::report r =
+      explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc));
   ASSERT_FALSE(r.ok()) << r.summary();
   EXPECT_THAT(r.failure->kind,
               AnyOf(explore::failure_kind::refcount_warning, explore::failure_kind::use_after_free,
@@ -56,7 +37,7 @@ TEST(ExploreTest, PidLookupRaceIsFoundUnderTheNov2022Acquire) {
 
 TEST(ExploreTest, PidLookupRaceExhaustsCleanlyUnderTheV64Acquire) {
   for (const semantics_profile p : {semantics_profile::rcu_safe, semantics_profile::current}) {
-    const explore::report r = explore::explore(pid_lookup_race(p));
+    const explore::report r = explore::explore(models::pid_lookup_race(p));
     EXPECT_TRUE(r.ok()) << to_string(p) << ": " << r.summary() << "\n"
                         << (r.failure ? r.failure->message + "\n" + r.failure->format_timeline()
                                       : "");
@@ -66,7 +47,7 @@ TEST(ExploreTest, PidLookupRaceExhaustsCleanlyUnderTheV64Acquire) {
 }
 
 TEST(ExploreTest, ReplayStringReproducesTheFailureExactly) {
-  const explore::model m = pid_lookup_race(semantics_profile::rcu_users_inc);
+  const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
   const explore::report found = explore::explore(m);
   ASSERT_FALSE(found.ok());
   const explore::report again = explore::replay(m, found.failure->schedule);
@@ -78,7 +59,7 @@ TEST(ExploreTest, ReplayStringReproducesTheFailureExactly) {
 }
 
 TEST(ExploreTest, AMalformedScheduleIsReportedNotRun) {
-  const explore::model m = pid_lookup_race(semantics_profile::current);
+  const explore::model m = models::pid_lookup_race(semantics_profile::current);
   for (const char* bad : {"", "tl1-", "tl2-0000000000000000-0000000000000000-0", "tl1-zz"}) {
     const explore::report r = explore::replay(m, bad);
     ASSERT_FALSE(r.ok()) << bad;
@@ -87,10 +68,11 @@ TEST(ExploreTest, AMalformedScheduleIsReportedNotRun) {
 }
 
 TEST(ExploreTest, AScheduleOfAnotherModelIsDetected) {
-  const explore::report found = explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc));
+  const explore::report found =
+      explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc));
   ASSERT_FALSE(found.ok());
   const explore::report r =
-      explore::replay(pid_lookup_race(semantics_profile::current), found.failure->schedule);
+      explore::replay(models::pid_lookup_race(semantics_profile::current), found.failure->schedule);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.failure->kind, explore::failure_kind::nondeterminism) << r.failure->message;
 }
@@ -147,14 +129,16 @@ TEST(ExploreTest, NullPathOfAcquireIsReportedWithTheVerifiersMessage) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.failure->kind, explore::failure_kind::verifier_violation);
   EXPECT_THAT(bad.failure->message, HasSubstr("Possibly NULL pointer passed to trusted arg0"));
-  const explore::report good = explore::explore(program(true));
+  explore::options exact;
+  exact.pct_warmup = 0;  // count only the search's executions
+  const explore::report good = explore::explore(program(true), exact);
   EXPECT_TRUE(good.ok()) << (good.failure ? good.failure->message : "");
   EXPECT_TRUE(good.exhausted);
   EXPECT_EQ(good.executions, 2U) << "the non-NULL path and the NULL path";
 }
 
 TEST(ExploreTest, ReductionExploresFewerSchedulesWithTheSameVerdict) {
-  const explore::model m = pid_lookup_race(semantics_profile::current);
+  const explore::model m = models::pid_lookup_race(semantics_profile::current);
   explore::options with;
   with.preemption_bound = -1;  // sleep sets apply to the unbounded search
   explore::options without = with;
@@ -168,7 +152,7 @@ TEST(ExploreTest, ReductionExploresFewerSchedulesWithTheSameVerdict) {
 }
 
 TEST(ExploreTest, RandomAndPctFindThePidLookupRace) {
-  const explore::model m = pid_lookup_race(semantics_profile::rcu_users_inc);
+  const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
   for (const explore::strategy s : {explore::strategy::random, explore::strategy::pct}) {
     explore::options o;
     o.strategy = s;
@@ -180,9 +164,10 @@ TEST(ExploreTest, RandomAndPctFindThePidLookupRace) {
 }
 
 TEST(ExploreTest, ShardsPartitionTheSearch) {
-  const explore::model m = pid_lookup_race(semantics_profile::current);
+  const explore::model m = models::pid_lookup_race(semantics_profile::current);
   explore::options o;
   o.reduction = false;  // with sleep sets a shard may explore more than its share
+  o.pct_warmup = 0;     // shards run no warm-up; the whole must not either
   const explore::report whole = explore::explore(m, o);
   ASSERT_TRUE(whole.exhausted);
   std::uint64_t sum = 0;
@@ -200,24 +185,25 @@ TEST(ExploreTest, ShardsPartitionTheSearch) {
 TEST(ExploreTest, ParallelJobsFindTheSameRace) {
   explore::options o;
   o.jobs = 2;
-  const explore::report r = explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc), o);
+  const explore::report r =
+      explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc), o);
   EXPECT_FALSE(r.ok()) << r.summary();
 }
 
 TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
   EXPECT_NONFATAL_FAILURE(
-      testing::expect_explores_cleanly(pid_lookup_race(semantics_profile::rcu_users_inc)),
+      testing::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
       "replay: tasklife::explore::replay(model, \"tl1-");
-  EXPECT_THAT(explore::explore(pid_lookup_race(semantics_profile::current)),
+  EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::current)),
               testing::ExploresCleanly());
-  EXPECT_THAT(explore::explore(pid_lookup_race(semantics_profile::rcu_users_inc)),
+  EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
               ::testing::Not(testing::ExploresCleanly()));
 }
 
 TEST(ExploreTest, ReplayInAFreshProcessReproducesTheFailure) {
   // The schedule string is all a fresh process needs: the death test re-runs the
   // binary (threadsafe style) and replays there.
-  const explore::model m = pid_lookup_race(semantics_profile::rcu_users_inc);
+  const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
   const explore::report found = explore::explore(m);
   ASSERT_FALSE(found.ok());
   const std::string schedule = found.failure->schedule;

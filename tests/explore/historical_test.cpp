@@ -18,6 +18,7 @@
 #include <tasklife/prog.hpp>
 #include <tasklife/testing.hpp>
 
+#include "../../examples/explore_models.hpp"
 #include "../support/values.hpp"
 
 namespace tasklife {
@@ -33,131 +34,28 @@ std::string Explain(const explore::report& r) {
                                   : std::string());
 }
 
-// ---- the rcu_users / rcu_head union (docs/kernel.md §4) -----------------------------------
-//
-// `victim` has exited and been reaped; only a map slot's reference keeps it. Its
-// owner takes it out and drops it; another dead task's last reference is dropped
-// too, so its callback is queued behind victim's; a program acquires the task in
-// the slot under RCU and releases it after its section. With the union (<= v6.3)
-// the queued callback's `next` pointer overwrote victim's dead rcu_users, so the
-// acquire's inc_not_zero succeeds on a task whose free is already queued, and the
-// program's release comes after the free. v6.4 (22df776a9a86) gave rcu_users its
-// own storage, and the same protocol is safe.
-explore::model UnionModel(semantics_profile profile) {
-  return [profile](explore::execution& x) {
-    kernel k(x.config({.name = "union", .profile = profile, .pid_max = 64}));
-    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
-    task_struct* victim = k.fork(init, {.comm = "victim"}).task;
-    task_struct* other = k.fork(init, {.comm = "other"}).task;
-    task_struct* prog = k.fork(init, {.comm = "prog"}).task;
-    task_map map(k, 4, "stash");
-    const pid_t key = 1;
-    task_struct* other_ref = nullptr;
-    {
-      const current_task_scope as(prog);
-      const rcu_read_guard guard(k.rcu());
-      const task_value empty{};
-      bpf_map_update_elem(&map, &key, &empty, BPF_ANY);
-      task_value* v = bpf_map_lookup_elem(&map, &key);
-      bpf_kptr_xchg(&v->task, bpf_task_acquire(victim));
-      other_ref = bpf_task_acquire(other);
-    }
-    k.retire(victim);  // only the slot's reference is left
-    k.retire(other);   // only other_ref is left
-    x.thread("owner", [&] {
-      const current_task_scope as(prog);
-      bpf_rcu_read_lock();
-      task_value* v = bpf_map_lookup_elem(&map, &key);
-      task_struct* old = v != nullptr ? bpf_kptr_xchg(&v->task, nullptr) : nullptr;
-      bpf_rcu_read_unlock();
-      if (old != nullptr) {
-        bpf_task_release(old);
-      }
-    });
-    x.thread("other", [&] {
-      const current_task_scope as(prog);
-      bpf_task_release(other_ref);  // queues other's callback
-    });
-    x.thread("program", [&] {
-      const current_task_scope as(prog);
-      bpf_rcu_read_lock();
-      task_value* v = bpf_map_lookup_elem(&map, &key);
-      task_struct* got = nullptr;
-      if (v != nullptr) {
-        if (kfunc_exists(profile, kfunc_id::bpf_task_kptr_get)) {
-          got = bpf_task_kptr_get(&v->task);  // the Nov/Dec 2022 way
-        } else if (task_struct* p = v->task.get(); p != nullptr) {
-          got = bpf_task_acquire(p);  // v6.4+: an RCU pointer, KF_RCU acquire
-        }
-      }
-      bpf_rcu_read_unlock();
-      if (got != nullptr) {
-        bpf_task_release(got);
-      }
-    });
-    x.run();
-    k.retire(prog);
-    k.retire(init);
-  };
-}
-
+// ---- the rcu_users / rcu_head union (docs/kernel.md §4): models::union_race ------------
 TEST(HistoricalRaceTest, UnionMakesAcquireOfADeadTaskSucceedUnderRcuUsersInc) {
   // The program's release comes after the free of the task it acquired.
-  testing::expect_explore_finds(UnionModel(semantics_profile::rcu_users_inc),
+  testing::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
                                 explore::failure_kind::use_after_free);
 }
 
 TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyOnceRcuUsersHasItsOwnStorage) {
   for (const semantics_profile p : {semantics_profile::rcu_safe, semantics_profile::current}) {
     SCOPED_TRACE(to_string(p));
-    testing::expect_explores_cleanly(UnionModel(p));
+    testing::expect_explores_cleanly(models::union_race(p));
   }
 }
 
-// ---- the final put: immediate (<= v6.16) and deferred (v6.17, 8671bad873eb) ---------------
-//
-// A task already reaped and past its grace period is kept only by a usage
-// reference, published in a shared pointer. A reader inside an RCU section reads
-// the pointer and then looks at the task (tryget_task_struct); the holder clears
-// the pointer and drops its reference. With the immediate final put the memory
-// goes at once, under the reader; deferred, it goes one grace period later, after
-// every reader that could have seen the pointer.
-explore::model FinalPutModel(final_put_mode mode) {
-  return [mode](explore::execution& x) {
-    kernel k(x.config({.name = "final-put", .pid_max = 64, .final_put = mode}));
-    task_struct* t = k.fork(nullptr, {.comm = "held"}).task;
-    get_task_struct(t);  // the holder's reference
-    k.retire(t);
-    k.rcu().rcu_barrier();  // reaped, grace period over: only the holder keeps it
-    std::atomic<task_struct*> shared{t};
-    x.thread("reader", [&] {
-      const rcu_thread_registration reg(k.rcu());
-      const rcu_read_guard guard(k.rcu());
-      explore::yield(&shared);
-      task_struct* p = shared.load();
-      if (p != nullptr) {
-        explore::yield(&shared);
-        if (task_struct* ref = tryget_task_struct(p); ref != nullptr) {
-          put_task_struct(ref);
-        }
-      }
-    });
-    x.thread("holder", [&] {
-      explore::yield(&shared);
-      task_struct* p = shared.exchange(nullptr);
-      put_task_struct(p);  // the last reference
-    });
-    x.run();
-  };
-}
-
+// ---- the final put, immediate and deferred: models::final_put_race ------------------------
 TEST(HistoricalRaceTest, ImmediateFinalPutFreesUnderAnRcuReader) {
-  testing::expect_explore_finds(FinalPutModel(final_put_mode::immediate),
+  testing::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
                                 explore::failure_kind::use_after_free);
 }
 
 TEST(HistoricalRaceTest, DeferredFinalPutWaitsForTheRcuReader) {
-  testing::expect_explores_cleanly(FinalPutModel(final_put_mode::deferred));
+  testing::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
 }
 
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
