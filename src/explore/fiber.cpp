@@ -203,10 +203,11 @@ void fiber::trampoline(fiber* self) noexcept {
 // of a switch, and the call below is to a function that never returns, before
 // which the compiler would otherwise clean ASan's view of the stack).
 #ifdef TASKLIFE_FIBER_ASAN
-__attribute__((no_sanitize("address")))
+#define TASKLIFE_FIBER_NO_ASAN __attribute__((no_sanitize("address")))
+#else
+#define TASKLIFE_FIBER_NO_ASAN
 #endif
-extern "C" void
-tasklife_fiber_trampoline(void* self) noexcept {
+extern "C" TASKLIFE_FIBER_NO_ASAN void tasklife_fiber_trampoline(void* self) noexcept {
 #ifdef TASKLIFE_FIBER_ASAN
   const void* from_bottom = nullptr;
   std::size_t from_size = 0;
