@@ -15,6 +15,7 @@ struct result {
   std::string args;      // "shared:1"
   int threads;
   double items_per_second;  // aggregate over threads, wall clock
+  double real_time_ms;      // wall-clock time of one iteration
   std::map<std::string, double> counters;
   bool error;
   std::string error_message;
@@ -30,5 +31,7 @@ class collecting_reporter : public benchmark::ConsoleReporter {
 };
 
 void write_report(const std::vector<result>& runs, const std::string& path);
+// The explorer's page (docs/benchmarks-explore.md), from tasklife_explore_bench's runs.
+void write_explore_report(const std::vector<result>& runs, const std::string& path);
 
 }  // namespace tasklife::bench

@@ -207,7 +207,10 @@ void fiber::trampoline(fiber* self) noexcept {
 #else
 #define TASKLIFE_FIBER_NO_ASAN
 #endif
-extern "C" TASKLIFE_FIBER_NO_ASAN void tasklife_fiber_trampoline(void* self) noexcept {
+// `used`: it is called only from the asm above, which link-time optimisation does
+// not see into.
+extern "C" TASKLIFE_FIBER_NO_ASAN __attribute__((used)) void tasklife_fiber_trampoline(
+    void* self) noexcept {
 #ifdef TASKLIFE_FIBER_ASAN
   const void* from_bottom = nullptr;
   std::size_t from_size = 0;
