@@ -388,9 +388,11 @@ class execution_state {
   }
   bool wait_hook(deterministic_rcu* b) {
     detail::sim_thread* t = detail::tls_sim;
-    if (t == nullptr || free_running_) {
+    if (t == nullptr) {
       return false;  // the main context (teardown) blocks normally
     }
+    // A simulated thread never blocks the OS thread: the reader it waits for is
+    // another fiber, which only the scheduler can run (also when free-running).
     t->blocked_on_ = b;
     t->op_ = sched_op::synchronize_rcu;
     t->object_ = b;

@@ -190,6 +190,34 @@ TEST(ExploreTest, ParallelJobsFindTheSameRace) {
   EXPECT_FALSE(r.ok()) << r.summary();
 }
 
+TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
+  // A simulated thread blocked in synchronize_rcu lets the others run; when it
+  // returns, a reader that was inside when it began has left, in every schedule.
+  const explore::report r = testing::expect_explores_cleanly([](explore::execution& x) {
+    kernel k(x.config({.name = "sync", .pid_max = 64}));
+    std::atomic<bool> inside{false};
+    x.thread("reader", [&] {
+      const rcu_thread_registration reg(k.rcu());
+      k.rcu().rcu_read_lock();
+      explore::yield(&inside);
+      inside.store(true);
+      explore::yield(&inside);
+      inside.store(false);
+      k.rcu().rcu_read_unlock();
+    });
+    x.thread("updater", [&] {
+      const rcu_thread_registration reg(k.rcu());
+      explore::yield(&inside);
+      const bool was_inside = inside.load();
+      k.rcu().synchronize_rcu();
+      explore::yield(&inside);
+      x.check(!(was_inside && inside.load()), "synchronize_rcu returned under a reader");
+    });
+    x.run();
+  });
+  EXPECT_GT(r.executions, 2U);
+}
+
 TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
   EXPECT_NONFATAL_FAILURE(
       testing::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
