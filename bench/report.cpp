@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <optional>
@@ -505,6 +506,34 @@ void write_explore_report(const std::vector<result>& runs, const std::string& pa
             fmt_opt(rs.counter("BM_StressPidRace", "", 1, "trials"), "{:.0f}"),
             fmt_opt(rs.counter("BM_StressPidRace", "", 1, "bug_seen"), "{:.0f}"));
   std::ofstream(path) << md.str();
+}
+
+int run_benchmarks(int argc, char** argv,
+                   void (*write)(const std::vector<result>& runs, const std::string& path)) {
+  std::string report_path;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const std::string flag = "--tasklife_report=";
+    if (arg.rfind(flag, 0) == 0) {
+      report_path = arg.substr(flag.size());
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) {
+    return 1;
+  }
+  collecting_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  if (!report_path.empty()) {
+    write(reporter.runs(), report_path);
+    std::printf("wrote %s\n", report_path.c_str());
+  }
+  return 0;
 }
 
 }  // namespace tasklife::bench

@@ -34,4 +34,9 @@ void write_report(const std::vector<result>& runs, const std::string& path);
 // The explorer's page (docs/benchmarks-explore.md), from tasklife_explore_bench's runs.
 void write_explore_report(const std::vector<result>& runs, const std::string& path);
 
+// A benchmark binary's main: --tasklife_report=<path> also writes the page with
+// `write`; everything else goes to Google Benchmark.
+int run_benchmarks(int argc, char** argv,
+                   void (*write)(const std::vector<result>& runs, const std::string& path));
+
 }  // namespace tasklife::bench

@@ -667,28 +667,5 @@ BENCHMARK(BM_LifecycleChurnMemory)
 int main(int argc, char** argv) {
   // --tasklife_report=<path>: also write the Markdown report (and its SVG chart
   // beside it). Everything else goes to Google Benchmark.
-  std::string report_path;
-  std::vector<char*> args;
-  for (int i = 0; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const std::string flag = "--tasklife_report=";
-    if (arg.rfind(flag, 0) == 0) {
-      report_path = arg.substr(flag.size());
-    } else {
-      args.push_back(argv[i]);
-    }
-  }
-  int n = static_cast<int>(args.size());
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) {
-    return 1;
-  }
-  tasklife::bench::collecting_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  if (!report_path.empty()) {
-    tasklife::bench::write_report(reporter.runs(), report_path);
-    std::printf("wrote %s\n", report_path.c_str());
-  }
-  return 0;
+  return tasklife::bench::run_benchmarks(argc, argv, &tasklife::bench::write_report);
 }

@@ -62,7 +62,7 @@ namespace tasklife {
   X(map_delete, false, true)      \
   X(lifecycle, false, true)       \
   X(kfunc, false, true)           \
-  X(yield, true, false)
+  X(yield, false, false)
 
 enum class sched_op : std::uint8_t {
 #define TASKLIFE_SCHED_OP_ENUM(name, reads, wide) name,

@@ -1333,7 +1333,7 @@ report explore(const model& m, const options& o) {
     // What is printed must reproduce: the failure's schedule is replayed once more.
     const report check = replay(m, r.failure->schedule, o);
     if (!check.failure || check.failure->kind == failure_kind::nondeterminism ||
-        check.failure->message != r.failure->message) {
+        check.failure->kind != r.failure->kind || check.failure->schedule != r.failure->schedule) {
       failure f;
       f.kind = failure_kind::nondeterminism;
       f.message = fmt::format(

@@ -28,6 +28,7 @@
 #endif
 
 #ifdef TASKLIFE_FIBER_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #ifdef TASKLIFE_FIBER_TSAN
@@ -145,6 +146,18 @@ void fiber::start(entry_fn entry, void* arg) noexcept {
   char* bottom = static_cast<char*>(stack_base_) + page;
   asan_bottom_ = bottom;
   asan_size_ = stack_size_;
+#ifdef TASKLIFE_FIBER_ASAN
+  // A reused stack: the frames of its last run never returned, so their poison
+  // is still there.
+  __asan_unpoison_memory_region(bottom, stack_size_);
+#endif
+#ifdef TASKLIFE_FIBER_TSAN
+  // Likewise TSan's shadow stack of the fiber: a fresh fiber for a fresh run.
+  if (owns_tsan_fiber_) {
+    __tsan_destroy_fiber(tsan_fiber_);
+    tsan_fiber_ = __tsan_create_fiber(0);
+  }
+#endif
 #if defined(__x86_64__)
   // From the top (16-byte aligned) down: the "return address"
   // tasklife_fiber_start, then the frame tasklife_fiber_switch pops: rbp,
