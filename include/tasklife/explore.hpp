@@ -19,7 +19,8 @@
 //       is NULL on this path, with no reference taken.
 //   A failure is any contract violation (use-after-free, leak at teardown, a
 //   WARN), refcount warning, verifier violation, failed invariant or check, a
-//   deadlock, or a thread that never ends. It is reported with its kind and
+//   deadlock, or a thread that never ends (these two cannot be unwound: the
+//   process aborts with the failure printed). A failure is reported with its kind and
 //   message, the schedule as one replay string, and the timeline of that
 //   execution (every step with the events it caused and the counters after them),
 //   minimised first: fewest preemptions, then fewest steps.
@@ -80,7 +81,7 @@
 namespace tasklife::explore {
 
 enum class strategy : std::uint8_t {
-  dfs,     // every schedule within the preemption bound, with sleep-set reduction
+  dfs,     // every schedule within the preemption bound (sleep sets when unbounded)
   random,  // a random walk per execution (seeded)
   pct,     // probabilistic concurrency testing: random priorities and change points
 };
@@ -132,8 +133,8 @@ enum class failure_kind : std::uint8_t {
   refcount_warning,    // refcount_t saturated and warned (ADD_UAF, SUB_UAF, ...)
   verifier_violation,  // a program broke the verifier's rules on this path
   invariant,           // a model's invariant or check failed
-  deadlock,            // threads left that can never run again
-  step_limit,          // a thread exceeded options::max_steps
+  deadlock,            // threads left that can never run again (aborts, see above)
+  step_limit,          // a thread exceeded options::max_steps (aborts, see above)
   exception,           // a simulated thread or the model threw
   nondeterminism,      // a re-execution diverged: something the explorer does not control
 };
