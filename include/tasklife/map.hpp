@@ -143,10 +143,16 @@ class kptr {
   // Under the explorer it is a scheduling point, and with null paths the read
   // is also explored as NULL (the verifier types a kptr load PTR_MAYBE_NULL).
   T* get() const noexcept {
-    detail::sched_point(sched_op::slot_read, this, "kptr load");
-    T* p = ptr_.load(std::memory_order_acquire);
-    if (p != nullptr && detail::null_path("the kptr load")) [[unlikely]] {
-      p = nullptr;
+    T* p = nullptr;
+    if (detail::tls_sim != nullptr) [[unlikely]] {
+      // Under the explorer: one test of the thread-local on the ordinary path.
+      detail::sched_point_slow(sched_op::slot_read, this, "kptr load");
+      p = ptr_.load(std::memory_order_acquire);
+      if (p != nullptr && detail::null_path_slow("the kptr load")) {
+        p = nullptr;
+      }
+    } else {
+      p = ptr_.load(std::memory_order_acquire);  // acquire: see above
     }
 #if TASKLIFE_VERIFIER
     if (detail::tls_ctx.run != nullptr) [[unlikely]] {

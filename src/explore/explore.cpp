@@ -665,28 +665,29 @@ void execution_state::run_step(const option& o) {
       return;
     }
     case action_kind::gp_start:
-      s.thread = "rcu";
-      s.action = "gp_start";
-      s.detail = fmt::format("grace period {} of rcu {} starts",
-                             backends_[o.index]->completed_grace_periods() + 1, o.index);
-      timeline_.push_back(std::move(s));
-      backends_[o.index]->start_grace_period();
-      break;
     case action_kind::gp_end:
+    case action_kind::callback: {
+      deterministic_rcu& b = *backends_[o.index];
       s.thread = "rcu";
-      s.action = "gp_end";
-      s.detail = fmt::format("grace period {} of rcu {} ends",
-                             backends_[o.index]->completed_grace_periods() + 1, o.index);
+      if (o.kind == action_kind::callback) {
+        s.action = "callback";
+        s.detail = fmt::format("rcu {} runs its oldest ready callback", o.index);
+      } else {
+        const bool start = o.kind == action_kind::gp_start;
+        s.action = start ? "gp_start" : "gp_end";
+        s.detail = fmt::format("grace period {} of rcu {} {}", b.completed_grace_periods() + 1,
+                               o.index, start ? "starts" : "ends");
+      }
       timeline_.push_back(std::move(s));
-      backends_[o.index]->try_end_grace_period();
+      if (o.kind == action_kind::gp_start) {
+        b.start_grace_period();
+      } else if (o.kind == action_kind::gp_end) {
+        b.try_end_grace_period();
+      } else {
+        b.run_one_callback();
+      }
       break;
-    case action_kind::callback:
-      s.thread = "rcu";
-      s.action = "callback";
-      s.detail = fmt::format("rcu {} runs its oldest ready callback", o.index);
-      timeline_.push_back(std::move(s));
-      backends_[o.index]->run_one_callback();
-      break;
+    }
   }
   events_.add(1000U + static_cast<unsigned>(o.kind));
 }
