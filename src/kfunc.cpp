@@ -61,6 +61,11 @@ constexpr std::string_view name_of(kfunc_id id) {
 // The kernel a kfunc runs in: current's. Checked builds report a call outside a
 // program and a kfunc the profile does not have. False: the call must not go on.
 bool enter(run_ptr run, kfunc_id id, std::source_location where) {
+  if (!info(id).entry_announced_by_body) {
+    // The kfunc's entry is a scheduling point (one thread-local test when no
+    // explorer runs); the others begin with one of their own.
+    detail::sched_point(sched_op::kfunc, nullptr, info(id).name);
+  }
   if constexpr (contract_checks_enabled) {
     if (tls_ctx.task == nullptr) [[unlikely]] {
       report(id,
@@ -236,6 +241,22 @@ void task_kptr_dtor(task_struct* p) {
   } else {
     put_task_struct_rcu_user(p, std::source_location::current());
   }
+}
+
+void task_kptr_dtor_empty(semantics_profile profile) {
+  // What the profile's registered destructor does when bpf_obj_free_fields hands
+  // it the NULL of an empty slot (the kernels before 1431d0b584a6).
+  if (kfunc_exists(profile, kfunc_id::bpf_task_release_dtor)) {
+    bpf_task_release_dtor(nullptr);  // reported: it has no NULL check
+  } else if (!info(profile).release_null_safe) {
+    detail::report_contract_violation(
+        "kfunc",
+        fmt::format("the task destructor of semantics profile '{}' was called on the NULL of an "
+                    "empty kptr slot: a NULL pointer dereference in put_task_struct_rcu_user",
+                    to_string(profile)),
+        std::source_location::current());
+  }
+  // Else bpf_task_release's "if (!p) return;": nothing happens, as in the kernel.
 }
 
 namespace {

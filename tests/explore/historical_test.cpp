@@ -67,6 +67,63 @@ TEST(HistoricalRaceTest, DeferredFinalPutWaitsForTheRcuReader) {
   testing::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
 }
 
+// ---- the destructor of a NULL xchg: models::null_xchg_dtor_race -------------------------
+class NullXchgDtorTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(NullXchgDtorTest, DeleteAfterTheProgramEmptiedTheSlotDropsNullBefore1431d0b584a6) {
+  const explore::report r = testing::expect_explore_finds(
+      models::null_xchg_dtor_race(GetParam()), explore::failure_kind::contract_violation);
+  ASSERT_TRUE(r.failure.has_value());
+  EXPECT_THAT(r.failure->message, HasSubstr("bpf_obj_drop(NULL)"));
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(BeforeV64, NullXchgDtorTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, NullXchgDestructorExhaustsCleanlyOnceNullIsSkipped) {
+  testing::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::rcu_safe));
+  testing::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::current));
+}
+
+// The task destructor of the kernels that called it on NULL returned at once
+// ("if (!p) return;" in bpf_task_release): an empty task slot freed there is no bug.
+TEST(HistoricalRaceTest, EmptyTaskSlotFreedByTheOldKernelsIsHarmless) {
+  for (const semantics_profile p :
+       {semantics_profile::rcu_users_inc, semantics_profile::usage_based}) {
+    testing::expect_explores_cleanly([p](explore::execution& x) {
+      kernel k(x.config({.name = "empty-slot", .profile = p, .pid_max = 64}));
+      {
+        task_map map(k, 4);
+        (void)map.update_elem(1, task_value{}, BPF_NOEXIST);
+        (void)map.update_elem(2, task_value{}, BPF_NOEXIST);
+        x.thread("deleter", [&] { (void)map.delete_elem(1); });
+        x.thread("updater", [&] { (void)map.update_elem(2, task_value{}, BPF_EXIST); });
+        x.run();
+      }  // and the map's teardown frees element 2's empty slot
+    });
+  }
+}
+
+// ---- the xchg into a deleted element: models::xchg_after_delete_race --------------------
+class XchgAfterDeleteTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(XchgAfterDeleteTest, ReferenceStoredIntoADeletedElementLeaksUntil2026) {
+  const explore::report r = testing::expect_explore_finds(
+      models::xchg_after_delete_race(GetParam()), explore::failure_kind::leak);
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(Leaking, XchgAfterDeleteTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based,
+                                           semantics_profile::rcu_safe),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, XchgIntoADeletedElementExhaustsCleanlyWithTheHashElementDestructor) {
+  testing::expect_explores_cleanly(models::xchg_after_delete_race(semantics_profile::current));
+}
+
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
 
 // Runs `body` as a tracepoint program of a fresh task in a one-thread model.
