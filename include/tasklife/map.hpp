@@ -101,8 +101,8 @@ template <class T>
 void bpf_obj_drop(T* obj, std::source_location where = std::source_location::current());
 
 namespace detail {
-TASKLIFE_API void report_map_misuse(std::string_view map, std::string message,
-                                    std::source_location where);
+TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
+                                    std::string message, std::source_location where);
 }  // namespace detail
 
 // What runs on a slot when its container frees it: destroy() on what was in it;
@@ -114,7 +114,7 @@ struct kptr_traits {
   static void destroy_empty(semantics_profile profile) {
     // __bpf_obj_drop_impl(NULL, rec) frees the fields of an object at NULL.
     detail::report_map_misuse(
-        "local object",
+        contract_kind::null_argument, "local object", "bpf_obj_drop",
         std::string("bpf_obj_drop(NULL): semantics profile '") + std::string(to_string(profile)) +
             "' drops what an empty kptr slot's exchange took out, NULL too (fixed by "
             "1431d0b584a6 \"bpf: Only invoke kptr dtor following non-NULL xchg\", v6.4)",
@@ -248,7 +248,8 @@ T* bpf_obj_new() {
 template <class T>
 void bpf_obj_drop(T* obj, std::source_location where) {
   if (obj == nullptr) {
-    detail::report_map_misuse("local object", "bpf_obj_drop(NULL)", where);
+    detail::report_map_misuse(contract_kind::null_argument, "local object", "bpf_obj_drop",
+                              "bpf_obj_drop(NULL)", where);
     return;
   }
   if constexpr (contract_checks_enabled) {
@@ -453,7 +454,7 @@ class bpf_hash_map {
   void check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_,
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
                                   std::string(op) +
                                       "() without rcu_read_lock(): the value it "
                                       "returns may be reclaimed at any moment",
@@ -514,7 +515,8 @@ class bpf_array_map {
                      std::source_location where = std::source_location::current()) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_, "bpf_map_lookup_elem() without rcu_read_lock()", where);
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, "bpf_map_lookup_elem",
+                                  "bpf_map_lookup_elem() without rcu_read_lock()", where);
       }
     }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
