@@ -204,8 +204,8 @@ std::string insane(kernel& k, const task_struct* t, bool rcu_users_pinned) {
   if ((state == TASK_DEAD || exit_state != 0) && (flags & PF_EXITING) == 0) {
     return describe("dead or exited without PF_EXITING");
   }
-  if (t->pid < 1 || t->pid > kPidMax || t->tgid < 1 || t->tgid > kPidMax) {
-    return describe("pid or tgid out of [1, pid_max]");
+  if (t->pid < 1 || t->pid >= kPidMax || t->tgid < 1 || t->tgid >= kPidMax) {
+    return describe("pid or tgid out of [1, pid_max)");
   }
   // A released task has no number any more (detach_pid), a live one its pid;
   // another thread may release it at any moment, so 0 is always an answer.
