@@ -372,6 +372,11 @@ struct kernel_access {
                         std::string_view op, std::source_location where) {
     return k.track_put(t, counter, role, op, where);
   }
+  // t->real_parent, read under tasklist_lock (reparenting writes it).
+  static task_struct* real_parent(kernel& k, const task_struct* t) {
+    const lock_guard lock(k.tasklist_lock_);
+    return t->real_parent;
+  }
   // See kernel::any_task_slow_.
   static bool any_task_slow(const kernel& k) noexcept {
     return k.any_task_slow_.load(std::memory_order_relaxed);

@@ -96,7 +96,9 @@ inline constexpr std::uint32_t KF_RCU = 1U << 7;
   X(bpf_kptr_xchg)             \
   X(bpf_rcu_read_lock)         \
   X(bpf_rcu_read_unlock)       \
-  X(bpf_get_current_task_btf)
+  X(bpf_get_current_task_btf)  \
+  X(bpf_probe_read_kernel)     \
+  X(bpf_strncmp)
 
 enum class kfunc_id : std::uint8_t {
 #define TASKLIFE_KFUNC_ID_ENUM(name) name,
@@ -227,6 +229,13 @@ inline constexpr kfunc_info kfuncs[] = {
     {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
+    // Helpers (BPF_FUNC_*): a tracing helper and a base one (bpf_base_func_proto).
+    {kfunc_id::bpf_probe_read_kernel, "bpf_probe_read_kernel",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    {kfunc_id::bpf_strncmp, "bpf_strncmp",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
               "kfuncs[] must have one row per kfunc in TASKLIFE_KFUNC_IDS");
@@ -347,6 +356,45 @@ TASKLIFE_API void bpf_rcu_read_unlock(std::source_location where = std::source_l
 /** bpf_get_current_task_btf - current, as a trusted pointer. */
 TASKLIFE_API task_struct* bpf_get_current_task_btf(
     std::source_location where = std::source_location::current());
+
+/**
+ * bpf_probe_read_kernel - copy @size bytes from kernel address @unsafe_ptr to @dst
+ * @dst: memory the program may write (ARG_PTR_TO_UNINIT_MEM): its stack or a map
+ *   value, never a BTF pointer such as task->comm ("write into memory")
+ *
+ * Returns 0. The kernel's copy_from_kernel_nofault survives a bad address with
+ * -EFAULT; tasklife cannot probe an address and copies, so @unsafe_ptr must be
+ * readable memory (a task's field, as in the selftests).
+ */
+TASKLIFE_API long bpf_probe_read_kernel(
+    void* dst, std::uint32_t size, const void* unsafe_ptr,
+    std::source_location where = std::source_location::current());
+
+/**
+ * bpf_strncmp - compare the first @s1_sz bytes of @s1 with the string @s2
+ * @s1: memory (ARG_PTR_TO_MEM) of @s1_sz bytes: from a task, only a trusted one,
+ *   and only inside the member it points into ("access beyond the end of member
+ *   comm"); a fentry argument's comm is a legacy pointer ("R1 type=ptr_ expected")
+ *
+ * Returns as strncmp(s1, s2, s1_sz).
+ */
+TASKLIFE_API long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2,
+                              std::source_location where = std::source_location::current());
+
+/**
+ * btf_walk - a program's load of an RCU-safe pointer field of a task
+ * @base: the task
+ * @field: &task_struct::real_parent or &task_struct::group_leader, the fields
+ *   BTF_TYPE_SAFE_RCU(struct task_struct) lists (kernel/bpf/verifier.c, "bpf:
+ *   Refactor RCU enforcement in the verifier", Mar 2023, v6.4)
+ *
+ * What `base->group_leader` is in BPF C, made visible to the checker: from a
+ * trusted, referenced or RCU base inside an RCU section it is an RCU pointer,
+ * never NULL, which bpf_task_acquire (KF_RCU) takes; outside any section it is
+ * untrusted. real_parent is read under tasklist_lock (it changes on reparenting).
+ */
+TASKLIFE_API task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
+                                   std::source_location where = std::source_location::current());
 
 // ---- the fast paths ----------------------------------------------------------------------------
 //
