@@ -419,8 +419,7 @@ long bpf_probe_read_kernel(void* dst, std::uint32_t size, const void* unsafe_ptr
   return 0;
 }
 
-long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2,
-                 std::source_location where) {
+long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2, std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_strncmp, where)) {
     return -EINVAL;

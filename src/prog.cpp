@@ -234,10 +234,10 @@ bool prog_run::check_mem_arg(kfunc_id id, unsigned regno, const void* p, std::si
     return false;
   }
   if (off + size > offsetof(task_struct, priv)) {
-    report(violation_kind::access_beyond_member, name, p,
-           fmt::format("access beyond the end of struct task_struct with off {} size {}", off,
-                       size),
-           where);
+    report(
+        violation_kind::access_beyond_member, name, p,
+        fmt::format("access beyond the end of struct task_struct with off {} size {}", off, size),
+        where);
     return false;
   }
   return true;
@@ -298,8 +298,8 @@ void prog_run::walked(const task_struct* base, const task_struct* value) {
   // never NULL; outside any section it is PTR_UNTRUSTED; from a legacy base it is
   // legacy; from an untrusted base, untrusted.
   const std::optional<trust> from = trust_of(base);
-  const bool base_ok = live_ref(base) != nullptr ||
-                       (from && (*from == trust::trusted || *from == trust::rcu));
+  const bool base_ok =
+      live_ref(base) != nullptr || (from && (*from == trust::trusted || *from == trust::rcu));
   trust got = trust::untrusted;
   if (base_ok) {
     got = kernel_.rcu().rcu_read_lock_held() ? trust::rcu : trust::untrusted;
