@@ -277,6 +277,8 @@ class TASKLIFE_API kernel {
 
   // The lifecycle's own steps (src/fork.cpp, src/exit.cpp).
   bool claim_zombie(task_struct* p) noexcept;
+  // claim_zombie unless delay_group_leader(p) (takes tasklist_lock).
+  bool claim_reapable_zombie(task_struct* p) TASKLIFE_EXCLUDES(tasklist_lock_);
   fork_result fail_fork(task_struct* t, int error, std::source_location where);
   bool alloc_pids(task_struct* t, pid_namespace* ns);
   void release_task(task_struct* p, std::source_location where) TASKLIFE_EXCLUDES(tasklist_lock_);
