@@ -99,6 +99,9 @@ struct kernel_access;
 enum class final_put_mode {
   immediate,  // <= v6.16 (non-RT): __put_task_struct inline
   deferred,   // v6.17+ (8671bad873eb): always call_rcu(__put_task_struct_rcu_cb)
+  // kernel_config's default: the profile's (deferred for `newest`, immediate for
+  // the older ones); the kernel resolves it, so config().final_put never is this.
+  profile_default,
 };
 
 struct kernel_config {
@@ -108,7 +111,7 @@ struct kernel_config {
   // Where cyclic allocation restarts after a wrap (the kernel's RESERVED_PIDS; the
   // kernel also keeps pid_max >= 301). Small values let tests wrap quickly.
   int reserved_pids = RESERVED_PIDS;
-  final_put_mode final_put = final_put_mode::immediate;
+  final_put_mode final_put = final_put_mode::profile_default;
   // CONFIG_MEMCG: a failed fork frees through call_rcu (delayed_free_task).
   bool memcg = true;
   // Trace every task from its fork (history.hpp).

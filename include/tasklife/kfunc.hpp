@@ -144,7 +144,7 @@ struct kfunc_in_profile {
 struct kfunc_info {
   kfunc_id id;
   std::string_view name;
-  // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current.
+  // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current, newest.
   std::array<kfunc_in_profile, semantics_profile_count> in_profile;
   // Bit i: prog_type i may call it (the kfunc set's registered program types).
   std::uint8_t prog_types;
@@ -188,53 +188,56 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
     {kfunc_id::bpf_task_release, "bpf_task_release",
      detail::per_profile(detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
-                         detail::kf(KF_RELEASE)),
+                         detail::kf(KF_RELEASE), detail::kf(KF_RELEASE)),
      detail::task_kfunc_prog_types, kfunc_arg::release, false},
     {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor",
-     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)),
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0),
+                         detail::kf(0)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_pid, "bpf_task_from_pid",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
-                         detail::kf(KF_ACQUIRE | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_vpid, "bpf_task_from_vpid",
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_kptr_get, "bpf_task_kptr_get",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent,
-                         detail::kf_absent),
+                         detail::kf_absent, detail::kf_absent),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_acquire_not_zero, "bpf_task_acquire_not_zero",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf_absent,
-                         detail::kf_absent),
+                         detail::kf_absent, detail::kf_absent),
      detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
     {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::xchg_in, true},
     {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     // A tracing helper, which syscall programs fall back to as well.
     {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     // Helpers (BPF_FUNC_*): a tracing helper and a base one (bpf_base_func_proto).
     {kfunc_id::bpf_probe_read_kernel, "bpf_probe_read_kernel",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     {kfunc_id::bpf_strncmp, "bpf_strncmp",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
@@ -252,6 +255,25 @@ constexpr bool kfunc_table_in_enum_order() {
 }  // namespace detail
 static_assert(detail::kfunc_table_in_enum_order(),
               "kfuncs[] must have one row per kfunc_id, in the enum's order");
+
+namespace detail {
+// 1a5c01d2508a removed the flag itself: a profile that has trusted arguments by
+// default lists no kfunc with KF_TRUSTED_ARGS.
+constexpr bool no_trusted_args_flag_where_default() {
+  for (const profile_info& p : semantics_profiles) {
+    for (const kfunc_info& k : kfuncs) {
+      if (p.trusted_args_default &&
+          (k.in_profile[static_cast<std::size_t>(p.profile)].flags & KF_TRUSTED_ARGS) != 0) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+}  // namespace detail
+static_assert(
+    detail::no_trusted_args_flag_where_default(),
+    "KF_TRUSTED_ARGS does not exist in a profile where trusted arguments are the default");
 
 constexpr const kfunc_info& info(kfunc_id id) noexcept {
   return kfuncs[static_cast<std::size_t>(id)];
