@@ -63,7 +63,7 @@ struct job {
   bool leader;
 };
 
-class ThreadGroupStressTest : public testing::kernel_test,
+class ThreadGroupStressTest : public testkit::kernel_test,
                               public ::testing::WithParamInterface<group_param> {
  protected:
   kernel_config config() const override {
