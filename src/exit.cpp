@@ -53,7 +53,11 @@ void kernel::forget_children(task_struct* t) {
   while (task_struct* child = t->priv.children) {
     detail::unlink_child(child);
     if (reaper != nullptr) {
-      detail::link_child(reaper, child);
+      detail::link_child(reaper, child);  // the child's threads follow it
+    } else {
+      for (task_struct* th = child->priv.threads; th != nullptr; th = th->priv.thread_next) {
+        th->real_parent = nullptr;  // the group has no parent now
+      }
     }
   }
 }
