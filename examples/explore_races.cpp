@@ -46,8 +46,8 @@ int main() {
          models::null_xchg_dtor_race(semantics_profile::rcu_safe), false);
   expect("an xchg into a deleted element, rcu_safe (leaks until 2026)",
          models::xchg_after_delete_race(semantics_profile::rcu_safe), true);
-  expect("an xchg into a deleted element, current (the 2026 hash element destructor)",
-         models::xchg_after_delete_race(semantics_profile::current), false);
+  expect("an xchg into a deleted element, newest (the 2026 hash element destructor)",
+         models::xchg_after_delete_race(semantics_profile::newest), false);
   expect("final put immediate (<= v6.16) under an RCU reader",
          models::final_put_race(final_put_mode::immediate), true);
   expect("final put deferred (v6.17, 8671bad873eb) under an RCU reader",

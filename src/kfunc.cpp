@@ -1,5 +1,7 @@
 // The BPF task kfuncs (kernel/bpf/helpers.c) in each semantics profile.
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include <fmt/format.h>
@@ -427,6 +429,63 @@ void bpf_rcu_read_unlock(std::source_location where) {
     }
     tls_ctx.owner->rcu().rcu_read_unlock();
   }
+}
+
+long bpf_probe_read_kernel(void* dst, std::uint32_t size, const void* unsafe_ptr,
+                           std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_probe_read_kernel, where)) {
+    return -EINVAL;
+  }
+  // arg1 is ARG_PTR_TO_UNINIT_MEM (written), arg3 ARG_ANYTHING (the probe).
+  if (run != nullptr && !run->check_mem_arg(kfunc_id::bpf_probe_read_kernel, 1, dst, size,
+                                            /*write=*/true, where)) {
+    return -EINVAL;
+  }
+  if (size != 0) {
+    std::memcpy(dst, unsafe_ptr, size);
+  }
+  return 0;
+}
+
+long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2, std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_strncmp, where)) {
+    return -EINVAL;
+  }
+  if (run != nullptr &&
+      !run->check_mem_arg(kfunc_id::bpf_strncmp, 1, s1, s1_sz, /*write=*/false, where)) {
+    return -EINVAL;
+  }
+  return std::strncmp(s1, s2, s1_sz);
+}
+
+task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
+                      std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (field != &task_struct::real_parent && field != &task_struct::group_leader) {
+      detail::report_contract_violation(
+          contract_kind::invalid_argument, "kfunc", "btf_walk", {},
+          "btf_walk(): only real_parent and group_leader are RCU-safe fields of task_struct",
+          where);
+      return nullptr;
+    }
+    if (base == nullptr) {
+      detail::report_contract_violation(contract_kind::null_argument, "kfunc", "btf_walk", {},
+                                        "btf_walk(NULL)", where);
+      return nullptr;
+    }
+    if (!detail::check_task(base, "btf_walk", where)) {
+      return nullptr;
+    }
+  }
+  task_struct* value = field == &task_struct::real_parent
+                           ? detail::kernel_access::real_parent(task_kernel(base), base)
+                           : base->group_leader;  // set by fork, never changed
+  if (const run_ptr run = current_run()) {
+    run->walked(base, value);
+  }
+  return value;
 }
 
 task_struct* bpf_get_current_task_btf(std::source_location where) {

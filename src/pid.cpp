@@ -23,8 +23,10 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
       pid_max_(pid_max),
       reserved_pids_(reserved_pids),
       // Value-initialised: every entry starts as nullptr.
-      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max) + 1]()),
-      allocated_((static_cast<std::size_t>(pid_max) + kBits) / kBits, 0) {
+      // Numbers 1 .. pid_max - 1: alloc_pid's idr_alloc_cyclic(..., pid_min, pid_max)
+      // takes an exclusive end, so pid_max itself is never a pid.
+      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max)]()),
+      allocated_((static_cast<std::size_t>(pid_max) + kBits - 1) / kBits, 0) {
   if (!allocated_.empty()) {
     allocated_.front() |= 1U;  // 0 is never a pid
   }
@@ -59,21 +61,23 @@ bool pid_namespace::is_free(pid_t nr) const {
 
 pid_t pid_namespace::alloc_nr() {
   const detail::lock_guard lock(alloc_mutex_);
-  if (nr_allocated_ >= static_cast<std::size_t>(pid_max_)) {
-    return -EAGAIN;
+  if (nr_allocated_ + 1 >= static_cast<std::size_t>(pid_max_)) {
+    return -EAGAIN;  // 1 .. pid_max - 1 are all taken
   }
-  // idr_alloc_cyclic from last_pid + 1; past pid_max, restart at reserved_pids
-  // once the cursor has passed it (alloc_pid's pid_min), else at 1.
+  // idr_alloc_cyclic(&ns->idr, NULL, pid_min, pid_max) from last_pid + 1: the end
+  // is exclusive (kernel/pid.c alloc_pid, since the idr conversion 95846ecf9dac),
+  // so numbers stop at pid_max - 1; past it, restart at reserved_pids once the
+  // cursor has passed it (alloc_pid's pid_min), else at 1.
   const pid_t pid_min = last_pid_ > reserved_pids_ ? reserved_pids_ : 1;
   pid_t found = 0;
-  for (pid_t nr = last_pid_ + 1; nr <= pid_max_; ++nr) {
+  for (pid_t nr = last_pid_ + 1; nr < pid_max_; ++nr) {
     if (is_free(nr)) {
       found = nr;
       break;
     }
   }
   if (found == 0) {
-    for (pid_t nr = pid_min; nr <= last_pid_ && nr <= pid_max_; ++nr) {
+    for (pid_t nr = pid_min; nr <= last_pid_ && nr < pid_max_; ++nr) {
       if (is_free(nr)) {
         found = nr;
         break;

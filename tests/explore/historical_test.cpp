@@ -117,11 +117,12 @@ TEST_P(XchgAfterDeleteTest, ReferenceStoredIntoADeletedElementLeaksUntil2026) {
 INSTANTIATE_TEST_SUITE_P(Leaking, XchgAfterDeleteTest,
                          ::testing::Values(semantics_profile::rcu_users_inc,
                                            semantics_profile::usage_based,
-                                           semantics_profile::rcu_safe),
+                                           semantics_profile::rcu_safe,
+                                           semantics_profile::current),
                          [](const auto& p) { return std::string(to_string(p.param)); });
 
 TEST(HistoricalRaceTest, XchgIntoADeletedElementExhaustsCleanlyWithTheHashElementDestructor) {
-  testkit::expect_explores_cleanly(models::xchg_after_delete_race(semantics_profile::current));
+  testkit::expect_explores_cleanly(models::xchg_after_delete_race(semantics_profile::newest));
 }
 
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
@@ -241,6 +242,46 @@ const selftest kNullPathSelftests[] = {
        return 0;
      }},
 };
+
+// task_kfunc_release_untrusted: bpf_task_release(v->task). The kernel types the
+// slot read MEM_RCU | PTR_MAYBE_NULL and rejects it for the NULL first; at run time
+// each path says what is wrong on it: the NULL path the kernel's message, the
+// other the one the kernel gives the NULL-checked program (task_kfunc_release_in_map).
+TEST(NullPathSelftestReleaseUntrusted, TaskKfuncReleaseUntrusted) {
+  std::vector<std::string> first_messages;  // per execution, the first violation's
+  const explore::model model = [&first_messages](explore::execution& x) {
+    kernel k(x.config({.name = "selftest", .pid_max = 64}));
+    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
+    task_struct* task = k.fork(init, {.comm = "child"}).task;
+    {
+      task_map map(k, 4, "__tasks_kfunc_map");
+      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+        task_value* v = InsertLookup(map, arg);
+        if (v == nullptr) {
+          return 0;
+        }
+        bpf_task_release(v->task.get());  // no NULL check, and not a reference
+        return 0;
+      });
+      x.thread("program", [&] {
+        const prog_run_result r = p.run(init, task);
+        first_messages.push_back(r.violations.empty() ? "" : r.violations.front().message);
+      });
+      x.run();
+    }
+    k.retire(task);
+    k.retire(init);
+  };
+  // The depth-first search proper (no PCT warm-up) through every path, failing
+  // ones included. Paths where the insert's own lookups are NULL return early.
+  const explore::report r =
+      explore::explore(model, {.pct_warmup = 0, .stop_at_first_failure = false, .minimize = false});
+  EXPECT_FALSE(r.ok()) << "every path breaks a rule";
+  EXPECT_THAT(first_messages, ::testing::Contains("Possibly NULL pointer passed to trusted arg0"))
+      << "the path where the slot reads NULL";
+  EXPECT_THAT(first_messages, ::testing::Contains("R1 must be referenced or trusted"))
+      << "the path where it does not";
+}
 
 class NullPathSelftest : public ::testing::TestWithParam<selftest> {};
 
