@@ -54,8 +54,13 @@ constexpr std::string_view name_of(kfunc_id id) {
   return to_string(id);
 }
 
-[[gnu::cold]] void report(kfunc_id id, std::string message, std::source_location where) {
-  detail::report_contract_violation("kfunc", fmt::format("{}(): {}", name_of(id), message), where);
+[[gnu::cold]] void report(kfunc_id id, contract_kind kind, diagnostic_object object,
+                          std::string message, std::source_location where) {
+  if (object.kernel.empty() && tls_ctx.owner != nullptr) {
+    object.kernel = tls_ctx.owner->name();
+  }
+  detail::report_contract_violation(kind, "kfunc", name_of(id), std::move(object),
+                                    fmt::format("{}(): {}", name_of(id), message), where);
 }
 
 // The kernel a kfunc runs in: current's. Checked builds report a call outside a
@@ -63,7 +68,7 @@ constexpr std::string_view name_of(kfunc_id id) {
 bool enter(run_ptr run, kfunc_id id, std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (tls_ctx.task == nullptr) [[unlikely]] {
-      report(id,
+      report(id, contract_kind::no_current, {},
              "called outside a program: this thread does not run as a task "
              "(use kernel::run_as)",
              where);
@@ -71,7 +76,7 @@ bool enter(run_ptr run, kfunc_id id, std::source_location where) {
     }
   }
   if (!kfunc_exists(tls_ctx.profile, id)) [[unlikely]] {
-    report(id,
+    report(id, contract_kind::not_in_profile, {},
            fmt::format("does not exist in semantics profile '{}' of kernel '{}'",
                        to_string(tls_ctx.profile), tls_ctx.owner->name()),
            where);
@@ -85,14 +90,16 @@ bool enter(run_ptr run, kfunc_id id, std::source_location where) {
 bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (p == nullptr) [[unlikely]] {
-      report(id,
+      report(id, contract_kind::null_argument, {},
              "NULL passed as the task argument (the verifier: \"Possibly NULL pointer passed "
              "to trusted arg0\")",
              where);
       return false;
     }
     if (!tls_ctx.owner->knows_task(p)) [[unlikely]] {
-      report(id,
+      const kernel* other = detail::kernel_knowing(p);
+      report(id, other != nullptr ? contract_kind::foreign_object : contract_kind::not_a_task,
+             other != nullptr ? detail::describe_task(p) : detail::describe_address(p),
              fmt::format("{} is not a task of kernel '{}' (another kernel's, or not a task at all)",
                          static_cast<const void*>(p), tls_ctx.owner->name()),
              where);
@@ -214,7 +221,8 @@ void bpf_task_release_dtor(void* p) {
   if (t == nullptr ||
       !kfunc_exists(task_kernel(t).config().profile, kfunc_id::bpf_task_release_dtor)) {
     detail::report_contract_violation(
-        "kfunc",
+        t == nullptr ? contract_kind::null_argument : contract_kind::not_in_profile, "kfunc",
+        "bpf_task_release_dtor", detail::describe_task(t),
         t == nullptr ? std::string("bpf_task_release_dtor(NULL)")
                      : fmt::format("bpf_task_release_dtor() does not exist in semantics profile "
                                    "'{}' (added in v6.8)",

@@ -123,7 +123,8 @@ TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::strin
 // Reports anything but the start of a live bpf_obj_new object; false if it reported.
 TASKLIFE_API bool check_local_object(const void* obj, std::string_view op,
                                      std::source_location where);
-TASKLIFE_API void report_map_misuse(std::string_view map, std::string message,
+TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map,
+                                    std::string_view op, std::string message,
                                     std::source_location where);
 }  // namespace detail
 
@@ -218,7 +219,8 @@ T* bpf_obj_new() {
 template <class T>
 void bpf_obj_drop(T* obj, std::source_location where) {
   if (obj == nullptr) {
-    detail::report_map_misuse("local object", "bpf_obj_drop(NULL)", where);
+    detail::report_map_misuse(contract_kind::null_argument, "local object", "bpf_obj_drop",
+                              "bpf_obj_drop(NULL)", where);
     return;
   }
   if constexpr (contract_checks_enabled) {
@@ -408,7 +410,7 @@ class bpf_hash_map {
   void check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_,
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
                                   std::string(op) +
                                       "() without rcu_read_lock(): the value it "
                                       "returns may be reclaimed at any moment",
@@ -469,7 +471,8 @@ class bpf_array_map {
                      std::source_location where = std::source_location::current()) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_, "bpf_map_lookup_elem() without rcu_read_lock()", where);
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, "bpf_map_lookup_elem",
+                                  "bpf_map_lookup_elem() without rcu_read_lock()", where);
       }
     }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");

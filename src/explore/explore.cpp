@@ -297,9 +297,9 @@ class execution_state {
   }
   void on_contract(const contract_violation& v) {
     failure_kind kind = failure_kind::contract_violation;
-    if (v.message.find("use-after-free") != std::string::npos) {
+    if (v.kind == contract_kind::use_after_free) {
       kind = failure_kind::use_after_free;
-    } else if (v.message.rfind("leak:", 0) == 0) {
+    } else if (v.kind == contract_kind::leak) {
       kind = failure_kind::leak;
     }
     fail(kind, fmt::format("{} ({} at {}:{})", v.message, v.component, v.where.file_name(),

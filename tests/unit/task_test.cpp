@@ -364,8 +364,8 @@ TEST_F(TaskTest, KernelsAreIndependent) {
   EXPECT_EQ(a->pid, 1);
   EXPECT_EQ(b->pid, 1) << "each kernel numbers its own tasks";
   EXPECT_EQ(&task_kernel(b), &other);
-  EXPECT_FALSE(k().owns_live_task(b));
-  EXPECT_TRUE(other.owns_live_task(b));
+  EXPECT_FALSE(k().is_allocated(b));
+  EXPECT_TRUE(other.is_allocated(b));
   EXPECT_TRUE(other.retire(b));
   EXPECT_TRUE(other.shutdown().empty());
   EXPECT_EQ(other.stats().freed, 1U);
