@@ -87,11 +87,11 @@ struct task_value {
 };
 using task_map = bpf_hash_map<std::int64_t, task_value>;
 
-explore::failure_kind classify(std::string_view message) {
-  if (message.find("use-after-free") != std::string_view::npos) {
+explore::failure_kind classify(const contract_violation& v) {
+  if (v.kind == contract_kind::use_after_free) {
     return explore::failure_kind::use_after_free;
   }
-  if (message.rfind("leak:", 0) == 0) {
+  if (v.kind == contract_kind::leak) {
     return explore::failure_kind::leak;
   }
   return explore::failure_kind::contract_violation;
@@ -234,13 +234,15 @@ class world {
   // kernel still holds (quarantine) may: the library reports the use-after-free.
   // Memory that is gone may not: the interpreter reports it instead of touching it.
   bool usable(const task_struct* t, const step& st) {
-    const bool ok = contract_checks_enabled ? k_.knows_task(t) : k_.owns_live_task(t);
+    const bool ok = contract_checks_enabled ? k_.knows_task(t) : k_.is_allocated(t);
     if (!ok) {
       const std::string msg = fmt::format(
           "use-after-free: step {} at {}:{} would touch a freed "
           "task whose memory is gone",
           st.describe(), st.pos.file, st.pos.line);
-      detail::report_contract_violation("scenario", msg, std::source_location::current());
+      detail::report_contract_violation(contract_kind::use_after_free, "scenario",
+                                        info(st.kind).name, {}, msg,
+                                        std::source_location::current());
     }
     return ok;
   }
@@ -501,7 +503,7 @@ class world {
       point_failure(st, "no task to check (the variable is NULL)");
       return;
     }
-    const bool live = k_.owns_live_task(t);
+    const bool live = k_.is_allocated(t);
     if (st.freed && *st.freed == live) {
       point_failure(st, live ? "expected the task freed, it is allocated"
                              : "expected the task allocated, it is freed");
@@ -615,8 +617,8 @@ std::mutex g_run_mutex;
 
 void capture_contract(const contract_violation& v) {
   if (g_capture != nullptr) {
-    g_capture->add(classify(v.message), fmt::format("{} ({} at {}:{})", v.message, v.component,
-                                                    v.where.file_name(), v.where.line()));
+    g_capture->add(classify(v), fmt::format("{} ({} at {}:{})", v.message, v.component,
+                                            v.where.file_name(), v.where.line()));
   }
 }
 void capture_refcount(const refcount_warning& w) {
