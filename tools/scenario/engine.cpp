@@ -6,7 +6,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <regex>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -807,9 +806,21 @@ variant_result run_one(const scenario& s, const variant& v, const run_options& o
 
 void conclude(variant_result& res, const std::string& schedule) {
   if (res.failure) {
-    // The call sites inside the interpreter say nothing to a scenario's reader.
-    static const std::regex ours(R"( \((task )?at [^()]*tools/scenario/[^()]*\))");
-    res.failure->message = std::regex_replace(res.failure->message, ours, "");
+    // The call sites inside the interpreter say nothing to a scenario's reader:
+    // " (at .../tools/scenario/x.cpp:N)" and " (task at ...)" go.
+    std::string& m = res.failure->message;
+    for (std::size_t at = m.find(" ("); at != std::string::npos; at = m.find(" (", at)) {
+      const std::size_t end = m.find(')', at);
+      const std::string_view inside =
+          std::string_view(m).substr(at, end == std::string::npos ? 0 : end - at);
+      if (end != std::string::npos && inside.find('(', 2) == std::string_view::npos &&
+          (inside.rfind(" (at ", 0) == 0 || inside.rfind(" (task at ", 0) == 0) &&
+          inside.find("tools/scenario/") != std::string_view::npos) {
+        m.erase(at, end - at + 1);
+      } else {
+        at += 2;
+      }
+    }
     place_failure(res.trace, std::string(explore::to_string(res.failure->kind)),
                   res.failure->message);
     res.trace.outcome = fmt::format("fails: {}", explore::to_string(res.failure->kind));

@@ -95,18 +95,19 @@ struct span {
 // each task's wait from call_rcu to its callback (liburcu's are not visible).
 std::vector<span> grace_periods(const trace_data& t, bool& derived) {
   std::vector<span> out;
-  std::optional<std::size_t> open;
+  constexpr std::size_t none = static_cast<std::size_t>(-1);
+  std::size_t open = none;  // the item that began the grace period in progress
   for (std::size_t i = 0; i < t.items.size(); ++i) {
     const item& it = t.items[i];
     if (it.kind == item_kind::gp_begin) {
       open = i;
-    } else if (it.kind == item_kind::gp_end && open) {
-      out.push_back({t.items[*open].time, it.time, t.items[*open].text});
-      open.reset();
+    } else if (it.kind == item_kind::gp_end && open != none) {
+      out.push_back({t.items[open].time, it.time, t.items[open].text});
+      open = none;
     }
   }
-  if (open) {
-    out.push_back({t.items[*open].time, t.clock + 1, t.items[*open].text + " (still going)"});
+  if (open != none) {
+    out.push_back({t.items[open].time, t.clock + 1, t.items[open].text + " (still going)"});
   }
   derived = out.empty();
   if (derived) {

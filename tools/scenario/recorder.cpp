@@ -140,8 +140,9 @@ void recorder::observe(deterministic_rcu* rcu) {
 
 void place_failure(trace_data& t, const std::string& kind, const std::string& message) {
   std::set<std::uint64_t> freed;
-  std::optional<std::size_t> found;
-  for (std::size_t i = 0; i < t.items.size() && !found; ++i) {
+  constexpr std::size_t none = static_cast<std::size_t>(-1);
+  std::size_t found = none;
+  for (std::size_t i = 0; i < t.items.size() && found == none; ++i) {
     const item& it = t.items[i];
     if (!it.ev) {
       continue;
@@ -155,10 +156,10 @@ void place_failure(trace_data& t, const std::string& kind, const std::string& me
   }
   item f{item_kind::failure, 0, 0, kind, message, std::nullopt};
   std::size_t at = t.items.size();
-  if (found) {
-    at = *found + 1;
-    f.time = t.items[*found].time + 1;  // items are tick apart: still in order
-    f.track = t.items[*found].track;
+  if (found != none) {
+    at = found + 1;
+    f.time = t.items[found].time + 1;  // items are tick apart: still in order
+    f.track = t.items[found].track;
   } else {
     t.clock += tick;
     f.time = t.clock;
