@@ -100,8 +100,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   // acq_rel: one final switch wins; it pairs with the other callers' exchange.
   if (prev->priv.final_switch_done.exchange(true, std::memory_order_acq_rel)) {
     detail::report_contract_violation(
-        contract_kind::double_release, "kernel", "finish_task_switch",
-        detail::describe_task(prev),
+        contract_kind::double_release, "kernel", "finish_task_switch", detail::describe_task(prev),
         fmt::format("a second final finish_task_switch() away from dead task '{}' (pid {})",
                     prev->comm, prev->pid),
         where);

@@ -467,7 +467,8 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
     head->func(head);
   } catch (...) {
     detail::report_contract_violation_noexcept(
-        contract_kind::callback_failed, "rcu", "rcu callback", domain_object(*domain), fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
+        contract_kind::callback_failed, "rcu", "rcu callback", domain_object(*domain),
+        fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
         std::source_location::current());
   }
   --state.callback_depth;
@@ -495,7 +496,8 @@ void rcu_domain::unregister_thread(std::source_location where) noexcept {
     const bool last = native_ ? tls.registrations == 1 : backend_->thread_registrations() <= 1;
     if (backend_->read_depth() > 0 && last) [[unlikely]] {
       detail::report_contract_violation_noexcept(
-          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration", domain_object(*this),
+          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration",
+          domain_object(*this),
           fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
                       "{}), registered at {}:{}{}",
                       describe(*this), backend_->read_depth(), where.file_name(), where.line(),

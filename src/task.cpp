@@ -37,7 +37,10 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
   const std::uint32_t magic = t->priv.magic.load(std::memory_order_relaxed);
   if (magic == task_freed_magic) {
     contract_violation v{
-        contract_kind::use_after_free, "task", op, describe_task(t),
+        contract_kind::use_after_free,
+        "task",
+        op,
+        describe_task(t),
         fmt::format(
             "use-after-free: {}() on task '{}' (pid {}, id {}) of kernel '{}', which was "
             "freed by {} at {}:{} (event #{})",
@@ -193,8 +196,7 @@ void __put_task_struct(task_struct* t,  // NOLINT(bugprone-reserved-identifier)
     const int exit_state = t->exit_state.load(std::memory_order_acquire);
     if (exit_state == 0 || usage != 0 || t == get_current()) [[unlikely]] {
       detail::report_contract_violation(
-          contract_kind::invalid_state, "task",
-          "__put_task_struct", detail::describe_task(t),
+          contract_kind::invalid_state, "task", "__put_task_struct", detail::describe_task(t),
           fmt::format("__put_task_struct() on task '{}' (pid {}) of kernel '{}' with {}: the "
                       "kernel WARNs (exit_state={:#x}, usage={}, current={})",
                       t->comm, t->pid, task_kernel(t).name(),

@@ -123,9 +123,8 @@ TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::strin
 // Reports anything but the start of a live bpf_obj_new object; false if it reported.
 TASKLIFE_API bool check_local_object(const void* obj, std::string_view op,
                                      std::source_location where);
-TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map,
-                                    std::string_view op, std::string message,
-                                    std::source_location where);
+TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
+                                    std::string message, std::source_location where);
 }  // namespace detail
 
 template <class T>
