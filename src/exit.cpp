@@ -17,7 +17,7 @@ namespace tasklife {
 
 void kernel::do_exit(task_struct* t, int code, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, t, "do_exit");  // before the check: see task.cpp
-  if (!detail::check_task(t, "do_exit", where)) {
+  if (!check_own_task(t, "do_exit", where)) {
     return;
   }
   // Release: the exit is published to whoever later reads flags with acquire
@@ -84,7 +84,7 @@ void kernel::exit_notify(task_struct* t, std::source_location where) {
 
 void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, prev, "finish_task_switch");
-  if (!detail::check_task(prev, "finish_task_switch", where)) {
+  if (!check_own_task(prev, "finish_task_switch", where)) {
     return;
   }
   // Acquire pairs with the release of TASK_DEAD in do_exit.
@@ -100,8 +100,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   // acq_rel: one final switch wins; it pairs with the other callers' exchange.
   if (prev->priv.final_switch_done.exchange(true, std::memory_order_acq_rel)) {
     detail::report_contract_violation(
-        contract_kind::double_release, "kernel", "finish_task_switch",
-        detail::describe_task(prev),
+        contract_kind::double_release, "kernel", "finish_task_switch", detail::describe_task(prev),
         fmt::format("a second final finish_task_switch() away from dead task '{}' (pid {})",
                     prev->comm, prev->pid),
         where);
@@ -121,7 +120,7 @@ bool kernel::claim_zombie(task_struct* p) noexcept {
 
 bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, p, "wait_task_zombie");
-  if (!detail::check_task(p, "wait_task_zombie", where)) {
+  if (!check_own_task(p, "wait_task_zombie", where)) {
     return false;
   }
   if (!claim_zombie(p)) {
@@ -133,7 +132,7 @@ bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
 }
 
 bool kernel::retire(task_struct* t, int code, std::source_location where) {
-  if (!detail::check_task(t, "retire", where)) {
+  if (!check_own_task(t, "retire", where)) {
     return false;
   }
   // Acquire pairs with do_exit's fetch_or: a task already exiting is refused there.

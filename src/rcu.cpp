@@ -382,6 +382,19 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
       return;
     }
   }
+  if constexpr (contract_checks_enabled) {
+    if (head->queued.exchange(true, std::memory_order_relaxed)) [[unlikely]] {
+      diagnostic_object o = domain_object(*this);
+      o.address = head;
+      detail::report_contract_violation(
+          contract_kind::already_queued, "rcu", "call_rcu", std::move(o),
+          fmt::format("call_rcu() on rcu_head {} of {}, which is already queued and whose "
+                      "callback has not run yet; not queued again",
+                      static_cast<const void*>(head), describe(*this)),
+          where);
+      return;
+    }
+  }
   head->func = func;
   head->domain = this;
   head->chained = tls.callback_depth > 0 && tls.callback_domain == this;
@@ -463,11 +476,13 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
   ++state.callback_depth;
   state.callback_domain = domain;
   state.callback_epoch = epoch;
+  head->queued.store(false, std::memory_order_relaxed);  // the callback may queue it again
   try {
     head->func(head);
   } catch (...) {
     detail::report_contract_violation_noexcept(
-        contract_kind::callback_failed, "rcu", "rcu callback", domain_object(*domain), fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
+        contract_kind::callback_failed, "rcu", "rcu callback", domain_object(*domain),
+        fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
         std::source_location::current());
   }
   --state.callback_depth;
@@ -495,7 +510,8 @@ void rcu_domain::unregister_thread(std::source_location where) noexcept {
     const bool last = native_ ? tls.registrations == 1 : backend_->thread_registrations() <= 1;
     if (backend_->read_depth() > 0 && last) [[unlikely]] {
       detail::report_contract_violation_noexcept(
-          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration", domain_object(*this),
+          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration",
+          domain_object(*this),
           fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
                       "{}), registered at {}:{}{}",
                       describe(*this), backend_->read_depth(), where.file_name(), where.line(),

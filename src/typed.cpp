@@ -75,7 +75,8 @@ maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct
                                   std::source_location where) {
   task_struct* in = std::exchange(p.p_, nullptr);
   if (in == nullptr) {
-    detail::report_typed(contract_kind::moved_from, "bpf_kptr_xchg", "bpf_kptr_xchg of a moved-from reference (already released or stored)",
+    detail::report_typed(contract_kind::moved_from, "bpf_kptr_xchg",
+                         "bpf_kptr_xchg of a moved-from reference (already released or stored)",
                          nullptr, where, p.acquired_at_);
     return make_maybe_ref(nullptr, where);
   }

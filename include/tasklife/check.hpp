@@ -83,35 +83,42 @@ inline constexpr bool debug_checks_enabled = checks >= check_level::full;
 
 // Every kind of misuse a contract check reports: name, then what it means. A
 // harness matches on the kind and the object, never on the message's words.
-#define TASKLIFE_CONTRACT_KINDS(X)                                                              \
-  X(null_argument, "a required pointer was NULL (a task, a slot, an RCU head or callback)")     \
-  X(not_a_task, "a pointer that is no task_struct this library allocated (a fake or stray "    \
-                "pointer, or one whose memory was already reused)")                             \
-  X(foreign_object, "an object of another kernel or map (a task of kernel B given to kernel "  \
-                    "A, a slot outside any live map value)")                                    \
-  X(use_after_free, "a task used after __put_task_struct freed it")                             \
-  X(double_release, "a reference released a second time")                                       \
-  X(over_release, "a counter released below the references still held on it")                  \
-  X(leak, "a reference or object never released: found at teardown")                           \
-  X(invalid_state, "an operation on an object in the wrong state (exit of an exiting task, "   \
-                   "final switch of a live one, free with counters left)")                      \
-  X(invalid_argument, "a value out of its range (pid_max, a count, a profile, map size)")       \
-  X(limit_exceeded, "a limit the kernel enforces (pid namespace depth, map entries)")           \
-  X(not_in_profile, "a kfunc or destructor the configured kernel version does not have")       \
-  X(no_current, "an operation that needs a current task on a thread that runs as none")        \
-  X(missing_rcu_lock, "an RCU-protected lookup outside rcu_read_lock()")                        \
-  X(unregistered_reader, "an RCU read-side lock on a thread not registered with the domain")    \
-  X(unbalanced_unlock, "rcu_read_unlock() without a matching rcu_read_lock()")                  \
-  X(wait_in_read_section, "a wait for readers from inside a read-side critical section or a "  \
-                          "callback (it would wait for itself)")                                \
-  X(wait_forever, "a wait that no step could ever end")                                         \
-  X(exit_in_read_section, "a thread that ends inside a read-side critical section or still "   \
-                          "registered")                                                         \
-  X(teardown_order, "an owner destroyed while something still uses it (threads running as "   \
-                    "its tasks, registrations, pending callbacks)")                             \
-  X(callback_failed, "an RCU callback or hook that threw")                                      \
-  X(unreleased_reference, "a typed reference dropped without release or xchg")                  \
-  X(moved_from, "a typed reference used after it was moved from or released")                  \
+#define TASKLIFE_CONTRACT_KINDS(X)                                                           \
+  X(null_argument, "a required pointer was NULL (a task, a slot, an RCU head or callback)")  \
+  X(not_a_task,                                                                              \
+    "a pointer that is no task_struct this library allocated (a fake or stray "              \
+    "pointer, or one whose memory was already reused)")                                      \
+  X(foreign_object,                                                                          \
+    "an object of another kernel or map (a task of kernel B given to kernel "                \
+    "A, a slot outside any live map value)")                                                 \
+  X(use_after_free, "a task used after __put_task_struct freed it")                          \
+  X(double_release, "a reference released a second time")                                    \
+  X(over_release, "a counter released below the references still held on it")                \
+  X(leak, "a reference or object never released: found at teardown")                         \
+  X(invalid_state,                                                                           \
+    "an operation on an object in the wrong state (exit of an exiting task, "                \
+    "final switch of a live one, free with counters left)")                                  \
+  X(invalid_argument, "a value out of its range (pid_max, a count, a profile, map size)")    \
+  X(limit_exceeded, "a limit the kernel enforces (pid namespace depth, map entries)")        \
+  X(not_in_profile, "a kfunc or destructor the configured kernel version does not have")     \
+  X(no_current, "an operation that needs a current task on a thread that runs as none")      \
+  X(missing_rcu_lock, "an RCU-protected lookup outside rcu_read_lock()")                     \
+  X(unregistered_reader, "an RCU read-side lock on a thread not registered with the domain") \
+  X(unbalanced_unlock, "rcu_read_unlock() without a matching rcu_read_lock()")               \
+  X(wait_in_read_section,                                                                    \
+    "a wait for readers from inside a read-side critical section or a "                      \
+    "callback (it would wait for itself)")                                                   \
+  X(wait_forever, "a wait that no step could ever end")                                      \
+  X(exit_in_read_section,                                                                    \
+    "a thread that ends inside a read-side critical section or still "                       \
+    "registered")                                                                            \
+  X(teardown_order,                                                                          \
+    "an owner destroyed while something still uses it (threads running as "                  \
+    "its tasks, registrations, pending callbacks)")                                          \
+  X(callback_failed, "an RCU callback or hook that threw")                                   \
+  X(already_queued, "an RCU head queued again before its callback ran (call_rcu twice)")     \
+  X(unreleased_reference, "a typed reference dropped without release or xchg")               \
+  X(moved_from, "a typed reference used after it was moved from or released")                \
   X(unchecked_null, "a result that may be NULL used before it was checked")
 
 enum class contract_kind : std::uint8_t {
@@ -189,16 +196,15 @@ inline constexpr bool tsan_build = false;
                                                     std::string_view operation,
                                                     diagnostic_object object, std::string message,
                                                     std::source_location where) {
-  report_contract_violation(contract_violation{kind, component, operation, std::move(object),
-                                               std::move(message), where});
+  report_contract_violation(
+      contract_violation{kind, component, operation, std::move(object), std::move(message), where});
 }
 [[gnu::cold]] inline void report_contract_violation_noexcept(
     contract_kind kind, std::string_view component, std::string_view operation,
     diagnostic_object object, std::string message, std::source_location where) noexcept {
   try {
-    report_contract_violation_noexcept(contract_violation{kind, component, operation,
-                                                          std::move(object), std::move(message),
-                                                          where});
+    report_contract_violation_noexcept(contract_violation{
+        kind, component, operation, std::move(object), std::move(message), where});
   } catch (...) {  // building the record ran out of memory: nothing left to report with
   }
 }

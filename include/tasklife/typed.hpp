@@ -70,8 +70,8 @@ template <class>
 inline constexpr bool always_false = false;
 
 // Reports a typed-API rule broken at run time (noexcept contexts included).
-TASKLIFE_API void report_typed(contract_kind kind, const char* op, const char* what, const task_struct* t,
-                               std::source_location where,
+TASKLIFE_API void report_typed(contract_kind kind, const char* op, const char* what,
+                               const task_struct* t, std::source_location where,
                                std::source_location acquired_at) noexcept;
 // Releases a reference dropped without release, from a destructor: through the
 // program's checked path when the thread runs as a task, else the destructor's.
@@ -194,7 +194,8 @@ class [[nodiscard("the result of an acquiring kfunc must be checked and released
   // The owned reference, after a successful check (a NULL one is reported).
   owned_ref<T> take(std::source_location where = std::source_location::current())&& noexcept {
     if (p_ == nullptr) [[unlikely]] {
-      detail::report_typed(contract_kind::unchecked_null, "maybe_ref::take", "take() of a NULL result: check it first", nullptr, where, acquired_at_);
+      detail::report_typed(contract_kind::unchecked_null, "maybe_ref::take",
+                           "take() of a NULL result: check it first", nullptr, where, acquired_at_);
     }
     return owned_ref<T>(std::exchange(p_, nullptr), acquired_at_);
   }
@@ -253,7 +254,8 @@ class rcu_ptr {
   // False (and reported) once its guard has ended.
   bool valid() const noexcept {
     if (!detail::guard_alive(guard_)) [[unlikely]] {
-      detail::report_typed(contract_kind::missing_rcu_lock, "rcu_ptr", "an rcu_ptr was used after its rcu_guard ended", p_,
+      detail::report_typed(contract_kind::missing_rcu_lock, "rcu_ptr",
+                           "an rcu_ptr was used after its rcu_guard ended", p_,
                            std::source_location::current(), read_at_);
       return false;
     }
