@@ -47,7 +47,7 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
 
 pid_namespace::~pid_namespace() = default;
 
-void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
+bool pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
   // find_task_by_pid_ns' RCU_LOCKDEP_WARN: the result is only protected by RCU.
   if (!owner_.rcu().rcu_read_lock_held()) [[unlikely]] {
     diagnostic_object o;
@@ -59,7 +59,9 @@ void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
                     "rcu_read_lock(): the task it returns may be freed at any moment",
                     nr, level_, owner_.name()),
         where);
+    return false;
   }
+  return true;
 }
 
 std::size_t pid_namespace::nr_allocated() const {

@@ -371,7 +371,9 @@ class bpf_hash_map {
     if (orphaned("bpf_map_lookup_elem", where)) {
       return nullptr;
     }
-    check_rcu("bpf_map_lookup_elem", where);
+    if (!check_rcu("bpf_map_lookup_elem", where)) {
+      return nullptr;  // reported; a handler that returns skips the lookup
+    }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
     elem* e = find(bucket_of(key), key);
     if (e != nullptr && detail::null_path("bpf_map_lookup_elem")) [[unlikely]] {
@@ -528,7 +530,7 @@ class bpf_hash_map {
     }
     delete e;
   }
-  void check_rcu(std::string_view op, std::source_location where) {
+  bool check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
@@ -536,8 +538,10 @@ class bpf_hash_map {
                                       "() without rcu_read_lock(): the value it "
                                       "returns may be reclaimed at any moment",
                                   where);
+        return false;
       }
     }
+    return true;
   }
   void destroy() noexcept {
     for (std::size_t i = 0; i < table_->size; ++i) {
@@ -630,6 +634,7 @@ class bpf_array_map {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, "bpf_map_lookup_elem",
                                   "bpf_map_lookup_elem() without rcu_read_lock()", where);
+        return nullptr;  // a handler that returns skips the lookup
       }
     }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");

@@ -110,18 +110,21 @@ class TASKLIFE_API pid_namespace {
   int pid_max() const noexcept { return pid_max_; }
 
   // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr > pid_max).
-  // Lock-free. The caller must hold the RCU read lock (checked builds: reported).
+  // Lock-free. The caller must hold the RCU read lock (checked builds: reported,
+  // and nullptr if the handler returns).
   task_struct* find_task(pid_t nr,
                          std::source_location where = std::source_location::current()) const {
     if constexpr (contract_checks_enabled) {
-      check_rcu_held(nr, where);
+      if (!check_rcu_held(nr, where)) [[unlikely]] {
+        return nullptr;  // reported; a handler that returns skips the lookup
+      }
     }
     return detail::pid_lookup(*this).find(nr);
   }
 
   std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
-  // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds).
-  void check_rcu_held(pid_t nr, std::source_location where) const;
+  // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds): false if reported.
+  bool check_rcu_held(pid_t nr, std::source_location where) const;
   std::size_t nr_allocated() const;
 
   // The namespace's init (pid 1), which adopts orphans; nullptr once it is gone.
