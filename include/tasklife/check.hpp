@@ -20,7 +20,7 @@
 //   A violated contract is reported to the process-wide contract handler with a
 //   message that names the object involved. The default handler prints the
 //   message to stderr and aborts. Tests install a handler that throws
-//   (tasklife::testing::contract_capture, testing.hpp), so a violation can be
+//   (tasklife::testkit::contract_capture, testing.hpp), so a violation can be
 //   asserted without a death test.
 //
 // Members

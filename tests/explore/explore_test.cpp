@@ -193,7 +193,7 @@ TEST(ExploreTest, ParallelJobsFindTheSameRace) {
 TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
   // A simulated thread blocked in synchronize_rcu lets the others run; when it
   // returns, a reader that was inside when it began has left, in every schedule.
-  const explore::report r = testing::expect_explores_cleanly([](explore::execution& x) {
+  const explore::report r = testkit::expect_explores_cleanly([](explore::execution& x) {
     kernel k(x.config({.name = "sync", .pid_max = 64}));
     std::atomic<bool> inside{false};
     x.thread("reader", [&] {
@@ -220,12 +220,12 @@ TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
 
 TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
   EXPECT_NONFATAL_FAILURE(
-      testing::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
+      testkit::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
       "replay: tasklife::explore::replay(model, \"tl1-");
   EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::current)),
-              testing::ExploresCleanly());
+              testkit::ExploresCleanly());
   EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
-              ::testing::Not(testing::ExploresCleanly()));
+              ::testing::Not(testkit::ExploresCleanly()));
 }
 
 TEST(ExploreTest, ReplayInAFreshProcessReproducesTheFailure) {

@@ -38,7 +38,7 @@ std::string Explain(const explore::report& r) {
 // ---- the rcu_users / rcu_head union (docs/kernel.md §4): models::union_race ------------
 TEST(HistoricalRaceTest, UnionMakesAcquireOfADeadTaskSucceedUnderRcuUsersInc) {
   // The program's release comes after the free of the task it acquired.
-  testing::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
+  testkit::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
                                 explore::failure_kind::use_after_free);
 }
 
@@ -50,21 +50,21 @@ explore::options Exhaustive() {
 }
 
 TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyOnceRcuUsersHasItsOwnStorage) {
-  testing::expect_explores_cleanly(models::union_race(semantics_profile::rcu_safe), Exhaustive());
+  testkit::expect_explores_cleanly(models::union_race(semantics_profile::rcu_safe), Exhaustive());
 }
 
 TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyInTheCurrentKernel) {
-  testing::expect_explores_cleanly(models::union_race(semantics_profile::current), Exhaustive());
+  testkit::expect_explores_cleanly(models::union_race(semantics_profile::current), Exhaustive());
 }
 
 // ---- the final put, immediate and deferred: models::final_put_race ------------------------
 TEST(HistoricalRaceTest, ImmediateFinalPutFreesUnderAnRcuReader) {
-  testing::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
+  testkit::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
                                 explore::failure_kind::use_after_free);
 }
 
 TEST(HistoricalRaceTest, DeferredFinalPutWaitsForTheRcuReader) {
-  testing::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
+  testkit::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
 }
 
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
@@ -195,7 +195,7 @@ TEST_P(NullPathSelftest, MissingNullCheckIsReportedWithTheKernelsMessage) {
 }
 
 TEST_P(NullPathSelftest, FixedProgramPassesEveryPath) {
-  const explore::report r = testing::expect_explores_cleanly(ProgramModel(GetParam().fixed));
+  const explore::report r = testkit::expect_explores_cleanly(ProgramModel(GetParam().fixed));
   EXPECT_GE(r.executions, 2U) << "at least one NULL path besides the non-NULL one";
 }
 

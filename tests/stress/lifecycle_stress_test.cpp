@@ -282,7 +282,7 @@ class worker {
   void guarded(F&& f) {
     try {
       f();
-    } catch (const testing::contract_error& e) {
+    } catch (const testkit::contract_error& e) {
       problem(std::string("contract violation: ") + e.what());
     } catch (const std::exception& e) {
       problem(std::string("exception: ") + e.what());

@@ -42,7 +42,7 @@ task_struct* take(std::vector<task_struct*>& tasks, pid_t nr) {
 
 // The test's thread is registered with the kernel's RCU domain (lookups need a
 // read-side section).
-class PidTest : public testing::kernel_test {
+class PidTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "pid"}; }
   void SetUp() override {
