@@ -133,10 +133,11 @@ struct violation_spec {
   std::string kernel;         // "": any kernel
   std::string substring;      // "": any message
 
-  violation_spec(contract_kind k) : kind(k) {}  // NOLINT(google-explicit-constructor)
+  violation_spec(contract_kind k) : kind(k) {}                // NOLINT(google-explicit-constructor)
   violation_spec(std::string_view text) : substring(text) {}  // NOLINT(google-explicit-constructor)
   violation_spec(const char* text) : substring(text) {}       // NOLINT(google-explicit-constructor)
-  violation_spec(const std::string& text) : substring(text) {}  // NOLINT(google-explicit-constructor)
+  violation_spec(const std::string& text)
+      : substring(text) {}  // NOLINT(google-explicit-constructor)
 
   bool matches(const captured_violation& v) const;
   std::string describe() const;
@@ -443,26 +444,27 @@ namespace testing = testkit;
 // substring) was reported while it ran (thrown as contract_error, which the macro
 // catches, or only recorded because it came from a noexcept context or the
 // capture records). More may be streamed in: `<< "why"`.
-#define TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, spec)                                    \
-  GTEST_AMBIGUOUS_ELSE_BLOCKER_                                                                \
-  if (::tasklife::testkit::detail::violation_probe tasklife_probe_{#statement, (spec)}) {      \
-    try {                                                                                      \
-      statement;                                                                               \
-    } catch (const ::tasklife::testkit::contract_error&) {                                     \
-    } catch (const std::exception& tasklife_e_) {                                              \
-      tasklife_probe_.threw(tasklife_e_.what());                                               \
-    } catch (...) {                                                                            \
-      tasklife_probe_.threw("an exception of unknown type");                                   \
-    }                                                                                          \
-    if (!tasklife_probe_.satisfied()) {                                                        \
-      goto GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__);                           \
-    }                                                                                          \
-  } else                                                                                       \
-    GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__)                                   \
+#define TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, spec)                               \
+  GTEST_AMBIGUOUS_ELSE_BLOCKER_                                                           \
+  if (::tasklife::testkit::detail::violation_probe tasklife_probe_{#statement, (spec)}) { \
+    try {                                                                                 \
+      statement;                                                                          \
+    } catch (const ::tasklife::testkit::contract_error&) {                                \
+    } catch (const std::exception& tasklife_e_) {                                         \
+      tasklife_probe_.threw(tasklife_e_.what());                                          \
+    } catch (...) {                                                                       \
+      tasklife_probe_.threw("an exception of unknown type");                              \
+    }                                                                                     \
+    if (!tasklife_probe_.satisfied()) {                                                   \
+      goto GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__);                      \
+    }                                                                                     \
+  } else                                                                                  \
+    GTEST_CONCAT_TOKEN_(tasklife_label_violation_, __LINE__)                              \
         : GTEST_NONFATAL_FAILURE_(tasklife_probe_.failure())
 
 #if !defined(EXPECT_CONTRACT_VIOLATION) && !defined(TASKLIFE_TESTING_NO_SHORT_NAMES)
-#define EXPECT_CONTRACT_VIOLATION(statement, spec) TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, spec)
+#define EXPECT_CONTRACT_VIOLATION(statement, spec) \
+  TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, spec)
 #endif
 
 namespace tasklife {

@@ -17,9 +17,9 @@
 // Lifetime
 //   A kernel owns its tracepoints. A probe stays attached until detached or the
 //   tracepoint is destroyed (a tracepoint_link detaches it when the link ends, so
-//   the link must not outlive its tracepoint's kernel); a probe that is running when it is detached finishes
-//   its run (fire works on the probe list it found). Probes may not attach or
-//   detach probes of the same tracepoint.
+//   the link must not outlive its tracepoint's kernel); a probe that is running when it is detached
+//   finishes its run (fire works on the probe list it found). Probes may not attach or detach
+//   probes of the same tracepoint.
 //
 // Memory ordering
 //   The probe list is copy-on-write: attach and detach build a new list under

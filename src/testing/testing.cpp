@@ -228,8 +228,7 @@ bool violation_probe::satisfied() {
     active = capture_ != nullptr && it != g_stack.end();
     if (active) {
       std::vector<captured_violation>& record = it->record->violations;
-      const std::size_t from =
-          it->record->clears == clears_ ? std::min(start_, record.size()) : 0;
+      const std::size_t from = it->record->clears == clears_ ? std::min(start_, record.size()) : 0;
       for (std::size_t i = from; i < record.size(); ++i) {
         captured_violation& v = record[i];
         seen.push_back(fmt::format("[{}] {}", to_string(v.kind), v.message));
@@ -325,10 +324,9 @@ void kernel_test::end_kernel(const char* file, int line) {
     ADD_FAILURE_AT(file, line) << "teardown: " << e.what();
   }
   for (const leaked_task& l : leaks) {
-    ADD_FAILURE_AT(file, line) << "leaked task '" << l.comm << "' pid " << l.pid
-                               << " (id " << l.id << "): usage=" << l.usage
-                               << " rcu_users=" << l.rcu_users << (l.holders.empty() ? "" : "; ")
-                               << l.holders;
+    ADD_FAILURE_AT(file, line) << "leaked task '" << l.comm << "' pid " << l.pid << " (id " << l.id
+                               << "): usage=" << l.usage << " rcu_users=" << l.rcu_users
+                               << (l.holders.empty() ? "" : "; ") << l.holders;
   }
   const kernel_stats stats = kern.stats();
   if (stats.forked != stats.freed + stats.torn_down) {

@@ -1,10 +1,11 @@
 // Hostile input (issue 14): each case a caller can get wrong reaches a
 // diagnostic with a kind and the object it is about, and nothing after it is
 // undefined behaviour (this suite runs under AddressSanitizer/UBSan in CI). Every
-// test installs a handler that records and returns, so the rule "a handler that
-// returns skips the operation" is what is tested, and ends with the kernel's
-// invariants: what was forked is freed, nothing is left over, nothing else was
-// reported.
+// test records violations with the kit's contract_capture in record mode (the
+// handler returns, so the rule "a handler that returns skips the operation" is
+// what is tested), asserts each one's kind and object, and ends with the
+// kernel's invariants: what was forked is freed, nothing is left over, nothing
+// else was reported.
 #include <atomic>
 #include <climits>
 #include <condition_variable>
@@ -22,6 +23,7 @@
 
 #include <tasklife/deterministic_rcu.hpp>
 #include <tasklife/tasklife.hpp>
+#include <tasklife/testing.hpp>
 
 #include "../support/values.hpp"
 
@@ -30,31 +32,11 @@ namespace {
 
 using test::task_value;
 
-struct recorded {
-  contract_kind kind;
-  diagnostic_object object;
-  std::string operation;
-  std::string message;
-};
+using recorded = testkit::captured_violation;
 
-// The process-wide record of the handler below.
-std::mutex g_mutex;
-std::vector<recorded> g_seen;      // guarded by g_mutex
-std::atomic<bool> g_throw{false};  // the handler throws after recording
-std::atomic<int> g_teardown_seen{0};
-
-void recording_handler(const contract_violation& v) {
-  {
-    const std::lock_guard lock(g_mutex);
-    g_seen.push_back({v.kind, v.object, std::string(v.operation), v.message});
-  }
-  if (v.kind == contract_kind::teardown_order) {
-    g_teardown_seen.fetch_add(1);
-  }
-  if (g_throw.load()) {
-    throw std::runtime_error(v.message);
-  }
-}
+// The capture of the running test (record mode: the handler returns, so the rule
+// "a handler that returns skips the operation" is what is tested).
+testkit::contract_capture* g_capture = nullptr;
 
 kernel_config det(std::string name) {
   kernel_config c;
@@ -66,50 +48,43 @@ kernel_config det(std::string name) {
 class HostileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    {
-      const std::lock_guard lock(g_mutex);
-      g_seen.clear();
-    }
-    g_throw = false;
-    g_teardown_seen = 0;
-    previous_ = set_contract_handler(&recording_handler);
+    capture_.emplace(testkit::capture_mode::record);
+    g_capture = &*capture_;
   }
   void TearDown() override {
-    set_contract_handler(previous_);
     // The invariant every test ends with: no violation it did not take out.
-    EXPECT_TRUE(seen().empty()) << "unexpected violation: " << seen().front().message;
+    const std::vector<recorded> all = capture_->violations();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      EXPECT_TRUE(i < taken_.size() && taken_[i]) << "unexpected violation: " << all[i].message;
+    }
+    g_capture = nullptr;
+    capture_.reset();
   }
 
-  static std::vector<recorded> seen() {
-    const std::lock_guard lock(g_mutex);
-    return g_seen;
-  }
   // Takes out every recorded violation of `kind` for which `about` holds; fails
   // unless there are exactly `n`.
   template <class Pred>
-  static void expect_taken(contract_kind kind, Pred about, std::size_t n = 1,
-                           const char* what = "") {
+  void expect_taken(contract_kind kind, Pred about, std::size_t n = 1, const char* what = "") {
+    const std::vector<recorded> all = capture_->violations();
+    taken_.resize(all.size(), false);
     std::size_t found = 0;
-    const std::lock_guard lock(g_mutex);
-    for (auto it = g_seen.begin(); it != g_seen.end();) {
-      if (it->kind == kind && about(*it)) {
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      if (!taken_[i] && all[i].kind == kind && about(all[i])) {
+        taken_[i] = true;
         ++found;
-        it = g_seen.erase(it);
-      } else {
-        ++it;
       }
     }
     EXPECT_EQ(found, n) << "violations of kind " << to_string(kind) << " " << what;
   }
-  static void expect_about_task(contract_kind kind, std::uint64_t id, std::size_t n = 1) {
+  void expect_about_task(contract_kind kind, std::uint64_t id, std::size_t n = 1) {
     expect_taken(
         kind, [id](const recorded& r) { return r.object.task_id == id; }, n, "about the task");
   }
-  static void expect_about_address(contract_kind kind, const void* p, std::size_t n = 1) {
+  void expect_about_address(contract_kind kind, const void* p, std::size_t n = 1) {
     expect_taken(
         kind, [p](const recorded& r) { return r.object.address == p; }, n, "about the address");
   }
-  static void expect_unnamed(contract_kind kind, std::size_t n = 1) {
+  void expect_unnamed(contract_kind kind, std::size_t n = 1) {
     expect_taken(
         kind, [](const recorded& r) { return !r.object.is_task(); }, n, "about no task");
   }
@@ -127,7 +102,8 @@ class HostileTest : public ::testing::Test {
   }
 
  private:
-  contract_handler previous_ = nullptr;
+  std::optional<testkit::contract_capture> capture_;
+  std::vector<bool> taken_;
 };
 
 // ---- NULL and never-forked tasks ------------------------------------------------------------
@@ -249,10 +225,16 @@ TEST_F(HostileTest, AMapDestroyedAfterItsKernelFreesItsValuesWithoutIt) {
   EXPECT_EQ(map->update_elem(0, task_value{}, BPF_ANY), -EINVAL);
   expect_taken(contract_kind::teardown_order,
                [](const recorded& r) { return r.object.map == "stash"; });
-  g_throw = true;  // a throwing handler must not terminate the destructor
-  map.reset();
-  g_throw = false;
-  expect_about_task(contract_kind::teardown_order, id);
+  {
+    // A throwing handler must not terminate the destructor (the innermost
+    // capture receives the violation).
+    const testkit::contract_capture thrower(testkit::capture_mode::throw_on_violation);
+    map.reset();
+    const auto inner = thrower.violations();
+    ASSERT_EQ(inner.size(), 1U);
+    EXPECT_EQ(inner[0].kind, contract_kind::teardown_order);
+    EXPECT_EQ(inner[0].object.task_id, id);
+  }
 }
 
 TEST_F(HostileTest, AKernelDestroyedWhileThisThreadRunsAsItsTaskLeavesTheScopeSafe) {
@@ -281,7 +263,7 @@ TEST_F(HostileTest, AKernelDestroyedWhileAnotherThreadRunsAsItsTaskWaitsForIt) {
   std::thread other([&] {
     const current_task_scope scope(t);
     entered = true;
-    while (g_teardown_seen.load() == 0) {  // the teardown has begun and reported
+    while (g_capture->count(contract_kind::teardown_order) == 0) {  // the teardown reported
       std::this_thread::yield();
     }
     // The kernel is being torn down but still exists: the teardown waits for this

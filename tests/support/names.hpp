@@ -10,17 +10,15 @@ namespace tasklife {
 
 using ::testing::AllOf;
 using ::testing::Contains;
-using testkit::contract_error;
 using ::testing::ElementsAre;
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using testkit::rcu_users;
 using ::testing::StartsWith;
-using testkit::usage;
 using testkit::about;
 using testkit::capture_mode;
 using testkit::contract_capture;
+using testkit::contract_error;
 using testkit::HasCounters;
 using testkit::HasEventsInOrder;
 using testkit::HasExitState;
@@ -34,5 +32,7 @@ using testkit::IsFreedIn;
 using testkit::IsHashedIn;
 using testkit::IsViolation;
 using testkit::IsViolationAbout;
+using testkit::rcu_users;
+using testkit::usage;
 
 }  // namespace tasklife

@@ -4,10 +4,10 @@
 // intercepted here), with a body task and with a parameter.
 #include <climits>
 #include <source_location>
-#include <tuple>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -124,7 +124,7 @@ TEST_F(KitTest, AnUndeclaredViolationFailsTheTest) {
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
               ElementsAre(HasSubstr("unexpected contract violation: unbalanced_unlock in "
-                                   "rcu/rcu_read_unlock")));
+                                    "rcu/rcu_read_unlock")));
 }
 
 TEST_F(KitTest, AViolationReportedWhileTheKernelIsDestroyedFailsTheTest) {
@@ -142,7 +142,7 @@ TEST_F(KitTest, ADeclaredViolationThatNeverHappensFailsTheTest) {
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
               ElementsAre(HasSubstr("expected a violation of any kind whose message contains "
-                                   "\"never reported\"")));
+                                    "\"never reported\"")));
 }
 
 TEST_F(KitTest, AnUndeclaredRefcountWarningFailsTheTest) {
@@ -357,8 +357,9 @@ TEST_F(KitTest, EventMatchersSeeTheDeathInOrder) {
                                         task_event_kind::final_switch, task_event_kind::reap,
                                         task_event_kind::gp_requested, task_event_kind::gp_elapsed,
                                         task_event_kind::free}));
-  EXPECT_THAT(events, ::testing::Not(HasEventsInOrder(
-                          {task_event_kind::free, task_event_kind::gp_requested})));
+  EXPECT_THAT(
+      events,
+      ::testing::Not(HasEventsInOrder({task_event_kind::free, task_event_kind::gp_requested})));
   EXPECT_THAT(events, Contains(IsEventOf(task_event_kind::reap, t)));
   ASSERT_FALSE(events.empty());
   EXPECT_THAT(::testing::PrintToString(events.front()), HasSubstr("exit"))
@@ -396,7 +397,8 @@ TEST_P(KitRetireTest, RetireEndsEveryKindOfTaskCleanly) {
 INSTANTIATE_TEST_SUITE_P(Backends, KitRetireTest,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool()),
                          [](const auto& param_info) {
-                           return std::string(std::get<0>(param_info.param) ? "Liburcu" : "Deterministic") +
+                           return std::string(std::get<0>(param_info.param) ? "Liburcu"
+                                                                            : "Deterministic") +
                                   (std::get<1>(param_info.param) ? "Thread" : "AutoreapedChild");
                          });
 

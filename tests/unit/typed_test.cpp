@@ -93,7 +93,7 @@ class TypedTest : public testkit::kernel_test {
     std::string acquired_at;
     EXPECT_CONTRACT_VIOLATION(drop(target, before, acquired_at), message);
     EXPECT_THAT(capture().messages(), ElementsAre(AllOf(HasSubstr(message), HasSubstr("'target'"),
-                                                          HasSubstr(acquired_at))));
+                                                        HasSubstr(acquired_at))));
     EXPECT_EQ(rcu_users(target), before) << "tasklife released it";
     retire(target);
   }
