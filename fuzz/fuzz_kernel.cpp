@@ -51,6 +51,9 @@ class bytes {
 // ---- failure -----------------------------------------------------------------------------------
 
 std::vector<std::string>* g_trace = nullptr;
+// Operations and inputs run in this process (printed at exit: the fuzzing figures).
+std::uint64_t g_operations = 0;
+std::uint64_t g_inputs = 0;
 
 [[noreturn]] void diverge(const std::string& what) {
   std::fprintf(stderr, "tasklife fuzz: divergence: %s\noperations:\n", what.c_str());
@@ -222,6 +225,7 @@ class harness {
     for (int ops = 0; ops < 256 && !in_.empty(); ++ops) {
       step();
       check();
+      ++g_operations;
     }
     teardown();
   }
@@ -473,7 +477,7 @@ class harness {
               " against the model (error " + std::to_string(r.error) + ")");
     }
     if (!expect_ok) {
-      if (fail != fork_failure::none && m_.memcg) {
+      if (m_.memcg) {  // delayed_free_task: every failed copy_process, -EAGAIN too
         m_.queued.emplace_back(pending_kind::failed_fork, -1);
       }
       return -1;
@@ -820,11 +824,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const bool installed = [] {
     set_contract_handler(&contract_handler_abort);
     set_refcount_warning_sink(&refcount_sink_abort);
+    std::atexit([] {
+      std::fprintf(stderr, "tasklife fuzz: %llu operations in %llu inputs, no divergence\n",
+                   static_cast<unsigned long long>(g_operations),
+                   static_cast<unsigned long long>(g_inputs));
+    });
     return true;
   }();
   (void)installed;
   std::vector<std::string> trace;
   g_trace = &trace;
+  ++g_inputs;
   bytes in(data, size);
   harness h(in, trace);
   h.run();
