@@ -65,7 +65,19 @@ std::uint64_t g_inputs = 0;
   std::abort();
 }
 
+// While a misuse the model expects runs, its violations are collected here.
+struct seen_violation {
+  contract_kind kind;
+  std::uint64_t task_id;
+  const void* address;
+};
+std::vector<seen_violation>* g_expected_sink = nullptr;
+
 void contract_handler_abort(const contract_violation& v) {
+  if (g_expected_sink != nullptr) {
+    g_expected_sink->push_back({v.kind, v.object.task_id, v.object.address});
+    return;  // the operation is skipped
+  }
   diverge("unexpected contract violation (" + std::string(to_string(v.kind)) + "): " + v.message);
 }
 
@@ -245,6 +257,8 @@ class harness {
     c.final_put = m_.deferred ? final_put_mode::deferred : final_put_mode::immediate;
     c.memcg = m_.memcg;
     c.record_history = (h & 0x40U) != 0;
+    c.track_holders = (h & 0x80U) != 0;
+    tracked_ = c.track_holders;
     c.pid_max = m_.pid_max;
     c.reserved_pids = m_.reserved;
     c.rcu_backend_factory = deterministic_rcu_factory();
@@ -323,7 +337,7 @@ class harness {
   // ---- the operations
   // ----------------------------------------------------------------------------
   void step() {
-    switch (in_.pick(16)) {
+    switch (in_.pick(20)) {
       case 0:
       case 1: {
         const std::uint8_t flags = in_.next();
@@ -352,8 +366,9 @@ class harness {
           m_.usage_put(i);
         }
         break;
-      case 4:
-        if (const int i = pick_if([](const model_task& t) { return !t.freed && t.rcu_users > 0; });
+      case 4:  // a raw refcount op: no holder is recorded, so not with holder tracking
+        if (const int i = pick_if(
+                [this](const model_task& t) { return !tracked_ && !t.freed && t.rcu_users > 0; });
             i >= 0) {
           trace("refcount_inc_not_zero(rcu_users)", i);
           if (!refcount_inc_not_zero(&task(i)->rcu_users)) {
@@ -419,8 +434,167 @@ class harness {
       case 15:
         update_slot();
         break;
+      case 16:
+      case 17:
+        misuse();
+        break;
+      case 18:
+        queries();
+        break;
+      case 19:
+        attached_program();
+        break;
       default:
         break;
+    }
+  }
+
+  // Runs `op`, which the model says is refused with one violation of `kind`
+  // about `id` (0: about no task) and changes nothing.
+  // With holders tracked the tracker speaks first: a release with no holder is
+  // an over_release, or a double_release if a holder of that kind was dropped.
+  template <class Op>
+  void expect_refused(const char* what, contract_kind kind, std::uint64_t id, Op op) {
+    trace_.push_back(std::string("misuse: ") + what);
+    std::vector<seen_violation> seen;
+    g_expected_sink = &seen;
+    op();
+    g_expected_sink = nullptr;
+    const bool release = kind == contract_kind::over_release;
+    const bool kind_ok =
+        !seen.empty() && (seen[0].kind == kind ||
+                          (release && tracked_ && seen[0].kind == contract_kind::double_release));
+    if (seen.size() != 1 || !kind_ok || seen[0].task_id != id) {
+      diverge(std::string(what) + ": " + std::to_string(seen.size()) +
+              " violation(s), the model says one of kind " + std::string(to_string(kind)) +
+              (seen.empty() ? std::string() : ", got " + std::string(to_string(seen[0].kind))));
+    }
+  }
+
+  // The references a task's own lifecycle still holds (the over-release floor).
+  int rcu_floor(const model_task& t) const { return (t.switched ? 0 : 1) + (t.reaped ? 0 : 1); }
+  bool group_holds_usage(int i) const {
+    const model_task& t = m_.tasks[static_cast<std::size_t>(i)];
+    if (t.rcu_users > 0) {
+      return true;
+    }
+    for (const auto& [kind, j] : m_.queued) {
+      if (kind == pending_kind::delayed_put && j == i) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void misuse() {
+    switch (in_.pick(6)) {
+      case 0:  // a put of rcu_users nobody but the lifecycle holds
+        if (const int i = pick_if([this](const model_task& t) {
+              return !t.freed && t.rcu_users > 0 && t.rcu_users == rcu_floor(t);
+            });
+            i >= 0) {
+          expect_refused("put_task_struct_rcu_user without a reference",
+                         contract_kind::over_release, task_id(task(i)),
+                         [&] { put_task_struct_rcu_user(task(i)); });
+        }
+        break;
+      case 1: {  // a put of the rcu_users group's usage share
+        std::vector<int> ok;
+        for (std::size_t j = 0; j < m_.tasks.size(); ++j) {
+          if (!m_.tasks[j].freed && m_.tasks[j].usage == 1 &&
+              group_holds_usage(static_cast<int>(j))) {
+            ok.push_back(static_cast<int>(j));
+          }
+        }
+        if (!ok.empty()) {
+          const int i = ok[in_.pick(ok.size())];
+          expect_refused("put_task_struct of the group's share", contract_kind::over_release,
+                         task_id(task(i)), [&] { put_task_struct(task(i)); });
+        }
+        break;
+      }
+      case 2:
+        if (const int i = pick_usage(); i >= 0) {
+          expect_refused("put_task_struct_many(t, 0)", contract_kind::invalid_argument,
+                         task_id(task(i)), [&] { put_task_struct_many(task(i), 0); });
+        }
+        break;
+      case 3:
+        expect_refused("get_task_struct(NULL)", contract_kind::null_argument, 0,
+                       [] { (void)get_task_struct(nullptr); });
+        break;
+      case 4: {
+        task_struct fake;
+        expect_refused("bpf_task_release_dtor(fake)", contract_kind::not_a_task, 0,
+                       [&] { bpf_task_release_dtor(&fake); });
+        break;
+      }
+      default: {  // an rcu_head queued twice: the second is refused
+        trace_.push_back("call_rcu twice");
+        k_->rcu().call_rcu(&heads_[next_head_ % heads_.size()], [](rcu_head*) {});
+        m_.queued.emplace_back(pending_kind::map_memory, -1);
+        rcu_head* h = &heads_[next_head_ % heads_.size()];
+        ++next_head_;
+        std::vector<seen_violation> seen;
+        g_expected_sink = &seen;
+        k_->rcu().call_rcu(h, [](rcu_head*) {});
+        g_expected_sink = nullptr;
+        if (seen.size() != 1 || seen[0].kind != contract_kind::already_queued ||
+            seen[0].address != h) {
+          diverge("call_rcu of a queued head was not refused with already_queued");
+        }
+        // Every head must have run before it is queued again: a grace period now.
+        grace_period();
+        break;
+      }
+    }
+  }
+
+  void queries() {
+    trace_.push_back("queries");
+    std::size_t unfreed = 0;
+    for (const model_task& t : m_.tasks) {
+      unfreed += t.freed ? 0U : 1U;
+      if (!t.freed) {
+        (void)k_->history(t.t);
+        (void)k_->format_holders(t.t);
+        if (k_->is_freed(t.t)) {
+          diverge("is_freed of a task the model has not freed");
+        }
+      }
+    }
+    if (k_->allocated_tasks().size() != unfreed) {
+      diverge("allocated_tasks() " + std::to_string(k_->allocated_tasks().size()) +
+              ", the model says " + std::to_string(unfreed));
+    }
+    (void)k_->events();
+    if (k_->stats().allocated() != unfreed) {
+      diverge("stats().allocated() differs from the model's");
+    }
+  }
+
+  // A program attached to task_newtask for the next fork: it acquires and
+  // releases the new task, which must leave its counters as the model's.
+  void attached_program() {
+    trace_.push_back("attach to task_newtask, then fork");
+    bool ran = false;
+    bpf_prog prog(*k_, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* t) {
+      ran = true;
+      task_struct* ref = bpf_task_acquire(t);
+      if (ref != t) {
+        diverge("an attached program's acquire of the new task failed");
+      }
+      bpf_task_release(ref);
+      return 0;
+    });
+    bool violations = false;
+    const bpf_link link =
+        prog.attach(k_->task_newtask(), [&](const prog_run_result& r) { violations |= !r.ok(); });
+    if (m_.tasks.size() < kMaxTasks && fork_one(-1, 0, fork_failure::none) >= 0 && !ran) {
+      diverge("the attached program did not run at fork");
+    }
+    if (violations) {
+      diverge("the attached program got a violation");
     }
   }
 
@@ -816,6 +990,9 @@ class harness {
   std::unique_ptr<bpf_array_map<task_value>> map_;
   std::vector<int> slots_;  // the model task whose reference each slot holds, or -1
   int prog_ = -1;
+  bool tracked_ = false;  // holders are tracked: a release without a holder is theirs to report
+  std::vector<rcu_head> heads_ = std::vector<rcu_head>(4);
+  std::size_t next_head_ = 0;
 };
 
 }  // namespace
