@@ -37,8 +37,13 @@
 //   rcu_barrier may be called from any thread (an unregistered caller is
 //   registered for the duration of the call). A callback runs once, on a backend
 //   thread, at least one grace period after call_rcu; the head must stay valid
-//   until then. Destroying a domain first waits for all of its callbacks,
-//   including those queued by its callbacks.
+//   until then; call_rcu on a head already queued is reported (already_queued)
+//   and refused. Destroying a domain first waits for all of its callbacks,
+//   including those queued by its callbacks. A kernel's own domain destroyed
+//   while registrations with it are alive is kept instead, until the process
+//   exits, so they end safely (kernel.hpp, Lifetime). A domain of your own must
+//   outlive its registrations and read guards: destroying it earlier is reported
+//   (teardown_order), but they then refer to memory that is gone.
 //
 // Memory ordering
 //   The guarantee is RCU's: every read-side critical section that began before
