@@ -472,6 +472,9 @@ void write_explore_report(const std::vector<result>& runs, const std::string& pa
   for (const auto& [label, fn] :
        {std::pair{"pid-lookup race (rcu_users_inc)", "BM_ExploreFirstFailurePidRace"},
         std::pair{"rcu_users/rcu_head union (rcu_users_inc)", "BM_ExploreFirstFailureUnion"},
+        std::pair{"the destructor of a NULL xchg (usage_based)", "BM_ExploreFirstFailureNullDtor"},
+        std::pair{"an xchg into a deleted element (rcu_safe)",
+                  "BM_ExploreFirstFailureXchgAfterDelete"},
         std::pair{"immediate final put under a reader", "BM_ExploreFirstFailureFinalPut"}}) {
     const auto t = rs.ms(fn, "", 1);
     const auto n = rs.counter(fn, "", 1, "executions_to_failure");
@@ -505,6 +508,18 @@ void write_explore_report(const std::vector<result>& runs, const std::string& pa
             "retires it): {} trials, the bug seen in {} of them.\n",
             fmt_opt(rs.counter("BM_StressPidRace", "", 1, "trials"), "{:.0f}"),
             fmt_opt(rs.counter("BM_StressPidRace", "", 1, "bug_seen"), "{:.0f}"));
+  md << fmt::format(
+      "\n50 ms of the destructor of a NULL xchg (usage_based) the same way (a program takes the "
+      "local object out of the element and drops it, a syscall deletes the element): {} "
+      "trials, the bug (a bpf_obj_drop(NULL) report) seen in {} of them.\n",
+      fmt_opt(rs.counter("BM_StressNullDtor", "", 1, "trials"), "{:.0f}"),
+      fmt_opt(rs.counter("BM_StressNullDtor", "", 1, "bug_seen"), "{:.0f}"));
+  md << fmt::format(
+      "\n50 ms of the xchg into a deleted element (rcu_safe) the same way (a program looks the "
+      "element up and exchanges current into it, a syscall deletes the element): {} trials, "
+      "the bug (a reference left in the deleted element) seen in {} of them.\n",
+      fmt_opt(rs.counter("BM_StressXchgAfterDelete", "", 1, "trials"), "{:.0f}"),
+      fmt_opt(rs.counter("BM_StressXchgAfterDelete", "", 1, "bug_seen"), "{:.0f}"));
   std::ofstream(path) << md.str();
 }
 

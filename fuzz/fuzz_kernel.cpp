@@ -88,8 +88,9 @@ void refcount_sink_abort(const refcount_warning& w) {
 // ---- the model
 // -------------------------------------------------------------------------------------
 
-// A pid namespace: cyclic allocation from last + 1, wrapping to reserved_pids
-// once the cursor has passed it (alloc_pid's pid_min), else to 1.
+// A pid namespace: cyclic allocation of 1 .. pid_max - 1 (idr_alloc_cyclic's end
+// is exclusive) from last + 1, wrapping to reserved_pids once the cursor has
+// passed it (alloc_pid's pid_min), else to 1.
 struct model_ns {
   int parent = -1;
   unsigned level = 0;
@@ -133,12 +134,12 @@ class model {
   int alloc(int n) {
     model_ns& s = ns[static_cast<std::size_t>(n)];
     const int pid_min = s.last > reserved ? reserved : 1;
-    for (int nr = s.last + 1; nr <= pid_max; ++nr) {
+    for (int nr = s.last + 1; nr < pid_max; ++nr) {
       if (!s.used.contains(nr)) {
         return take(s, nr);
       }
     }
-    for (int nr = pid_min; nr <= s.last && nr <= pid_max; ++nr) {
+    for (int nr = pid_min; nr <= s.last && nr < pid_max; ++nr) {
       if (!s.used.contains(nr)) {
         return take(s, nr);
       }

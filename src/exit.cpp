@@ -53,7 +53,11 @@ void kernel::forget_children(task_struct* t) {
   while (task_struct* child = t->priv.children) {
     detail::unlink_child(child);
     if (reaper != nullptr) {
-      detail::link_child(reaper, child);
+      detail::link_child(reaper, child);  // the child's threads follow it
+    } else {
+      for (task_struct* th = child->priv.threads; th != nullptr; th = th->priv.thread_next) {
+        th->real_parent = nullptr;  // the group has no parent now
+      }
     }
   }
 }
@@ -63,7 +67,12 @@ void kernel::exit_notify(task_struct* t, std::source_location where) {
   {
     const detail::lock_guard lock(tasklist_lock_);
     forget_children(t);
-    autoreap = t->priv.autoreap;
+    // A thread releases itself; a leader only when its group is empty and its
+    // parent does not want the notification (kernel/exit.c exit_notify:
+    // thread_group_empty(tsk) && do_notify_parent()). A leader with live threads
+    // stays a hashed EXIT_ZOMBIE until the last of them is released.
+    autoreap = detail::thread_group_leader(t) ? t->priv.autoreap && detail::thread_group_empty(t)
+                                              : t->priv.autoreap;
     // Release: pairs with the acquire CAS in wait_task_zombie and the acquire load
     // in retire.
     t->exit_state.store(autoreap ? EXIT_DEAD : EXIT_ZOMBIE, std::memory_order_release);
@@ -111,6 +120,17 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   detail::put_rcu_user_as(prev, holder_role::scheduler, where);  // the scheduler's drop
 }
 
+bool kernel::claim_reapable_zombie(task_struct* p) {
+  // wait_consider_task: a zombie leader whose group still has threads is skipped
+  // (delay_group_leader). Under tasklist_lock, as the last thread's release_task
+  // tests the leader, so that one of them always reaps it.
+  const detail::lock_guard lock(tasklist_lock_);
+  if (detail::delay_group_leader(p)) {
+    return false;
+  }
+  return claim_zombie(p);
+}
+
 bool kernel::claim_zombie(task_struct* p) noexcept {
   int expected = EXIT_ZOMBIE;
   // Only one waiter wins EXIT_ZOMBIE -> EXIT_DEAD. Acquire pairs with exit_notify.
@@ -123,7 +143,7 @@ bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
   if (!check_own_task(p, "wait_task_zombie", where)) {
     return false;
   }
-  if (!claim_zombie(p)) {
+  if (!claim_reapable_zombie(p)) {
     return false;
   }
   detail::kernel_access::record_now(*this, p, task_event_kind::reap, {}, where);
@@ -147,7 +167,17 @@ bool kernel::retire(task_struct* t, int code, std::source_location where) {
   // after a grace period. Whoever wins the claim (here, or a concurrent
   // wait_task_zombie) does the release; the events keep the zombie order
   // (final switch, then reap).
-  const bool reap = claim_zombie(t);
+  bool reap = false;
+  {
+    // A leader with live threads cannot be reaped yet: its parent waits, and the
+    // last thread's release_task wakes it to reap (or, autoreaped, releases it).
+    const detail::lock_guard lock(tasklist_lock_);
+    if (detail::delay_group_leader(t)) {
+      t->priv.parent_waits = true;
+    } else {
+      reap = claim_zombie(t);
+    }
+  }
   finish_task_switch(t, where);
   if (reap) {
     detail::kernel_access::record_now(*this, t, task_event_kind::reap, {}, where);
@@ -159,11 +189,29 @@ bool kernel::retire(task_struct* t, int code, std::source_location where) {
 void kernel::release_task(task_struct* p, std::source_location where) {
   // Announced before the lock: the explorer never switches threads under one.
   detail::sched_point(sched_op::pid_unhash, init_ns_, "release_task: unhash");
+  task_struct* leader = p->group_leader;
+  bool zap_leader = false;
+  bool leader_reaped = false;
   {
     // __exit_signal -> __unhash_process: detach from every pid level and the
     // family, under tasklist_lock. After this no lookup can newly find p.
     const detail::lock_guard lock(tasklist_lock_);
-    detail::unlink_child(p);
+    if (detail::thread_group_leader(p)) {
+      detail::unlink_child(p);
+    } else {
+      detail::unlink_thread(p);  // list_del_rcu(&p->thread_node)
+      // The last thread of a group whose leader is a zombie: do_notify_parent;
+      // if the parent ignores it (autoreap) the leader is released here too
+      // (zap_leader); a waiting parent is woken and reaps it.
+      if (detail::thread_group_empty(leader) &&
+          leader->exit_state.load(std::memory_order_acquire) == EXIT_ZOMBIE) {
+        if (leader->priv.autoreap) {
+          zap_leader = claim_zombie(leader);
+        } else if (leader->priv.parent_waits) {
+          leader_reaped = claim_zombie(leader);
+        }
+      }
+    }
     for (const upid& u : p->priv.numbers) {
       u.ns->unhash(u.nr, p);
     }
@@ -179,6 +227,13 @@ void kernel::release_task(task_struct* p, std::source_location where) {
   detail::trace_event(p, task_event_kind::rcu_user_put, refcount_read(&p->usage),
                       refcount_read(&p->rcu_users) - 1U, {}, where);
   detail::put_rcu_user_as(p, holder_role::reaper, where);
+  if (zap_leader || leader_reaped) {
+    // release_task's "goto repeat" with p = leader. The leader is still allocated:
+    // its own reaper's reference is the one this release drops.
+    detail::kernel_access::record_now(
+        *this, leader, zap_leader ? task_event_kind::autoreap : task_event_kind::reap, {}, where);
+    release_task(leader, where);
+  }
 }
 
 // ---- the grace period (put_task_struct_rcu_user, delayed_put_task_struct) -----------------

@@ -45,6 +45,9 @@ namespace detail {
 
 void link_child(task_struct* parent, task_struct* child) {
   child->real_parent = parent;
+  for (task_struct* t = child->priv.threads; t != nullptr; t = t->priv.thread_next) {
+    t->real_parent = parent;  // forget_original_parent: for_each_thread(p, t)
+  }
   child->priv.sibling_prev = nullptr;
   child->priv.sibling_next = parent->priv.children;
   if (parent->priv.children != nullptr) {
@@ -69,6 +72,29 @@ void unlink_child(task_struct* child) {
   child->priv.sibling_prev = nullptr;
   child->priv.sibling_next = nullptr;
   child->real_parent = nullptr;
+}
+
+void link_thread(task_struct* leader, task_struct* thread) {
+  thread->priv.thread_prev = nullptr;
+  thread->priv.thread_next = leader->priv.threads;
+  if (leader->priv.threads != nullptr) {
+    leader->priv.threads->priv.thread_prev = thread;
+  }
+  leader->priv.threads = thread;
+}
+
+void unlink_thread(task_struct* thread) {
+  task_struct* leader = thread->group_leader;
+  if (thread->priv.thread_prev != nullptr) {
+    thread->priv.thread_prev->priv.thread_next = thread->priv.thread_next;
+  } else if (leader->priv.threads == thread) {
+    leader->priv.threads = thread->priv.thread_next;
+  }
+  if (thread->priv.thread_next != nullptr) {
+    thread->priv.thread_next->priv.thread_prev = thread->priv.thread_prev;
+  }
+  thread->priv.thread_prev = nullptr;
+  thread->priv.thread_next = nullptr;
 }
 
 }  // namespace detail
@@ -181,7 +207,13 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
     // attach_pid + the task lists, under tasklist_lock as in copy_process.
     const detail::lock_guard lock(tasklist_lock_);
     list_add(t);
-    if (parent != nullptr) {
+    if (args.thread) {
+      // copy_process with CLONE_THREAD: the thread's real_parent is the forking
+      // task's real_parent (the leader's parent, not the leader), and the thread
+      // joins the group's thread list instead of a children list.
+      t->real_parent = parent->real_parent;
+      detail::link_thread(t->group_leader, t);
+    } else if (parent != nullptr) {
       detail::link_child(parent, t);
     }
     for (const upid& u : t->priv.numbers) {

@@ -124,6 +124,10 @@ kernel_config validated(kernel_config config) {
         std::source_location::current());
     config.profile = semantics_profile::current;
   }
+  if (config.final_put == final_put_mode::profile_default) {
+    config.final_put =
+        final_put_deferred(config.profile) ? final_put_mode::deferred : final_put_mode::immediate;
+  }
   if (config.reserved_pids < 1 || config.reserved_pids >= config.pid_max) {
     config.reserved_pids = 1;
   }

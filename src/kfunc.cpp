@@ -1,5 +1,7 @@
 // The BPF task kfuncs (kernel/bpf/helpers.c) in each semantics profile.
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include <fmt/format.h>
@@ -67,6 +69,11 @@ constexpr std::string_view name_of(kfunc_id id) {
 // The kernel a kfunc runs in: current's. Checked builds report a call outside a
 // program and a kfunc the profile does not have. False: the call must not go on.
 bool enter(run_ptr run, kfunc_id id, std::source_location where) {
+  if (!info(id).entry_announced_by_body) {
+    // The kfunc's entry is a scheduling point (one thread-local test when no
+    // explorer runs); the others begin with one of their own.
+    detail::sched_point(sched_op::kfunc, nullptr, info(id).name);
+  }
   if constexpr (contract_checks_enabled) {
     if (tls_ctx.task == nullptr) [[unlikely]] {
       report(id, contract_kind::no_current, {},
@@ -259,6 +266,22 @@ void task_kptr_dtor(task_struct* p) {
   }
 }
 
+void task_kptr_dtor_empty(semantics_profile profile) {
+  // What the profile's registered destructor does when bpf_obj_free_fields hands
+  // it the NULL of an empty slot (the kernels before 1431d0b584a6).
+  if (kfunc_exists(profile, kfunc_id::bpf_task_release_dtor)) {
+    bpf_task_release_dtor(nullptr);  // reported: it has no NULL check
+  } else if (!info(profile).release_null_safe) {
+    detail::report_contract_violation(
+        contract_kind::null_argument, "kfunc", "task_kptr_dtor", {},
+        fmt::format("the task destructor of semantics profile '{}' was called on the NULL of an "
+                    "empty kptr slot: a NULL pointer dereference in put_task_struct_rcu_user",
+                    to_string(profile)),
+        std::source_location::current());
+  }
+  // Else bpf_task_release's "if (!p) return;": nothing happens, as in the kernel.
+}
+
 namespace {
 task_struct* from_pid_in(run_ptr run, kfunc_id id, pid_namespace* ns, std::int32_t nr,
                          std::source_location where) {
@@ -420,6 +443,63 @@ void bpf_rcu_read_unlock(std::source_location where) {
     }
     tls_ctx.owner->rcu().rcu_read_unlock();
   }
+}
+
+long bpf_probe_read_kernel(void* dst, std::uint32_t size, const void* unsafe_ptr,
+                           std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_probe_read_kernel, where)) {
+    return -EINVAL;
+  }
+  // arg1 is ARG_PTR_TO_UNINIT_MEM (written), arg3 ARG_ANYTHING (the probe).
+  if (run != nullptr && !run->check_mem_arg(kfunc_id::bpf_probe_read_kernel, 1, dst, size,
+                                            /*write=*/true, where)) {
+    return -EINVAL;
+  }
+  if (size != 0) {
+    std::memcpy(dst, unsafe_ptr, size);
+  }
+  return 0;
+}
+
+long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2, std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_strncmp, where)) {
+    return -EINVAL;
+  }
+  if (run != nullptr &&
+      !run->check_mem_arg(kfunc_id::bpf_strncmp, 1, s1, s1_sz, /*write=*/false, where)) {
+    return -EINVAL;
+  }
+  return std::strncmp(s1, s2, s1_sz);
+}
+
+task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
+                      std::source_location where) {
+  if constexpr (contract_checks_enabled) {
+    if (field != &task_struct::real_parent && field != &task_struct::group_leader) {
+      detail::report_contract_violation(
+          contract_kind::invalid_argument, "kfunc", "btf_walk", {},
+          "btf_walk(): only real_parent and group_leader are RCU-safe fields of task_struct",
+          where);
+      return nullptr;
+    }
+    if (base == nullptr) {
+      detail::report_contract_violation(contract_kind::null_argument, "kfunc", "btf_walk", {},
+                                        "btf_walk(NULL)", where);
+      return nullptr;
+    }
+    if (!detail::check_task(base, "btf_walk", where)) {
+      return nullptr;
+    }
+  }
+  task_struct* value = field == &task_struct::real_parent
+                           ? detail::kernel_access::real_parent(task_kernel(base), base)
+                           : base->group_leader;  // set by fork, never changed
+  if (const run_ptr run = current_run()) {
+    run->walked(base, value);
+  }
+  return value;
 }
 
 task_struct* bpf_get_current_task_btf(std::source_location where) {

@@ -38,8 +38,10 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
       pid_max_(valid_pid_max(owner, pid_max)),
       reserved_pids_(reserved_pids >= 1 && reserved_pids < pid_max_ ? reserved_pids : 1),
       // Value-initialised: every entry starts as nullptr.
-      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max_) + 1]()),
-      allocated_((static_cast<std::size_t>(pid_max_) + kBits) / kBits, 0) {
+      // Numbers 1 .. pid_max - 1: alloc_pid's idr_alloc_cyclic(..., pid_min, pid_max)
+      // takes an exclusive end, so pid_max itself is never a pid.
+      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max_)]()),
+      allocated_((static_cast<std::size_t>(pid_max_) + kBits - 1) / kBits, 0) {
   if (!allocated_.empty()) {
     allocated_.front() |= 1U;  // 0 is never a pid
   }
@@ -76,21 +78,23 @@ bool pid_namespace::is_free(pid_t nr) const {
 
 pid_t pid_namespace::alloc_nr() {
   const detail::lock_guard lock(alloc_mutex_);
-  if (nr_allocated_ >= static_cast<std::size_t>(pid_max_)) {
-    return -EAGAIN;
+  if (nr_allocated_ + 1 >= static_cast<std::size_t>(pid_max_)) {
+    return -EAGAIN;  // 1 .. pid_max - 1 are all taken
   }
-  // idr_alloc_cyclic from last_pid + 1; past pid_max, restart at reserved_pids
-  // once the cursor has passed it (alloc_pid's pid_min), else at 1.
+  // idr_alloc_cyclic(&ns->idr, NULL, pid_min, pid_max) from last_pid + 1: the end
+  // is exclusive (kernel/pid.c alloc_pid, since the idr conversion 95846ecf9dac),
+  // so numbers stop at pid_max - 1; past it, restart at reserved_pids once the
+  // cursor has passed it (alloc_pid's pid_min), else at 1.
   const pid_t pid_min = last_pid_ > reserved_pids_ ? reserved_pids_ : 1;
   pid_t found = 0;
-  for (pid_t nr = last_pid_ + 1; nr <= pid_max_; ++nr) {
+  for (pid_t nr = last_pid_ + 1; nr < pid_max_; ++nr) {
     if (is_free(nr)) {
       found = nr;
       break;
     }
   }
   if (found == 0) {
-    for (pid_t nr = pid_min; nr <= last_pid_ && nr <= pid_max_; ++nr) {
+    for (pid_t nr = pid_min; nr <= last_pid_ && nr < pid_max_; ++nr) {
       if (is_free(nr)) {
         found = nr;
         break;
@@ -110,7 +114,7 @@ pid_t pid_namespace::alloc_nr() {
 void pid_namespace::free_nr(pid_t nr) noexcept {
   {
     const detail::lock_guard lock(alloc_mutex_);
-    if (nr >= 1 && nr <= pid_max_ && !is_free(nr)) [[likely]] {
+    if (nr >= 1 && nr < pid_max_ && !is_free(nr)) [[likely]] {
       const auto n = static_cast<std::size_t>(nr);
       allocated_[n / kBits] &= ~(std::uint64_t{1} << (n % kBits));
       --nr_allocated_;
@@ -124,7 +128,7 @@ void pid_namespace::free_nr(pid_t nr) noexcept {
       contract_kind::invalid_argument, "pid", "free_pid", std::move(o),
       fmt::format("free_pid({}) in pid namespace level {} of kernel '{}': not an allocated "
                   "number of [1, {}]; ignored",
-                  nr, level_, owner_.name(), pid_max_),
+                  nr, level_, owner_.name(), pid_max_ - 1),
       std::source_location::current());
 }
 

@@ -1,4 +1,5 @@
 // Programs and the run-time verifier (prog.hpp).
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -79,11 +80,49 @@ bool prog_run::check_call(kfunc_id id, std::source_location where) {
   return false;
 }
 
+std::optional<prog_run::trust> prog_run::trust_of(const task_struct* p) const {
+  const auto known = trust_.find(p);
+  if (known == trust_.end()) {
+    return std::nullopt;
+  }
+  return known->second;
+}
+
+const task_struct* prog_run::task_containing(const void* p) const {
+  const auto inside = [p](const task_struct* t) {
+    const auto* begin = reinterpret_cast<const char*>(t);
+    const auto* at = static_cast<const char*>(p);
+    return t != nullptr && at >= begin && at < begin + offsetof(task_struct, priv);
+  };
+  for (const auto& [value, how] : trust_) {
+    if (inside(static_cast<const task_struct*>(value))) {
+      return static_cast<const task_struct*>(value);
+    }
+  }
+  for (const reference& r : refs_) {
+    if (r.live && inside(r.task)) {
+      return r.task;
+    }
+  }
+  return nullptr;
+}
+
 bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
                               std::source_location where) {
   const std::string_view name = to_string(id);
+  // check_kfunc_args: the NULL test comes first (every KF_RCU or trusted argument,
+  // which from 1a5c01d2508a is every argument), then the argument's type.
   if (p == nullptr) {
     report(violation_kind::null_arg, name, p, "Possibly NULL pointer passed to trusted arg0",
+           where);
+    return false;
+  }
+  if (!kernel_.knows_task(p)) {
+    // Not a task at all (a stack address cast to task_struct*): the verifier
+    // sees a PTR_TO_STACK where a struct pointer is expected and takes the
+    // argument for memory (get_kfunc_ptr_arg_type).
+    report(violation_kind::arg_type_mismatch, name, p,
+           "arg#0 pointer type STRUCT task_struct must point to scalar, or struct with scalar",
            where);
     return false;
   }
@@ -95,15 +134,13 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
     }
     return true;
   }
-  const auto known = trust_.find(p);
+  const std::optional<trust> known = trust_of(p);
   const reference* released = last_released(p);
-  const bool only_released =
-      released != nullptr && (known == trust_.end() || known->second == trust::untrusted);
+  const bool only_released = released != nullptr && (!known || *known == trust::untrusted);
   switch (role) {
     case kfunc_arg::acquire: {
       const bool kf_rcu = (kfunc_flags(kernel_.config().profile, id) & KF_RCU) != 0;
-      if (known != trust_.end() &&
-          (known->second == trust::trusted || (known->second == trust::rcu && kf_rcu))) {
+      if (known && (*known == trust::trusted || (*known == trust::rcu && kf_rcu))) {
         return true;
       }
       if (only_released) {
@@ -120,7 +157,10 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
       return false;
     }
     case kfunc_arg::release:
-      if (only_released) {
+      // A released reference of this value and no live one: a second release,
+      // whatever else the value is (the trusted argument acquired and released
+      // twice is still a double release).
+      if (released != nullptr) {
         report(violation_kind::double_release, name, p,
                fmt::format("release kernel function {} expects refcounted PTR_TO_BTF_ID "
                            "(reference id={} acquired by {} at {}:{} was already released at "
@@ -129,8 +169,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
                            released->acquired_at.line(), released->released_at.file_name(),
                            released->released_at.line()),
                where);
-      } else if (known != trust_.end() && (known->second == trust::trusted ||
-                                           known->second == trust::trusted_not_rcu_safe)) {
+      } else if (known && (*known == trust::trusted || *known == trust::trusted_not_rcu_safe)) {
         report(violation_kind::release_unacquired, name, p,
                fmt::format("release kernel function {} expects refcounted PTR_TO_BTF_ID", name),
                where);
@@ -147,6 +186,75 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
       return false;
   }
   return false;
+}
+
+bool prog_run::check_mem_arg(kfunc_id id, unsigned regno, const void* p, std::size_t size,
+                             bool write, std::source_location where) {
+  const task_struct* t = task_containing(p);
+  if (t == nullptr) {
+    return true;  // the program's own memory (its stack, a map value): not modelled
+  }
+  const std::string_view name = to_string(id);
+  const bool referenced = live_ref(t) != nullptr;
+  const std::optional<trust> known = trust_of(t);
+  const bool trusted =
+      referenced || (known && (*known == trust::trusted || *known == trust::trusted_not_rcu_safe));
+  // check_reg_type for ARG_PTR_TO_MEM: a BTF pointer is memory only when trusted.
+  if (!trusted) {
+    const std::string_view type = known && *known == trust::rcu         ? "rcu_ptr_"
+                                  : known && *known == trust::untrusted ? "untrusted_ptr_"
+                                                                        : "ptr_";
+    report(violation_kind::arg_type_mismatch, name, p,
+           fmt::format("R{} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, "
+                       "ringbuf_mem, buf, trusted_ptr_",
+                       regno, type),
+           where);
+    return false;
+  }
+  if (write) {
+    report(violation_kind::arg_type_mismatch, name, p,
+           fmt::format("R{} cannot write into memory of struct task_struct: a BTF pointer is "
+                       "read-only to helpers",
+                       regno),
+           where);
+    return false;
+  }
+  const auto* base = reinterpret_cast<const char*>(t);
+  const auto* at = static_cast<const char*>(p);
+  const auto off = static_cast<std::size_t>(at - base);
+  const std::size_t comm_begin = offsetof(task_struct, comm);
+  const std::size_t comm_end = comm_begin + TASK_COMM_LEN;
+  // btf_struct_walk: an access that starts in an array member must end inside it.
+  if (off >= comm_begin && off < comm_end && off + size > comm_end) {
+    report(violation_kind::access_beyond_member, name, p,
+           fmt::format("access beyond the end of member comm (mend:{}) in struct task_struct "
+                       "with off {} size {}",
+                       comm_end, off, size),
+           where);
+    return false;
+  }
+  if (off + size > offsetof(task_struct, priv)) {
+    report(
+        violation_kind::access_beyond_member, name, p,
+        fmt::format("access beyond the end of struct task_struct with off {} size {}", off, size),
+        where);
+    return false;
+  }
+  return true;
+}
+
+bool prog_run::dropped(const task_struct* p, std::string_view note, std::source_location where) {
+  reference* r = live_ref(p);
+  if (r == nullptr) {
+    return false;
+  }
+  r->live = false;
+  r->released_at = where;
+  report(violation_kind::unreleased_ref, "", r->task,
+         fmt::format("Unreleased reference id={} (acquired by {} at {}:{}; {})", r->id, r->kfunc,
+                     r->acquired_at.file_name(), r->acquired_at.line(), note),
+         where);
+  return true;
 }
 
 void prog_run::produced(kfunc_id id, task_struct* p, std::source_location where) {
@@ -172,6 +280,53 @@ void prog_run::produced(kfunc_id id, task_struct* p, std::source_location where)
 void prog_run::trusted_value(const task_struct* p, bool rcu_safe) {
   if (p != nullptr) {
     trust_[p] = rcu_safe ? trust::trusted : trust::trusted_not_rcu_safe;
+  }
+}
+
+void prog_run::legacy_value(const task_struct* p) {
+  if (p != nullptr) {
+    trust_[p] = trust::legacy;
+  }
+}
+
+void prog_run::walked(const task_struct* base, const task_struct* value) {
+  if (value == nullptr) {
+    return;
+  }
+  // check_ptr_to_btf_access: from a trusted or RCU base, a BTF_TYPE_SAFE_RCU field
+  // read inside an RCU section (the implicit one counts, in_rcu_cs) is MEM_RCU and
+  // never NULL; outside any section it is PTR_UNTRUSTED; from a legacy base it is
+  // legacy; from an untrusted base, untrusted.
+  const std::optional<trust> from = trust_of(base);
+  const bool base_ok =
+      live_ref(base) != nullptr || (from && (*from == trust::trusted || *from == trust::rcu));
+  trust got = trust::untrusted;
+  if (base_ok) {
+    got = kernel_.rcu().rcu_read_lock_held() ? trust::rcu : trust::untrusted;
+  } else if (from && *from == trust::legacy) {
+    got = trust::legacy;
+  }
+  // One class per value (prog.hpp): a walk never downgrades what the value
+  // already is (a group leader is its own group_leader, and may be the trusted
+  // argument).
+  const std::optional<trust> had = trust_of(value);
+  const auto rank = [](trust t) {
+    switch (t) {
+      case trust::trusted:
+        return 4;
+      case trust::trusted_not_rcu_safe:
+        return 3;
+      case trust::rcu:
+        return 2;
+      case trust::legacy:
+        return 1;
+      case trust::untrusted:
+        return 0;
+    }
+    return 0;
+  };
+  if (!had || rank(got) > rank(*had)) {
+    trust_[value] = got;
   }
 }
 
@@ -256,6 +411,10 @@ std::string_view to_string(violation_kind k) noexcept {
       return "rcu_lock_missing";
     case violation_kind::rcu_unlock_unmatched:
       return "rcu_unlock_unmatched";
+    case violation_kind::arg_type_mismatch:
+      return "arg_type_mismatch";
+    case violation_kind::access_beyond_member:
+      return "access_beyond_member";
   }
   return "?";
 }
@@ -272,6 +431,11 @@ bpf_prog::bpf_prog(kernel& k, prog_type type, std::string section, body_type bod
     : kernel_(k), type_(type), section_(std::move(section)), body_(std::move(body)), mode_(mode) {
   if (section_ == "lsm/task_free") {
     arg_trust_ = arg_trust::trusted_not_rcu_safe;
+  } else if (type_ == prog_type::tracing &&
+             (section_.starts_with("fentry/") || section_.starts_with("fexit/"))) {
+    // prog_args_trusted: only raw tracepoints and iterators among the tracing
+    // attach types (c6b0337f0120 stopped trusting fentry/fexit arguments).
+    arg_trust_ = arg_trust::legacy;
   } else if (type_ == prog_type::kprobe || type_ == prog_type::kretprobe ||
              type_ == prog_type::syscall) {
     arg_trust_ = arg_trust::none;  // not a BTF-typed argument the verifier trusts
@@ -313,7 +477,9 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
 #if TASKLIFE_VERIFIER
 
   detail::prog_run run(kernel_, *this, mode_);
-  if (arg_trust_ != arg_trust::none) {
+  if (arg_trust_ == arg_trust::legacy) {
+    run.legacy_value(arg);
+  } else if (arg_trust_ != arg_trust::none) {
     run.trusted_value(arg, arg_trust_ == arg_trust::trusted);
   }
   detail::prog_run* const outer = detail::tls_ctx.run;

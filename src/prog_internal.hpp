@@ -28,7 +28,21 @@ class prog_run {
                       std::source_location where);
   void produced(kfunc_id id, task_struct* p, std::source_location where);  // a new reference
   void trusted_value(const task_struct* p, bool rcu_safe);
+  // A fentry/fexit argument: PTR_TO_BTF_ID without PTR_TRUSTED (c6b0337f0120).
+  void legacy_value(const task_struct* p);
   void slot_read(const void* value);
+  // `value` was loaded from `base`'s RCU-safe field (BTF_TYPE_SAFE_RCU(struct
+  // task_struct): real_parent, group_leader).
+  void walked(const task_struct* base, const task_struct* value);
+  // A helper's memory argument R<regno> (ARG_PTR_TO_MEM, or the destination of a
+  // write when `write`): a pointer into a task the run knows must be trusted and
+  // stay inside the member it starts in. False vetoes the helper.
+  bool check_mem_arg(kfunc_id id, unsigned regno, const void* p, std::size_t size, bool write,
+                     std::source_location where);
+  // A typed reference dropped without release (typed.hpp): reported as the
+  // verifier reports a reference held at exit, with what tasklife adds in `note`;
+  // true if the run knew the reference (it is then no longer live).
+  bool dropped(const task_struct* p, std::string_view note, std::source_location where);
   void rcu_lock() noexcept { ++rcu_depth_; }
   bool rcu_unlock(std::source_location where);
 
@@ -44,7 +58,7 @@ class prog_run {
   std::vector<violation> take_violations() { return std::move(violations_); }
 
  private:
-  enum class trust : std::uint8_t { trusted, trusted_not_rcu_safe, rcu, untrusted };
+  enum class trust : std::uint8_t { trusted, trusted_not_rcu_safe, rcu, legacy, untrusted };
   struct reference {
     std::uint64_t id;
     task_struct* task;
@@ -56,6 +70,9 @@ class prog_run {
   };
 
   reference* live_ref(const void* p);
+  // The task whose public fields contain `p`, among the values the run knows.
+  const task_struct* task_containing(const void* p) const;
+  std::optional<trust> trust_of(const task_struct* p) const;
   reference* last_released(const void* p);
   void report(violation_kind kind, std::string_view kfunc, const void* arg, std::string message,
               std::source_location where);

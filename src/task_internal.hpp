@@ -100,8 +100,27 @@ void put_task_struct_as(task_struct* t, holder_role role, std::source_location w
 void put_task_struct_final(task_struct* t, std::source_location where);
 
 // The parent's children list (src/fork.cpp), under the kernel's tasklist_lock.
+// link_child also makes `parent` the real_parent of the child's threads
+// (reparenting a leader reparents its group).
 void link_child(task_struct* parent, task_struct* child);
 void unlink_child(task_struct* child);
+// A leader's thread list, under tasklist_lock.
+void link_thread(task_struct* leader, task_struct* thread);
+void unlink_thread(task_struct* thread);
+
+inline bool thread_group_leader(const task_struct* t) noexcept {
+  return t->group_leader == t;
+}
+// thread_group_empty: no thread of the group but the leader is still listed
+// (threads leave the list in release_task).
+inline bool thread_group_empty(const task_struct* leader) noexcept {
+  return leader->priv.threads == nullptr;
+}
+// delay_group_leader (kernel/exit.c): a leader whose group still has threads
+// must not be reaped; its zombie waits for the group to empty.
+inline bool delay_group_leader(const task_struct* p) noexcept {
+  return thread_group_leader(p) && !thread_group_empty(p);
+}
 
 // The namespace a task was created in, even after its pid was detached (the
 // kernel's lifecycle code reaches it through the task's nsproxy/signal instead).

@@ -17,11 +17,15 @@
 //   the simulation itself. Per-task event history is not a check: it is switched
 //   on at run time (history.hpp) in every tier.
 //
-//   A violated contract is reported to the process-wide contract handler with a
-//   message that names the object involved. The default handler prints the
-//   message to stderr and aborts. Tests install a handler that throws
-//   (tasklife::testkit::contract_capture, testing.hpp), so a violation can be
-//   asserted without a death test.
+//   A violated contract is reported to the process-wide contract handler as a
+//   contract_violation: its kind (what went wrong, one enum value per kind of
+//   misuse), the operation refused, the object it is about (task id, pid, comm,
+//   kernel; diagnostic_object), both sites of a two-site mistake, and a message
+//   for humans. A harness matches the kind and the object, never the message's
+//   words. The default handler prints the violation to stderr and aborts. Tests
+//   install a capture (tasklife::testkit::contract_capture, testing.hpp) that
+//   records it and throws or returns, so a violation can be asserted without a
+//   death test.
 //
 // Members
 //   check_level, checks         the configured tier (compile-time constant)

@@ -121,6 +121,9 @@ struct kernel_dependent {
 enum class final_put_mode {
   immediate,  // <= v6.16 (non-RT): __put_task_struct inline
   deferred,   // v6.17+ (8671bad873eb): always call_rcu(__put_task_struct_rcu_cb)
+  // kernel_config's default: the profile's (deferred for `newest`, immediate for
+  // the older ones); the kernel resolves it, so config().final_put never is this.
+  profile_default,
 };
 
 struct kernel_config {
@@ -130,7 +133,7 @@ struct kernel_config {
   // Where cyclic allocation restarts after a wrap (the kernel's RESERVED_PIDS; the
   // kernel also keeps pid_max >= 301). Small values let tests wrap quickly.
   int reserved_pids = RESERVED_PIDS;
-  final_put_mode final_put = final_put_mode::immediate;
+  final_put_mode final_put = final_put_mode::profile_default;
   // CONFIG_MEMCG: a failed fork frees through call_rcu (delayed_free_task).
   bool memcg = true;
   // Trace every task from its fork (history.hpp).
@@ -321,6 +324,8 @@ class TASKLIFE_API kernel {
 
   // The lifecycle's own steps (src/fork.cpp, src/exit.cpp).
   bool claim_zombie(task_struct* p) noexcept;
+  // claim_zombie unless delay_group_leader(p) (takes tasklist_lock).
+  bool claim_reapable_zombie(task_struct* p) TASKLIFE_EXCLUDES(tasklist_lock_);
   fork_result fail_fork(task_struct* t, int error, std::source_location where);
   bool alloc_pids(task_struct* t, pid_namespace* ns);
   void release_task(task_struct* p, std::source_location where) TASKLIFE_EXCLUDES(tasklist_lock_);
@@ -417,6 +422,11 @@ struct kernel_access {
   static bool track_put(kernel& k, task_struct* t, holder_counter counter, holder_role role,
                         std::string_view op, std::source_location where) {
     return k.track_put(t, counter, role, op, where);
+  }
+  // t->real_parent, read under tasklist_lock (reparenting writes it).
+  static task_struct* real_parent(kernel& k, const task_struct* t) {
+    const lock_guard lock(k.tasklist_lock_);
+    return t->real_parent;
   }
   // See kernel::any_task_slow_.
   static bool any_task_slow(const kernel& k) noexcept {

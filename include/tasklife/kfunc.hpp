@@ -96,7 +96,9 @@ inline constexpr std::uint32_t KF_RCU = 1U << 7;
   X(bpf_kptr_xchg)             \
   X(bpf_rcu_read_lock)         \
   X(bpf_rcu_read_unlock)       \
-  X(bpf_get_current_task_btf)
+  X(bpf_get_current_task_btf)  \
+  X(bpf_probe_read_kernel)     \
+  X(bpf_strncmp)
 
 enum class kfunc_id : std::uint8_t {
 #define TASKLIFE_KFUNC_ID_ENUM(name) name,
@@ -142,7 +144,7 @@ struct kfunc_in_profile {
 struct kfunc_info {
   kfunc_id id;
   std::string_view name;
-  // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current.
+  // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current, newest.
   std::array<kfunc_in_profile, semantics_profile_count> in_profile;
   // Bit i: prog_type i may call it (the kfunc set's registered program types).
   std::uint8_t prog_types;
@@ -150,6 +152,10 @@ struct kfunc_info {
   // Returns a pointer the verifier treats as possibly NULL although no KF_RET_NULL
   // says so (a helper: bpf_kptr_xchg's old value).
   bool helper_ret_maybe_null;
+  // Its body begins with an operation that is a scheduling point of its own (a
+  // counter, a slot, an RCU read lock: sched_point.hpp). Else its entry is
+  // announced as a `kfunc` point, before its checks.
+  bool entry_announced_by_body = false;
 };
 
 namespace detail {
@@ -186,46 +192,56 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)),
-     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
     {kfunc_id::bpf_task_release, "bpf_task_release",
      detail::per_profile(detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
-                         detail::kf(KF_RELEASE)),
-     detail::task_kfunc_prog_types, kfunc_arg::release, false},
+                         detail::kf(KF_RELEASE), detail::kf(KF_RELEASE)),
+     detail::task_kfunc_prog_types, kfunc_arg::release, false, true},
     {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor",
-     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)),
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0),
+                         detail::kf(0)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_pid, "bpf_task_from_pid",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
-                         detail::kf(KF_ACQUIRE | KF_RET_NULL),
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_vpid, "bpf_task_from_vpid",
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_kptr_get, "bpf_task_kptr_get",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent,
-                         detail::kf_absent),
-     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+                         detail::kf_absent, detail::kf_absent),
+     detail::task_kfunc_prog_types, kfunc_arg::none, false, true},
     {kfunc_id::bpf_task_acquire_not_zero, "bpf_task_acquire_not_zero",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf_absent,
-                         detail::kf_absent),
-     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+                         detail::kf_absent, detail::kf_absent),
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
     {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::xchg_in, true},
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::xchg_in, true, true},
     {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, false},
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false, true},
     {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, false},
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false, true},
     // A tracing helper, which syscall programs fall back to as well.
     {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
-     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    // Helpers (BPF_FUNC_*): a tracing helper and a base one (bpf_base_func_proto).
+    {kfunc_id::bpf_probe_read_kernel, "bpf_probe_read_kernel",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    {kfunc_id::bpf_strncmp, "bpf_strncmp",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
@@ -243,6 +259,25 @@ constexpr bool kfunc_table_in_enum_order() {
 }  // namespace detail
 static_assert(detail::kfunc_table_in_enum_order(),
               "kfuncs[] must have one row per kfunc_id, in the enum's order");
+
+namespace detail {
+// 1a5c01d2508a removed the flag itself: a profile that has trusted arguments by
+// default lists no kfunc with KF_TRUSTED_ARGS.
+constexpr bool no_trusted_args_flag_where_default() {
+  for (const profile_info& p : semantics_profiles) {
+    for (const kfunc_info& k : kfuncs) {
+      if (p.trusted_args_default &&
+          (k.in_profile[static_cast<std::size_t>(p.profile)].flags & KF_TRUSTED_ARGS) != 0) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+}  // namespace detail
+static_assert(
+    detail::no_trusted_args_flag_where_default(),
+    "KF_TRUSTED_ARGS does not exist in a profile where trusted arguments are the default");
 
 constexpr const kfunc_info& info(kfunc_id id) noexcept {
   return kfuncs[static_cast<std::size_t>(id)];
@@ -347,6 +382,45 @@ TASKLIFE_API void bpf_rcu_read_unlock(std::source_location where = std::source_l
 /** bpf_get_current_task_btf - current, as a trusted pointer. */
 TASKLIFE_API task_struct* bpf_get_current_task_btf(
     std::source_location where = std::source_location::current());
+
+/**
+ * bpf_probe_read_kernel - copy @size bytes from kernel address @unsafe_ptr to @dst
+ * @dst: memory the program may write (ARG_PTR_TO_UNINIT_MEM): its stack or a map
+ *   value, never a BTF pointer such as task->comm ("write into memory")
+ *
+ * Returns 0. The kernel's copy_from_kernel_nofault survives a bad address with
+ * -EFAULT; tasklife cannot probe an address and copies, so @unsafe_ptr must be
+ * readable memory (a task's field, as in the selftests).
+ */
+TASKLIFE_API long bpf_probe_read_kernel(
+    void* dst, std::uint32_t size, const void* unsafe_ptr,
+    std::source_location where = std::source_location::current());
+
+/**
+ * bpf_strncmp - compare the first @s1_sz bytes of @s1 with the string @s2
+ * @s1: memory (ARG_PTR_TO_MEM) of @s1_sz bytes: from a task, only a trusted one,
+ *   and only inside the member it points into ("access beyond the end of member
+ *   comm"); a fentry argument's comm is a legacy pointer ("R1 type=ptr_ expected")
+ *
+ * Returns as strncmp(s1, s2, s1_sz).
+ */
+TASKLIFE_API long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s2,
+                              std::source_location where = std::source_location::current());
+
+/**
+ * btf_walk - a program's load of an RCU-safe pointer field of a task
+ * @base: the task
+ * @field: &task_struct::real_parent or &task_struct::group_leader, the fields
+ *   BTF_TYPE_SAFE_RCU(struct task_struct) lists (kernel/bpf/verifier.c, "bpf:
+ *   Refactor RCU enforcement in the verifier", Mar 2023, v6.4)
+ *
+ * What `base->group_leader` is in BPF C, made visible to the checker: from a
+ * trusted, referenced or RCU base inside an RCU section it is an RCU pointer,
+ * never NULL, which bpf_task_acquire (KF_RCU) takes; outside any section it is
+ * untrusted. real_parent is read under tasklist_lock (it changes on reparenting).
+ */
+TASKLIFE_API task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
+                                   std::source_location where = std::source_location::current());
 
 // ---- the fast paths ----------------------------------------------------------------------------
 //

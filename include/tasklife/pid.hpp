@@ -4,13 +4,14 @@
 //   A pid_namespace numbers the tasks visible in it. Namespaces nest: a task has
 //   a number at each level from its own (active) namespace up to the root
 //   (init_pid_ns), as struct pid's upid array does in the kernel. Numbers are
-//   allocated cyclically up to pid_max: after a wrap-around the search restarts
+//   allocated cyclically below pid_max (1 .. pid_max - 1: the kernel's
+//   idr_alloc_cyclic takes pid_max as an exclusive end): after a wrap-around the search restarts
 //   at reserved_pids (the kernel's RESERVED_PIDS, 300), and a number freed by a
 //   reaped task can be handed to a new one, so a stale number can later name a
 //   different task.
 //
 //   The table is the one the kernel's idr plays: a flat array indexed by number,
-//   sized pid_max + 1 when the namespace is created and never resized, whose
+//   sized pid_max when the namespace is created and never resized, whose
 //   entries are atomic task pointers. Lookup is two loads, no lock: on the 2-core
 //   dev machine an RCU-protected array indexed by pid measured fastest, ahead of
 //   a shared_mutex + unordered_map, itself ~3x ahead of liburcu's rculfhash at
@@ -76,7 +77,7 @@ class pid_lookup {
   explicit pid_lookup(const pid_namespace& ns) noexcept;
   // find_task without the RCU check: the caller holds the read lock.
   task_struct* find(pid_t nr) const noexcept {
-    if (nr <= 0 || nr > pid_max_) {
+    if (nr <= 0 || nr >= pid_max_) {
       return nullptr;
     }
     // Acquire pairs with the release in pid_namespace::hash(): the task is seen
@@ -109,7 +110,7 @@ class TASKLIFE_API pid_namespace {
   kernel& owner() const noexcept { return owner_; }
   int pid_max() const noexcept { return pid_max_; }
 
-  // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr > pid_max).
+  // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr >= pid_max).
   // Lock-free. The caller must hold the RCU read lock (checked builds: reported,
   // and nullptr if the handler returns).
   task_struct* find_task(pid_t nr,
@@ -154,7 +155,7 @@ class TASKLIFE_API pid_namespace {
   const unsigned int level_;
   const int pid_max_;
   const int reserved_pids_;
-  std::unique_ptr<std::atomic<task_struct*>[]> table_;  // pid_max_ + 1 entries
+  std::unique_ptr<std::atomic<task_struct*>[]> table_;  // pid_max_ entries
   std::atomic<std::size_t> nr_hashed_{0};               // relaxed: a statistic
   std::atomic<task_struct*> child_reaper_{nullptr};
 

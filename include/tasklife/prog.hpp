@@ -22,10 +22,16 @@
 //   | xchg_unreferenced  | R2 must be referenced when passed to release function             |
 //   | rcu_lock_missing   | bpf_rcu_read_unlock is missing                                    |
 //   | rcu_unlock_unmatched | unmatched rcu read unlock                                       |
+//   | arg_type_mismatch  | arg#0 pointer type STRUCT task_struct must point to scalar, or   |
+//   |                    | struct with scalar; R1 type=ptr_ expected=...                     |
+//   | access_beyond_member | access beyond the end of member comm (mend:N) in struct ...   |
 //
 //   Trust, as the verifier sees it: a tracepoint's or struct_ops' task argument
 //   and bpf_get_current_task_btf() are trusted (a syscall or kprobe program's
-//   argument is not: its context is not a BTF-typed task); the
+//   argument is not: its context is not a BTF-typed task; a fentry/fexit
+//   argument is a legacy PTR_TO_BTF_ID: readable, but neither trusted nor RCU); a
+//   field walked with btf_walk (task->group_leader, task->real_parent) is an RCU
+//   pointer inside an RCU section, untrusted outside; the
 //   lsm/task_free argument is trusted but not RCU-safe (it may not be acquired);
 //   what an acquiring kfunc returns is referenced (an id); a kptr slot read inside
 //   an RCU section (explicit bpf_rcu_read_lock, or the implicit one of every
@@ -40,9 +46,10 @@
 //   through a released pointer are not seen at all. A value has one trust class,
 //   the latest seen: a task that is both the trusted argument and read back from a
 //   slot is whichever it was last. RCU pointers are not invalidated when
-//   bpf_rcu_read_unlock ends their section, and pointers reached by walking a
-//   field (task->real_parent) are untrusted, where the verifier trusts a few
-//   whitelisted ones. The typed API (typed.hpp) moves what C++ types can express
+//   bpf_rcu_read_unlock ends their section, and a field read by plain C++
+//   (task->real_parent) is a value the checker never saw, hence untrusted: walk
+//   the RCU-safe fields with btf_walk (kfunc.hpp) for the verifier's view. The
+//   typed API (typed.hpp) moves what C++ types can express
 //   to compile time.
 //
 //   Cost when not checking: each kfunc and slot read tests one thread-local
@@ -94,6 +101,8 @@ enum class violation_kind : std::uint8_t {
   xchg_unreferenced,
   rcu_lock_missing,
   rcu_unlock_unmatched,
+  arg_type_mismatch,     // not the pointer the kfunc or helper takes
+  access_beyond_member,  // a helper's memory argument beyond its member (task->comm)
 };
 TASKLIFE_API std::string_view to_string(violation_kind k) noexcept;
 
@@ -129,7 +138,7 @@ struct prog_run_result {
 };
 
 // The trust class of a program's task argument.
-enum class arg_trust : std::uint8_t { trusted, trusted_not_rcu_safe, none };
+enum class arg_trust : std::uint8_t { trusted, trusted_not_rcu_safe, legacy, none };
 
 // An attached program (bpf_prog::attach): detaches when destroyed.
 using bpf_link = tracepoint_link;

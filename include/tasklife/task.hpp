@@ -194,6 +194,15 @@ struct task_private {
   task_struct* children = nullptr;  // first child
   task_struct* sibling_next = nullptr;
   task_struct* sibling_prev = nullptr;
+  // The thread group (the kernel's signal->thread_head and thread_node), under
+  // tasklist_lock: a leader lists its threads; a thread is on its leader's list
+  // from fork until release_task. Only leaders are on a parent's children list.
+  task_struct* threads = nullptr;  // a leader's first thread
+  task_struct* thread_next = nullptr;
+  task_struct* thread_prev = nullptr;
+  // A leader whose reap retire() found delayed (delay_group_leader): its parent
+  // waits, and is woken to reap it by the last thread's release_task.
+  bool parent_waits = false;
   // Kept after the free for the use-after-free report.
   std::uint64_t freed_event = 0;
   std::source_location freed_where{};

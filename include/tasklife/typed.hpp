@@ -21,8 +21,9 @@
 //   lsm/task_free argument; storing anything but an owned reference (or NULL) into
 //   a slot; copying an owned reference; releasing without giving it up
 //   (std::move); dereferencing an unchecked result; discarding an acquiring
-//   kfunc's result; reading a slot under a temporary guard. The verifier's words
-//   are in the static_assert messages.
+//   kfunc's result; reading a slot under a temporary guard; passing nullptr or a
+//   raw pointer to acquire or release. The verifier's words are in the
+//   static_assert messages.
 //
 //   Rules left to run time (reported through the contract handler): an owned
 //   reference or a non-NULL maybe_ref dropped without release (named with the
@@ -356,6 +357,18 @@ template <class T>
 void bpf_task_acquire(const maybe_ref<T>&, std::source_location = std::source_location::current()) {
   static_assert(detail::always_false<T>, "Possibly NULL pointer passed to trusted arg0");
 }
+// NULL and raw pointers: the verifier's words for what it would see there.
+template <class T = void>
+void bpf_task_acquire(std::nullptr_t, std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>, "Possibly NULL pointer passed to trusted arg0");
+}
+template <class P>
+void bpf_task_acquire(P*, std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<P>,
+                "arg#0 pointer type STRUCT task_struct must point to scalar, or struct with "
+                "scalar: a raw pointer carries no verifier state (pass a trusted_ptr, an "
+                "owned_ref or an rcu_ptr)");
+}
 
 // bpf_task_release: consumes the owned reference.
 inline void bpf_task_release(owned_ref<task_struct>&& ref,
@@ -391,6 +404,16 @@ void bpf_task_release(const task_free_arg<T>&,
 template <class T>
 void bpf_task_release(const maybe_ref<T>&, std::source_location = std::source_location::current()) {
   static_assert(detail::always_false<T>, "Possibly NULL pointer passed to trusted arg0");
+}
+template <class T = void>
+void bpf_task_release(std::nullptr_t, std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>, "Possibly NULL pointer passed to trusted arg0");
+}
+template <class P>
+void bpf_task_release(P*, std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<P>,
+                "arg#0 pointer type STRUCT task_struct must point to scalar, or struct with "
+                "scalar: a raw pointer carries no verifier state (release the owned_ref)");
 }
 
 [[nodiscard]] inline maybe_ref<task_struct> bpf_task_from_pid(

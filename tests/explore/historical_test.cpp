@@ -67,6 +67,64 @@ TEST(HistoricalRaceTest, DeferredFinalPutWaitsForTheRcuReader) {
   testkit::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
 }
 
+// ---- the destructor of a NULL xchg: models::null_xchg_dtor_race -------------------------
+class NullXchgDtorTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(NullXchgDtorTest, DeleteAfterTheProgramEmptiedTheSlotDropsNullBefore1431d0b584a6) {
+  const explore::report r = testkit::expect_explore_finds(
+      models::null_xchg_dtor_race(GetParam()), explore::failure_kind::contract_violation);
+  ASSERT_TRUE(r.failure.has_value());
+  EXPECT_THAT(r.failure->message, HasSubstr("bpf_obj_drop(NULL)"));
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(BeforeV64, NullXchgDtorTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, NullXchgDestructorExhaustsCleanlyOnceNullIsSkipped) {
+  testkit::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::rcu_safe));
+  testkit::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::current));
+}
+
+// The task destructor of the kernels that called it on NULL returned at once
+// ("if (!p) return;" in bpf_task_release): an empty task slot freed there is no bug.
+TEST(HistoricalRaceTest, EmptyTaskSlotFreedByTheOldKernelsIsHarmless) {
+  for (const semantics_profile p :
+       {semantics_profile::rcu_users_inc, semantics_profile::usage_based}) {
+    testkit::expect_explores_cleanly([p](explore::execution& x) {
+      kernel k(x.config({.name = "empty-slot", .profile = p, .pid_max = 64}));
+      {
+        task_map map(k, 4);
+        (void)map.update_elem(1, task_value{}, BPF_NOEXIST);
+        (void)map.update_elem(2, task_value{}, BPF_NOEXIST);
+        x.thread("deleter", [&] { (void)map.delete_elem(1); });
+        x.thread("updater", [&] { (void)map.update_elem(2, task_value{}, BPF_EXIST); });
+        x.run();
+      }  // and the map's teardown frees element 2's empty slot
+    });
+  }
+}
+
+// ---- the xchg into a deleted element: models::xchg_after_delete_race --------------------
+class XchgAfterDeleteTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(XchgAfterDeleteTest, ReferenceStoredIntoADeletedElementLeaksUntil2026) {
+  const explore::report r = testkit::expect_explore_finds(
+      models::xchg_after_delete_race(GetParam()), explore::failure_kind::leak);
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(Leaking, XchgAfterDeleteTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based,
+                                           semantics_profile::rcu_safe,
+                                           semantics_profile::current),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, XchgIntoADeletedElementExhaustsCleanlyWithTheHashElementDestructor) {
+  testkit::expect_explores_cleanly(models::xchg_after_delete_race(semantics_profile::newest));
+}
+
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
 
 // Runs `body` as a tracepoint program of a fresh task in a one-thread model.
@@ -184,6 +242,46 @@ const selftest kNullPathSelftests[] = {
        return 0;
      }},
 };
+
+// task_kfunc_release_untrusted: bpf_task_release(v->task). The kernel types the
+// slot read MEM_RCU | PTR_MAYBE_NULL and rejects it for the NULL first; at run time
+// each path says what is wrong on it: the NULL path the kernel's message, the
+// other the one the kernel gives the NULL-checked program (task_kfunc_release_in_map).
+TEST(NullPathSelftestReleaseUntrusted, TaskKfuncReleaseUntrusted) {
+  std::vector<std::string> first_messages;  // per execution, the first violation's
+  const explore::model model = [&first_messages](explore::execution& x) {
+    kernel k(x.config({.name = "selftest", .pid_max = 64}));
+    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
+    task_struct* task = k.fork(init, {.comm = "child"}).task;
+    {
+      task_map map(k, 4, "__tasks_kfunc_map");
+      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+        task_value* v = InsertLookup(map, arg);
+        if (v == nullptr) {
+          return 0;
+        }
+        bpf_task_release(v->task.get());  // no NULL check, and not a reference
+        return 0;
+      });
+      x.thread("program", [&] {
+        const prog_run_result r = p.run(init, task);
+        first_messages.push_back(r.violations.empty() ? "" : r.violations.front().message);
+      });
+      x.run();
+    }
+    k.retire(task);
+    k.retire(init);
+  };
+  // The depth-first search proper (no PCT warm-up) through every path, failing
+  // ones included. Paths where the insert's own lookups are NULL return early.
+  const explore::report r =
+      explore::explore(model, {.pct_warmup = 0, .stop_at_first_failure = false, .minimize = false});
+  EXPECT_FALSE(r.ok()) << "every path breaks a rule";
+  EXPECT_THAT(first_messages, ::testing::Contains("Possibly NULL pointer passed to trusted arg0"))
+      << "the path where the slot reads NULL";
+  EXPECT_THAT(first_messages, ::testing::Contains("R1 must be referenced or trusted"))
+      << "the path where it does not";
+}
 
 class NullPathSelftest : public ::testing::TestWithParam<selftest> {};
 

@@ -204,8 +204,8 @@ std::string insane(kernel& k, const task_struct* t, bool rcu_users_pinned) {
   if ((state == TASK_DEAD || exit_state != 0) && (flags & PF_EXITING) == 0) {
     return describe("dead or exited without PF_EXITING");
   }
-  if (t->pid < 1 || t->pid > kPidMax || t->tgid < 1 || t->tgid > kPidMax) {
-    return describe("pid or tgid out of [1, pid_max]");
+  if (t->pid < 1 || t->pid >= kPidMax || t->tgid < 1 || t->tgid >= kPidMax) {
+    return describe("pid or tgid out of [1, pid_max)");
   }
   // A released task has no number any more (detach_pid), a live one its pid;
   // another thread may release it at any moment, so 0 is always an answer.
@@ -456,6 +456,13 @@ class worker {
   void reap(task_struct* t) {
     if (k_.wait_task_zombie(t)) {
       ++c_.reaps;
+    } else if (t->exit_state.load() == EXIT_ZOMBIE) {
+      // delay_group_leader: a leader whose threads still live is not reapable
+      // yet. Nobody else reaps it (only this thread waits for it), so it stays a
+      // zombie: wait again later. The cleanup's reap, after every thread has
+      // exited, must succeed.
+      ++c_.reap_retries;
+      push_duty(t, duty_kind::reap);
     } else {
       problem("wait_task_zombie refused a zombie only this thread waits for");
     }
@@ -480,7 +487,8 @@ class worker {
     } else if (k_.wait_task_zombie(d.task)) {
       ++c_.reaps;
     } else {
-      // Not a zombie yet: its do_exit has not reached exit_notify. Try later.
+      // Not a zombie yet (its do_exit has not reached exit_notify), or a leader
+      // whose threads still live (delay_group_leader). Try later.
       ++c_.reap_retries;
       push_duty(d.task, duty_kind::reap);
     }

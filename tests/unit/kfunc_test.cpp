@@ -203,8 +203,69 @@ TEST_P(KfuncTest, ReleaseOfAFreedTaskIsADetectedUseAfterFree) {
 INSTANTIATE_TEST_SUITE_P(Profiles, KfuncTest,
                          ::testing::Values(semantics_profile::rcu_users_inc,
                                            semantics_profile::usage_based,
-                                           semantics_profile::rcu_safe, semantics_profile::current),
+                                           semantics_profile::rcu_safe, semantics_profile::current,
+                                           semantics_profile::newest),
                          ProfileName);
+
+// ---- the newest profile: today's kernel -----------------------------------------------------
+
+// Every task kfunc's flags as they stand in 2026 (kernel/bpf/helpers.c after
+// 1a5c01d2508a): KF_TRUSTED_ARGS is gone, the rest as in `current`.
+TEST(NewestProfileTest, TaskKfuncFlagsAreTodaysAndKfTrustedArgsIsGone) {
+  constexpr auto p = semantics_profile::newest;
+  EXPECT_EQ(kfunc_flags(p, kfunc_id::bpf_task_acquire), KF_ACQUIRE | KF_RCU | KF_RET_NULL);
+  EXPECT_EQ(kfunc_flags(p, kfunc_id::bpf_task_release), KF_RELEASE);
+  EXPECT_EQ(kfunc_flags(p, kfunc_id::bpf_task_from_pid), KF_ACQUIRE | KF_RET_NULL);
+  EXPECT_EQ(kfunc_flags(p, kfunc_id::bpf_task_from_vpid), KF_ACQUIRE | KF_RET_NULL);
+  EXPECT_TRUE(kfunc_exists(p, kfunc_id::bpf_task_release_dtor));
+  EXPECT_FALSE(kfunc_exists(p, kfunc_id::bpf_task_kptr_get)) << "removed in f85671c6ef46";
+  EXPECT_FALSE(kfunc_exists(p, kfunc_id::bpf_task_acquire_not_zero));
+  for (const kfunc_info& k : kfuncs) {
+    EXPECT_EQ(kfunc_flags(p, k.id) & KF_TRUSTED_ARGS, 0U) << k.name;
+    EXPECT_EQ(kfunc_exists(p, k.id), kfunc_exists(semantics_profile::current, k.id)) << k.name;
+  }
+  EXPECT_TRUE(info(p).trusted_args_default);
+  EXPECT_FALSE(info(semantics_profile::current).trusted_args_default);
+}
+
+// 8671bad873eb (v6.17): the newest profile's kernel defers every final put
+// through call_rcu unless told otherwise; the older profiles keep the immediate
+// free, and an explicit mode wins in every profile.
+TEST(NewestProfileTest, DefaultFinalPutIsTheProfilesAndAnExplicitModeWins) {
+  for (const profile_info& p : semantics_profiles) {
+    const kernel k({.name = "final-put", .profile = p.profile});
+    EXPECT_EQ(k.config().final_put, p.profile == semantics_profile::newest
+                                        ? final_put_mode::deferred
+                                        : final_put_mode::immediate)
+        << p.name;
+  }
+  const kernel old({.name = "explicit",
+                    .profile = semantics_profile::newest,
+                    .final_put = final_put_mode::immediate});
+  EXPECT_EQ(old.config().final_put, final_put_mode::immediate);
+}
+
+class NewestProfileKernelTest : public testkit::kernel_test {
+ protected:
+  kernel_config config() const override {
+    return {.name = "newest", .profile = semantics_profile::newest};
+  }
+};
+
+// The default deferral in action: a usage holder's last put waits one more grace
+// period instead of freeing at once.
+TEST_F(NewestProfileKernelTest, AUsageHoldersLastPutWaitsForAGracePeriod) {
+  task_struct* t = fork_task("held");
+  get_task_struct(t);
+  retire(t);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().gp_elapsed, 1U);
+  EXPECT_EQ(usage(t), 1U) << "the holder's reference keeps it";
+  put_task_struct(t);
+  EXPECT_EQ(k().stats().freed, 0U) << "deferred through call_rcu(__put_task_struct_rcu_cb)";
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 1U);
+}
 
 // ---- profile-specific behaviour ----------------------------------------------------------------
 

@@ -402,6 +402,7 @@ TEST_F(PidTest, InvalidNumbersFindNothing) {
     EXPECT_EQ(lookup(0, ns), nullptr);
     EXPECT_EQ(lookup(-1, ns), nullptr);
     EXPECT_EQ(lookup(static_cast<pid_t>(0xcafef00dU), ns), nullptr);
+    EXPECT_EQ(lookup(ns->pid_max(), ns), nullptr) << "pid_max is an exclusive end";
     EXPECT_EQ(lookup(ns->pid_max() + 1, ns), nullptr);
     EXPECT_EQ(lookup(PID_MAX_LIMIT, ns), nullptr);
     EXPECT_EQ(lookup(INT32_MAX, ns), nullptr);
@@ -422,8 +423,10 @@ TEST_F(PidTest, InvalidNumbersFindNothing) {
 
 // ---- 5. cyclic allocation and reuse ---------------------------------------------------------
 
+// pid_max is an exclusive end (alloc_pid: idr_alloc_cyclic(..., pid_min, pid_max)):
+// the tests below take pid_max = 17 for the numbers 1 .. 16.
 TEST_F(PidTest, NumbersAreCyclicAndAFreedNumberIsReusedOnlyAfterTheWrap) {
-  ASSERT_NO_FATAL_FAILURE(StartNumbering(16, 1));
+  ASSERT_NO_FATAL_FAILURE(StartNumbering(17, 1));
   pid_namespace* root = &k().init_pid_ns();
   ForkNumbered("first", 2, 6, "numbers are allocated in increasing order");
   // Reap pid 3: its number is free, yet the cursor goes on upward.
@@ -432,7 +435,7 @@ TEST_F(PidTest, NumbersAreCyclicAndAFreedNumberIsReusedOnlyAfterTheWrap) {
   retire(three);
   EXPECT_EQ(root->nr_allocated(), 5U);
   ForkNumbered("second", 7, 16, "3 is not reused before the wrap");
-  // Past pid_max the search restarts at 1: the only free number is 3.
+  // Past pid_max - 1 the search restarts at 1: the only free number is 3.
   task_struct* wrapped = fork_task("wrapped", init_);
   ASSERT_NE(wrapped, nullptr);
   EXPECT_EQ(task_pid_nr(wrapped), 3);
@@ -454,9 +457,9 @@ TEST_F(PidTest, NumbersAreCyclicAndAFreedNumberIsReusedOnlyAfterTheWrap) {
 }
 
 TEST_F(PidTest, AStaleNumberNamesTheNewTaskOnceReused) {
-  ASSERT_NO_FATAL_FAILURE(StartNumbering(16, 1));
+  ASSERT_NO_FATAL_FAILURE(StartNumbering(17, 1));
   pid_namespace* root = &k().init_pid_ns();
-  ForkNumbered("filler", 2, 16, "the numbers in order, up to pid_max");
+  ForkNumbered("filler", 2, 16, "the numbers in order, up to pid_max - 1");
   ASSERT_EQ(root->nr_allocated(), 16U);
 
   // pid 9 is reaped and freed; the only free number is then 9.
@@ -498,12 +501,27 @@ TEST_F(PidTest, AStaleNumberNamesTheNewTaskOnceReused) {
   EXPECT_EQ(lookup(12, root), second) << "the old owner's end does not unhash 12";
 }
 
+// The kernel's own boundary: with pid_max = 310 the last number is 309, and pid
+// 310 is neither handed out nor found (idr_alloc_cyclic's end is exclusive;
+// alloc_pid's set_tid check rejects tid >= pid_max).
+TEST_F(PidTest, PidMaxItselfIsNeverAPid) {
+  ASSERT_NO_FATAL_FAILURE(StartNumbering(310, 300));
+  pid_namespace* root = &k().init_pid_ns();
+  ForkNumbered("filler", 2, 309, "every number below pid_max, in order");
+  const fork_result full = k().fork(init_, {.comm = "nope"});
+  EXPECT_FALSE(full) << "310 is not a pid";
+  EXPECT_EQ(full.error, -EAGAIN);
+  EXPECT_EQ(root->nr_allocated(), 309U);
+  EXPECT_EQ(lookup(309, root), live_.back());
+  EXPECT_EQ(lookup(310, root), nullptr);
+}
+
 // With reserved_pids = 5, once the cursor has passed 5 a wrap restarts at 5:
 // the numbers below it are never handed out again, even when free.
 TEST_F(PidTest, WrapRestartsAtReservedPids) {
-  ASSERT_NO_FATAL_FAILURE(StartNumbering(16, 5));
+  ASSERT_NO_FATAL_FAILURE(StartNumbering(17, 5));
   pid_namespace* root = &k().init_pid_ns();
-  ForkNumbered("filler", 2, 16, "the numbers in order, up to pid_max");
+  ForkNumbered("filler", 2, 16, "the numbers in order, up to pid_max - 1");
   task_struct* two = take(live_, 2);
   task_struct* seven = take(live_, 7);
   ASSERT_TRUE(two != nullptr && seven != nullptr);
@@ -524,7 +542,7 @@ TEST_F(PidTest, WrapRestartsAtReservedPids) {
 // A nested fork takes a number at every level, deepest first; when an outer level
 // is full the inner numbers already taken are given back.
 TEST_F(PidTest, ForkFailingAtAnOuterLevelGivesBackTheInnerNumbers) {
-  Make(4, 1);
+  Make(5, 1);  // 1 .. 4
   pid_namespace* root = &k().init_pid_ns();
   ASSERT_NO_FATAL_FAILURE(StartContainer());  // 1, and 2 / 1
   task_struct* a = fork_task("a", init_);     // 3

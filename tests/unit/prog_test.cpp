@@ -11,7 +11,9 @@
 // of their own.
 #include <array>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <ostream>
 #include <source_location>
@@ -179,6 +181,8 @@ constexpr program kNewTask{prog_type::tracing, "tp_btf/task_newtask"};
 constexpr program kSyscall{prog_type::syscall, "syscall"};
 constexpr program kTaskFree{prog_type::lsm, "lsm/task_free"};  // its argument: not RCU-safe
 constexpr program kKprobe{prog_type::kprobe, "kprobe/free_task"};
+constexpr program kKretprobe{prog_type::kretprobe, "kretprobe/free_task"};
+constexpr program kSetTaskComm{prog_type::tracing, "fentry/__set_task_comm"};  // legacy argument
 
 enum class run_kind : std::uint8_t {
   fork_child,          // attached to task_newtask while init forks "child": its argument
@@ -186,7 +190,7 @@ enum class run_kind : std::uint8_t {
   fork_child_as_init,  // the same, the forking thread running as init: current is init
   run,                 // bpf_prog::run(as, arg)
 };
-enum class who : std::uint8_t { none, init, victim, cinit, cinit_child };
+enum class who : std::uint8_t { none, init, victim, cinit, cinit_child, thread };
 
 // How a row's program runs.
 struct run_spec {
@@ -202,6 +206,7 @@ constexpr run_spec kWithoutArgument{run_kind::run, who::init, who::none};
 constexpr run_spec kInContainer{run_kind::run, who::cinit, who::cinit};  // pid 1 of a namespace
 constexpr run_spec kInContainerTask{run_kind::run, who::cinit_child, who::cinit_child};
 constexpr run_spec kInContainerWithoutArgument{run_kind::run, who::cinit, who::none};
+constexpr run_spec kOnAThreadOfVictim{run_kind::run, who::init, who::thread};  // CLONE_THREAD
 
 // A violation the checker must report, as the verifier would: `msg` is the
 // verifier's message (the selftest's __msg); `detail`, if any, is what tasklife
@@ -212,7 +217,8 @@ struct expected_violation {
   std::string_view msg;
   std::string_view detail;
   site at;
-  bool names_subject;  // its argument is the subject (else NULL)
+  bool names_subject;        // its argument is the subject (else NULL, unless names_other)
+  bool names_other = false;  // its argument is neither NULL nor the subject
 };
 
 struct prog_case {
@@ -334,19 +340,19 @@ int AcquireTheArgument(prog_env& env, task_struct* task) {
 
 // task_kfunc_success.c, and the programs tasklife adds that must run clean.
 const std::vector<prog_case> kSuccess = {
-    {.name = "AcquireReleaseArgument",
+    {.name = "TestTaskAcquireReleaseArgument",
      .mirrors = "test_task_acquire_release_argument",
      .prog = kNewTask,
      .run = kForkChild,
      .body = [](prog_env&, task_struct* task) { return AcquireRelease(task); }},
-    {.name = "AcquireReleaseCurrent",
+    {.name = "TestTaskAcquireReleaseCurrent",
      .mirrors = "test_task_acquire_release_current",
      .prog = kNewTask,
      .run = kForkChildAsInit,
      .body = [](prog_env& env, task_struct*) { return AcquireRelease(CurrentIsInit(env)); }},
     // A reference moved into a map is not leaked: the map's destruction
     // (bpf_obj_free_fields on every element) releases it, once.
-    {.name = "AcquireLeaveInMapIsReleasedByTheMapsDestructor",
+    {.name = "TestTaskAcquireLeaveInMap",
      .mirrors = "test_task_acquire_leave_in_map",
      .prog = kNewTask,
      .run = kForkChild,
@@ -418,22 +424,26 @@ const std::vector<prog_case> kSuccess = {
          },
      .map_elements = 1,
      .map_refs = 1},
-    {.name = "FromPidOfTheArgument",
+    {.name = "TestTaskFromPidArg",
      .mirrors = "test_task_from_pid_arg",
      .prog = kNewTask,
      .run = kForkChild,
      .body = [](prog_env&, task_struct* task) { return LookupComparePid(task); }},
-    {.name = "FromPidOfCurrent",
+    {.name = "TestTaskFromPidCurrent",
      .mirrors = "test_task_from_pid_current",
      .prog = kNewTask,
      .run = kForkChildAsInit,
      .body = [](prog_env& env, task_struct*) { return LookupComparePid(CurrentIsInit(env)); }},
-    {.name = "FromPidOfInvalidPidsIsNull",
+    {.name = "TestTaskFromPidInvalid",
      .mirrors = "test_task_from_pid_invalid",
      .prog = kNewTask,
      .run = kForkChild,
      .body =
-         [](prog_env& env, task_struct*) {
+         [](prog_env& env, task_struct* task) {
+           // Reads of comm inside the member are accepted.
+           (void)bpf_strncmp(task->comm, 12, "foo");
+           (void)bpf_strncmp(task->comm, 16, "foo");
+           (void)bpf_strncmp(&task->comm[8], 4, "foo");
            task_struct* acquired = bpf_task_from_pid(-1);
            if (acquired != nullptr) {
              env.err = 1;
@@ -480,14 +490,14 @@ const std::vector<prog_case> kSuccess = {
      .why = "only current lives in the fresh namespace"},
     // SEC("syscall"), calling bpf_get_current_task_btf (syscall_prog_func_proto
     // falls back to tracing_prog_func_proto, which has it).
-    {.name = "SyscallProgramFromVpidCurrentAsTheSelftestWritesIt",
+    {.name = "TestTaskFromVpidCurrent",
      .mirrors = "test_task_from_vpid_current",
      .prog = kSyscall,
      .run = kInContainerWithoutArgument,
      .body = FromVpidOneIsCurrent},
     // The local-object half: a task stashed in a bpf_obj_new object is released by
     // bpf_obj_drop, exactly once.
-    {.name = "XchgIntoALocalObjectIsReleasedByObjDropExactlyOnce",
+    {.name = "TestTaskXchgRelease",
      .mirrors = "test_task_xchg_release",
      .prog = kNewTask,
      .run = kForkChild,
@@ -542,6 +552,87 @@ const std::vector<prog_case> kSuccess = {
            return 0;
          },
      .map_elements = 1},
+    {.name = "TestTaskMapAcquireRelease",
+     .mirrors = "test_task_map_acquire_release",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           if (v == nullptr) {
+             return 0;
+           }
+           bpf_rcu_read_lock();
+           task_struct* kptr = v->task.get();
+           if (kptr == nullptr) {
+             env.err = 3;
+           } else {
+             kptr = bpf_task_acquire(kptr);
+             if (kptr == nullptr) {
+               env.err = 4;
+             } else {
+               bpf_task_release(kptr);
+             }
+           }
+           bpf_rcu_read_unlock();
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1},
+    {.name = "TestTaskCurrentAcquireRelease",
+     .mirrors = "test_task_current_acquire_release",
+     .prog = kNewTask,
+     .run = kForkChildAsInit,
+     .body =
+         [](prog_env& env, task_struct*) {
+           task_struct* current = CurrentIsInit(env);
+           task_struct* acquired = bpf_task_acquire(current);
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+           } else {
+             env.err = 1;
+           }
+           return 0;
+         }},
+    // task->group_leader is a BTF_TYPE_SAFE_RCU field: inside the program's RCU
+    // section an RCU pointer, never NULL, which bpf_task_acquire (KF_RCU) takes.
+    {.name = "TaskKfuncAcquireTrustedWalked",
+     .mirrors = "task_kfunc_acquire_trusted_walked (task_kfunc_success.c since v6.4)",
+     .prog = kNewTask,
+     .run = kOnAThreadOfVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_struct* leader = btf_walk(task, &task_struct::group_leader);
+           EXPECT_EQ(leader, env.victim) << "a thread's group leader";
+           EXPECT_NE(leader, task);
+           task_struct* acquired = bpf_task_acquire(leader);
+           if (acquired != nullptr) {
+             EXPECT_EQ(rcu_users(acquired), 3U);
+             bpf_task_release(acquired);
+           } else {
+             env.err = 1;
+           }
+           return 0;
+         }},
+    {.name = "TestTaskFromVpidInvalid",
+     .mirrors = "test_task_from_vpid_invalid",
+     .prog = kSyscall,
+     .run = kInContainerWithoutArgument,
+     .body =
+         [](prog_env& env, task_struct*) {
+           task_struct* v_task = bpf_task_from_vpid(-1);
+           if (v_task != nullptr) {
+             env.err = 1;
+           } else if (v_task = bpf_task_from_vpid(2); v_task != nullptr) {
+             env.err = 2;  // only current lives in the fresh namespace
+           } else if (v_task = bpf_task_from_vpid(9999); v_task != nullptr) {
+             env.err = 3;
+           }
+           if (v_task != nullptr) {
+             bpf_task_release(v_task);
+           }
+           return 0;
+         }},
     // The same destructor path with nothing else in the way: the reference a
     // program moved into a local object belongs to the object, and bpf_obj_drop's
     // destructor (bpf_task_release_dtor) is the kernel's release, not a program's
@@ -571,11 +662,24 @@ const std::vector<prog_case> kSuccess = {
 constexpr std::string_view kExpectsRefcounted =
     "release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID";
 constexpr std::string_view kNotRcu = "R1 must be a rcu pointer";
+constexpr std::string_view kPossiblyNull = "Possibly NULL pointer passed to trusted arg0";
+constexpr std::string_view kNotAllowed = "calling kernel function bpf_task_acquire is not allowed";
+constexpr std::string_view kMustPoint =
+    "arg#0 pointer type STRUCT task_struct must point to scalar, or struct with scalar";
+// btf_struct_walk's words, with offsets in tasklife's task_struct layout.
+std::string_view CommBeyond(std::size_t off, std::size_t size) {
+  static std::deque<std::string> texts;  // never moved: the rows keep views of them
+  texts.push_back("access beyond the end of member comm (mend:" +
+                  std::to_string(offsetof(task_struct, comm) + TASK_COMM_LEN) +
+                  ") in struct task_struct with off " + std::to_string(off) + " size " +
+                  std::to_string(size));
+  return texts.back();
+}
 
 // task_kfunc_failure.c, one program per violation kind, and the rules of
 // prog.hpp that have no selftest of their own.
 const std::vector<prog_case> kFailure = {
-    {.name = "UnreleasedReference",
+    {.name = "TaskKfuncAcquireUnreleased",
      .mirrors = "task_kfunc_acquire_unreleased",
      .prog = kNewTask,
      .run = kOnVictim,
@@ -609,7 +713,7 @@ const std::vector<prog_case> kFailure = {
                     {violation_kind::null_arg, "bpf_task_release",
                      "Possibly NULL pointer passed to trusted arg0", "", site::release, false}}},
     // The tracepoint's argument is trusted, not referenced.
-    {.name = "ReleaseUnacquired",
+    {.name = "TaskKfuncReleaseUnacquired",
      .mirrors = "task_kfunc_release_unacquired",
      .prog = kNewTask,
      .run = kOnVictim,
@@ -622,7 +726,7 @@ const std::vector<prog_case> kFailure = {
      .violations = {{violation_kind::release_unacquired, "bpf_task_release", kExpectsRefcounted, "",
                      site::call, true}}},
     // A pointer read from a slot may be acquired, not released.
-    {.name = "ReleaseOfASlotRead",
+    {.name = "TaskKfuncReleaseInMap",
      .mirrors = "task_kfunc_release_in_map",
      .prog = kNewTask,
      .run = kOnVictim,
@@ -720,7 +824,7 @@ const std::vector<prog_case> kFailure = {
      .violations = {{violation_kind::untrusted_arg, "bpf_task_acquire", kNotRcu, "", site::call,
                      true}}},
     // The argument is trusted but not RCU-safe.
-    {.name = "AcquireOfTheTaskFreeArgument",
+    {.name = "TaskKfuncFromLsmTaskFree",
      .mirrors = "task_kfunc_from_lsm_task_free",
      .prog = kTaskFree,
      .run = kOnVictim,
@@ -735,6 +839,193 @@ const std::vector<prog_case> kFailure = {
      .violations = {{violation_kind::kfunc_not_allowed, "bpf_task_acquire",
                      "calling kernel function bpf_task_acquire is not allowed", "", site::call,
                      false}}},
+    {.name = "TaskKfuncAcquireFp",
+     .mirrors = "task_kfunc_acquire_fp",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct*) {
+           std::uint64_t clone_flags = 0;
+           auto* stack_task = reinterpret_cast<task_struct*>(&clone_flags);
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(reinterpret_cast<task_struct*>(&stack_task));
+           EXPECT_EQ(acquired, nullptr) << "vetoed, never dereferenced";
+           if (acquired == nullptr) {
+             return 0;
+           }
+           bpf_task_release(acquired);
+           return 0;
+         },
+     .violations = {{violation_kind::arg_type_mismatch, "bpf_task_acquire", kMustPoint, "",
+                     site::call, false, true}}},
+    {.name = "TaskKfuncReleaseFp",
+     .mirrors = "task_kfunc_release_fp",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct*) {
+           std::uint64_t clone_flags = 0;
+           auto* acquired = reinterpret_cast<task_struct*>(&clone_flags);
+           env.next_line(mark::call);
+           bpf_task_release(acquired);  // vetoed, never dereferenced
+           return 0;
+         },
+     .violations = {{violation_kind::arg_type_mismatch, "bpf_task_release", kMustPoint, "",
+                     site::call, false, true}}},
+    {.name = "TaskKfuncAcquireUnsafeKretprobe",
+     .mirrors = "task_kfunc_acquire_unsafe_kretprobe",
+     .prog = kKretprobe,
+     .run = kOnVictim,
+     .body = AcquireTheArgument,
+     .violations = {{violation_kind::kfunc_not_allowed, "bpf_task_acquire", kNotAllowed, "",
+                     site::call, false}}},
+    {.name = "TaskKfuncAcquireUnsafeKretprobeRcu",
+     .mirrors = "task_kfunc_acquire_unsafe_kretprobe_rcu",
+     .prog = kKretprobe,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           bpf_rcu_read_lock();
+           if (task == nullptr) {
+             bpf_rcu_read_unlock();
+             return 0;
+           }
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(task);
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+           }
+           bpf_rcu_read_unlock();
+           return 0;
+         },
+     .violations = {{violation_kind::kfunc_not_allowed, "bpf_task_acquire", kNotAllowed, "",
+                     site::call, false}}},
+    {.name = "TaskKfuncAcquireNull",
+     .mirrors = "task_kfunc_acquire_null",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct*) {
+           env.next_line(mark::call);
+           task_struct* acquired = bpf_task_acquire(nullptr);
+           if (acquired == nullptr) {
+             return 0;
+           }
+           bpf_task_release(acquired);
+           return 0;
+         },
+     .violations = {{violation_kind::null_arg, "bpf_task_acquire", kPossiblyNull, "", site::call,
+                     false}}},
+    {.name = "TaskKfuncXchgUnreleased",
+     .mirrors = "task_kfunc_xchg_unreleased",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           task_value* v = InsertLookup(env, task);
+           if (v == nullptr) {
+             return 0;
+           }
+           env.next_line(mark::acquire);
+           task_struct* kptr = bpf_kptr_xchg(&v->task, nullptr);
+           if (kptr == nullptr) {
+             return 0;
+           }
+           return 0;  // the kptr retrieved from the map is never released
+         },
+     .map_elements = 1,  // its slot empty: the runner released what came out
+     .violations = {{violation_kind::unreleased_ref, "", "Unreleased reference id=2",
+                     "acquired by bpf_kptr_xchg at {acquire}", site::program_exit, true}}},
+    // The slot of a fresh element is empty: the xchg gives back NULL, which the
+    // program releases without a check.
+    {.name = "TaskKfuncReleaseNull",
+     .mirrors = "task_kfunc_release_null",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           pid_t pid = 0;
+           if (bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid) != 0) {
+             return 0;
+           }
+           const task_value local{};
+           if (const long status = bpf_map_update_elem(&env.map, &pid, &local, BPF_NOEXIST);
+               status != 0) {
+             return static_cast<int>(status);
+           }
+           task_value* v = bpf_map_lookup_elem(&env.map, &pid);
+           if (v == nullptr) {
+             return -ENOENT;
+           }
+           task_struct* acquired = bpf_task_acquire(task);
+           if (acquired == nullptr) {
+             return -EEXIST;
+           }
+           task_struct* old = bpf_kptr_xchg(&v->task, acquired);
+           EXPECT_EQ(old, nullptr);
+           env.next_line(mark::call);
+           bpf_task_release(old);  // no NULL check
+           return 0;
+         },
+     .map_elements = 1,
+     .map_refs = 1,
+     .violations = {{violation_kind::null_arg, "bpf_task_release", kPossiblyNull, "", site::call,
+                     false}}},
+    {.name = "TaskAccessComm1",
+     .mirrors = "task_access_comm1",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           EXPECT_EQ(bpf_strncmp(task->comm, 17, "foo"), -EINVAL) << "vetoed";
+           return 0;
+         },
+     .violations = {{violation_kind::access_beyond_member, "bpf_strncmp",
+                     CommBeyond(offsetof(task_struct, comm), 17), "", site::call, false, true}}},
+    {.name = "TaskAccessComm2",
+     .mirrors = "task_access_comm2",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           EXPECT_EQ(bpf_strncmp(task->comm + 1, 16, "foo"), -EINVAL) << "vetoed";
+           return 0;
+         },
+     .violations = {{violation_kind::access_beyond_member, "bpf_strncmp",
+                     CommBeyond(offsetof(task_struct, comm) + 1, 16), "", site::call, false,
+                     true}}},
+    {.name = "TaskAccessComm3",
+     .mirrors = "task_access_comm3",
+     .prog = kNewTask,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           EXPECT_EQ(bpf_probe_read_kernel(task->comm, 16, task->comm), -EINVAL) << "vetoed";
+           EXPECT_STREQ(task->comm, "victim") << "nothing was written";
+           return 0;
+         },
+     .violations = {{violation_kind::arg_type_mismatch, "bpf_probe_read_kernel",
+                     "R1 cannot write into memory of struct task_struct: a BTF pointer is "
+                     "read-only to helpers",
+                     "", site::call, false, true}}},
+    // A fentry argument is a legacy PTR_TO_BTF_ID, and so is its comm.
+    {.name = "TaskAccessComm4",
+     .mirrors = "task_access_comm4",
+     .prog = kSetTaskComm,
+     .run = kOnVictim,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           env.next_line(mark::call);
+           EXPECT_EQ(bpf_strncmp(task->comm, 16, "foo"), -EINVAL) << "vetoed";
+           return 0;
+         },
+     .violations = {{violation_kind::arg_type_mismatch, "bpf_strncmp",
+                     "R1 type=ptr_ expected=fp, pkt, pkt_meta, map_key, map_value, mem, "
+                     "ringbuf_mem, buf, trusted_ptr_",
+                     "", site::call, false, true}}},
     {.name = "UseAfterRelease",
      .mirrors = "prog.hpp: a released reference is invalid",
      .prog = kNewTask,
@@ -867,6 +1158,8 @@ class ProgCaseTest : public ProgTest, public ::testing::WithParamInterface<prog_
         return cinit_;
       case who::cinit_child:
         return cinit_child_;
+      case who::thread:
+        return thread_;
     }
     return nullptr;
   }
@@ -874,6 +1167,7 @@ class ProgCaseTest : public ProgTest, public ::testing::WithParamInterface<prog_
   task_struct* victim_ = nullptr;
   task_struct* cinit_ = nullptr;
   task_struct* cinit_child_ = nullptr;
+  task_struct* thread_ = nullptr;
 };
 
 // The row's program runs, and then every row must satisfy the same: its result
@@ -891,6 +1185,10 @@ TEST_P(ProgCaseTest, BehavesAsItsRowSays) {
   }
   if (c.run.as == who::cinit_child) {
     cinit_child_ = Fork("inner", cinit_);
+  }
+  if (c.run.arg == who::thread) {
+    thread_ = fork_task("thread", victim_, {.thread = true});
+    tasks_.push_back(thread_);
   }
   std::optional<task_map> map(std::in_place, k(), 16);
   if (c.stash_victim) {
@@ -928,7 +1226,12 @@ TEST_P(ProgCaseTest, BehavesAsItsRowSays) {
                              ? std::string(e.msg)
                              : std::string(e.msg) + " (" + Expand(e.detail, env) + ")");
     EXPECT_THAT(v.message, StartsWith(std::string(e.msg))) << "the verifier's words first";
-    EXPECT_EQ(v.argument, e.names_subject ? subject : nullptr);
+    if (e.names_other) {
+      EXPECT_NE(v.argument, nullptr);
+      EXPECT_NE(v.argument, subject);
+    } else {
+      EXPECT_EQ(v.argument, e.names_subject ? subject : nullptr);
+    }
     EXPECT_THAT(v.where.file_name(), EndsWith("prog_test.cpp"));
     EXPECT_EQ(v.where.line(),
               e.at == site::program_exit ? run_line : env.lines[static_cast<std::size_t>(e.at)])

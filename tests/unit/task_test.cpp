@@ -164,6 +164,115 @@ TEST_F(TaskTest, BothOrdersEndInTheSameFreedState) {
 
 // ---- rcu_users reaches 0 once; its callback drops one usage (docs/kernel.md §1) ----------------
 
+// ---- thread groups (kernel/fork.c copy_process CLONE_THREAD; kernel/exit.c
+// exit_notify, delay_group_leader, wait_task_zombie, release_task) ---------------
+
+// copy_process with CLONE_THREAD: p->real_parent = current->real_parent. The
+// thread's parent is the leader's parent, also for a thread forked by a thread,
+// and it follows the leader when the leader is reparented.
+TEST_F(TaskTest, AThreadsRealParentIsItsLeadersParent) {
+  task_struct* init = fork_task("init");
+  task_struct* parent = fork_task("parent", init);
+  task_struct* leader = fork_task("leader", parent);
+  task_struct* t1 = fork_task("t1", leader, {.thread = true});
+  task_struct* t2 = fork_task("t2", t1, {.thread = true});
+  for (task_struct* t : {t1, t2}) {
+    EXPECT_EQ(t->real_parent, parent) << t->comm << ": the leader's parent, not the leader";
+    EXPECT_EQ(t->group_leader, leader);
+    EXPECT_EQ(t->tgid, leader->pid);
+  }
+  retire(parent);  // forget_original_parent: the leader and its threads go to init
+  EXPECT_EQ(leader->real_parent, init);
+  EXPECT_EQ(t1->real_parent, init) << "for_each_thread(p, t): t->real_parent = reaper";
+  EXPECT_EQ(t2->real_parent, init);
+  retire({t2, t1, leader, init});
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 5U);
+}
+
+// wait_consider_task skips a zombie leader while delay_group_leader(p): it stays
+// hashed and keeps its reaper's reference until its last thread is released.
+TEST_F(TaskTest, DelayGroupLeaderKeepsAZombieLeaderUnreapedUntilItsGroupIsEmpty) {
+  task_struct* init = fork_task("init");
+  task_struct* leader = fork_task("leader", init);
+  task_struct* thread = fork_task("thread", leader, {.thread = true});
+  k().do_exit(leader);
+  k().finish_task_switch(leader);
+  EXPECT_EQ(leader->exit_state.load(), EXIT_ZOMBIE);
+  EXPECT_FALSE(k().wait_task_zombie(leader)) << "delay_group_leader: not reapable yet";
+  EXPECT_EQ(leader->exit_state.load(), EXIT_ZOMBIE) << "not claimed either";
+  EXPECT_TRUE(Hashed(leader));
+  EXPECT_EQ(rcu_users(leader), 1U) << "the reaper's reference";
+  retire(thread);  // autoreaped: exit_notify releases it
+  EXPECT_FALSE(Hashed(thread));
+  EXPECT_TRUE(Hashed(leader)) << "a waiting parent reaps it; nobody has yet";
+  EXPECT_TRUE(k().wait_task_zombie(leader)) << "the group is empty: reapable";
+  EXPECT_FALSE(Hashed(leader));
+  EXPECT_EQ(rcu_users(leader), 0U);
+  retire(init);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 3U);
+}
+
+// exit_notify: autoreap = thread_group_empty(tsk) && do_notify_parent(). An
+// autoreaped leader with live threads is an EXIT_ZOMBIE, still hashed; the last
+// thread's release_task finds it a zombie with an empty group, zaps it (EXIT_DEAD)
+// and releases it too ("goto repeat").
+TEST_F(TaskTest, AnAutoreapedLeaderWithLiveThreadsIsReleasedByItsLastThreadsReleaseTask) {
+  task_struct* init = fork_task("init");
+  task_struct* leader = fork_task("leader", init, {.autoreap = true});
+  task_struct* t1 = fork_task("t1", leader, {.thread = true});
+  task_struct* t2 = fork_task("t2", leader, {.thread = true});
+  EXPECT_TRUE(k().retire(leader));
+  EXPECT_EQ(leader->exit_state.load(), EXIT_ZOMBIE) << "not EXIT_DEAD while threads live";
+  EXPECT_TRUE(Hashed(leader));
+  EXPECT_EQ(rcu_users(leader), 1U) << "its final switch is done; the reaper's is left";
+  retire(t1);
+  EXPECT_EQ(leader->exit_state.load(), EXIT_ZOMBIE) << "t2 still lives";
+  EXPECT_TRUE(Hashed(leader));
+  std::optional<rcu_reader_hold> reader(std::in_place, k().rcu());
+  retire(t2);
+  EXPECT_EQ(leader->exit_state.load(), EXIT_DEAD) << "zap_leader";
+  EXPECT_FALSE(Hashed(leader));
+  EXPECT_EQ(rcu_users(leader), 0U);
+  EXPECT_EQ(k().stats().freed, 0U) << "the reader holds the grace period";
+  reader.reset();
+  retire(init);
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 4U);
+}
+
+// The group's two death orders end alike: threads first (the leader is reaped at
+// once), or leader first (retire finds its reap delayed; the parent waits and is
+// woken by the last thread's release_task to reap it).
+TEST_F(TaskTest, BothDeathOrdersOfAThreadGroupFreeEveryTaskOnce) {
+  task_struct* init = fork_task("init");
+  task_struct* a = fork_task("a", init);
+  task_struct* a1 = fork_task("a1", a, {.thread = true});
+  task_struct* a2 = fork_task("a2", a, {.thread = true});
+  retire({a2, a1, a});  // threads first
+  EXPECT_EQ(a->exit_state.load(), EXIT_DEAD);
+  EXPECT_FALSE(Hashed(a));
+
+  task_struct* b = fork_task("b", init);
+  task_struct* b1 = fork_task("b1", b, {.thread = true});
+  task_struct* b2 = fork_task("b2", b, {.thread = true});
+  EXPECT_TRUE(k().retire(b));  // leader first
+  EXPECT_EQ(b->exit_state.load(), EXIT_ZOMBIE);
+  EXPECT_TRUE(Hashed(b));
+  retire(b1);
+  EXPECT_TRUE(Hashed(b));
+  retire(b2);
+  EXPECT_EQ(b->exit_state.load(), EXIT_DEAD) << "the woken parent reaped it";
+  EXPECT_FALSE(Hashed(b));
+  EXPECT_EQ(rcu_users(b), 0U);
+  retire(init);
+  k().rcu().rcu_barrier();
+  const kernel_stats st = k().stats();
+  EXPECT_EQ(st.freed, 7U);
+  EXPECT_EQ(st.rcu_users_zero, 7U) << "rcu_users reached 0 once per task";
+}
+
 TEST_F(TaskTest, RcuUsersZeroQueuesOneCallbackThatDropsExactlyOneUsage) {
   Make({.record_history = true});
   task_struct* t = fork_task("counted");
