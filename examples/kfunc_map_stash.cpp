@@ -1,4 +1,4 @@
-// Example: storing a task in a map with bpf_kptr_xchg, in the `current` profile.
+// Example: storing a task in a map with bpf_kptr_xchg, in the `newest` profile.
 //
 //   1. insert: the selftests' tasks_kfunc_map_insert idiom (task_kfunc_common.h):
 //      insert an empty value with BPF_NOEXIST, look it up, acquire, xchg the
@@ -10,7 +10,7 @@
 //      v6.8) runs synchronously; the element's memory waits for a grace period.
 //   5. xchg after delete: a program still holding the value pointer stashes a
 //      reference into the deleted element; tasklife releases it when the element
-//      is reclaimed, one grace period later (`current`: the 2026 hash element
+//      is reclaimed, one grace period later (`newest`: the 2026 hash element
 //      destructor; the older profiles leak it, as their kernels did).
 //   6. map destruction releases what is still stored.
 #include <cerrno>
@@ -62,7 +62,7 @@ long tasks_kfunc_map_insert(task_map& map, task_struct* p) {
 }  // namespace
 
 int main() {
-  kernel k({.name = "map-stash", .profile = semantics_profile::current});
+  kernel k({.name = "map-stash", .profile = semantics_profile::newest});
   task_struct* prog = k.fork(nullptr, {.comm = "prog"}).task;
   task_struct* t = k.fork(nullptr, {.comm = "target"}).task;
   const std::int32_t pid = t->pid;

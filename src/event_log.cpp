@@ -1,6 +1,29 @@
 // The event log (event_log.hpp).
 #include "event_log.hpp"
 
+#include <atomic>
+
+#include <tasklife/sched_point.hpp>
+
+#include "thread_state.hpp"
+
+namespace tasklife {
+
+std::uint32_t event_thread_id() noexcept {
+  if (detail::tls_sim != nullptr) [[unlikely]] {
+    return simulated_thread_bit | detail::sim_thread_number(*detail::tls_sim);
+  }
+  // Relaxed: the numbers only need to be distinct. Wraps after 2^31 threads.
+  static std::atomic<std::uint32_t> next{1};
+  thread_local std::uint32_t mine = 0;
+  if (mine == 0) [[unlikely]] {
+    mine = next.fetch_add(1, std::memory_order_relaxed) & ~simulated_thread_bit;
+  }
+  return mine;
+}
+
+}  // namespace tasklife
+
 namespace tasklife::detail {
 
 std::uint64_t event_log::now_ns() const noexcept {

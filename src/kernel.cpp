@@ -254,6 +254,7 @@ void kernel::record(task_struct* t, task_event_kind kind, unsigned usage, unsign
   e.task_id = t->priv.id;
   e.pid = t->pid;
   e.kind = kind;
+  e.thread = event_thread_id();
   e.usage = usage;
   e.rcu_users = rcu_users;
   e.time_ns = log_->now_ns();

@@ -5,7 +5,8 @@
 //   the thread-local state tasklife keeps per thread must be switched with them:
 //   `current` (current.hpp), the RCU layer's callback nesting (src/rcu.cpp) and
 //   the typed API's live guards (src/typed.cpp). Each owner exposes a swap of its
-//   state with a saved copy; the explorer swaps at every switch.
+//   state with a saved copy; the explorer swaps at every switch. The event log
+//   asks the explorer for the running simulated thread's number (task_event::thread).
 //
 // Lifetime
 //   A saved copy belongs to its simulated thread.
@@ -32,5 +33,9 @@ struct typed_thread_state {
   std::vector<std::uint64_t> live_guards;
 };
 void swap_typed_thread_state(typed_thread_state& other) noexcept;
+
+class sim_thread;
+// 1 + the simulated thread's index in its execution (src/explore/explore.cpp).
+std::uint32_t sim_thread_number(const sim_thread& t) noexcept;
 
 }  // namespace tasklife::detail

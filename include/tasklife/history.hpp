@@ -14,7 +14,9 @@
 //   info(kind), to_string(kind), explain(kind), task_event, fmt::formatter<task_event>
 //
 // Lifetime
-//   Events are values; they outlive the task (the log is the kernel's).
+//   Events are values; they outlive the task (the log is the kernel's). A thread
+//   id names the recording thread for as long as the process lives (OS threads'
+//   numbers are never reused); a simulated thread's, within its execution only.
 //
 // Memory ordering
 //   The log is guarded by a mutex. The counter values in an event are what the
@@ -91,12 +93,27 @@ constexpr std::string_view explain(task_event_kind kind) noexcept {
   return info(kind).explanation;
 }
 
+// Who recorded an event (task_event::thread, event_thread_id()): under the
+// explorer (explore.hpp), the simulated thread running, as simulated_thread_bit |
+// (1 + its index in the order the model declared its threads); anywhere else the
+// OS thread, numbered 1, 2, ... in the order threads first record or ask (never
+// reused). The explorer's own steps (grace periods, callbacks) and a model's
+// setup run on the OS thread that explores, and carry its number.
+inline constexpr std::uint32_t simulated_thread_bit = 0x8000'0000U;
+constexpr bool is_simulated_thread(std::uint32_t id) noexcept {
+  return (id & simulated_thread_bit) != 0;
+}
+// The id an event recorded now, on this thread, would carry. One thread-local
+// load and a branch once the OS thread has its number.
+TASKLIFE_API std::uint32_t event_thread_id() noexcept;
+
 struct task_event {
   std::uint64_t seq;      // order within the kernel
   std::uint64_t task_id;  // the task's unique id in its kernel
   pid_t pid;              // root-namespace pid
   task_event_kind kind;
-  unsigned int usage;  // after the event
+  std::uint32_t thread;  // who recorded it (event_thread_id())
+  unsigned int usage;    // after the event
   unsigned int rcu_users;
   std::uint64_t time_ns;    // since the kernel was created
   std::string_view detail;  // static text (e.g. the kfunc's name); may be empty

@@ -237,6 +237,10 @@ class sim_thread {
   typed_thread_state typed_{};
 };
 
+std::uint32_t sim_thread_number(const sim_thread& t) noexcept {
+  return t.index_ + 1;
+}
+
 }  // namespace detail
 
 namespace explore {

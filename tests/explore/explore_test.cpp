@@ -456,3 +456,41 @@ TEST(ExploreTest, AJobThatFindsTheFailureStopsTheOthers) {
 
 }  // namespace
 }  // namespace tasklife
+
+namespace tasklife {
+namespace {
+
+// Under the explorer an event names the simulated thread that recorded it (its
+// number: 1 + its index), the explorer's own steps and the setup the exploring
+// OS thread. Checked in every execution of the search.
+TEST(ExploreTest, EventsNameTheSimulatedThreadThatRecordedThem) {
+  const explore::report r = explore::explore([](explore::execution& x) {
+    kernel k(x.config({.name = "threads", .pid_max = 16}));
+    task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+    std::uint32_t first = 0, second = 0;
+    x.thread("first", [&] {
+      first = event_thread_id();
+      put_task_struct(get_task_struct(t));
+    });
+    x.thread("second", [&] {
+      second = event_thread_id();
+      put_task_struct(get_task_struct(t));
+    });
+    x.run();
+    x.check(first == (simulated_thread_bit | 1U) && second == (simulated_thread_bit | 2U),
+            "the simulated threads are numbered 1 and 2");
+    for (const task_event& e : k.history(t)) {
+      if (e.kind == task_event_kind::fork) {
+        x.check(e.thread == event_thread_id(), "the setup is the exploring OS thread's");
+      } else if (e.kind == task_event_kind::get || e.kind == task_event_kind::put) {
+        x.check(e.thread == first || e.thread == second, "a get or put names its thread");
+      }
+    }
+    k.retire(t);
+  });
+  EXPECT_TRUE(r.ok()) << r.failure->message;
+  EXPECT_GT(r.executions, 1U);
+}
+
+}  // namespace
+}  // namespace tasklife

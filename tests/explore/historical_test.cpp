@@ -117,8 +117,7 @@ TEST_P(XchgAfterDeleteTest, ReferenceStoredIntoADeletedElementLeaksUntil2026) {
 INSTANTIATE_TEST_SUITE_P(Leaking, XchgAfterDeleteTest,
                          ::testing::Values(semantics_profile::rcu_users_inc,
                                            semantics_profile::usage_based,
-                                           semantics_profile::rcu_safe,
-                                           semantics_profile::current),
+                                           semantics_profile::rcu_safe, semantics_profile::current),
                          [](const auto& p) { return std::string(to_string(p.param)); });
 
 TEST(HistoricalRaceTest, XchgIntoADeletedElementExhaustsCleanlyWithTheHashElementDestructor) {

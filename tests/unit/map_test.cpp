@@ -612,6 +612,7 @@ TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
 // ---- 6. the xchg-after-delete rule (Hou Tao, 2025) ------------------------------------------
 
 TEST_F(MapTest, XchgIntoADeletedElementIsReleasedOnceAtReclaim) {
+  remake({.name = "map-test", .profile = semantics_profile::newest});  // the 2026 fix
   task_struct* first = fork_task("first");
   task_struct* fresh = fork_task("fresh");
   task_struct* program = fork_task("program");
@@ -654,6 +655,7 @@ TEST_F(MapTest, XchgIntoADeletedElementIsReleasedOnceAtReclaim) {
 }
 
 TEST_F(MapTest, XchgAfterMapDestructionBeganIsReleasedAtReclaim) {
+  remake({.name = "map-test", .profile = semantics_profile::newest});
   task_struct* t = fork_task("late");
   const unsigned before = rcu_users(t);
   {

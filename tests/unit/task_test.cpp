@@ -590,3 +590,33 @@ TEST_F(TaskTest, HistoryRecordsEveryStepWithItsCounters) {
 
 }  // namespace
 }  // namespace tasklife
+
+namespace tasklife {
+namespace {
+
+// task_event::thread names the recording OS thread: one number per thread, the
+// same for every event it records, never a simulated thread's outside the explorer.
+TEST_F(TaskTest, EventsNameTheOsThreadThatRecordedThem) {
+  task_struct* t = fork_task("traced");
+  k().trace_task(t);
+  get_task_struct(t);
+  std::uint32_t other = 0;
+  std::thread([&] {
+    other = event_thread_id();
+    put_task_struct(t);
+  }).join();
+  const std::uint32_t mine = event_thread_id();
+  EXPECT_NE(mine, other);
+  EXPECT_FALSE(is_simulated_thread(mine));
+  EXPECT_FALSE(is_simulated_thread(other));
+  std::vector<std::uint32_t> get_threads, put_threads;
+  for (const task_event& e : k().history(t)) {
+    (e.kind == task_event_kind::get ? get_threads : put_threads).push_back(e.thread);
+  }
+  EXPECT_THAT(get_threads, ElementsAre(mine));
+  EXPECT_THAT(put_threads, ElementsAre(other));
+  retire({t});
+}
+
+}  // namespace
+}  // namespace tasklife
