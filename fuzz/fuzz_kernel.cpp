@@ -107,6 +107,9 @@ struct model_task {
   int usage = 1;
   int rcu_users = 2;
   bool autoreap = false;
+  int leader = -1;            // its thread group's leader (itself for a leader)
+  bool zombie = false;        // EXIT_ZOMBIE, not yet claimed by a reaper
+  bool parent_waits = false;  // retire found it a leader with live threads
   bool exited = false;
   bool switched = false;
   bool reaped = false;  // unhashed
@@ -163,6 +166,48 @@ class model {
     }
     free_numbers(m);
     m.reaped = true;
+  }
+  // No thread of the group but the leader is still listed (threads leave the
+  // list when they are released).
+  bool group_empty(int l) const {
+    for (std::size_t j = 0; j < tasks.size(); ++j) {
+      if (static_cast<int>(j) != l && tasks[j].leader == l && !tasks[j].reaped) {
+        return false;
+      }
+    }
+    return true;
+  }
+  // release_task: unhash, the reaper's drop; the last thread of a group whose
+  // leader is a zombie releases the leader too when its parent ignores it
+  // (autoreap) or waits for it (kernel/exit.c, zap_leader / do_notify_parent).
+  void release_task(int i) {
+    unhash(i);
+    rcu_put(i);
+    const int l = tasks[static_cast<std::size_t>(i)].leader;
+    if (l != i && group_empty(l)) {
+      model_task& lt = tasks[static_cast<std::size_t>(l)];
+      if (lt.zombie && (lt.autoreap || lt.parent_waits)) {
+        lt.zombie = false;
+        release_task(l);
+      }
+    }
+  }
+  // exit_notify: a thread releases itself; a leader only when its group is empty
+  // and its parent ignores it; else a zombie.
+  void exit_notify(int i) {
+    model_task& t = tasks[static_cast<std::size_t>(i)];
+    t.exited = true;
+    const bool leader = t.leader == i;
+    if (leader ? t.autoreap && group_empty(i) : true) {
+      release_task(i);
+    } else {
+      t.zombie = true;
+    }
+  }
+  // wait_task_zombie's claim: a zombie, and not a leader whose group has threads.
+  bool reapable(int i) const {
+    const model_task& t = tasks[static_cast<std::size_t>(i)];
+    return t.zombie && !(t.leader == i && !group_empty(i));
   }
   // A put of rcu_users by anyone.
   void rcu_put(int i) {
@@ -305,8 +350,15 @@ class harness {
       }
     }
     check();
+    // Every task exits and switches away, then the reaps, threads (forked after
+    // their leaders) before leaders: a leader is reapable once its group is empty.
     for (std::size_t i = 0; i < m_.tasks.size(); ++i) {
       finish(static_cast<int>(i));
+    }
+    for (std::size_t i = m_.tasks.size(); i-- > 0;) {
+      if (!m_.tasks[i].reaped) {
+        reap(static_cast<int>(i));
+      }
     }
     for (int round = 0; round < 4 && !m_.queued.empty(); ++round) {
       grace_period();
@@ -329,9 +381,6 @@ class harness {
     }
     if (!mt.switched) {
       final_switch(i);
-    }
-    if (!mt.reaped) {
-      reap(i);
     }
   }
 
@@ -411,13 +460,24 @@ class harness {
                 pick_if([this](const model_task& t) { return !t.exited && t.t != task(prog_); });
             i >= 0) {
           trace("retire", i);
-          do_exit(i, false);
-          final_switch(i, false);
-          if (!mt(i).reaped) {
-            reap(i, false);
-          }
-          if (!k_->retire(task(i))) {  // the kernel's own order: nothing may differ
+          if (!k_->retire(task(i))) {
             diverge("retire refused a live task");
+          }
+          // The model in the kernel's order: exit, the claim (a leader with live
+          // threads is left to them: its parent waits), the final switch, the reap.
+          do_exit(i, false);
+          bool claimed = false;
+          if (mt(i).zombie) {
+            if (mt(i).leader == i && !m_.group_empty(i)) {
+              mt(i).parent_waits = true;
+            } else {
+              mt(i).zombie = false;
+              claimed = true;
+            }
+          }
+          final_switch(i, false);
+          if (claimed) {
+            m_.release_task(i);
           }
         }
         break;
@@ -664,6 +724,7 @@ class harness {
     t.autoreap = args.autoreap || args.thread;
     m_.tasks.push_back(t);
     const int i = static_cast<int>(m_.tasks.size()) - 1;
+    m_.tasks.back().leader = args.thread ? mt(parent).leader : i;
     for (const auto& [n, nr] : numbers) {
       m_.ns[static_cast<std::size_t>(n)].tasks[nr] = i;
       if (task_pid_nr_ns(r.task, m_.ns[static_cast<std::size_t>(n)].real) != nr) {
@@ -684,16 +745,11 @@ class harness {
   }
 
   void do_exit(int i, bool call = true) {
-    model_task& t = mt(i);
     if (call) {
       trace("do_exit", i);
-      k_->do_exit(t.t);
+      k_->do_exit(task(i));
     }
-    t.exited = true;
-    if (t.autoreap) {
-      m_.unhash(i);
-      m_.rcu_put(i);  // exit_notify's release_task: the reaper's drop
-    }
+    m_.exit_notify(i);
   }
   void final_switch(int i, bool call = true) {
     if (call) {
@@ -703,18 +759,15 @@ class harness {
     mt(i).switched = true;
     m_.rcu_put(i);  // the scheduler's drop
   }
-  void reap(int i, bool call = true) {
-    model_task& t = mt(i);
-    const bool zombie = t.exited && !t.autoreap && !t.reaped;
-    if (call) {
-      trace("wait_task_zombie", i);
-      if (k_->wait_task_zombie(t.t) != zombie) {
-        diverge("wait_task_zombie's verdict differs from the model's");
-      }
+  void reap(int i) {
+    const bool reapable = m_.reapable(i);
+    trace("wait_task_zombie", i);
+    if (k_->wait_task_zombie(task(i)) != reapable) {
+      diverge("wait_task_zombie's verdict differs from the model's");
     }
-    if (zombie) {
-      m_.unhash(i);
-      m_.rcu_put(i);  // the reaper's drop, after the unhash
+    if (reapable) {
+      mt(i).zombie = false;
+      m_.release_task(i);
     }
   }
 
@@ -783,7 +836,6 @@ class harness {
     std::vector<int> held;   // model task indices of the references held
     std::set<int> released;  // released (not moved) in this run
     bool forget = false;
-    bool current_trusted = false;  // bpf_get_current_task_btf made current a trusted value
     for (const std::uint8_t op : body) {
       switch (op % 8) {
         case 0: {  // acquire the argument
@@ -850,9 +902,9 @@ class harness {
             const int i = *released.begin();
             if (std::count(held.begin(), held.end(), i) == 0) {
               bpf_task_release(task(i));
-              const bool trusted = task(i) == a || (i == prog_ && current_trusted);
-              expected.push_back(trusted ? violation_kind::release_unacquired
-                                         : violation_kind::double_release);
+              // A released reference and no live one: a double release, whatever
+              // else the value is (the trusted argument included).
+              expected.push_back(violation_kind::double_release);
             }
           }
           break;
@@ -860,7 +912,6 @@ class harness {
           if (bpf_get_current_task_btf() != task(prog_)) {
             diverge("bpf_get_current_task_btf is not current");
           }
-          current_trusted = true;
           break;
         }
       }

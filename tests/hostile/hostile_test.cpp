@@ -502,7 +502,8 @@ TEST_P(HostileProfileTest, OverReleaseIsCaughtAtTheRelease) {
 INSTANTIATE_TEST_SUITE_P(Profiles, HostileProfileTest,
                          ::testing::Values(semantics_profile::rcu_users_inc,
                                            semantics_profile::usage_based,
-                                           semantics_profile::rcu_safe, semantics_profile::current),
+                                           semantics_profile::rcu_safe, semantics_profile::current,
+                                           semantics_profile::newest),
                          [](const auto& p) { return std::string(to_string(p.param)); });
 
 TEST_F(HostileTest, PutTaskStructManyRefusesANonPositiveCount) {
