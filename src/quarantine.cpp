@@ -38,10 +38,10 @@ graveyard& the_graveyard() {
   return *g;
 }
 
-void asan_poison(task_struct* t) noexcept {
+[[maybe_unused]] void asan_poison(task_struct* t) noexcept {
   TASKLIFE_ASAN_POISON(t, offsetof(task_struct, pid));
 }
-void asan_unpoison(task_struct* t) noexcept {
+[[maybe_unused]] void asan_unpoison(task_struct* t) noexcept {
   TASKLIFE_ASAN_UNPOISON(t, offsetof(task_struct, pid));
 }
 

@@ -131,7 +131,8 @@ namespace {
 // counter's value with acquire: the lifecycle sets each flag before its drop
 // (finish_task_switch, release_task, delayed_put_task_struct), so a value that
 // already includes a drop is read together with the flag that announced it.
-int lifecycle_floor(const task_struct* t, holder_counter counter) noexcept {
+// Used only where contract checks are compiled in.
+[[maybe_unused]] int lifecycle_floor(const task_struct* t, holder_counter counter) noexcept {
   if (counter == holder_counter::usage) {
     return t->priv.group_put_started.load(std::memory_order_acquire) ? 0 : 1;
   }
