@@ -17,7 +17,7 @@ namespace tasklife {
 
 void kernel::do_exit(task_struct* t, int code, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, t, "do_exit");  // before the check: see task.cpp
-  if (!detail::check_task(t, "do_exit", where)) {
+  if (!check_own_task(t, "do_exit", where)) {
     return;
   }
   // Release: the exit is published to whoever later reads flags with acquire
@@ -93,7 +93,7 @@ void kernel::exit_notify(task_struct* t, std::source_location where) {
 
 void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, prev, "finish_task_switch");
-  if (!detail::check_task(prev, "finish_task_switch", where)) {
+  if (!check_own_task(prev, "finish_task_switch", where)) {
     return;
   }
   // Acquire pairs with the release of TASK_DEAD in do_exit.
@@ -140,7 +140,7 @@ bool kernel::claim_zombie(task_struct* p) noexcept {
 
 bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
   detail::sched_point(sched_op::lifecycle, p, "wait_task_zombie");
-  if (!detail::check_task(p, "wait_task_zombie", where)) {
+  if (!check_own_task(p, "wait_task_zombie", where)) {
     return false;
   }
   if (!claim_reapable_zombie(p)) {
@@ -152,7 +152,7 @@ bool kernel::wait_task_zombie(task_struct* p, std::source_location where) {
 }
 
 bool kernel::retire(task_struct* t, int code, std::source_location where) {
-  if (!detail::check_task(t, "retire", where)) {
+  if (!check_own_task(t, "retire", where)) {
     return false;
   }
   // Acquire pairs with do_exit's fetch_or: a task already exiting is refused there.

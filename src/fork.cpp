@@ -140,7 +140,7 @@ bool kernel::alloc_pids(task_struct* t, pid_namespace* ns) {
 }
 
 fork_result kernel::fork(task_struct* parent, const clone_args& args, std::source_location where) {
-  if (parent != nullptr && !detail::check_task(parent, "fork", where)) {
+  if (parent != nullptr && !check_own_task(parent, "fork", where)) {
     return {nullptr, -EINVAL};
   }
   if (args.thread && parent == nullptr) {
@@ -151,7 +151,7 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
   pid_namespace* ns = parent != nullptr ? detail::creation_ns(parent) : &init_pid_ns();
 
   // dup_task_struct: "one for the rcu users" and the two rcu users.
-  auto* t = new task_struct;
+  task_struct* t = detail::allocate_task();
   quarantine_->admit(t);
   refcount_set(&t->usage, 1);
   refcount_set(&t->rcu_users, 2);

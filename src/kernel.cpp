@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include <tasklife/kernel.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "event_log.hpp"
 #include "holder_tracker.hpp"
@@ -27,6 +29,21 @@ namespace tasklife {
 namespace {
 detail::mutex g_kernels_mutex;
 std::vector<const kernel*> g_kernels TASKLIFE_GUARDED_BY(g_kernels_mutex);
+// The dependents (maps) of every live kernel.
+std::vector<std::pair<const kernel*, detail::kernel_dependent*>> g_dependents
+    TASKLIFE_GUARDED_BY(g_kernels_mutex);
+
+// What a kernel destroyed too early leaves behind for those still using it: its
+// RCU domain and its scope anchor. Kept until the process exits (never destroyed).
+struct parked_parts {
+  detail::mutex m;
+  std::vector<std::unique_ptr<rcu_domain>> domains TASKLIFE_GUARDED_BY(m);
+  std::vector<std::unique_ptr<detail::scope_anchor>> anchors TASKLIFE_GUARDED_BY(m);
+};
+parked_parts& parked() {
+  static parked_parts* p = new parked_parts;  // NOLINT: deliberately never destroyed
+  return *p;
+}
 
 void resolve_refcount_owner(const refcount_t* r, diagnostic_object& object,
                             std::string_view& counter) noexcept {
@@ -52,6 +69,18 @@ void resolve_refcount_owner(const refcount_t* r, diagnostic_object& object,
 }  // namespace
 
 namespace detail {
+bool kernel_alive(const kernel* k) noexcept {
+  const lock_guard lock(g_kernels_mutex);
+  return std::find(g_kernels.begin(), g_kernels.end(), k) != g_kernels.end();
+}
+
+std::string kernel_name_of(const task_struct* t) {
+  if (t->priv.owner != nullptr && kernel_alive(t->priv.owner)) {
+    return t->priv.owner->name();
+  }
+  return graveyard_kernel_name(t);
+}
+
 const kernel* kernel_knowing(const task_struct* t) noexcept {
   if constexpr (!contract_checks_enabled) {
     return nullptr;  // no registry of tasks without checks
@@ -115,8 +144,8 @@ kernel::kernel(kernel_config config)
       holders_(std::make_unique<detail::holder_tracker>()),
       quarantine_(std::make_unique<detail::task_quarantine>(config_.quarantine_capacity)) {
   const detail::lock_guard lock(namespaces_mutex_);
-  namespaces_.push_back(
-      std::make_unique<pid_namespace>(*this, nullptr, config_.pid_max, config_.reserved_pids));
+  namespaces_.push_back(std::unique_ptr<pid_namespace>(
+      new pid_namespace(*this, nullptr, config_.pid_max, config_.reserved_pids)));
   init_ns_ = namespaces_.front().get();
   if (config_.event_listener) {
     log_->set_listener(config_.event_listener);
@@ -128,11 +157,71 @@ kernel::kernel(kernel_config config)
 
 kernel::~kernel() {
   shutdown();
-  const detail::lock_guard lock(g_kernels_mutex);
-  g_kernels.erase(std::remove(g_kernels.begin(), g_kernels.end(), this), g_kernels.end());
+  {
+    const detail::lock_guard lock(g_kernels_mutex);
+    g_kernels.erase(std::remove(g_kernels.begin(), g_kernels.end(), this), g_kernels.end());
+  }
+  // Whatever still uses the RCU domain or the scope anchor (a registration, a
+  // read section, a scope on this thread) keeps them: they are parked, not
+  // destroyed. shutdown() has reported why.
+  const bool in_use =
+      scopes_->count.load(std::memory_order_seq_cst) != 0 || rcu_->live_registrations() != 0;
+  if (in_use) {
+    parked_parts& p = parked();
+    const detail::lock_guard lock(p.m);
+    p.domains.push_back(std::move(rcu_));
+    p.anchors.push_back(std::move(scopes_));
+  }
+}
+
+bool kernel::check_own_task(const task_struct* t, std::string_view op,
+                            std::source_location where) const {
+  if (t == nullptr) {
+    detail::report_unknown_task(t, "kernel", op, where);
+    return false;
+  }
+  if constexpr (contract_checks_enabled) {
+    if (!knows_task(t)) [[unlikely]] {
+      const kernel* other = detail::kernel_knowing(t);
+      if (other == nullptr) {
+        detail::report_unknown_task(t, "kernel", op, where);
+        return false;
+      }
+      detail::report_contract_violation(
+          contract_kind::foreign_object, "kernel", op, detail::describe_task(t),
+          fmt::format("{}() of kernel '{}' given task '{}' (pid {}, id {}) of kernel '{}': a "
+                      "kernel's lifecycle acts on its own tasks only; not carried out",
+                      op, name(), t->comm, t->pid, t->priv.id, other->name()),
+          where);
+      return false;
+    }
+  }
+  if (!detail::check_task(t, op, where)) {
+    return false;
+  }
+  if (t->priv.owner != this) [[unlikely]] {  // the test every tier can afford
+    detail::report_contract_violation(
+        contract_kind::foreign_object, "kernel", op, detail::describe_task(t),
+        fmt::format("{}() of kernel '{}' given a task of another kernel; not carried out", op,
+                    name()),
+        where);
+    return false;
+  }
+  return true;
 }
 
 pid_namespace& kernel::create_pid_namespace(pid_namespace& parent) {
+  if (&parent.owner() != this) {
+    diagnostic_object o = kernel_object(parent.owner().name());
+    o.address = &parent;
+    detail::report_contract_violation(
+        contract_kind::foreign_object, "kernel", "create_pid_namespace", std::move(o),
+        fmt::format("kernel '{}': create_pid_namespace() below a namespace of kernel '{}'; not "
+                    "created (the parent is returned)",
+                    name(), parent.owner().name()),
+        std::source_location::current());
+    return parent;
+  }
   if (parent.level() + 1 > MAX_PID_NS_LEVEL) {
     diagnostic_object o = kernel_object(name());
     o.address = &parent;
@@ -145,8 +234,8 @@ pid_namespace& kernel::create_pid_namespace(pid_namespace& parent) {
     return parent;  // the handler returned: the namespace is not created
   }
   const detail::lock_guard lock(namespaces_mutex_);
-  namespaces_.push_back(
-      std::make_unique<pid_namespace>(*this, &parent, config_.pid_max, config_.reserved_pids));
+  namespaces_.push_back(std::unique_ptr<pid_namespace>(
+      new pid_namespace(*this, &parent, config_.pid_max, config_.reserved_pids)));
   return *namespaces_.back();
 }
 
@@ -154,6 +243,10 @@ pid_namespace& kernel::create_pid_namespace(pid_namespace& parent) {
 
 void kernel::record(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
                     std::string_view detail, std::source_location where) {
+  if (t == nullptr) [[unlikely]] {
+    detail::report_unknown_task(t, "kernel", "record", where);
+    return;
+  }
   if (!t->traced.load(std::memory_order_relaxed)) {
     return;
   }
@@ -178,6 +271,10 @@ void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned
 }  // namespace detail
 
 void kernel::trace_task(task_struct* t, bool on) noexcept {
+  if (!detail::check_known_task_noexcept(t, "kernel", "trace_task",
+                                         std::source_location::current())) {
+    return;
+  }
   if (on) {
     // The task's own kernel decides its kfuncs' path, whichever kernel is asked.
     // Release: pairs with the fast paths' reads (see any_task_slow_).
@@ -192,6 +289,23 @@ std::vector<task_event> kernel::events() const {
 
 std::vector<task_event> kernel::history(std::uint64_t task_id) const {
   return log_->history(task_id);
+}
+
+std::vector<task_event> kernel::history(const task_struct* t) const {
+  if (t == nullptr) {
+    detail::report_unknown_task(t, "kernel", "history", std::source_location::current());
+    return {};
+  }
+  if constexpr (contract_checks_enabled) {
+    // A freed task in quarantine or the pool still has its id: its history is
+    // what a use-after-free report wants. Only a pointer that is no task is refused.
+    if (!knows_task(t) && detail::kernel_knowing(t) == nullptr &&
+        detail::graveyard_lookup(t) == detail::graveyard_state::unknown) {
+      detail::report_unknown_task(t, "kernel", "history", std::source_location::current());
+      return {};
+    }
+  }
+  return log_->history(t->priv.id);
 }
 
 void kernel::set_event_listener(std::function<void(const task_event&)> listener) {
@@ -289,12 +403,33 @@ std::vector<leaked_task> kernel::shutdown() {
     return {};
   }
   shut_down_ = true;
-  if (current_scopes_.load(std::memory_order_relaxed) != 0) {
+  const std::size_t scopes = scopes_->count.load(std::memory_order_seq_cst);
+  if (scopes != 0) {
+    const std::size_t mine = detail::scopes_on_this_thread(scopes_.get());
     detail::report_contract_violation_noexcept(
         contract_kind::teardown_order, "kernel", "shutdown", kernel_object(name()),
-        fmt::format("kernel '{}' shut down while {} thread(s) still run as one of its tasks",
-                    name(), current_scopes_.load(std::memory_order_relaxed)),
+        fmt::format("kernel '{}' shut down while {} current_task_scope(s) of its tasks are alive "
+                    "({} on this thread: it runs as no task from now on; {} on other threads: "
+                    "the teardown waits for them to end)",
+                    name(), scopes, mine, scopes > mine ? scopes - mine : 0),
         std::source_location::current());
+    detail::orphaned_scope_epoch.fetch_add(1, std::memory_order_relaxed);
+    if (detail::tls_ctx.owner == this) {
+      detail::tls_ctx = detail::current_context{
+          nullptr, nullptr, semantics_profile::current, false, detail::tls_ctx.run, nullptr, {}};
+    }
+    // Another thread's kfuncs read this kernel through its context: wait until it
+    // has left every scope (never for this OS thread's own, which the explorer's
+    // simulated threads share). Sequentially consistent: pairs with the scope's
+    // decrement and its load of the waiters (current.cpp).
+    if (detail::tls_sim == nullptr) {
+      scopes_->waiters.fetch_add(1, std::memory_order_seq_cst);
+      for (std::size_t n = scopes_->count.load(std::memory_order_seq_cst); n > mine;
+           n = scopes_->count.load(std::memory_order_seq_cst)) {
+        scopes_->count.wait(n, std::memory_order_seq_cst);
+      }
+      scopes_->waiters.fetch_sub(1, std::memory_order_seq_cst);
+    }
   }
   // Every pending callback first (delayed_put -> put -> deferred free is a chain).
   // A teardown that cannot wait (inside a read-side section, or from a callback)
@@ -328,12 +463,66 @@ std::vector<leaked_task> kernel::shutdown() {
     const detail::lock_guard lock(tasklist_lock_);
     while (task_struct* t = tasks_) {
       list_del(t);
-      quarantine_->destroy(t);
+      quarantine_->bury(t, name());  // a tombstone: its holder may still put it
       torn_down_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   quarantine_->drain();
+  // Maps still alive: orphaned (their destructors then touch nothing of this kernel).
+  std::vector<detail::kernel_dependent*> orphans;
+  {
+    const detail::lock_guard lock(g_kernels_mutex);
+    for (auto it = g_dependents.begin(); it != g_dependents.end();) {
+      if (it->first == this) {
+        it->second->orphaned.store(true, std::memory_order_relaxed);
+        orphans.push_back(it->second);
+        it = g_dependents.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const detail::kernel_dependent* d : orphans) {
+    diagnostic_object o = kernel_object(name());
+    o.map = std::string(d->name);
+    o.address = d;
+    detail::report_contract_violation_noexcept(
+        contract_kind::teardown_order, "kernel", "shutdown", std::move(o),
+        fmt::format("kernel '{}' shut down while {} '{}' still uses it: the {} is orphaned (its "
+                    "operations are refused, its destructor frees its values without the kernel)",
+                    name(), d->what, d->name, d->what),
+        std::source_location::current());
+  }
+  if (const std::int64_t regs = rcu_->live_registrations(); regs > 0) {
+    diagnostic_object o = kernel_object(name());
+    o.address = rcu_.get();
+    detail::report_contract_violation_noexcept(
+        contract_kind::teardown_order, "kernel", "shutdown", std::move(o),
+        fmt::format("RCU domain '{}' ({}) of kernel '{}' destroyed while {} thread "
+                    "registration(s) with it are alive: the domain is kept until the process "
+                    "exits, so they can still end",
+                    rcu_->name(), rcu_->backend_name(), name(), regs),
+        std::source_location::current());
+  }
   return leaks;
 }
+
+namespace detail {
+void kernel_access::attach_dependent(kernel& k, kernel_dependent* d) {
+  const lock_guard lock(g_kernels_mutex);
+  g_dependents.emplace_back(&k, d);
+}
+
+bool kernel_access::detach_dependent(kernel_dependent* d) noexcept {
+  const lock_guard lock(g_kernels_mutex);
+  for (auto it = g_dependents.begin(); it != g_dependents.end(); ++it) {
+    if (it->second == d) {
+      g_dependents.erase(it);
+      return true;
+    }
+  }
+  return false;  // orphaned by its kernel's teardown
+}
+}  // namespace detail
 
 }  // namespace tasklife

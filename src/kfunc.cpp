@@ -10,6 +10,7 @@
 #include <tasklife/sched_point.hpp>
 
 #include "prog_internal.hpp"
+#include "quarantine.hpp"
 #include "task_internal.hpp"
 
 namespace tasklife {
@@ -105,10 +106,17 @@ bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location wher
     }
     if (!tls_ctx.owner->knows_task(p)) [[unlikely]] {
       const kernel* other = detail::kernel_knowing(p);
+      if (other == nullptr && detail::graveyard_lookup(p) != detail::graveyard_state::unknown) {
+        // A freed task out of quarantine or a teardown tombstone: said as such.
+        detail::report_unknown_task(p, "kfunc", name_of(id), where);
+        return false;
+      }
       report(id, other != nullptr ? contract_kind::foreign_object : contract_kind::not_a_task,
              other != nullptr ? detail::describe_task(p) : detail::describe_address(p),
-             fmt::format("{} is not a task of kernel '{}' (another kernel's, or not a task at all)",
-                         static_cast<const void*>(p), tls_ctx.owner->name()),
+             fmt::format("{} is not a task of kernel '{}' ({})", static_cast<const void*>(p),
+                         tls_ctx.owner->name(),
+                         other != nullptr ? fmt::format("a task of kernel '{}'", other->name())
+                                          : std::string("not a task at all")),
              where);
       return false;
     }
@@ -223,17 +231,19 @@ void detail::bpf_task_release_slow(task_struct* p, std::source_location where) {
 
 void bpf_task_release_dtor(void* p) {
   // A destructor run by a map or bpf_obj_drop, never a program's own release:
-  // the run-time verifier is not consulted.
+  // the run-time verifier is not consulted. Its argument may be anything a map
+  // slot ever held: NULL, a fake pointer, a freed or torn-down task.
   auto* t = static_cast<task_struct*>(p);
-  if (t == nullptr ||
-      !kfunc_exists(task_kernel(t).config().profile, kfunc_id::bpf_task_release_dtor)) {
+  if (!detail::check_known_task(t, "kfunc", "bpf_task_release_dtor",
+                                std::source_location::current())) {
+    return;
+  }
+  if (!kfunc_exists(task_kernel(t).config().profile, kfunc_id::bpf_task_release_dtor)) {
     detail::report_contract_violation(
-        t == nullptr ? contract_kind::null_argument : contract_kind::not_in_profile, "kfunc",
-        "bpf_task_release_dtor", detail::describe_task(t),
-        t == nullptr ? std::string("bpf_task_release_dtor(NULL)")
-                     : fmt::format("bpf_task_release_dtor() does not exist in semantics profile "
-                                   "'{}' (added in v6.8)",
-                                   to_string(task_kernel(t).config().profile)),
+        contract_kind::not_in_profile, "kfunc", "bpf_task_release_dtor", detail::describe_task(t),
+        fmt::format("bpf_task_release_dtor() does not exist in semantics profile '{}' (added in "
+                    "v6.8)",
+                    to_string(task_kernel(t).config().profile)),
         std::source_location::current());
     return;
   }
@@ -243,6 +253,9 @@ void bpf_task_release_dtor(void* p) {
 void task_kptr_dtor(task_struct* p) {
   // The destructor the kernel registered for task kptrs in each profile:
   // bpf_task_release_dtor where it exists (v6.8), else bpf_task_release's body.
+  if (!detail::check_known_task(p, "map", "task_kptr_dtor", std::source_location::current())) {
+    return;
+  }
   const semantics_profile profile = task_kernel(p).config().profile;
   if (kfunc_exists(profile, kfunc_id::bpf_task_release_dtor)) {
     bpf_task_release_dtor(p);
@@ -323,7 +336,8 @@ task_struct* bpf_task_kptr_get(kptr<task_struct>* slot, std::source_location whe
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {
-    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_task_kptr_get", where)) {
+    if (!detail::check_kptr_slot(slot, detail::kptr_tag<task_struct>(), "bpf_task_kptr_get",
+                                 where)) {
       return nullptr;
     }
   }
@@ -381,7 +395,7 @@ task_struct* detail::bpf_kptr_xchg_slow(kptr<task_struct>* slot, task_struct* p,
     return nullptr;
   }
   if constexpr (contract_checks_enabled) {
-    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
+    if (!detail::check_kptr_slot(slot, detail::kptr_tag<task_struct>(), "bpf_kptr_xchg", where)) {
       return nullptr;
     }
   }

@@ -14,19 +14,34 @@ namespace {
 
 constexpr std::size_t kBits = 64;
 
+int valid_pid_max(const kernel& owner, int pid_max) {
+  if (pid_max < 2 || pid_max > PID_MAX_LIMIT) {
+    diagnostic_object o;
+    o.kernel = owner.name();
+    detail::report_contract_violation(
+        contract_kind::invalid_argument, "pid", "pid_namespace", std::move(o),
+        fmt::format("pid_namespace of kernel '{}': pid_max {} is outside [2, PID_MAX_LIMIT]; "
+                    "PID_MAX_DEFAULT is used",
+                    owner.name(), pid_max),
+        std::source_location::current());
+    return PID_MAX_DEFAULT;
+  }
+  return pid_max;
+}
+
 }  // namespace
 
 pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, int reserved_pids)
     : owner_(owner),
       parent_(parent),
       level_(parent == nullptr ? 0U : parent->level() + 1U),
-      pid_max_(pid_max),
-      reserved_pids_(reserved_pids),
+      pid_max_(valid_pid_max(owner, pid_max)),
+      reserved_pids_(reserved_pids >= 1 && reserved_pids < pid_max_ ? reserved_pids : 1),
       // Value-initialised: every entry starts as nullptr.
       // Numbers 1 .. pid_max - 1: alloc_pid's idr_alloc_cyclic(..., pid_min, pid_max)
       // takes an exclusive end, so pid_max itself is never a pid.
-      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max)]()),
-      allocated_((static_cast<std::size_t>(pid_max) + kBits - 1) / kBits, 0) {
+      table_(new std::atomic<task_struct*>[static_cast<std::size_t>(pid_max_)]()),
+      allocated_((static_cast<std::size_t>(pid_max_) + kBits - 1) / kBits, 0) {
   if (!allocated_.empty()) {
     allocated_.front() |= 1U;  // 0 is never a pid
   }
@@ -34,7 +49,7 @@ pid_namespace::pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, 
 
 pid_namespace::~pid_namespace() = default;
 
-void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
+bool pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
   // find_task_by_pid_ns' RCU_LOCKDEP_WARN: the result is only protected by RCU.
   if (!owner_.rcu().rcu_read_lock_held()) [[unlikely]] {
     diagnostic_object o;
@@ -46,7 +61,9 @@ void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
                     "rcu_read_lock(): the task it returns may be freed at any moment",
                     nr, level_, owner_.name()),
         where);
+    return false;
   }
+  return true;
 }
 
 std::size_t pid_namespace::nr_allocated() const {
@@ -95,10 +112,24 @@ pid_t pid_namespace::alloc_nr() {
 }
 
 void pid_namespace::free_nr(pid_t nr) noexcept {
-  const detail::lock_guard lock(alloc_mutex_);
-  const auto n = static_cast<std::size_t>(nr);
-  allocated_[n / kBits] &= ~(std::uint64_t{1} << (n % kBits));
-  --nr_allocated_;
+  {
+    const detail::lock_guard lock(alloc_mutex_);
+    if (nr >= 1 && nr < pid_max_ && !is_free(nr)) [[likely]] {
+      const auto n = static_cast<std::size_t>(nr);
+      allocated_[n / kBits] &= ~(std::uint64_t{1} << (n % kBits));
+      --nr_allocated_;
+      return;
+    }
+  }
+  diagnostic_object o;
+  o.kernel = owner_.name();
+  o.address = this;
+  detail::report_contract_violation_noexcept(
+      contract_kind::invalid_argument, "pid", "free_pid", std::move(o),
+      fmt::format("free_pid({}) in pid namespace level {} of kernel '{}': not an allocated "
+                  "number of [1, {}]; ignored",
+                  nr, level_, owner_.name(), pid_max_ - 1),
+      std::source_location::current());
 }
 
 void pid_namespace::hash(pid_t nr, task_struct* t) noexcept {
@@ -115,9 +146,20 @@ void pid_namespace::unhash(pid_t nr, task_struct* t) noexcept {
   nr_hashed_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+namespace {
+void report_null_ns(std::string_view op, std::source_location where) {
+  detail::report_contract_violation(contract_kind::null_argument, "pid", op, {},
+                                    fmt::format("{}() with a NULL pid namespace", op), where);
+}
+}  // namespace
+
 task_struct* find_task_by_pid_ns(pid_t nr, pid_namespace* ns, std::source_location where) {
   detail::sched_point(sched_op::pid_lookup, ns == nullptr ? nullptr : ns->root(),
                       "find_task_by_pid_ns");
+  if (ns == nullptr) [[unlikely]] {
+    report_null_ns("find_task_by_pid_ns", where);
+    return nullptr;
+  }
   return ns->find_task(nr, where);
 }
 
@@ -136,6 +178,10 @@ task_struct* find_task_by_vpid(pid_t vnr, std::source_location where) {
 }
 
 pid_namespace* task_active_pid_ns(const task_struct* t) noexcept {
+  if (!detail::check_known_task_noexcept(t, "pid", "task_active_pid_ns",
+                                         std::source_location::current())) {
+    return nullptr;
+  }
   // After release_task, detach_pid has cleared thread_pid: no namespace (NULL).
   // Acquire pairs with the release in release_task.
   if (t->priv.numbers.empty() || t->priv.pid_detached.load(std::memory_order_acquire)) {
@@ -145,6 +191,10 @@ pid_namespace* task_active_pid_ns(const task_struct* t) noexcept {
 }
 
 pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns) noexcept {
+  if (!detail::check_known_task_noexcept(t, "pid", "task_pid_nr_ns",
+                                         std::source_location::current())) {
+    return 0;
+  }
   if (ns == nullptr || t->priv.pid_detached.load(std::memory_order_acquire)) {
     return 0;  // a reaped task has no number anywhere: the kernel's 0
   }
@@ -153,6 +203,14 @@ pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns) noexcept {
     return t->priv.numbers[level].nr;
   }
   return 0;
+}
+
+pid_t task_pid_nr(const task_struct* t) noexcept {
+  if (!detail::check_known_task_noexcept(t, "pid", "task_pid_nr",
+                                         std::source_location::current())) {
+    return 0;
+  }
+  return t->pid;
 }
 
 pid_t task_pid_vnr(const task_struct* t) noexcept {

@@ -2,6 +2,10 @@
 #include "quarantine.hpp"
 
 #include <cstddef>
+#include <new>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <tasklife/check.hpp>
 #include <tasklife/task.hpp>
@@ -16,6 +20,104 @@
 #endif
 
 namespace tasklife::detail {
+
+namespace {
+
+// The process-wide pool of freed task memory and the teardown tombstones (see
+// quarantine.hpp). Never destroyed: what it holds must stay valid until exit.
+struct graveyard {
+  mutex m;
+  task_struct* head TASKLIFE_GUARDED_BY(m) = nullptr;  // oldest pooled task
+  task_struct* tail TASKLIFE_GUARDED_BY(m) = nullptr;
+  std::unordered_set<const task_struct*> pooled TASKLIFE_GUARDED_BY(m);
+  std::unordered_map<const task_struct*, std::string> tombstones TASKLIFE_GUARDED_BY(m);
+};
+
+graveyard& the_graveyard() {
+  static graveyard* g = new graveyard;  // NOLINT: deliberately never destroyed
+  return *g;
+}
+
+void asan_poison(task_struct* t) noexcept {
+  TASKLIFE_ASAN_POISON(t, offsetof(task_struct, pid));
+}
+void asan_unpoison(task_struct* t) noexcept {
+  TASKLIFE_ASAN_UNPOISON(t, offsetof(task_struct, pid));
+}
+
+// A task out of its quarantine, still poisoned: into the pool, newest last.
+void pool_put(task_struct* t) noexcept {
+  graveyard& g = the_graveyard();
+  const lock_guard lock(g.m);
+  t->priv.quarantine_next = nullptr;
+  if (g.tail != nullptr) {
+    g.tail->priv.quarantine_next = t;
+  } else {
+    g.head = t;
+  }
+  g.tail = t;
+  try {
+    g.pooled.insert(t);
+  } catch (...) {  // out of memory for the record: the task is still pooled, only unnamed
+  }
+}
+
+}  // namespace
+
+task_struct* allocate_task() {
+  if constexpr (debug_checks_enabled) {
+    task_struct* t = nullptr;
+    {
+      graveyard& g = the_graveyard();
+      const lock_guard lock(g.m);
+      t = g.head;
+      if (t != nullptr) {
+        g.head = t->priv.quarantine_next;
+        if (g.head == nullptr) {
+          g.tail = nullptr;
+        }
+        g.pooled.erase(t);
+      }
+    }
+    if (t != nullptr) {
+      // The memory of a task freed long ago becomes a new task: its old object
+      // ends (its deeper pid levels are freed) and a fresh one begins there.
+      asan_unpoison(t);
+      t->~task_struct();
+      return new (t) task_struct;
+    }
+  }
+  return new task_struct;
+}
+
+void bury_task(task_struct* t, std::string_view kernel) noexcept {
+  t->priv.magic.store(task_torn_down_magic, std::memory_order_relaxed);
+  graveyard& g = the_graveyard();
+  const lock_guard lock(g.m);
+  try {
+    g.tombstones.insert_or_assign(t, std::string(kernel));
+  } catch (...) {  // out of memory for the name: the tombstone is kept all the same
+  }
+}
+
+graveyard_state graveyard_lookup(const task_struct* t) noexcept {
+  if constexpr (!contract_checks_enabled) {
+    return graveyard_state::unknown;
+  }
+  graveyard& g = the_graveyard();
+  const lock_guard lock(g.m);
+  if (g.tombstones.contains(t)) {
+    return graveyard_state::tombstone;
+  }
+  return g.pooled.contains(t) ? graveyard_state::pooled : graveyard_state::unknown;
+}
+
+std::string graveyard_kernel_name(const task_struct* t) {
+  graveyard& g = the_graveyard();
+  const lock_guard lock(g.m);
+  const auto it = g.tombstones.find(t);
+  return it == g.tombstones.end() ? std::string() : it->second;
+}
 
 void task_quarantine::admit(const task_struct* t) {
   if constexpr (contract_checks_enabled) {
@@ -33,12 +135,25 @@ bool task_quarantine::knows(const task_struct* t) const {
   }
 }
 
-void task_quarantine::destroy(task_struct* t) noexcept {
+void task_quarantine::forget(const task_struct* t) noexcept {
   if constexpr (contract_checks_enabled) {
     const lock_guard lock(known_mutex_);
     known_.erase(t);
   }
+}
+
+void task_quarantine::destroy(task_struct* t) noexcept {
+  forget(t);
   delete t;
+}
+
+void task_quarantine::bury(task_struct* t, std::string_view kernel) noexcept {
+  if constexpr (contract_checks_enabled) {
+    forget(t);
+    bury_task(t, kernel);
+  } else {
+    delete t;  // no registry to tell a tombstone by: the memory goes
+  }
 }
 
 void task_quarantine::poison(task_struct* t) noexcept {
@@ -50,11 +165,7 @@ void task_quarantine::poison(task_struct* t) noexcept {
   t->flags.store(task_freed_magic, std::memory_order_relaxed);
   t->state.store(task_freed_magic, std::memory_order_relaxed);
   t->priv.magic.store(task_freed_magic, std::memory_order_relaxed);
-  TASKLIFE_ASAN_POISON(t, offsetof(task_struct, pid));
-}
-
-void task_quarantine::unpoison(task_struct* t) noexcept {
-  TASKLIFE_ASAN_UNPOISON(t, offsetof(task_struct, pid));
+  asan_poison(t);
 }
 
 void task_quarantine::release(task_struct* t) {
@@ -84,8 +195,8 @@ void task_quarantine::release(task_struct* t) {
     }
   }
   if (evicted != nullptr) {
-    unpoison(evicted);
-    destroy(evicted);
+    forget(evicted);
+    pool_put(evicted);  // still poisoned: a later use is still reported
   }
 }
 
@@ -100,8 +211,8 @@ void task_quarantine::drain() {
   }
   while (task_struct* t = list) {
     list = t->priv.quarantine_next;
-    unpoison(t);
-    destroy(t);
+    forget(t);
+    pool_put(t);
   }
 }
 

@@ -382,6 +382,19 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
       return;
     }
   }
+  if constexpr (contract_checks_enabled) {
+    if (head->queued.exchange(true, std::memory_order_relaxed)) [[unlikely]] {
+      diagnostic_object o = domain_object(*this);
+      o.address = head;
+      detail::report_contract_violation(
+          contract_kind::already_queued, "rcu", "call_rcu", std::move(o),
+          fmt::format("call_rcu() on rcu_head {} of {}, which is already queued and whose "
+                      "callback has not run yet; not queued again",
+                      static_cast<const void*>(head), describe(*this)),
+          where);
+      return;
+    }
+  }
   head->func = func;
   head->domain = this;
   head->chained = tls.callback_depth > 0 && tls.callback_domain == this;
@@ -463,6 +476,7 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
   ++state.callback_depth;
   state.callback_domain = domain;
   state.callback_epoch = epoch;
+  head->queued.store(false, std::memory_order_relaxed);  // the callback may queue it again
   try {
     head->func(head);
   } catch (...) {

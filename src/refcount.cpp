@@ -92,6 +92,13 @@ void set_refcount_owner_resolver(refcount_owner_resolver resolver) noexcept {
   g_resolver.store(resolver, std::memory_order_release);
 }
 
+void refcount_null(std::string_view op, std::source_location where) noexcept {
+  report_contract_violation_noexcept(
+      contract_kind::null_argument, "refcount", op, {},
+      fmt::format("{}() on a NULL refcount_t (the kernel's would oops); not carried out", op),
+      where);
+}
+
 void refcount_warn_saturate(refcount_t* r, refcount_saturation_type t,
                             std::source_location where) noexcept {
   // Saturate first, then warn, as lib/refcount.c does: whatever the sink does,
@@ -104,6 +111,9 @@ void refcount_warn_saturate(refcount_t* r, refcount_saturation_type t,
 }  // namespace detail
 
 bool refcount_dec_if_one(refcount_t* r) noexcept {
+  if (detail::refcount_is_null(r, "refcount_dec_if_one", std::source_location::current())) {
+    return false;
+  }
   int expected = 1;
   // Release: the caller's accesses to the object happen before the count reads 0
   // (pairs with whoever later observes 0 with acquire before reusing the object).
@@ -112,6 +122,9 @@ bool refcount_dec_if_one(refcount_t* r) noexcept {
 }
 
 bool refcount_dec_not_one(refcount_t* r, std::source_location where) noexcept {
+  if (detail::refcount_is_null(r, "refcount_dec_not_one", where)) {
+    return false;
+  }
   std::atomic<int>& refs = detail::refcount_access::refs(r);
   int val = refs.load(std::memory_order_relaxed);
   do {
@@ -136,6 +149,13 @@ bool refcount_dec_not_one(refcount_t* r, std::source_location where) noexcept {
 }
 
 bool refcount_dec_and_mutex_lock(refcount_t* r, std::mutex* lock, std::source_location where) {
+  if (detail::refcount_is_null(r, "refcount_dec_and_mutex_lock", where)) {
+    return false;
+  }
+  if (lock == nullptr) [[unlikely]] {
+    detail::refcount_null("refcount_dec_and_mutex_lock (lock)", where);
+    return false;
+  }
   if (refcount_dec_not_one(r, where)) {
     return false;
   }

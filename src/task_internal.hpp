@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <source_location>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -43,15 +44,40 @@ inline bool check_task(const task_struct* t, std::string_view op, std::source_lo
       return report_bad_task(t, op, where);
     }
   }
-  if constexpr (debug_checks_enabled) {
+  if constexpr (contract_checks_enabled) {
     // Relaxed: the magic is written before the free is published, and a racing
-    // use after free is exactly the bug being reported.
+    // use after free is exactly the bug being reported. Full checks keep freed
+    // memory (quarantine, pool); every checked tier keeps teardown tombstones.
     if (t->priv.magic.load(std::memory_order_relaxed) != task_alive_magic) [[unlikely]] {
       return report_bad_task(t, op, where);
     }
   }
   return true;
 }
+
+// The name of t's kernel if that kernel is still alive, else the destroyed
+// kernel's name a tombstone keeps, else "". Never dereferences a dead kernel.
+std::string kernel_name_of(const task_struct* t);
+// Is `k` a kernel that has not been destroyed? Pointer comparison only.
+bool kernel_alive(const kernel* k) noexcept;
+
+// A pointer that should be a task of a live kernel but is not (kernel_knowing
+// said nullptr): reports it as what it is — a freed task out of quarantine
+// (use_after_free), a teardown tombstone (teardown_order) or not a task at all
+// (not_a_task) — without dereferencing anything but a pooled or buried task.
+[[gnu::cold]] void report_unknown_task(const task_struct* t, std::string_view component,
+                                       std::string_view op, std::source_location where);
+// report_unknown_task from a noexcept context.
+[[gnu::cold]] void report_unknown_task_noexcept(const task_struct* t, std::string_view component,
+                                                std::string_view op,
+                                                std::source_location where) noexcept;
+// A task argument of a public function that may be anything: NULL, a fake, a
+// freed or buried task, or a live task of any kernel. True for a live task a
+// live kernel knows (checked builds; without checks: non-NULL); else reported.
+bool check_known_task(const task_struct* t, std::string_view component, std::string_view op,
+                      std::source_location where);
+bool check_known_task_noexcept(const task_struct* t, std::string_view component,
+                               std::string_view op, std::source_location where) noexcept;
 
 // Defined in kernel.cpp.
 void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,
@@ -70,6 +96,8 @@ inline void trace_event(task_struct* t, task_event_kind kind, unsigned usage, un
 void put_rcu_user_as(task_struct* t, holder_role role, std::source_location where);
 // put_task_struct on behalf of `role` (delayed_put_task_struct drops the group's).
 void put_task_struct_as(task_struct* t, holder_role role, std::source_location where);
+// __put_task_struct on a task known to be valid: the kernel's WARN_ONs, then the free.
+void put_task_struct_final(task_struct* t, std::source_location where);
 
 // The parent's children list (src/fork.cpp), under the kernel's tasklist_lock.
 // link_child also makes `parent` the real_parent of the child's threads

@@ -120,6 +120,7 @@ inline constexpr bool debug_checks_enabled = checks >= check_level::full;
     "an owner destroyed while something still uses it (threads running as "                  \
     "its tasks, registrations, pending callbacks)")                                          \
   X(callback_failed, "an RCU callback or hook that threw")                                   \
+  X(already_queued, "an RCU head queued again before its callback ran (call_rcu twice)")     \
   X(unreleased_reference, "a typed reference dropped without release or xchg")               \
   X(moved_from, "a typed reference used after it was moved from or released")                \
   X(unchecked_null, "a result that may be NULL used before it was checked")

@@ -50,8 +50,23 @@
 //   Tasks and namespaces belong to their kernel. Destroying a kernel (or calling
 //   shutdown()) waits for every pending RCU callback, chained ones included, then
 //   reports each task that was never freed, with its counters, as a leak (to the
-//   contract handler, component "kernel", and in shutdown()'s result), and frees
-//   it. A current_task_scope must end before its kernel does.
+//   contract handler, component "kernel", and in shutdown()'s result). A leaked
+//   task is not freed: someone may still hold it. In checked builds it is kept
+//   as a tombstone until the process exits, so that the holder's later put is
+//   reported (teardown_order) instead of touching freed memory; without checks
+//   its memory is deleted.
+//   Teardown mistakes leave memory valid (checked builds): current_task_scopes,
+//   RCU registrations and maps should end before their kernel; those that do not
+//   are reported (teardown_order) and stay safe to end or destroy afterwards:
+//     - a scope on this thread: the thread runs as no task from the teardown on
+//       (a kfunc reports no_current); the scope may end later;
+//     - a scope on another thread: the destructor waits for it to end (that
+//       thread's kfuncs read the kernel), after reporting why it waits;
+//     - a registration with the kernel's RCU domain, or a scope's: the domain is
+//       kept (not destroyed) until the process exits, so the registration and any
+//       read section on it end normally;
+//     - a map: orphaned; its destructor frees its values without the kernel (the
+//       tombstoned tasks it held are reported) and its operations are refused.
 //
 // Memory ordering
 //   Lifecycle state is published with release and read with acquire (see
@@ -93,6 +108,13 @@ class event_log;
 class holder_tracker;
 class task_quarantine;
 struct kernel_access;
+
+// See kernel_access::attach_dependent.
+struct kernel_dependent {
+  std::string_view what;              // "map"
+  std::string_view name;              // the map's name (owned by the dependent)
+  std::atomic<bool> orphaned{false};  // relaxed: set once, by the teardown
+};
 }  // namespace detail
 
 // How the final put_task_struct frees (kernel/fork.c; docs/kernel.md §1).
@@ -239,7 +261,8 @@ class TASKLIFE_API kernel {
   void trace_task(task_struct* t, bool on = true) noexcept;
   std::vector<task_event> events() const;                        // every recorded event
   std::vector<task_event> history(std::uint64_t task_id) const;  // one task's
-  std::vector<task_event> history(const task_struct* t) const { return history(t->priv.id); }
+  // One task's, by pointer; NULL or a pointer no kernel knows is reported (empty).
+  std::vector<task_event> history(const task_struct* t) const;
   void set_event_listener(std::function<void(const task_event&)> listener);
 
   // ---- holders (holders.hpp) -------------------------------------------------------------
@@ -289,6 +312,9 @@ class TASKLIFE_API kernel {
   void on_delayed_put(task_struct* t) TASKLIFE_EXCLUDES(union_mutex_);
   void free_task(task_struct* t, std::source_location where, bool fork_failure)
       TASKLIFE_EXCLUDES(tasklist_lock_);
+  // A task argument of a lifecycle operation: live, and this kernel's (a task of
+  // another kernel is a foreign_object). False: reported, do nothing.
+  bool check_own_task(const task_struct* t, std::string_view op, std::source_location where) const;
   void record(task_struct* t, task_event_kind kind, unsigned int usage, unsigned int rcu_users,
               std::string_view detail, std::source_location where);
   void track_get(task_struct* t, holder_counter counter, holder_role role, std::string_view label,
@@ -354,7 +380,9 @@ class TASKLIFE_API kernel {
   std::atomic<std::uint64_t> gp_elapsed_{0};
   std::atomic<std::uint64_t> freed_{0};
   std::atomic<std::uint64_t> torn_down_{0};
-  std::atomic<std::size_t> current_scopes_{0};
+  // The live current_task_scopes of this kernel's tasks; kept (not destroyed)
+  // when the kernel goes while some are alive (see Lifetime).
+  std::unique_ptr<detail::scope_anchor> scopes_ = std::make_unique<detail::scope_anchor>();
   bool shut_down_ = false;
 };
 
@@ -404,6 +432,11 @@ struct kernel_access {
   static bool any_task_slow(const kernel& k) noexcept {
     return k.any_task_slow_.load(std::memory_order_relaxed);
   }
+  // Something that uses a kernel and may outlive it by mistake (a map). While
+  // attached, the kernel's teardown reports it and sets `orphaned`; detach
+  // returns false if that happened (the kernel is gone: touch nothing of it).
+  TASKLIFE_API static void attach_dependent(kernel& k, kernel_dependent* d);
+  TASKLIFE_API static bool detach_dependent(kernel_dependent* d) noexcept;
 };
 
 }  // namespace detail

@@ -46,9 +46,21 @@
 //     (dtor_on_empty_slot): harmless for a task (bpf_task_release returned on
 //     NULL), reported for a local object (bpf_obj_drop of NULL). Maps pass their
 //     kernel's profile; bpf_obj_drop of an object frees its fields as v6.4 does.
-//   A map must be destroyed before its kernel. In checked builds every live value
-//   and object is registered, so bpf_kptr_xchg on a slot of a destroyed map (after
-//   its grace period) or on a random address is reported, not undefined.
+//   A map should be destroyed before its kernel. One that is not is orphaned by
+//   the kernel's teardown (reported, teardown_order): its operations are refused
+//   (reported again), and its destructor frees its values at once, without the
+//   kernel; a task still stashed in it is then a teardown tombstone and its
+//   destructor call is reported, not carried out (task.hpp). A destructor never
+//   lets a throwing handler's exception out: the violation has been seen.
+//   In checked builds every live value and object is registered with the offsets
+//   and types of its kptr fields, so bpf_kptr_xchg on a slot of a destroyed map
+//   (after its grace period), on a random address or on a value's field that is
+//   not a kptr field of that type is reported (foreign_object), not undefined.
+//   Creation: max_entries = 0 is refused as the kernel refuses it (-EINVAL at
+//   map_create; reported, invalid_argument), and a map whose eager allocation
+//   would pass map_memory_limit (the kernel's -E2BIG for a bucket array past
+//   U32_MAX, htab_map_alloc) is refused too (limit_exceeded). A refused map has
+//   no entries: lookups find nothing, updates return -E2BIG.
 //
 // Memory ordering
 //   kptr slots: see kfunc.hpp (xchg acq_rel; get is an acquire load). Hash
@@ -141,12 +153,32 @@ T* kptr_load(const kptr<T>* slot) noexcept;
 TASKLIFE_API void on_slot_read(const void* value) noexcept;
 #endif
 
-// The registry of live map values and local objects (checked builds only).
-TASKLIFE_API void register_kptr_region(const void* begin, std::size_t size, std::string_view what);
+// One kptr field of a value type: its offset and the type it points to (a tag).
+struct kptr_field_info {
+  std::size_t offset;
+  const void* type;
+};
+template <class T>
+inline constexpr char kptr_type_tag = 0;
+// A tag per pointee type: the address of a variable only kptr<T> names.
+template <class T>
+constexpr const void* kptr_tag() noexcept {
+  return &kptr_type_tag<T>;
+}
+
+// The registry of live map values and local objects (checked builds only): a
+// region of `size` bytes holding values of `stride` bytes, each with `fields`.
+TASKLIFE_API void register_kptr_region(const void* begin, std::size_t size, std::string_view what,
+                                       std::size_t stride, const kptr_field_info* fields,
+                                       std::size_t nfields);
 TASKLIFE_API void unregister_kptr_region(const void* begin) noexcept;
+// Is [p, p + size) inside a live region (any field or none)?
 TASKLIFE_API bool kptr_region_contains(const void* p, std::size_t size) noexcept;
-// Reports a slot that is not inside a live value/object; false if it reported.
-TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
+// Is `slot` a kptr field pointing to `type` of a live value or object?
+TASKLIFE_API bool kptr_slot_valid(const void* slot, const void* type) noexcept;
+// Reports a slot that is not a kptr field of that type of a live value/object;
+// false if it reported.
+TASKLIFE_API bool check_kptr_slot(const void* slot, const void* type, std::string_view op,
                                   std::source_location where);
 // Reports anything but the start of a live bpf_obj_new object; false if it reported.
 TASKLIFE_API bool check_local_object(const void* obj, std::string_view op,
@@ -219,6 +251,41 @@ void free_kptr_field(kptr<T>& slot, semantics_profile profile) {
     kptr_traits<T>::destroy_empty(profile);
   }
 }
+template <class T>
+void free_kptr_field_noexcept(kptr<T>& slot, semantics_profile profile) noexcept {
+  try {
+    free_kptr_field(slot, profile);
+  } catch (...) {  // a throwing handler has seen the violation; a destructor cannot unwind
+  }
+}
+
+template <class T>
+constexpr const void* tag_of(const kptr<T>*) noexcept {
+  return kptr_tag<T>();
+}
+
+// Registers a region of n values of type V (checked builds).
+template <class V>
+void register_values(const V* values, std::size_t n, std::string_view what) {
+  if constexpr (has_kptr_fields<V>) {
+    constexpr std::size_t count = std::tuple_size_v<std::remove_cv_t<decltype(V::kptr_fields)>>;
+    kptr_field_info fields[count];
+    std::size_t i = 0;
+    const auto* base = reinterpret_cast<const char*>(values);
+    std::apply(
+        [&](auto... field) {
+          ((fields[i++] =
+                kptr_field_info{static_cast<std::size_t>(
+                                    reinterpret_cast<const char*>(&(values->*field)) - base),
+                                tag_of(&(values->*field))}),
+           ...);
+        },
+        V::kptr_fields);
+    register_kptr_region(values, sizeof(V) * n, what, sizeof(V), fields, count);
+  } else {
+    register_kptr_region(values, sizeof(V) * n, what, sizeof(V), nullptr, 0);
+  }
+}
 }  // namespace detail
 
 // bpf_obj_free_fields: each kptr slot of `v` to NULL, the destructor on the old
@@ -231,6 +298,26 @@ void bpf_obj_free_fields(V& v, semantics_profile profile = semantics_profile::cu
   }
 }
 
+namespace detail {
+// The same from a destructor: every slot is freed even if one's report throws.
+template <class V>
+void free_fields_noexcept(V& v, semantics_profile profile = semantics_profile::current) noexcept {
+  if constexpr (has_kptr_fields<V>) {
+    std::apply([&v, profile](auto... field) { (free_kptr_field_noexcept(v.*field, profile), ...); },
+               V::kptr_fields);
+  }
+}
+
+// The most memory a map allocates at creation (its bucket array or its values).
+inline constexpr std::size_t map_memory_limit = std::size_t{1} << 30;
+
+// A map's max_entries, or 0 for a refused map (reported). `bytes` is what the
+// map would allocate at creation, 0 if that does not fit in a size_t.
+TASKLIFE_API std::uint32_t checked_max_entries(const kernel& k, std::string_view map,
+                                               std::uint32_t max_entries, std::size_t bytes,
+                                               std::source_location where);
+}  // namespace detail
+
 // ---- local objects ---------------------------------------------------------------------------
 
 // bpf_obj_new: a program-allocated object; its kptr slots start NULL.
@@ -238,7 +325,7 @@ template <class T>
 T* bpf_obj_new() {
   T* obj = new T();
   if constexpr (contract_checks_enabled) {
-    detail::register_kptr_region(obj, sizeof(T), "local object");
+    detail::register_values(obj, 1, "local object");
   }
   return obj;
 }
@@ -275,7 +362,7 @@ requires(!std::is_same_v<T, task_struct>) T* bpf_kptr_xchg(
     kptr<T>* slot, T* p, std::source_location where = std::source_location::current()) {
   detail::sched_point(sched_op::slot_xchg, slot, "bpf_kptr_xchg");
   if constexpr (contract_checks_enabled) {
-    if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
+    if (!detail::check_kptr_slot(slot, detail::kptr_tag<T>(), "bpf_kptr_xchg", where)) {
       return nullptr;
     }
   }
@@ -295,15 +382,22 @@ class bpf_hash_map {
   using key_type = Key;
   using value_type = Value;
 
-  bpf_hash_map(kernel& k, std::uint32_t max_entries, std::string name = "hash")
-      : kernel_(k), name_(std::move(name)), max_entries_(max_entries) {
-    std::size_t n = 1;
-    while (n < max_entries) {
-      n <<= 1;  // roundup_pow_of_two, as htab's n_buckets
-    }
-    table_ = new bucket_table(n);
+  bpf_hash_map(kernel& k, std::uint32_t max_entries, std::string name = "hash",
+               std::source_location where = std::source_location::current())
+      : kernel_(k),
+        name_(std::move(name)),
+        max_entries_(
+            detail::checked_max_entries(k, name_, max_entries, bucket_bytes(max_entries), where)) {
+    table_ = new bucket_table(buckets_for(max_entries_));
+    detail::kernel_access::attach_dependent(kernel_, &dependent_);
   }
-  ~bpf_hash_map() { destroy(); }
+  ~bpf_hash_map() {
+    if (detail::kernel_access::detach_dependent(&dependent_)) {
+      destroy();
+    } else {
+      destroy_orphaned();
+    }
+  }
   bpf_hash_map(const bpf_hash_map&) = delete;
   bpf_hash_map& operator=(const bpf_hash_map&) = delete;
 
@@ -314,7 +408,12 @@ class bpf_hash_map {
   // bpf_map_lookup_elem: the value, valid until the caller's RCU read-side section
   // ends; nullptr if absent. The caller holds the kernel's RCU read lock.
   Value* lookup_elem(const Key& key, std::source_location where = std::source_location::current()) {
-    check_rcu("bpf_map_lookup_elem", where);
+    if (orphaned("bpf_map_lookup_elem", where)) {
+      return nullptr;
+    }
+    if (!check_rcu("bpf_map_lookup_elem", where)) {
+      return nullptr;  // reported; a handler that returns skips the lookup
+    }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
     elem* e = find(bucket_of(key), key);
     if (e != nullptr && detail::null_path("bpf_map_lookup_elem")) [[unlikely]] {
@@ -328,7 +427,7 @@ class bpf_hash_map {
   // a replaced element's slots are freed now and its memory after a grace period.
   long update_elem(const Key& key, const Value& value, std::uint64_t flags,
                    std::source_location where = std::source_location::current()) {
-    if (flags > BPF_EXIST) {
+    if (flags > BPF_EXIST || orphaned("bpf_map_update_elem", where)) {
       return -EINVAL;
     }
     detail::sched_point(sched_op::map_update, this, "bpf_map_update_elem");
@@ -349,7 +448,7 @@ class bpf_hash_map {
       }
       elem* fresh = new elem(key, value, kernel_.config().profile);
       if constexpr (contract_checks_enabled) {
-        detail::register_kptr_region(&fresh->value, sizeof(Value), name_);
+        detail::register_values(&fresh->value, 1, name_);
       }
       if (old != nullptr) {
         fresh->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -367,6 +466,9 @@ class bpf_hash_map {
 
   // bpf_map_delete_elem: 0 or -ENOENT.
   long delete_elem(const Key& key, std::source_location where = std::source_location::current()) {
+    if (orphaned("bpf_map_delete_elem", where)) {
+      return -EINVAL;
+    }
     detail::sched_point(sched_op::map_delete, this, "bpf_map_delete_elem");
     bucket& b = bucket_of(key);
     elem* victim = nullptr;
@@ -404,8 +506,31 @@ class bpf_hash_map {
     explicit bucket_table(std::size_t n) : rcu_head{}, size(n), buckets(new bucket[n]) {}
   };
 
+  static std::size_t buckets_for(std::uint32_t max_entries) noexcept {
+    std::size_t n = 1;
+    while (n < max_entries) {
+      n <<= 1;  // roundup_pow_of_two, as htab's n_buckets
+    }
+    return n;
+  }
+  static std::size_t bucket_bytes(std::uint32_t max_entries) noexcept {
+    const std::size_t n = buckets_for(max_entries);
+    return n > SIZE_MAX / sizeof(bucket) ? 0 : n * sizeof(bucket);
+  }
   bucket& bucket_of(const Key& key) const noexcept {
     return table_->buckets[Hash{}(key) & (table_->size - 1)];
+  }
+  // A map its kernel's teardown orphaned refuses every operation (checked builds).
+  bool orphaned(std::string_view op, std::source_location where) {
+    if constexpr (contract_checks_enabled) {
+      if (dependent_.orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
+        detail::report_map_misuse(
+            contract_kind::teardown_order, name_, op,
+            std::string(op) + "() on a map whose kernel was destroyed before it; refused", where);
+        return true;
+      }
+    }
+    return false;
   }
   static elem* find(const bucket& b, const Key& key) noexcept {
     // Acquire pairs with the release that published each element.
@@ -444,14 +569,14 @@ class bpf_hash_map {
     if (!info(e->profile).leaks_fields_set_after_delete) {
       // The 2026 hash element destructor: a reference stashed after the delete is
       // released now. Before it, that reference leaks (the kernel's teardown reports it).
-      bpf_obj_free_fields(e->value);
+      detail::free_fields_noexcept(e->value, e->profile);
     }
     if constexpr (contract_checks_enabled) {
       detail::unregister_kptr_region(&e->value);
     }
     delete e;
   }
-  void check_rcu(std::string_view op, std::source_location where) {
+  bool check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
@@ -459,16 +584,19 @@ class bpf_hash_map {
                                       "() without rcu_read_lock(): the value it "
                                       "returns may be reclaimed at any moment",
                                   where);
+        return false;
       }
     }
+    return true;
   }
-  void destroy() {
+  void destroy() noexcept {
     for (std::size_t i = 0; i < table_->size; ++i) {
       bucket& b = table_->buckets[i];
       elem* e = b.head.exchange(nullptr, std::memory_order_relaxed);
       while (e != nullptr) {
         elem* next = e->next.load(std::memory_order_relaxed);
-        retire(e, std::source_location::current());
+        detail::free_fields_noexcept(e->value, e->profile);
+        kernel_.rcu().call_rcu(e, &reclaim);
         e = next;
       }
     }
@@ -476,9 +604,26 @@ class bpf_hash_map {
     // Readers may still be walking the buckets: they go after a grace period too.
     kernel_.rcu().call_rcu(table_, [](rcu_head* head) { delete static_cast<bucket_table*>(head); });
   }
+  // The kernel is gone (and with it its RCU domain and readers): everything now.
+  void destroy_orphaned() noexcept {
+    for (std::size_t i = 0; i < table_->size; ++i) {
+      elem* e = table_->buckets[i].head.exchange(nullptr, std::memory_order_relaxed);
+      while (e != nullptr) {
+        elem* next = e->next.load(std::memory_order_relaxed);
+        detail::free_fields_noexcept(e->value, e->profile);
+        if constexpr (contract_checks_enabled) {
+          detail::unregister_kptr_region(&e->value);
+        }
+        delete e;
+        e = next;
+      }
+    }
+    delete table_;
+  }
 
   kernel& kernel_;
   std::string name_;
+  detail::kernel_dependent dependent_{"map", name_};
   const std::uint32_t max_entries_;
   bucket_table* table_;
   std::atomic<std::size_t> count_{0};  // relaxed: bounded by the bucket locks' order
@@ -492,17 +637,32 @@ class bpf_array_map {
   using key_type = std::uint32_t;
   using value_type = Value;
 
-  bpf_array_map(kernel& k, std::uint32_t max_entries, std::string name = "array")
-      : kernel_(k), name_(std::move(name)), storage_(new storage(max_entries)) {
+  bpf_array_map(kernel& k, std::uint32_t max_entries, std::string name = "array",
+                std::source_location where = std::source_location::current())
+      : kernel_(k),
+        name_(std::move(name)),
+        storage_(new storage(detail::checked_max_entries(
+            k, name_, max_entries,
+            max_entries > SIZE_MAX / sizeof(Value) ? 0 : sizeof(Value) * max_entries, where))) {
     if constexpr (contract_checks_enabled) {
-      detail::register_kptr_region(storage_->values.get(), sizeof(Value) * max_entries, name_);
+      detail::register_values(storage_->values.get(), storage_->size, name_);
     }
+    detail::kernel_access::attach_dependent(kernel_, &dependent_);
   }
   ~bpf_array_map() {
+    const bool attached = detail::kernel_access::detach_dependent(&dependent_);
     for (std::uint32_t i = 0; i < storage_->size; ++i) {
-      bpf_obj_free_fields(storage_->values[i], kernel_.config().profile);
+      detail::free_fields_noexcept(storage_->values[i], profile_);
     }
-    kernel_.rcu().call_rcu(storage_, &reclaim);
+    if (attached) {
+      kernel_.rcu().call_rcu(storage_, &reclaim);
+    } else {
+      // Orphaned: the kernel and its readers are gone; the memory goes now.
+      if constexpr (contract_checks_enabled) {
+        detail::unregister_kptr_region(storage_->values.get());
+      }
+      delete storage_;
+    }
   }
   bpf_array_map(const bpf_array_map&) = delete;
   bpf_array_map& operator=(const bpf_array_map&) = delete;
@@ -513,10 +673,14 @@ class bpf_array_map {
   // Every index below max_entries always has a value (zeroed at creation).
   Value* lookup_elem(std::uint32_t index,
                      std::source_location where = std::source_location::current()) {
+    if (orphaned("bpf_map_lookup_elem", where)) {
+      return nullptr;
+    }
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
         detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, "bpf_map_lookup_elem",
                                   "bpf_map_lookup_elem() without rcu_read_lock()", where);
+        return nullptr;  // a handler that returns skips the lookup
       }
     }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
@@ -530,8 +694,7 @@ class bpf_array_map {
   // -EINVAL (flags). The copy skips the slots; then the element's slots are freed.
   long update_elem(std::uint32_t index, const Value& value, std::uint64_t flags,
                    std::source_location where = std::source_location::current()) {
-    (void)where;
-    if (flags > BPF_EXIST) {
+    if (flags > BPF_EXIST || orphaned("bpf_map_update_elem", where)) {
       return -EINVAL;
     }
     if (index >= storage_->size) {
@@ -563,16 +726,30 @@ class bpf_array_map {
     for (std::uint32_t i = 0; i < s->size; ++i) {
       // A late xchg after the destruction began (tasklife's rule in every profile:
       // a kernel program holds its map, so no kernel reaches this).
-      bpf_obj_free_fields(s->values[i]);
+      detail::free_fields_noexcept(s->values[i]);
     }
     if constexpr (contract_checks_enabled) {
       detail::unregister_kptr_region(s->values.get());
     }
     delete s;
   }
+  bool orphaned(std::string_view op, std::source_location where) {
+    if constexpr (contract_checks_enabled) {
+      if (dependent_.orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
+        detail::report_map_misuse(
+            contract_kind::teardown_order, name_, op,
+            std::string(op) + "() on a map whose kernel was destroyed before it; refused", where);
+        return true;
+      }
+    }
+    return false;
+  }
 
   kernel& kernel_;
+  // The kernel's profile, kept: an orphaned map's destructor must not ask the kernel.
+  const semantics_profile profile_ = kernel_.config().profile;
   std::string name_;
+  detail::kernel_dependent dependent_{"map", name_};
   storage* storage_;
 };
 

@@ -27,8 +27,11 @@
 //   task_pid_nr_ns(t, ns), task_pid_vnr(t), task_pid_nr(t)
 //
 // Lifetime
-//   Namespaces are created and owned by their kernel and live until it is
-//   destroyed. A task is hashed at every level by fork and unhashed from every
+//   Namespaces are created and owned by their kernel (the constructor is not
+//   public: kernel::create_pid_namespace) and live until it is destroyed.
+//   The functions below report a NULL task or namespace (null_argument) and, in
+//   checked builds, a task that is freed or no task at all, and return
+//   nullptr / 0. A task is hashed at every level by fork and unhashed from every
 //   level by release_task before its reap-side rcu_users drop; a pointer found
 //   by a lookup is therefore valid until the caller's RCU read-side critical
 //   section ends, but its rcu_users may already be 0: take a reference with
@@ -90,7 +93,6 @@ class pid_lookup {
 
 class TASKLIFE_API pid_namespace {
  public:
-  pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, int reserved_pids);
   ~pid_namespace();
   pid_namespace(const pid_namespace&) = delete;
   pid_namespace& operator=(const pid_namespace&) = delete;
@@ -109,18 +111,21 @@ class TASKLIFE_API pid_namespace {
   int pid_max() const noexcept { return pid_max_; }
 
   // The task numbered `nr` here, or nullptr (also for nr <= 0 or nr >= pid_max).
-  // Lock-free. The caller must hold the RCU read lock (checked builds: reported).
+  // Lock-free. The caller must hold the RCU read lock (checked builds: reported,
+  // and nullptr if the handler returns).
   task_struct* find_task(pid_t nr,
                          std::source_location where = std::source_location::current()) const {
     if constexpr (contract_checks_enabled) {
-      check_rcu_held(nr, where);
+      if (!check_rcu_held(nr, where)) [[unlikely]] {
+        return nullptr;  // reported; a handler that returns skips the lookup
+      }
     }
     return detail::pid_lookup(*this).find(nr);
   }
 
   std::size_t nr_hashed() const noexcept { return nr_hashed_.load(std::memory_order_relaxed); }
-  // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds).
-  void check_rcu_held(pid_t nr, std::source_location where) const;
+  // find_task_by_pid_ns' RCU_LOCKDEP_WARN (checked builds): false if reported.
+  bool check_rcu_held(pid_t nr, std::source_location where) const;
   std::size_t nr_allocated() const;
 
   // The namespace's init (pid 1), which adopts orphans; nullptr once it is gone.
@@ -129,8 +134,13 @@ class TASKLIFE_API pid_namespace {
   }
 
  private:
-  friend class kernel;  // fork and release_task number, hash and unhash tasks
+  friend class kernel;  // creates namespaces; fork and release_task number, hash and unhash tasks
+  // Only kernel creates namespaces (kernel::create_pid_namespace): pid_max and
+  // reserved_pids come validated from kernel_config. Out of range here they are
+  // reported (invalid_argument) and replaced by the defaults.
+  pid_namespace(kernel& owner, pid_namespace* parent, int pid_max, int reserved_pids);
   pid_t alloc_nr() TASKLIFE_EXCLUDES(alloc_mutex_);  // -EAGAIN when every number is in use
+  // A number outside [1, pid_max] or not allocated is reported and ignored.
   void free_nr(pid_t nr) noexcept TASKLIFE_EXCLUDES(alloc_mutex_);
   void hash(pid_t nr, task_struct* t) noexcept;
   void unhash(pid_t nr, task_struct* t) noexcept;
@@ -177,8 +187,6 @@ TASKLIFE_API pid_t task_pid_nr_ns(const task_struct* t, const pid_namespace* ns)
 // t's number in current's namespace.
 TASKLIFE_API pid_t task_pid_vnr(const task_struct* t) noexcept;
 // t's number in the root namespace (t->pid).
-inline pid_t task_pid_nr(const task_struct* t) noexcept {
-  return t->pid;
-}
+TASKLIFE_API pid_t task_pid_nr(const task_struct* t) noexcept;
 
 }  // namespace tasklife

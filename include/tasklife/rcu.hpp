@@ -37,8 +37,13 @@
 //   rcu_barrier may be called from any thread (an unregistered caller is
 //   registered for the duration of the call). A callback runs once, on a backend
 //   thread, at least one grace period after call_rcu; the head must stay valid
-//   until then. Destroying a domain first waits for all of its callbacks,
-//   including those queued by its callbacks.
+//   until then; call_rcu on a head already queued is reported (already_queued)
+//   and refused. Destroying a domain first waits for all of its callbacks,
+//   including those queued by its callbacks. A kernel's own domain destroyed
+//   while registrations with it are alive is kept instead, until the process
+//   exits, so they end safely (kernel.hpp, Lifetime). A domain of your own must
+//   outlive its registrations and read guards: destroying it earlier is reported
+//   (teardown_order), but they then refer to memory that is gone.
 //
 // Memory ordering
 //   The guarantee is RCU's: every read-side critical section that began before
@@ -81,10 +86,16 @@ using rcu_callback_t = void (*)(rcu_head* head);
 struct rcu_head {
   // Room for the backend's queue node (liburcu's struct rcu_head: 16 bytes).
   alignas(void*) std::byte backend_node[16];
-  rcu_callback_t func;
-  rcu_domain* domain;
-  bool chained;        // queued from inside a callback of the same domain
-  std::uint8_t epoch;  // rcu_barrier's epoch index this chain counts under
+  rcu_callback_t func = nullptr;
+  rcu_domain* domain = nullptr;
+  bool chained = false;    // queued from inside a callback of the same domain
+  std::uint8_t epoch = 0;  // rcu_barrier's epoch index this chain counts under
+  // Queued and its callback not yet started (checked builds): call_rcu on a head
+  // already queued is reported (already_queued) and refused — liburcu would link
+  // it twice, and its domain could never drain. Set by call_rcu's exchange,
+  // cleared by rcu_domain::invoke before the callback (which may queue it again);
+  // relaxed: it orders nothing, the exchange alone decides.
+  std::atomic<bool> queued{false};
 };
 
 // The seam. A backend implements the flavor; the domain adds checks, statistics
@@ -184,6 +195,10 @@ class TASKLIFE_API rcu_domain {
   void rcu_barrier(std::source_location where = std::source_location::current());
 
   rcu_stats stats() const noexcept;
+  // rcu_thread_registration objects alive with this domain, on every thread.
+  std::int64_t live_registrations() const noexcept {
+    return registrations_.load(std::memory_order_relaxed);
+  }
 
   // Called by a backend when a callback's grace period has elapsed.
   static void invoke(rcu_head* head) noexcept;

@@ -32,6 +32,13 @@
 //   occurrence is counted, printed or not: refcount_warnings_seen(kind).
 //   refcount_reset_warnings() re-arms the once flags and zeroes the counts (tests).
 //
+// NULL
+//   The kernel's refcount_* are not NULL-safe (a NULL counter oopses). tasklife's,
+//   in checked builds, report a NULL counter (null_argument, component
+//   "refcount") and skip the operation: nothing changes, a test returns false,
+//   refcount_read returns 0. Without checks (TASKLIFE_CHECKS=none) a NULL counter
+//   is dereferenced, as in the kernel.
+//
 // Lifetime
 //   A refcount_t is a plain member of the object it counts; it owns nothing. The
 //   counter never frees: the caller of a *_and_test that returned true is the one
@@ -148,6 +155,21 @@ using refcount_owner_resolver = void (*)(const refcount_t* r, diagnostic_object&
                                          std::string_view& counter) noexcept;
 TASKLIFE_API void set_refcount_owner_resolver(refcount_owner_resolver resolver) noexcept;
 
+// A NULL counter given to `op` (checked builds): reported, the caller skips.
+[[gnu::cold]] TASKLIFE_API void refcount_null(std::string_view op,
+                                              std::source_location where) noexcept;
+// True (after reporting) if `r` is NULL in a checked build.
+inline bool refcount_is_null(const refcount_t* r, std::string_view op,
+                             std::source_location where) noexcept {
+  if constexpr (contract_checks_enabled) {
+    if (r == nullptr) [[unlikely]] {
+      refcount_null(op, where);
+      return true;
+    }
+  }
+  return false;
+}
+
 // lib/refcount.c's refcount_warn_saturate: writes REFCOUNT_SATURATED, then warns once.
 [[gnu::cold]] TASKLIFE_API void refcount_warn_saturate(refcount_t* r, refcount_saturation_type t,
                                                        std::source_location where) noexcept;
@@ -162,6 +184,9 @@ inline constexpr std::memory_order decrement_order =
 // refcount_set: relaxed, like atomic_set. Initialisation happens before the object
 // is published (by RCU or a lock), and that publication orders it.
 inline void refcount_set(refcount_t* r, int n) noexcept {
+  if (detail::refcount_is_null(r, "refcount_set", std::source_location::current())) {
+    return;
+  }
   detail::refcount_access::refs(r).store(n, std::memory_order_relaxed);
 }
 
@@ -169,12 +194,18 @@ inline void refcount_set(refcount_t* r, int n) noexcept {
 // the acquire of refcount_inc_not_zero_acquire, so a reader that acquires the new
 // count also sees the object's re-initialisation.
 inline void refcount_set_release(refcount_t* r, int n) noexcept {
+  if (detail::refcount_is_null(r, "refcount_set_release", std::source_location::current())) {
+    return;
+  }
   detail::refcount_access::refs(r).store(n, std::memory_order_release);
 }
 
 // refcount_read: relaxed, like atomic_read; a snapshot for diagnostics and for
 // decisions made under a lock. Returned as unsigned int, as in the kernel.
 inline unsigned int refcount_read(const refcount_t* r) noexcept {
+  if (detail::refcount_is_null(r, "refcount_read", std::source_location::current())) {
+    return 0;
+  }
   return static_cast<unsigned int>(
       detail::refcount_access::refs(r).load(std::memory_order_relaxed));
 }
@@ -185,6 +216,9 @@ inline unsigned int refcount_read(const refcount_t* r) noexcept {
 // saturated (negative) value: ADD_OVF. Either way the counter ends saturated.
 inline void refcount_add(int i, refcount_t* r,
                          std::source_location where = std::source_location::current()) noexcept {
+  if (detail::refcount_is_null(r, "refcount_add", where)) {
+    return;
+  }
   const int old = detail::refcount_access::refs(r).fetch_add(i, std::memory_order_relaxed);
   if (old == 0) [[unlikely]] {
     detail::refcount_warn_saturate(r, REFCOUNT_ADD_UAF, where);
@@ -201,6 +235,9 @@ inline void refcount_inc(refcount_t* r,
 namespace detail {
 template <std::memory_order SuccessOrder>
 inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_location where) noexcept {
+  if (refcount_is_null(r, "refcount_add_not_zero", where)) {
+    return false;
+  }
   std::atomic<int>& refs = refcount_access::refs(r);
   int old = refs.load(std::memory_order_relaxed);
   do {
@@ -238,6 +275,10 @@ inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_locatio
 // kernel's wrapping arithmetic, includes a saturated (negative) count.
 [[nodiscard]] inline bool refcount_add_not_zero_limited_acquire(int i, refcount_t* r,
                                                                 int limit) noexcept {
+  if (detail::refcount_is_null(r, "refcount_add_not_zero_limited_acquire",
+                               std::source_location::current())) {
+    return false;
+  }
   std::atomic<int>& refs = detail::refcount_access::refs(r);
   int old = refs.load(std::memory_order_relaxed);
   do {
@@ -273,6 +314,9 @@ inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_locatio
 // saturated value: SUB_UAF, saturates, returns false — the object leaks.
 [[nodiscard]] inline bool refcount_sub_and_test(
     int i, refcount_t* r, std::source_location where = std::source_location::current()) noexcept {
+  if (detail::refcount_is_null(r, "refcount_sub_and_test", where)) {
+    return false;
+  }
   const int old = detail::refcount_access::refs(r).fetch_sub(i, detail::decrement_order);
   // old > 0: sub_and_test(0) on a dead counter must not report a second "last"
   // reference (Petr Pavlu, 2024: "Report UAF for refcount_sub_and_test(0) when
@@ -298,6 +342,9 @@ inline bool refcount_add_not_zero_impl(int i, refcount_t* r, std::source_locatio
 // caller frees nothing). Hitting 0, or starting at 0 or below: DEC_LEAK, saturates.
 inline void refcount_dec(refcount_t* r,
                          std::source_location where = std::source_location::current()) noexcept {
+  if (detail::refcount_is_null(r, "refcount_dec", where)) {
+    return;
+  }
   const int old = detail::refcount_access::refs(r).fetch_sub(1, detail::decrement_order);
   if (old <= 1) [[unlikely]] {
     detail::refcount_warn_saturate(r, REFCOUNT_DEC_LEAK, where);

@@ -36,8 +36,21 @@
 //   section while rcu_users > 0 stays valid until the section ends; a usage
 //   reference keeps it valid until put_task_struct.
 //   In checked builds (TASKLIFE_CHECKS=full) a freed task is poisoned and kept in
-//   a bounded quarantine; any use through the library is reported as a
-//   use-after-free naming the task, its pid and the event that freed it.
+//   a bounded quarantine, then in the process-wide pool whose memory only new
+//   tasks reuse (src/quarantine.hpp states the bound); any use through the
+//   library until then is reported as a use-after-free naming the task, its pid
+//   and the event that freed it.
+//   Teardown mistakes leave memory valid: a task its kernel's destruction found
+//   still referenced (a leak) is reported, then kept as a tombstone until the
+//   process exits (checked builds); a later put or get on it is reported
+//   (teardown_order) and not carried out.
+//   Over-release (checked builds): a put may not take a counter below the
+//   references the task's own lifecycle still holds — rcu_users keeps the
+//   scheduler's until the final switch and the reaper's until the reap, usage
+//   keeps the rcu_users group's until its grace period has ended. The put that
+//   would is reported (over_release) at its call site and not carried out.
+//   NULL is a contract violation (null_argument) for every function here, the
+//   RCU callbacks included.
 //
 // Memory ordering
 //   The counters are refcount_t (see refcount.hpp): increments relaxed, the
@@ -170,6 +183,9 @@ struct task_private {
   bool on_list = false;                 // on the kernel's task list (under tasklist_lock)
   std::atomic<bool> final_switch_done{false};
   std::atomic<bool> rcu_users_zero_seen{false};
+  // delayed_put_task_struct has begun: the rcu_users group's usage reference is
+  // being given back (the over-release floor, src/task.cpp).
+  std::atomic<bool> group_put_started{false};
   pid_numbers numbers;                    // level 0 (root) .. level of the active namespace
   std::atomic<bool> pid_detached{false};  // release_task ran: thread_pid is NULL in the kernel
   // The kernel's task list and the parent's children list, under tasklist_lock.
@@ -196,6 +212,8 @@ struct task_private {
 
 inline constexpr std::uint32_t task_alive_magic = 0x7a5c11feU;
 inline constexpr std::uint32_t task_freed_magic = 0x6b6b6b6bU;  // the slab's POISON_FREE
+// A task its kernel's teardown found never freed (a leak), kept as a tombstone.
+inline constexpr std::uint32_t task_torn_down_magic = 0x7a5cdeadU;
 
 }  // namespace detail
 

@@ -428,15 +428,16 @@ TEST_F(TaskTest, LifecycleMisuseIsReported) {
 
 TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
   task_struct* t = fork_task("overput");
-  // Drops the rcu users' own usage reference.
-  EXPECT_CONTRACT_VIOLATION(put_task_struct(t), "__put_task_struct() on task 'overput'");
-  // The throwing handler stopped the free: the task is left with usage 0, a leak
-  // the teardown must report with its counters.
-  const auto leaks = k().shutdown();
-  ASSERT_EQ(leaks.size(), 1U);
-  EXPECT_EQ(leaks[0].comm, "overput");
-  EXPECT_EQ(leaks[0].usage, 0U);
-  EXPECT_EQ(leaks[0].rcu_users, 2U);
+  // A put of the rcu users' own usage reference is an over-release (checked
+  // builds): refused at the put, the counters untouched.
+  EXPECT_CONTRACT_VIOLATION(put_task_struct(t), "over-release: put_task_struct() on task");
+  EXPECT_EQ(usage(t), 1U);
+  // __put_task_struct on a live task: the kernel's WARN_ON, and no free.
+  EXPECT_CONTRACT_VIOLATION(__put_task_struct(t), "__put_task_struct() on task 'overput'");
+  EXPECT_EQ(k().stats().freed, 0U);
+  retire(t);  // the task is still consistent: it dies normally
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(k().stats().freed, 1U);
 }
 
 // ---- teardown -------------------------------------------------------------------------------
