@@ -102,6 +102,12 @@ maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct
   return make_maybe_ref(tasklife::bpf_kptr_xchg(slot, in, where), where);
 }
 
+checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base, task_struct* task_struct::*field,
+                                            const rcu_guard& guard, std::source_location where) {
+  task_struct* const value = base != nullptr ? tasklife::btf_walk(base, field, where) : nullptr;
+  return checked_rcu_ptr<task_struct>(value, guard.id(), where);
+}
+
 namespace detail {
 void swap_typed_thread_state(typed_thread_state& other) noexcept {
   std::swap(tls_next_guard, other.next_guard);

@@ -39,7 +39,7 @@
 //   trusted_ptr, task_free_arg, owned_ref, maybe_ref, rcu_ptr, checked_rcu_ptr, untrusted_ptr,
 //   rcu_guard, read(slot, guard), read(slot), and in namespace typed:
 //   bpf_task_acquire, bpf_task_release, bpf_task_from_pid, bpf_task_from_vpid,
-//   bpf_kptr_xchg, bpf_get_current_task_btf
+//   bpf_kptr_xchg, bpf_get_current_task_btf, btf_walk (group_leader, real_parent)
 //
 // Lifetime
 //   Wrappers own nothing but an owned_ref's (or maybe_ref's) one reference. They
@@ -333,6 +333,10 @@ class checked_rcu_ptr {
 
  private:
   friend class rcu_ptr<T>;
+  friend checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base,
+                                                     task_struct* task_struct::*field,
+                                                     const rcu_guard& guard,
+                                                     std::source_location where);
   checked_rcu_ptr(T* p, std::uint64_t guard, std::source_location read_at) noexcept
       : p_(p), guard_(guard), read_at_(read_at) {}
   T* p_;
@@ -390,7 +394,60 @@ inline void typed_release(owned_ref<task_struct>&& ref, std::source_location whe
   tasklife::bpf_task_release(p, where);
 }
 
+// The typed field walk (btf_walk, kfunc.hpp): an RCU-safe field (group_leader,
+// real_parent; BTF_TYPE_SAFE_RCU) loaded from a trusted, referenced or RCU base
+// under a named guard is MEM_RCU and never NULL: the checked form, acquirable at
+// once, valid while the guard lives.
+TASKLIFE_API checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base,
+                                                         task_struct* task_struct::*field,
+                                                         const rcu_guard& guard,
+                                                         std::source_location where);
+
 namespace typed {
+
+// btf_walk from a trusted, referenced or (checked) RCU base, under a named guard.
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    trusted_ptr<task_struct> base, task_struct* task_struct::*field, const rcu_guard& guard,
+    std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.get(), field, guard, where);
+}
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    const owned_ref<task_struct>& base, task_struct* task_struct::*field, const rcu_guard& guard,
+    std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.get(), field, guard, where);
+}
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    const checked_rcu_ptr<task_struct>& base, task_struct* task_struct::*field,
+    const rcu_guard& guard, std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.valid() ? base.get() : nullptr, field, guard, where);
+}
+template <class T>
+void btf_walk(const rcu_ptr<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "invalid mem access: an rcu_ptr is MEM_RCU | PTR_MAYBE_NULL, test it (check()) "
+                "before walking its fields");
+}
+template <class T>
+void btf_walk(const untrusted_ptr<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "a field walked from an untrusted pointer is untrusted: nothing accepts it");
+}
+template <class T>
+void btf_walk(const maybe_ref<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "invalid mem access: a maybe_ref may be NULL, check it and take() it before "
+                "walking its fields");
+}
+template <class T>
+void btf_walk(T, task_struct* task_struct::*, const rcu_guard&&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "a temporary rcu_guard ends before the pointer could be used: walk the field "
+                "under a named rcu_guard");
+}
 
 // bpf_task_acquire on a trusted, referenced or RCU pointer.
 [[nodiscard]] inline maybe_ref<task_struct> bpf_task_acquire(

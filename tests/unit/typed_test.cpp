@@ -287,6 +287,35 @@ TEST_F(TypedTest, CurrentTaskBtfIsCurrentAndMayBeAcquired) {
   EXPECT_THAT(capture().messages(), IsEmpty());
 }
 
+// task_kfunc_acquire_trusted_walked, typed: a thread's group_leader walked from the
+// trusted argument under a named guard is MEM_RCU and never NULL, acquired at once.
+TEST_F(TypedTest, TaskKfuncAcquireTrustedWalked) {
+  task_struct* leader = fork_task("leader");
+  task_struct* thread = fork_task("thread", leader, {.thread = true});
+  const unsigned before = rcu_users(leader);
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+    const rcu_guard guard;
+    const checked_rcu_ptr<task_struct> walked = typed::btf_walk(
+        trusted_ptr<task_struct>::from_prog_arg(arg), &task_struct::group_leader, guard);
+    EXPECT_EQ(walked.get(), leader) << "a thread's group leader";
+    auto acquired = typed::bpf_task_acquire(walked);
+    if (!acquired) {
+      return 1;
+    }
+    owned_ref<task_struct> ref = std::move(acquired).take();
+    EXPECT_EQ(rcu_users(leader), before + 1);
+    typed::bpf_task_release(std::move(ref));
+    return 0;
+  });
+  const prog_run_result r = p.run(prog_, thread);
+  EXPECT_EQ(r.ret, 0);
+  EXPECT_TRUE(r.ok()) << "the walked field is trusted as the kernel trusts it";
+  EXPECT_THAT(capture().messages(), IsEmpty());
+  EXPECT_EQ(rcu_users(leader), before) << "released exactly once";
+  retire(thread);
+  retire(leader);
+}
+
 // ---- the run-time rules ----------------------------------------------------------------------
 
 TEST_F(TypedTest, OwnedRefDroppedWithoutReleaseIsReportedWithItsAcquireSiteAndReleased) {
