@@ -20,7 +20,8 @@
 //   Rules as compile errors (tests/compile_fail proves each): releasing a trusted,
 //   RCU, untrusted or unchecked pointer; acquiring an untrusted one or the
 //   lsm/task_free argument; storing anything but an owned reference (or NULL) into
-//   a slot; acquiring an rcu_ptr not checked against NULL; copying an owned
+//   a slot; acquiring an rcu_ptr not checked against NULL, or walking its fields
+//   (btf_walk); copying an owned
 //   reference; releasing without giving it up
 //   (std::move); dereferencing an unchecked result; discarding an acquiring
 //   kfunc's result; reading a slot under a temporary guard; passing nullptr or a
