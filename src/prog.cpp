@@ -250,10 +250,16 @@ bool prog_run::dropped(const task_struct* p, std::string_view note, std::source_
   }
   r->live = false;
   r->released_at = where;
-  report(violation_kind::unreleased_ref, "", r->task,
-         fmt::format("Unreleased reference id={} (acquired by {} at {}:{}; {})", r->id, r->kfunc,
-                     r->acquired_at.file_name(), r->acquired_at.line(), note),
-         where);
+  std::string message =
+      fmt::format("Unreleased reference id={} (acquired by {} at {}:{}; {})", r->id, r->kfunc,
+                  r->acquired_at.file_name(), r->acquired_at.line(), note);
+  if (mode_ == checker_mode::throw_error) {
+    // A destructor cannot throw: reported at the program's exit (finish()).
+    dropped_.push_back(
+        violation{violation_kind::unreleased_ref, "", r->task, std::move(message), where});
+  } else {
+    report(violation_kind::unreleased_ref, "", r->task, std::move(message), where);
+  }
   return true;
 }
 
@@ -360,7 +366,11 @@ prog_run::leftovers prog_run::finish(std::source_location where) {
   }
   rcu_depth_ = 0;
   // Reported after the caller has cleaned up (throw_error would unwind here).
-  pending_report_ = [this, unreleased, depth = out.rcu_depth, where] {
+  pending_report_ = [this, unreleased, depth = out.rcu_depth, where,
+                     dropped = std::exchange(dropped_, {})]() mutable {
+    for (violation& v : dropped) {
+      report(v.kind, v.kfunc, v.argument, std::move(v.message), v.where);
+    }
     for (const reference* r : unreleased) {
       report(violation_kind::unreleased_ref, "", r->task,
              fmt::format("Unreleased reference id={} (acquired by {} at {}:{})", r->id, r->kfunc,

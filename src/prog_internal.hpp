@@ -41,7 +41,8 @@ class prog_run {
                      std::source_location where);
   // A typed reference dropped without release (typed.hpp): reported as the
   // verifier reports a reference held at exit, with what tasklife adds in `note`;
-  // true if the run knew the reference (it is then no longer live).
+  // true if the run knew the reference (it is then no longer live). Called from a
+  // destructor: never throws; in throw_error mode the report waits for the exit.
   bool dropped(const task_struct* p, std::string_view note, std::source_location where);
   void rcu_lock() noexcept { ++rcu_depth_; }
   bool rcu_unlock(std::source_location where);
@@ -86,6 +87,7 @@ class prog_run {
   unsigned rcu_depth_ = 0;                        // bpf_rcu_read_lock nesting
   std::vector<violation> violations_;
   std::function<void()> pending_report_;  // set by finish()
+  std::vector<violation> dropped_;        // throw_error mode: dropped(), reported at exit
 };
 
 }  // namespace tasklife::detail

@@ -4,8 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <tasklife/current.hpp>
 #include <tasklife/typed.hpp>
 
+#include "prog_internal.hpp"
 #include "task_internal.hpp"
 #include "thread_state.hpp"
 
@@ -26,15 +28,32 @@ void report_typed(contract_kind kind, const char* op, const char* what, const ta
 } catch (...) {  // formatting the message ran out of memory: nothing to report with
 }
 
-void release_dropped(task_struct* p) noexcept {
+void drop_typed(task_struct* p, const char* op, const char* what,
+                std::source_location acquired_at) noexcept {
   try {
+    prog_run* const run = tls_ctx.run;
+    // The program's violation when its run knew the reference (a checked run:
+    // bpf_prog::run hides the run of an unchecked one).
+    const bool reported_by_run = run != nullptr && run->dropped(p, what, acquired_at);
+    if (!reported_by_run) {
+      report_typed(contract_kind::unreleased_reference, op, what, p, acquired_at, acquired_at);
+    }
     if (get_current() != nullptr) {
-      tasklife::bpf_task_release(p);  // inside a program the checker sees the release
+      // Released outside the run's sight: the run no longer holds it live, and
+      // the checker must not see an unacquired release.
+      prog_run* const hidden = std::exchange(tls_ctx.run, nullptr);
+      try {
+        tasklife::bpf_task_release(p);
+      } catch (...) {
+        tls_ctx.run = hidden;
+        throw;
+      }
+      tls_ctx.run = hidden;
     } else {
       task_kptr_dtor(p);  // no current: the profile's destructor path
     }
   } catch (...) {
-    report_contract_violation_noexcept(contract_kind::callback_failed, "typed", "release_dropped",
+    report_contract_violation_noexcept(contract_kind::callback_failed, "typed", "drop_typed",
                                        describe_task(p), "releasing a dropped reference failed",
                                        std::source_location::current());
   }
@@ -81,6 +100,12 @@ maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct
     return make_maybe_ref(nullptr, where);
   }
   return make_maybe_ref(tasklife::bpf_kptr_xchg(slot, in, where), where);
+}
+
+checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base, task_struct* task_struct::*field,
+                                            const rcu_guard& guard, std::source_location where) {
+  task_struct* const value = base != nullptr ? tasklife::btf_walk(base, field, where) : nullptr;
+  return checked_rcu_ptr<task_struct>(value, guard.id(), where);
 }
 
 namespace detail {

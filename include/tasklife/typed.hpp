@@ -12,29 +12,35 @@
 //   | owned_ref<T>         | referenced (ref_obj_id)     | read, acquired again, released or    |
 //   |                      |                             | stored (consumed, move-only)         |
 //   | maybe_ref<T>         | PTR_MAYBE_NULL + referenced | tested; nothing else until checked   |
-//   | rcu_ptr<T>           | MEM_RCU                     | read, acquired; not released; lives  |
-//   |                      |                             | in its rcu_guard's scope             |
+//   | rcu_ptr<T>           | MEM_RCU | PTR_MAYBE_NULL    | read, tested; not released; lives in |
+//   |                      |                             | its rcu_guard's scope                |
+//   | checked_rcu_ptr<T>   | MEM_RCU, NULL-checked       | read, acquired; not released         |
 //   | untrusted_ptr<T>     | PTR_UNTRUSTED               | compared with NULL; nothing accepts it|
 //
 //   Rules as compile errors (tests/compile_fail proves each): releasing a trusted,
 //   RCU, untrusted or unchecked pointer; acquiring an untrusted one or the
 //   lsm/task_free argument; storing anything but an owned reference (or NULL) into
-//   a slot; copying an owned reference; releasing without giving it up
+//   a slot; acquiring an rcu_ptr not checked against NULL, or walking its fields
+//   (btf_walk); copying an owned
+//   reference; releasing without giving it up
 //   (std::move); dereferencing an unchecked result; discarding an acquiring
 //   kfunc's result; reading a slot under a temporary guard; passing nullptr or a
 //   raw pointer to acquire or release. The verifier's words are in the
 //   static_assert messages.
 //
-//   Rules left to run time (reported through the contract handler): an owned
-//   reference or a non-NULL maybe_ref dropped without release (named with the
-//   place it was acquired; tasklife releases it so the kernel stays consistent),
-//   use of a moved-from reference, an rcu_ptr used after its section ended.
+//   Rules left to run time: an owned reference or a non-NULL maybe_ref dropped
+//   without release (inside a checked program run, the program's violation
+//   "Unreleased reference" (violation_kind::unreleased_ref), saying whether it was
+//   checked; elsewhere the contract handler's; named with the place it was
+//   acquired; tasklife releases it so the kernel stays consistent). Through the
+//   contract handler: use of a moved-from reference, an rcu_ptr used after its
+//   section ended, a NULL checked_rcu_ptr acquired anyway.
 //
 // Members
-//   trusted_ptr, task_free_arg, owned_ref, maybe_ref, rcu_ptr, untrusted_ptr,
+//   trusted_ptr, task_free_arg, owned_ref, maybe_ref, rcu_ptr, checked_rcu_ptr, untrusted_ptr,
 //   rcu_guard, read(slot, guard), read(slot), and in namespace typed:
 //   bpf_task_acquire, bpf_task_release, bpf_task_from_pid, bpf_task_from_vpid,
-//   bpf_kptr_xchg, bpf_get_current_task_btf
+//   bpf_kptr_xchg, bpf_get_current_task_btf, btf_walk (group_leader, real_parent)
 //
 // Lifetime
 //   Wrappers own nothing but an owned_ref's (or maybe_ref's) one reference. They
@@ -64,6 +70,8 @@ template <class T>
 class maybe_ref;
 template <class T>
 class rcu_ptr;
+template <class T>
+class checked_rcu_ptr;
 class rcu_guard;
 
 namespace detail {
@@ -74,9 +82,14 @@ inline constexpr bool always_false = false;
 TASKLIFE_API void report_typed(contract_kind kind, const char* op, const char* what,
                                const task_struct* t, std::source_location where,
                                std::source_location acquired_at) noexcept;
-// Releases a reference dropped without release, from a destructor: through the
-// program's checked path when the thread runs as a task, else the destructor's.
-TASKLIFE_API void release_dropped(task_struct* p) noexcept;
+// A typed reference dropped without release, from a destructor. Inside a checked
+// program run that knows the reference, it is the program's violation
+// (violation_kind::unreleased_ref, "Unreleased reference", with `what` added);
+// elsewhere it goes to the contract handler (contract_kind::unreleased_reference,
+// operation `op`). Either way it is then released (without the checker seeing a
+// release) so that the kernel stays consistent.
+TASKLIFE_API void drop_typed(task_struct* p, const char* op, const char* what,
+                             std::source_location acquired_at) noexcept;
 // rcu_guard identities: a guard is alive while its id is on the thread's stack.
 TASKLIFE_API std::uint64_t guard_enter() noexcept;
 TASKLIFE_API void guard_exit(std::uint64_t id) noexcept;
@@ -158,10 +171,9 @@ class [[nodiscard("an acquired reference must be released or stored")]] owned_re
                                            std::source_location where);
   owned_ref(T * p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
   [[gnu::cold]] void dropped() noexcept {
-    detail::report_typed(contract_kind::unreleased_reference, "~owned_ref",
-                         "an owned reference was dropped without release", p_,
-                         std::source_location::current(), acquired_at_);
-    detail::release_dropped(std::exchange(p_, nullptr));
+    detail::drop_typed(std::exchange(p_, nullptr), "~owned_ref",
+                       "an owned reference was dropped without release (it was checked)",
+                       acquired_at_);
   }
 
   T* p_;
@@ -174,37 +186,51 @@ template <class T>
 class [[nodiscard("the result of an acquiring kfunc must be checked and released")]] maybe_ref {
  public:
   maybe_ref(maybe_ref && other) noexcept
-      : p_(std::exchange(other.p_, nullptr)), acquired_at_(other.acquired_at_) {}
+      : bits_(std::exchange(other.bits_, 0)), acquired_at_(other.acquired_at_) {}
   maybe_ref(const maybe_ref&) = delete;
   maybe_ref& operator=(const maybe_ref&) = delete;
   maybe_ref& operator=(maybe_ref&&) = delete;
   ~maybe_ref() {
-    if (p_ != nullptr) [[unlikely]] {
-      detail::report_typed(contract_kind::unreleased_reference, "~maybe_ref",
-                           "an acquired reference was dropped unchecked and unreleased", p_,
-                           std::source_location::current(), acquired_at_);
-      detail::release_dropped(std::exchange(p_, nullptr));
+    if (pointer() != nullptr) [[unlikely]] {
+      const bool checked = (bits_ & kChecked) != 0;
+      detail::drop_typed(pointer(), "~maybe_ref",
+                         checked ? "an acquired reference was checked, then dropped without "
+                                   "release"
+                                 : "an acquired reference was dropped unchecked and unreleased",
+                         acquired_at_);
+      bits_ = 0;
     }
   }
 
-  // The NULL check the verifier demands.
+  // The NULL check the verifier demands (remembered, for the report of a drop).
   explicit operator bool() const noexcept {
-    return p_ != nullptr;
+    bits_ |= kChecked;
+    return pointer() != nullptr;
   }
 
   // The owned reference, after a successful check (a NULL one is reported).
   owned_ref<T> take(std::source_location where = std::source_location::current())&& noexcept {
-    if (p_ == nullptr) [[unlikely]] {
+    T* const p = pointer();
+    bits_ = 0;
+    if (p == nullptr) [[unlikely]] {
       detail::report_typed(contract_kind::unchecked_null, "maybe_ref::take",
                            "take() of a NULL result: check it first", nullptr, where, acquired_at_);
     }
-    return owned_ref<T>(std::exchange(p_, nullptr), acquired_at_);
+    return owned_ref<T>(p, acquired_at_);
   }
 
  private:
   friend maybe_ref<task_struct> make_maybe_ref(task_struct * p, std::source_location at) noexcept;
-  maybe_ref(T * p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
-  T* p_;
+  // The pointer and, in its low bit (T is aligned to more than 1), whether the
+  // NULL check was asked: the wrapper stays two words.
+  static constexpr std::uintptr_t kChecked = 1;
+  static_assert(alignof(T) > 1);
+  maybe_ref(T * p, std::source_location at) noexcept
+      : bits_(reinterpret_cast<std::uintptr_t>(p)), acquired_at_(at) {}
+  T* pointer() const noexcept {
+    return reinterpret_cast<T*>(bits_ & ~kChecked);  // NOLINT(performance-no-int-to-ptr)
+  }
+  mutable std::uintptr_t bits_;
   std::source_location acquired_at_;
 };
 
@@ -232,8 +258,9 @@ class rcu_guard {
   std::uint64_t id_;
 };
 
-// MEM_RCU: a slot read inside an rcu_guard. Valid (memory) while that guard lives;
-// the task may be dying. May be acquired, never released. Neither copyable nor
+// MEM_RCU | PTR_MAYBE_NULL: a slot read inside an rcu_guard. Valid (memory) while
+// that guard lives; the task may be dying. Tested against NULL, then acquired in its
+// checked form (check()); never released. Neither copyable nor
 // movable; C++17's guaranteed elision still lets `{ rcu_guard g; return read(s, g); }`
 // carry it out of the guard's scope, so every use checks at run time that its own
 // guard (not just any RCU section: a non-sleepable program always has one) is alive.
@@ -262,11 +289,56 @@ class rcu_ptr {
     }
     return true;
   }
+  // The NULL check the verifier demands before bpf_task_acquire: the checked form,
+  // true when the pointer is not NULL. `if (const auto c = p.check()) acquire(c)`.
+  checked_rcu_ptr<T> check() const noexcept { return checked_rcu_ptr<T>(p_, guard_, read_at_); }
 
  private:
   template <class U>
   friend rcu_ptr<U> read(const kptr<U>& slot, const rcu_guard& guard, std::source_location where);
   rcu_ptr(T* p, std::uint64_t guard, std::source_location read_at) noexcept
+      : p_(p), guard_(guard), read_at_(read_at) {}
+  T* p_;
+  std::uint64_t guard_;
+  std::source_location read_at_;
+};
+
+// MEM_RCU after the NULL check (rcu_ptr::check()): what bpf_task_acquire takes.
+// Tested itself: a NULL one passed on anyway is reported at run time (the verifier
+// would follow the NULL path). Neither copyable nor movable, like its rcu_ptr.
+template <class T>
+class checked_rcu_ptr {
+ public:
+  checked_rcu_ptr(const checked_rcu_ptr&) = delete;
+  checked_rcu_ptr& operator=(const checked_rcu_ptr&) = delete;
+
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  T* operator->() const noexcept {
+    (void)valid();
+    return p_;
+  }
+  T* get() const noexcept {
+    (void)valid();
+    return p_;
+  }
+  bool valid() const noexcept {
+    if (!detail::guard_alive(guard_)) [[unlikely]] {
+      detail::report_typed(contract_kind::missing_rcu_lock, "rcu_ptr",
+                           "an rcu_ptr was used after its rcu_guard ended", p_,
+                           std::source_location::current(), read_at_);
+      return false;
+    }
+    return true;
+  }
+  std::source_location read_at() const noexcept { return read_at_; }
+
+ private:
+  friend class rcu_ptr<T>;
+  friend checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base,
+                                                     task_struct* task_struct::*field,
+                                                     const rcu_guard& guard,
+                                                     std::source_location where);
+  checked_rcu_ptr(T* p, std::uint64_t guard, std::source_location read_at) noexcept
       : p_(p), guard_(guard), read_at_(read_at) {}
   T* p_;
   std::uint64_t guard_;
@@ -323,7 +395,60 @@ inline void typed_release(owned_ref<task_struct>&& ref, std::source_location whe
   tasklife::bpf_task_release(p, where);
 }
 
+// The typed field walk (btf_walk, kfunc.hpp): an RCU-safe field (group_leader,
+// real_parent; BTF_TYPE_SAFE_RCU) loaded from a trusted, referenced or RCU base
+// under a named guard is MEM_RCU and never NULL: the checked form, acquirable at
+// once, valid while the guard lives.
+TASKLIFE_API checked_rcu_ptr<task_struct> walk_rcu_field(task_struct* base,
+                                                         task_struct* task_struct::*field,
+                                                         const rcu_guard& guard,
+                                                         std::source_location where);
+
 namespace typed {
+
+// btf_walk from a trusted, referenced or (checked) RCU base, under a named guard.
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    trusted_ptr<task_struct> base, task_struct* task_struct::*field, const rcu_guard& guard,
+    std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.get(), field, guard, where);
+}
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    const owned_ref<task_struct>& base, task_struct* task_struct::*field, const rcu_guard& guard,
+    std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.get(), field, guard, where);
+}
+[[nodiscard]] inline checked_rcu_ptr<task_struct> btf_walk(
+    const checked_rcu_ptr<task_struct>& base, task_struct* task_struct::*field,
+    const rcu_guard& guard, std::source_location where = std::source_location::current()) {
+  return walk_rcu_field(base.valid() ? base.get() : nullptr, field, guard, where);
+}
+template <class T>
+void btf_walk(const rcu_ptr<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "invalid mem access: an rcu_ptr is MEM_RCU | PTR_MAYBE_NULL, test it (check()) "
+                "before walking its fields");
+}
+template <class T>
+void btf_walk(const untrusted_ptr<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "a field walked from an untrusted pointer is untrusted: nothing accepts it");
+}
+template <class T>
+void btf_walk(const maybe_ref<T>&, task_struct* task_struct::*, const rcu_guard&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "invalid mem access: a maybe_ref may be NULL, check it and take() it before "
+                "walking its fields");
+}
+template <class T>
+void btf_walk(T, task_struct* task_struct::*, const rcu_guard&&,
+              std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "a temporary rcu_guard ends before the pointer could be used: walk the field "
+                "under a named rcu_guard");
+}
 
 // bpf_task_acquire on a trusted, referenced or RCU pointer.
 [[nodiscard]] inline maybe_ref<task_struct> bpf_task_acquire(
@@ -335,11 +460,28 @@ namespace typed {
   return make_maybe_ref(tasklife::bpf_task_acquire(p.get(), where), where);
 }
 [[nodiscard]] inline maybe_ref<task_struct> bpf_task_acquire(
-    const rcu_ptr<task_struct>& p, std::source_location where = std::source_location::current()) {
+    const checked_rcu_ptr<task_struct>& p,
+    std::source_location where = std::source_location::current()) {
   if (!p.valid()) {
     return make_maybe_ref(nullptr, where);  // its section is over: the memory may be gone
   }
+  if (!p) [[unlikely]] {
+    detail::report_typed(contract_kind::unchecked_null, "bpf_task_acquire",
+                         "Possibly NULL pointer passed to trusted arg0: the checked rcu_ptr is "
+                         "NULL (test it before acquiring)",
+                         nullptr, where, p.read_at());
+    return make_maybe_ref(nullptr, where);
+  }
   return make_maybe_ref(tasklife::bpf_task_acquire(p.get(), where), where);
+}
+// A slot read under RCU is MEM_RCU | PTR_MAYBE_NULL: the verifier checks NULL
+// before trust (check_kfunc_args), so an unchecked one is refused first.
+template <class T>
+void bpf_task_acquire(const rcu_ptr<T>&, std::source_location = std::source_location::current()) {
+  static_assert(detail::always_false<T>,
+                "Possibly NULL pointer passed to trusted arg0: a slot read under RCU is "
+                "MEM_RCU | PTR_MAYBE_NULL: test it and acquire the checked form "
+                "(if (const auto c = p.check()) bpf_task_acquire(c))");
 }
 template <class T>
 void bpf_task_acquire(const untrusted_ptr<T>&,

@@ -25,8 +25,8 @@ int stash_and_take(task_struct* arg, task_value& v) {
   {
     const rcu_guard guard;
     const rcu_ptr<task_struct> stored = read(v.task, guard);
-    if (stored && stored->pid > 0) {
-      auto pinned = typed::bpf_task_acquire(stored);
+    if (const checked_rcu_ptr<task_struct> checked = stored.check(); checked && checked->pid > 0) {
+      auto pinned = typed::bpf_task_acquire(checked);
       if (pinned) {
         typed::bpf_task_release(std::move(pinned).take());
       }
@@ -77,8 +77,9 @@ int main() {
   // The value-only form: an RCU read under a named guard, acquired and released.
   failed += run_tracing([](task_value& v) {
     const rcu_guard guard;
-    if (const rcu_ptr<task_struct> stored = read(v.task, guard)) {
-      if (auto pinned = typed::bpf_task_acquire(stored)) {
+    const rcu_ptr<task_struct> stored = read(v.task, guard);
+    if (const auto checked = stored.check()) {  // MEM_RCU | PTR_MAYBE_NULL: test it first
+      if (auto pinned = typed::bpf_task_acquire(checked)) {
         typed::bpf_task_release(std::move(pinned).take());
       }
     }

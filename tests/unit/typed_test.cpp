@@ -246,7 +246,9 @@ TEST_F(TypedTest, SlotReadUnderAGuardIsAcquired) {
     const rcu_ptr<task_struct> seen = read(obj->task, guard);
     ASSERT_TRUE(seen);
     EXPECT_EQ(seen->pid, target->pid);
-    auto pinned = typed::bpf_task_acquire(seen);
+    const checked_rcu_ptr<task_struct> checked = seen.check();  // PTR_MAYBE_NULL: test it
+    ASSERT_TRUE(checked);
+    auto pinned = typed::bpf_task_acquire(checked);
     ASSERT_TRUE(pinned);
     owned_ref<task_struct> ref = std::move(pinned).take();
     EXPECT_EQ(ref.get(), target);
@@ -285,6 +287,35 @@ TEST_F(TypedTest, CurrentTaskBtfIsCurrentAndMayBeAcquired) {
   EXPECT_THAT(capture().messages(), IsEmpty());
 }
 
+// task_kfunc_acquire_trusted_walked, typed: a thread's group_leader walked from the
+// trusted argument under a named guard is MEM_RCU and never NULL, acquired at once.
+TEST_F(TypedTest, TaskKfuncAcquireTrustedWalked) {
+  task_struct* leader = fork_task("leader");
+  task_struct* thread = fork_task("thread", leader, {.thread = true});
+  const unsigned before = rcu_users(leader);
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+    const rcu_guard guard;
+    const checked_rcu_ptr<task_struct> walked = typed::btf_walk(
+        trusted_ptr<task_struct>::from_prog_arg(arg), &task_struct::group_leader, guard);
+    EXPECT_EQ(walked.get(), leader) << "a thread's group leader";
+    auto acquired = typed::bpf_task_acquire(walked);
+    if (!acquired) {
+      return 1;
+    }
+    owned_ref<task_struct> ref = std::move(acquired).take();
+    EXPECT_EQ(rcu_users(leader), before + 1);
+    typed::bpf_task_release(std::move(ref));
+    return 0;
+  });
+  const prog_run_result r = p.run(prog_, thread);
+  EXPECT_EQ(r.ret, 0);
+  EXPECT_TRUE(r.ok()) << "the walked field is trusted as the kernel trusts it";
+  EXPECT_THAT(capture().messages(), IsEmpty());
+  EXPECT_EQ(rcu_users(leader), before) << "released exactly once";
+  retire(thread);
+  retire(leader);
+}
+
 // ---- the run-time rules ----------------------------------------------------------------------
 
 TEST_F(TypedTest, OwnedRefDroppedWithoutReleaseIsReportedWithItsAcquireSiteAndReleased) {
@@ -308,24 +339,84 @@ TEST_F(TypedTest, CheckedMaybeRefDroppedWithoutTakeIsReportedWithItsAcquireSiteA
     ASSERT_TRUE(found) << "checked, then never taken";
     EXPECT_EQ(rcu_users(target), before + 1);
   };
+  ExpectDropReported("was checked, then dropped without release", drop);
+}
+
+TEST_F(TypedTest, UncheckedMaybeRefDroppedIsReportedAsUnchecked) {
+  const auto drop = [&](task_struct* target, unsigned before, std::string& acquired_at) {
+    auto scope = k().run_as(prog_);
+    acquired_at = NextLine();
+    const maybe_ref<task_struct> found = typed::bpf_task_from_pid(target->pid);
+    EXPECT_EQ(rcu_users(target), before + 1);  // never tested against NULL
+  };
   ExpectDropReported("dropped unchecked and unreleased", drop);
 }
 
-TEST_F(TypedTest, DroppedReferenceInsideAProgramIsReleasedBeforeTheRunEnds) {
+// Inside a checked program a dropped typed reference is the program's violation,
+// as the verifier reports a reference held at exit ("Unreleased reference"), not a
+// contract violation; tasklife releases it before the run ends.
+TEST_F(TypedTest, DroppedReferenceInsideAProgramIsTheProgramsUnreleasedReference) {
   task_struct* target = fork_task("target");
   const unsigned before = rcu_users(target);
   std::string acquired_at;
   bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
     acquired_at = NextLine();
     auto acquired = typed::bpf_task_acquire(trusted_ptr<task_struct>::from_prog_arg(arg));
-    return acquired ? 0 : 1;
+    return acquired ? 0 : 1;  // checked, never taken
   });
-  prog_run_result r;
-  EXPECT_CONTRACT_VIOLATION(r = p.run(prog_, target), "dropped");
+  const prog_run_result r = p.run(prog_, target);
   EXPECT_EQ(r.ret, 0);
-  EXPECT_TRUE(r.ok()) << "the drop's release reached the checker: nothing left unreleased";
-  EXPECT_THAT(capture().messages(),
-              ElementsAre(AllOf(HasSubstr("dropped"), HasSubstr(acquired_at))));
+  ASSERT_EQ(r.violations.size(), 1U) << "one reference, reported once";
+  EXPECT_EQ(r.violations[0].kind, violation_kind::unreleased_ref);
+  EXPECT_THAT(r.violations[0].message,
+              AllOf(HasSubstr("Unreleased reference"), HasSubstr(acquired_at),
+                    HasSubstr("was checked, then dropped without release")));
+  EXPECT_THAT(r.violations[0].message, Not(HasSubstr("unchecked")));
+  EXPECT_THAT(capture().messages(), IsEmpty()) << "not the contract handler's";
+  EXPECT_EQ(rcu_users(target), before) << "released before the run ended";
+  retire(target);
+}
+
+TEST_F(TypedTest, UncheckedDropInsideAProgramSaysUnchecked) {
+  task_struct* target = fork_task("target");
+  const unsigned before = rcu_users(target);
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+    const maybe_ref<task_struct> acquired =
+        typed::bpf_task_acquire(trusted_ptr<task_struct>::from_prog_arg(arg));
+    return 0;
+  });
+  const prog_run_result r = p.run(prog_, target);
+  EXPECT_THAT(
+      r, testkit::HasViolation(violation_kind::unreleased_ref, "dropped unchecked and unreleased"));
+  EXPECT_EQ(r.violations.size(), 1U);
+  EXPECT_THAT(capture().messages(), IsEmpty());
+  EXPECT_EQ(rcu_users(target), before);
+  retire(target);
+}
+
+// checker_mode::throw_error: a destructor cannot throw, so the drop is thrown at
+// the program's exit, after the reference was released.
+TEST_F(TypedTest, DroppedReferenceInAThrowingRunIsThrownAtExit) {
+  task_struct* target = fork_task("target");
+  const unsigned before = rcu_users(target);
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* arg) {
+    auto owned = typed::bpf_task_acquire(trusted_ptr<task_struct>::from_prog_arg(arg));
+    if (!owned) {
+      return 1;
+    }
+    const owned_ref<task_struct> ref = std::move(owned).take();
+    return 0;
+  });
+  p.set_mode(checker_mode::throw_error);
+  try {
+    (void)p.run(prog_, target);
+    ADD_FAILURE() << "no verifier_error thrown";
+  } catch (const verifier_error& e) {
+    EXPECT_EQ(e.info().kind, violation_kind::unreleased_ref);
+    EXPECT_THAT(e.info().message,
+                HasSubstr("an owned reference was dropped without release (it was checked)"));
+  }
+  EXPECT_THAT(capture().messages(), IsEmpty());
   EXPECT_EQ(rcu_users(target), before);
   retire(target);
 }
@@ -412,7 +503,8 @@ TEST_F(TypedTest, RcuPtrUsedAfterItsGuardInsideANonSleepableProgramIsReported) {
   task_value* obj = NewObjectHolding(target);
   bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [obj](task_struct*) {
     const rcu_ptr<task_struct> escaped = ReadUnderItsOwnGuard(obj->task);
-    auto pinned = typed::bpf_task_acquire(escaped);  // after bpf_rcu_read_unlock
+    const checked_rcu_ptr<task_struct> checked = escaped.check();
+    auto pinned = typed::bpf_task_acquire(checked);  // after bpf_rcu_read_unlock
     if (pinned) {
       typed::bpf_task_release(std::move(pinned).take());
     }
