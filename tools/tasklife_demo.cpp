@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include <tasklife/fmt.hpp>
 #include <tasklife/tasklife.hpp>
 
 namespace {

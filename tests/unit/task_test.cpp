@@ -16,6 +16,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <tasklife/fmt.hpp>
 #include <tasklife/kernel.hpp>
 #include <tasklife/testing.hpp>
 
