@@ -38,7 +38,9 @@ if(MODE STREQUAL "install")
   step(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}")
   list(APPEND configure_args -DCMAKE_PREFIX_PATH=${prefix})
 elseif(MODE STREQUAL "subdirectory")
-  list(APPEND configure_args -DTASKLIFE_SOURCE_DIR=${TASKLIFE_SOURCE_DIR})
+  # Built from source inside the consumer: both tiers and the kit, warning-free
+  # (-Werror on tasklife's own targets) with this compiler.
+  list(APPEND configure_args -DTASKLIFE_SOURCE_DIR=${TASKLIFE_SOURCE_DIR} -DTASKLIFE_WERROR=ON)
 elseif(MODE STREQUAL "fetchcontent")
   execute_process(COMMAND git -C "${TASKLIFE_SOURCE_DIR}" rev-parse HEAD
     OUTPUT_VARIABLE head OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
@@ -46,7 +48,7 @@ elseif(MODE STREQUAL "fetchcontent")
     message(FATAL_ERROR "fetchcontent needs a git checkout of tasklife at ${TASKLIFE_SOURCE_DIR}")
   endif()
   list(APPEND configure_args -DTASKLIFE_GIT_REPOSITORY=${TASKLIFE_SOURCE_DIR}
-                             -DTASKLIFE_GIT_TAG=${head})
+                             -DTASKLIFE_GIT_TAG=${head} -DTASKLIFE_WERROR=ON)
 else()
   message(FATAL_ERROR "run.cmake: MODE must be install, subdirectory or fetchcontent")
 endif()
