@@ -1256,7 +1256,9 @@ report explore(const model& m, const options& o) {
     const search_limits wl{std::min(o.pct_warmup, o.max_executions), limits.deadline};
     warm = search(m, wo, wl, [](const failure&) { return true; });
   }
-  if (warm.failure) {
+  const bool warm_failed = warm.failure.has_value();
+  const std::uint64_t warm_executions = warm.executions;
+  if (warm_failed) {
     r = std::move(warm);
     r.exhausted = false;
   } else if (o.jobs <= 1 && o.strategy == strategy::dfs && o.preemption_bound > 0) {
@@ -1323,8 +1325,8 @@ report explore(const model& m, const options& o) {
     }
     r = merge(std::move(parts));
   }
-  if (!warm.failure) {
-    r.executions += warm.executions;  // the warm-up's executions count too
+  if (!warm_failed) {
+    r.executions += warm_executions;  // the warm-up's executions count too
   }
   if (r.failure && o.minimize && r.failure->kind != failure_kind::nondeterminism) {
     r.failure =
@@ -1397,13 +1399,14 @@ report replay(const model& m, std::string_view schedule, const options& o) {
   execution_result e = run_once(m, ro, c, path, /*replaying=*/true);
   r.executions = 1;
   r.exhausted = false;
-  if (e.failure && e.failure->kind == failure_kind::nondeterminism) {
-    r.failure = std::move(e.failure);
-    r.failures = 1;
-  } else if (e.schedule != schedule) {
+  // A nondeterministic model is reported as such; otherwise the replay must have
+  // followed the schedule.
+  const bool nondeterministic = e.failure && e.failure->kind == failure_kind::nondeterminism;
+  if (!nondeterministic && e.schedule != schedule) {
     return fail_with(fmt::format("replaying '{}' gave a different execution ('{}'): {}", schedule,
                                  e.schedule, kUncontrolled));
-  } else if (e.failure) {
+  }
+  if (e.failure) {
     r.failure = std::move(e.failure);
     r.failures = 1;
   }
