@@ -103,6 +103,104 @@ inline explore::model union_race(semantics_profile profile) {
   };
 }
 
+// ---- the destructor of a NULL xchg (before 1431d0b584a6, v6.4) ---------------------------
+//
+// A hash element holds a local object (bpf_obj_new) that itself holds a task, so
+// its type has a field to free. A program takes the object out of the element and
+// drops it; a syscall deletes the element. When the program came first, the
+// delete frees an empty slot: before 1431d0b584a6 "bpf: Only invoke kptr dtor
+// following non-NULL xchg" (Mar 2023, v6.4) bpf_obj_free_fields called the
+// destructor on whatever the exchange took out, NULL too, and a local object's
+// drop of NULL frees the fields of an object at address NULL. The task
+// destructor of those kernels, bpf_task_release, began with "if (!p) return;"
+// (fb2211a57c11 removed it once the destructor stopped), so a task slot alone
+// would show nothing: the local object is what makes the NULL a bug.
+struct task_node {  // a program-allocated type with a task kptr
+  kptr<task_struct> task;
+  static constexpr auto kptr_fields = std::make_tuple(&task_node::task);
+};
+struct node_value {  // a map value with a kptr to a local object
+  kptr<task_node> node;
+  static constexpr auto kptr_fields = std::make_tuple(&node_value::node);
+};
+using node_map = bpf_hash_map<int, node_value>;
+
+inline explore::model null_xchg_dtor_race(semantics_profile profile) {
+  return [profile](explore::execution& x) {
+    kernel k(x.config({.name = "null-dtor", .profile = profile, .pid_max = 64}));
+    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
+    task_struct* prog = k.fork(init, {.comm = "prog"}).task;
+    {
+      node_map map(k, 4, "stash");
+      const int key = 1;
+      {
+        const current_task_scope as(prog);
+        (void)map.update_elem(key, node_value{}, BPF_NOEXIST);
+        const rcu_read_guard guard(k.rcu());
+        task_node* n = bpf_obj_new<task_node>();
+        (void)bpf_kptr_xchg(&n->task, bpf_task_acquire(bpf_get_current_task_btf()));
+        (void)bpf_kptr_xchg(&map.lookup_elem(key)->node, n);
+      }
+      x.thread("program", [&] {
+        const current_task_scope as(prog);
+        bpf_rcu_read_lock();
+        if (node_value* v = bpf_map_lookup_elem(&map, &key); v != nullptr) {
+          if (task_node* old = bpf_kptr_xchg(&v->node, static_cast<task_node*>(nullptr));
+              old != nullptr) {
+            bpf_obj_drop(old);
+          }
+        }
+        bpf_rcu_read_unlock();
+      });
+      x.thread("deleter", [&] { (void)bpf_map_delete_elem(&map, &key); });
+      x.run();
+    }
+    k.retire(prog);
+    k.retire(init);
+  };
+}
+
+// ---- the xchg into a deleted element (Hou Tao's report, May 2025) ------------------------
+//
+// A program looks an element up (a value pointer, valid until its RCU section
+// ends), acquires current and exchanges it into the element; a syscall deletes
+// the element meanwhile. When the delete falls between the lookup and the xchg,
+// the delete-time bpf_obj_free_fields has already run, and the reference the
+// program stores is never released: every kernel leaked it until the 2026
+// destructor of the BPF memory allocator for hash elements (htab_mem_dtor),
+// which frees the fields again when the element's memory goes. The leak is
+// reported when the kernel is torn down.
+inline explore::model xchg_after_delete_race(semantics_profile profile) {
+  return [profile](explore::execution& x) {
+    kernel k(x.config({.name = "late-xchg", .profile = profile, .pid_max = 64}));
+    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
+    task_struct* prog = k.fork(init, {.comm = "prog"}).task;
+    {
+      task_map map(k, 4, "__tasks_kfunc_map");
+      const pid_t key = prog->pid;
+      (void)map.update_elem(key, task_value{}, BPF_NOEXIST);
+      x.thread("program", [&] {
+        const current_task_scope as(prog);
+        bpf_rcu_read_lock();
+        if (task_value* v = bpf_map_lookup_elem(&map, &key); v != nullptr) {
+          if (task_struct* acquired = bpf_task_acquire(bpf_get_current_task_btf());
+              acquired != nullptr) {
+            if (task_struct* old = bpf_kptr_xchg(&v->task, acquired); old != nullptr) {
+              bpf_task_release(old);
+            }
+          }
+        }
+        bpf_rcu_read_unlock();
+      });
+      x.thread("deleter", [&] { (void)bpf_map_delete_elem(&map, &key); });
+      x.run();
+    }
+    k.rcu().rcu_barrier();  // the elements' reclaim: where the 2026 kernel frees again
+    k.retire(prog);
+    k.retire(init);
+  };
+}
+
 // ---- the final put: immediate (<= v6.16) and deferred (v6.17, 8671bad873eb) ---------------
 //
 // A task already reaped and past its grace period is kept only by a usage

@@ -40,6 +40,14 @@ int main() {
          models::union_race(semantics_profile::rcu_users_inc), true);
   expect("rcu_users/rcu_head union, rcu_safe (22df776a9a86)",
          models::union_race(semantics_profile::rcu_safe), false);
+  expect("the destructor of a NULL xchg, usage_based (before 1431d0b584a6)",
+         models::null_xchg_dtor_race(semantics_profile::usage_based), true);
+  expect("the destructor of a NULL xchg, rcu_safe (1431d0b584a6, v6.4)",
+         models::null_xchg_dtor_race(semantics_profile::rcu_safe), false);
+  expect("an xchg into a deleted element, rcu_safe (leaks until 2026)",
+         models::xchg_after_delete_race(semantics_profile::rcu_safe), true);
+  expect("an xchg into a deleted element, current (the 2026 hash element destructor)",
+         models::xchg_after_delete_race(semantics_profile::current), false);
   expect("final put immediate (<= v6.16) under an RCU reader",
          models::final_put_race(final_put_mode::immediate), true);
   expect("final put deferred (v6.17, 8671bad873eb) under an RCU reader",

@@ -10,7 +10,8 @@
 //      v6.8) runs synchronously; the element's memory waits for a grace period.
 //   5. xchg after delete: a program still holding the value pointer stashes a
 //      reference into the deleted element; tasklife releases it when the element
-//      is reclaimed, one grace period later (its rule for the Hou Tao edge).
+//      is reclaimed, one grace period later (`current`: the 2026 hash element
+//      destructor; the older profiles leak it, as their kernels did).
 //   6. map destruction releases what is still stored.
 #include <cerrno>
 #include <cstdint>

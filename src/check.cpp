@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -13,9 +14,22 @@
 namespace tasklife {
 namespace {
 
+constexpr std::string_view kKindNames[] = {
+#define TASKLIFE_CONTRACT_KIND_NAME(name, text) #name,
+    TASKLIFE_CONTRACT_KINDS(TASKLIFE_CONTRACT_KIND_NAME)
+#undef TASKLIFE_CONTRACT_KIND_NAME
+};
+constexpr std::string_view kKindTexts[] = {
+#define TASKLIFE_CONTRACT_KIND_TEXT(name, text) text,
+    TASKLIFE_CONTRACT_KINDS(TASKLIFE_CONTRACT_KIND_TEXT)
+#undef TASKLIFE_CONTRACT_KIND_TEXT
+};
+static_assert(std::size(kKindNames) == static_cast<std::size_t>(contract_kind::count_));
+
 void default_contract_handler(const contract_violation& v) {
-  fmt::print(stderr, "tasklife: {} contract violated at {}:{} ({}):\n  {}\n", v.component,
-             v.where.file_name(), v.where.line(), v.where.function_name(), v.message);
+  fmt::print(stderr, "tasklife: {} contract violated ({}) at {}:{} ({}):\n  {}\n", v.component,
+             to_string(v.kind), v.where.file_name(), v.where.line(), v.where.function_name(),
+             v.message);
   std::fflush(stderr);
   std::abort();
 }
@@ -30,6 +44,16 @@ contract_handler load_handler() noexcept {
 }
 
 }  // namespace
+
+std::string_view to_string(contract_kind kind) noexcept {
+  const auto i = static_cast<std::size_t>(kind);
+  return i < std::size(kKindNames) ? kKindNames[i] : std::string_view("unknown");
+}
+
+std::string_view explain(contract_kind kind) noexcept {
+  const auto i = static_cast<std::size_t>(kind);
+  return i < std::size(kKindTexts) ? kKindTexts[i] : std::string_view("an unknown kind");
+}
 
 contract_handler set_contract_handler(contract_handler handler) noexcept {
   if (handler == nullptr) {
@@ -46,10 +70,8 @@ namespace detail {
 
 constinit thread_local const thread_observer* tls_observer = nullptr;
 
-void report_contract_violation(std::string_view component, std::string message,
-                               std::source_location where) {
+void report_contract_violation(contract_violation v) {
   g_violations.fetch_add(1, std::memory_order_relaxed);
-  const contract_violation v{component, std::move(message), where};
   if (const thread_observer* o = tls_observer) {
     o->contract(o->context, v);  // the explorer records it; the operation is skipped
     return;
@@ -57,10 +79,8 @@ void report_contract_violation(std::string_view component, std::string message,
   load_handler()(v);
 }
 
-void report_contract_violation_noexcept(std::string_view component, std::string message,
-                                        std::source_location where) noexcept {
+void report_contract_violation_noexcept(contract_violation v) noexcept {
   g_violations.fetch_add(1, std::memory_order_relaxed);
-  const contract_violation v{component, std::move(message), where};
   if (const thread_observer* o = tls_observer) {
     o->contract(o->context, v);  // records, never throws
     return;
@@ -70,8 +90,9 @@ void report_contract_violation_noexcept(std::string_view component, std::string 
   } catch (...) {
     // A throwing handler cannot unwind through a destructor or a thread's exit:
     // the violation has been counted and, by the handler, recorded; say so and go on.
-    fmt::print(stderr, "tasklife: {} contract violated (in a context that cannot throw):\n  {}\n",
-               v.component, v.message);
+    fmt::print(stderr,
+               "tasklife: {} contract violated ({}, in a context that cannot throw):\n  {}\n",
+               v.component, to_string(v.kind), v.message);
   }
 }
 

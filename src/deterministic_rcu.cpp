@@ -174,7 +174,8 @@ void deterministic_rcu::reader_gone(const void* identity, std::string_view who) 
   }
   progress_cv_.notify_all();
   if (!report.empty()) {
-    detail::report_contract_violation_noexcept("rcu", std::move(report),
+    detail::report_contract_violation_noexcept(contract_kind::exit_in_read_section, "rcu",
+                                               "thread exit", {}, std::move(report),
                                                std::source_location::current());
   }
 }
@@ -307,7 +308,8 @@ bool deterministic_rcu::wait_for_progress(std::string_view op) {
       ran_others = hook();
     } catch (...) {
       detail::report_contract_violation_noexcept(
-          "rcu", fmt::format("the deterministic backend's wait hook threw during {}", op),
+          contract_kind::callback_failed, "rcu", op, {},
+          fmt::format("the deterministic backend's wait hook threw during {}", op),
           std::source_location::current());
     }
     mutex_.lock();
@@ -340,7 +342,7 @@ void deterministic_rcu::synchronize() {
   }
   if (stuck) {
     detail::report_contract_violation(
-        "rcu",
+        contract_kind::wait_forever, "rcu", "synchronize_rcu", {},
         "synchronize_rcu() on the deterministic backend would wait forever: the only readers "
         "in the way run on this very OS thread (under another reader identity) and no wait "
         "hook lets them run. It returns without waiting.",
@@ -387,7 +389,7 @@ void deterministic_rcu::barrier() {
     finished_callback();
   }
   detail::report_contract_violation(
-      "rcu",
+      contract_kind::wait_forever, "rcu", "rcu_barrier", {},
       "rcu_barrier() on the deterministic backend would wait forever: the only readers in the "
       "way run on this very OS thread (under another reader identity) and no wait hook lets "
       "them run. It returns without waiting.",

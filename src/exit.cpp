@@ -25,7 +25,7 @@ void kernel::do_exit(task_struct* t, int code, std::source_location where) {
   const unsigned old_flags = t->flags.fetch_or(PF_EXITING, std::memory_order_acq_rel);
   if ((old_flags & PF_EXITING) != 0) {
     detail::report_contract_violation(
-        "kernel",
+        contract_kind::invalid_state, "kernel", "do_exit", detail::describe_task(t),
         fmt::format("do_exit() on task '{}' (pid {}) of kernel '{}', which is already exiting",
                     t->comm, t->pid, name()),
         where);
@@ -90,7 +90,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   // Acquire pairs with the release of TASK_DEAD in do_exit.
   if (prev->state.load(std::memory_order_acquire) != TASK_DEAD) {
     detail::report_contract_violation(
-        "kernel",
+        contract_kind::invalid_state, "kernel", "finish_task_switch", detail::describe_task(prev),
         fmt::format("finish_task_switch() away from task '{}' (pid {}) of kernel '{}', which is "
                     "not TASK_DEAD: only a dead task's final switch drops its rcu_users",
                     prev->comm, prev->pid, name()),
@@ -100,7 +100,7 @@ void kernel::finish_task_switch(task_struct* prev, std::source_location where) {
   // acq_rel: one final switch wins; it pairs with the other callers' exchange.
   if (prev->priv.final_switch_done.exchange(true, std::memory_order_acq_rel)) {
     detail::report_contract_violation(
-        "kernel",
+        contract_kind::double_release, "kernel", "finish_task_switch", detail::describe_task(prev),
         fmt::format("a second final finish_task_switch() away from dead task '{}' (pid {})",
                     prev->comm, prev->pid),
         where);
@@ -202,7 +202,7 @@ void kernel::on_rcu_users_zero(task_struct* t, std::source_location where) {
     // Relaxed: the exchange itself decides who saw 0 first; it orders nothing.
     if (t->priv.rcu_users_zero_seen.exchange(true, std::memory_order_relaxed)) {
       detail::report_contract_violation(
-          "task",
+          contract_kind::over_release, "task", "put_task_struct_rcu_user", detail::describe_task(t),
           fmt::format("rcu_users of task '{}' (pid {}) reached 0 a second time", t->comm, t->pid),
           where);
       return;

@@ -118,7 +118,8 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
     return {nullptr, -EINVAL};
   }
   if (args.thread && parent == nullptr) {
-    detail::report_contract_violation("kernel", "fork(CLONE_THREAD) needs a parent task", where);
+    detail::report_contract_violation(contract_kind::null_argument, "kernel", "fork", {},
+                                      "fork(CLONE_THREAD) needs a parent task", where);
     return {nullptr, -EINVAL};
   }
   pid_namespace* ns = parent != nullptr ? detail::creation_ns(parent) : &init_pid_ns();

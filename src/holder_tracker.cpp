@@ -9,6 +9,8 @@
 #include <tasklife/check.hpp>
 #include <tasklife/task.hpp>
 
+#include "task_internal.hpp"
+
 namespace tasklife::detail {
 namespace {
 
@@ -35,6 +37,9 @@ void holder_tracker::get(const task_struct* t, holder_counter counter, holder_ro
 bool holder_tracker::put(const task_struct* t, holder_counter counter, holder_role role,
                          std::string_view op, std::source_location where) {
   std::string report;
+  contract_kind kind = contract_kind::over_release;
+  std::source_location earlier{};
+  bool has_earlier = false;
   {
     const lock_guard lock(mutex_);
     std::vector<entry>& entries = entries_[t];
@@ -55,6 +60,9 @@ bool holder_tracker::put(const task_struct* t, holder_counter counter, holder_ro
             op, counter_name(counter), t->comm, t->pid, it->info.label,
             it->info.taken_at.file_name(), it->info.taken_at.line(), it->dropped_at.file_name(),
             it->dropped_at.line());
+        kind = contract_kind::double_release;
+        earlier = it->dropped_at;
+        has_earlier = true;
         break;
       }
     }
@@ -63,7 +71,10 @@ bool holder_tracker::put(const task_struct* t, holder_counter counter, holder_ro
                            counter_name(counter), t->comm, t->pid);
     }
   }
-  report_contract_violation("holders", std::move(report), where);
+  contract_violation v{kind, "holders", op, describe_task(t), std::move(report), where};
+  v.earlier = earlier;
+  v.has_earlier = has_earlier;
+  report_contract_violation(std::move(v));
   return false;
 }
 

@@ -1,7 +1,10 @@
 // The simulated kernel as a composition of its parts: construction and
 // namespaces, the history and holder views, accounting and teardown. The
 // lifecycle itself is in fork.cpp and exit.cpp.
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -14,13 +17,71 @@
 
 namespace tasklife {
 
+// ---- the kernels of this process ---------------------------------------------------------------
+//
+// Every live kernel, so a diagnostic about a pointer can say whose task it is (a
+// task of another kernel, or no task at all) and a refcount warning can name the
+// task its counter belongs to. Registered by the constructor, removed by the
+// destructor after shutdown; read only on diagnostic paths.
+
+namespace {
+detail::mutex g_kernels_mutex;
+std::vector<const kernel*> g_kernels TASKLIFE_GUARDED_BY(g_kernels_mutex);
+
+void resolve_refcount_owner(const refcount_t* r, diagnostic_object& object,
+                            std::string_view& counter) noexcept {
+  const auto* at = reinterpret_cast<const char*>(r);
+  const auto* as_usage = reinterpret_cast<const task_struct*>(at - offsetof(task_struct, usage));
+  const auto* as_rcu_users =
+      reinterpret_cast<const task_struct*>(at - offsetof(task_struct, rcu_users));
+  const task_struct* t = nullptr;
+  if (detail::kernel_knowing(as_usage) != nullptr) {
+    t = as_usage;
+    counter = "usage";
+  } else if (detail::kernel_knowing(as_rcu_users) != nullptr) {
+    t = as_rcu_users;
+    counter = "rcu_users";
+  }
+  if (t != nullptr) {
+    try {
+      object = detail::describe_task(t);
+    } catch (...) {  // out of memory while naming it: the warning goes out unnamed
+    }
+  }
+}
+}  // namespace
+
+namespace detail {
+const kernel* kernel_knowing(const task_struct* t) noexcept {
+  if constexpr (!contract_checks_enabled) {
+    return nullptr;  // no registry of tasks without checks
+  }
+  if (t == nullptr) {
+    return nullptr;
+  }
+  const lock_guard lock(g_kernels_mutex);
+  for (const kernel* k : g_kernels) {
+    if (k->knows_task(t)) {
+      return k;
+    }
+  }
+  return nullptr;
+}
+}  // namespace detail
+
 // ---- construction and namespaces ------------------------------------------------------------
 
 namespace {
+diagnostic_object kernel_object(const std::string& name) {
+  diagnostic_object o;
+  o.kernel = name;
+  return o;
+}
+
 kernel_config validated(kernel_config config) {
   if (config.pid_max < 2 || config.pid_max > PID_MAX_LIMIT) {
     detail::report_contract_violation(
-        "kernel",
+        contract_kind::invalid_argument, "kernel", "kernel", kernel_object(config.name),
         fmt::format("kernel '{}': pid_max {} is outside [2, PID_MAX_LIMIT]", config.name,
                     config.pid_max),
         std::source_location::current());
@@ -28,7 +89,7 @@ kernel_config validated(kernel_config config) {
   }
   if (!is_valid(config.profile)) {
     detail::report_contract_violation(
-        "kernel",
+        contract_kind::invalid_argument, "kernel", "kernel", kernel_object(config.name),
         fmt::format("kernel '{}': semantics profile {} does not exist", config.name,
                     static_cast<int>(config.profile)),
         std::source_location::current());
@@ -56,18 +117,28 @@ kernel::kernel(kernel_config config)
   if (config_.event_listener) {
     log_->set_listener(config_.event_listener);
   }
+  const detail::lock_guard lock_kernels(g_kernels_mutex);
+  g_kernels.push_back(this);
+  detail::set_refcount_owner_resolver(&resolve_refcount_owner);
 }
 
 kernel::~kernel() {
   shutdown();
+  const detail::lock_guard lock(g_kernels_mutex);
+  g_kernels.erase(std::remove(g_kernels.begin(), g_kernels.end(), this), g_kernels.end());
 }
 
 pid_namespace& kernel::create_pid_namespace(pid_namespace& parent) {
   if (parent.level() + 1 > MAX_PID_NS_LEVEL) {
+    diagnostic_object o = kernel_object(name());
+    o.address = &parent;
     detail::report_contract_violation(
-        "kernel",
-        fmt::format("kernel '{}': pid namespaces nest at most {} deep", name(), MAX_PID_NS_LEVEL),
+        contract_kind::limit_exceeded, "kernel", "create_pid_namespace", std::move(o),
+        fmt::format("kernel '{}': pid namespaces nest at most {} deep (create_pid_namespace "
+                    "fails with -ENOSPC; the parent is returned)",
+                    name(), MAX_PID_NS_LEVEL),
         std::source_location::current());
+    return parent;  // the handler returned: the namespace is not created
   }
   const detail::lock_guard lock(namespaces_mutex_);
   namespaces_.push_back(
@@ -146,7 +217,7 @@ std::string kernel::format_holders(const task_struct* t) const {
 
 // ---- the registry -------------------------------------------------------------------------
 
-bool kernel::owns_live_task(const task_struct* t) const {
+bool kernel::is_allocated(const task_struct* t) const {
   const detail::lock_guard lock(tasklist_lock_);
   for (task_struct* p = tasks_; p != nullptr; p = p->priv.next) {
     if (p == t) {
@@ -154,6 +225,24 @@ bool kernel::owns_live_task(const task_struct* t) const {
     }
   }
   return false;
+}
+
+bool kernel::is_freed(const task_struct* t) const {
+  if constexpr (!debug_checks_enabled) {
+    return false;  // freed memory is deleted at once: nothing is remembered
+  }
+  // A task the registry still holds that is no longer on the task list is a freed
+  // one in quarantine (its magic says so; reading it is what quarantine is for).
+  return quarantine_->knows(t) &&
+         t->priv.magic.load(std::memory_order_relaxed) == detail::task_freed_magic;
+}
+
+bool kernel::is_hashed(const task_struct* t) const {
+  if (!is_allocated(t)) {
+    return false;
+  }
+  // Acquire pairs with the release in release_task's detach_pid.
+  return !t->priv.pid_detached.load(std::memory_order_acquire);
 }
 
 bool kernel::knows_task(const task_struct* t) const {
@@ -197,7 +286,7 @@ std::vector<leaked_task> kernel::shutdown() {
   shut_down_ = true;
   if (current_scopes_.load(std::memory_order_relaxed) != 0) {
     detail::report_contract_violation_noexcept(
-        "kernel",
+        contract_kind::teardown_order, "kernel", "shutdown", kernel_object(name()),
         fmt::format("kernel '{}' shut down while {} thread(s) still run as one of its tasks",
                     name(), current_scopes_.load(std::memory_order_relaxed)),
         std::source_location::current());
@@ -209,15 +298,19 @@ std::vector<leaked_task> kernel::shutdown() {
     rcu_->rcu_barrier();
   } catch (...) {
     detail::report_contract_violation_noexcept(
-        "kernel",
+        contract_kind::wait_in_read_section, "kernel", "shutdown", kernel_object(name()),
         fmt::format("kernel '{}' torn down where it cannot wait for its RCU callbacks", name()),
         std::source_location::current());
     std::abort();
   }
   std::vector<leaked_task> leaks = allocated_tasks();
   for (const leaked_task& l : leaks) {
+    diagnostic_object o = kernel_object(name());
+    o.task_id = l.id;
+    o.pid = l.pid;
+    o.comm = l.comm;
     detail::report_contract_violation_noexcept(
-        "kernel",
+        contract_kind::leak, "kernel", "shutdown", std::move(o),
         fmt::format("leak: kernel '{}' torn down with task '{}' (pid {}, id {}) never freed: "
                     "usage={} rcu_users={} exit_state={:#x} state={:#x}{}{}",
                     name(), l.comm, l.pid, l.id, static_cast<int>(l.usage),

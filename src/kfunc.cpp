@@ -54,16 +54,26 @@ constexpr std::string_view name_of(kfunc_id id) {
   return to_string(id);
 }
 
-[[gnu::cold]] void report(kfunc_id id, std::string message, std::source_location where) {
-  detail::report_contract_violation("kfunc", fmt::format("{}(): {}", name_of(id), message), where);
+[[gnu::cold]] void report(kfunc_id id, contract_kind kind, diagnostic_object object,
+                          std::string message, std::source_location where) {
+  if (object.kernel.empty() && tls_ctx.owner != nullptr) {
+    object.kernel = tls_ctx.owner->name();
+  }
+  detail::report_contract_violation(kind, "kfunc", name_of(id), std::move(object),
+                                    fmt::format("{}(): {}", name_of(id), message), where);
 }
 
 // The kernel a kfunc runs in: current's. Checked builds report a call outside a
 // program and a kfunc the profile does not have. False: the call must not go on.
 bool enter(run_ptr run, kfunc_id id, std::source_location where) {
+  if (!info(id).entry_announced_by_body) {
+    // The kfunc's entry is a scheduling point (one thread-local test when no
+    // explorer runs); the others begin with one of their own.
+    detail::sched_point(sched_op::kfunc, nullptr, info(id).name);
+  }
   if constexpr (contract_checks_enabled) {
     if (tls_ctx.task == nullptr) [[unlikely]] {
-      report(id,
+      report(id, contract_kind::no_current, {},
              "called outside a program: this thread does not run as a task "
              "(use kernel::run_as)",
              where);
@@ -71,7 +81,7 @@ bool enter(run_ptr run, kfunc_id id, std::source_location where) {
     }
   }
   if (!kfunc_exists(tls_ctx.profile, id)) [[unlikely]] {
-    report(id,
+    report(id, contract_kind::not_in_profile, {},
            fmt::format("does not exist in semantics profile '{}' of kernel '{}'",
                        to_string(tls_ctx.profile), tls_ctx.owner->name()),
            where);
@@ -85,14 +95,16 @@ bool enter(run_ptr run, kfunc_id id, std::source_location where) {
 bool check_task_arg(kfunc_id id, const task_struct* p, std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (p == nullptr) [[unlikely]] {
-      report(id,
+      report(id, contract_kind::null_argument, {},
              "NULL passed as the task argument (the verifier: \"Possibly NULL pointer passed "
              "to trusted arg0\")",
              where);
       return false;
     }
     if (!tls_ctx.owner->knows_task(p)) [[unlikely]] {
-      report(id,
+      const kernel* other = detail::kernel_knowing(p);
+      report(id, other != nullptr ? contract_kind::foreign_object : contract_kind::not_a_task,
+             other != nullptr ? detail::describe_task(p) : detail::describe_address(p),
              fmt::format("{} is not a task of kernel '{}' (another kernel's, or not a task at all)",
                          static_cast<const void*>(p), tls_ctx.owner->name()),
              where);
@@ -214,7 +226,8 @@ void bpf_task_release_dtor(void* p) {
   if (t == nullptr ||
       !kfunc_exists(task_kernel(t).config().profile, kfunc_id::bpf_task_release_dtor)) {
     detail::report_contract_violation(
-        "kfunc",
+        t == nullptr ? contract_kind::null_argument : contract_kind::not_in_profile, "kfunc",
+        "bpf_task_release_dtor", detail::describe_task(t),
         t == nullptr ? std::string("bpf_task_release_dtor(NULL)")
                      : fmt::format("bpf_task_release_dtor() does not exist in semantics profile "
                                    "'{}' (added in v6.8)",
@@ -236,6 +249,22 @@ void task_kptr_dtor(task_struct* p) {
   } else {
     put_task_struct_rcu_user(p, std::source_location::current());
   }
+}
+
+void task_kptr_dtor_empty(semantics_profile profile) {
+  // What the profile's registered destructor does when bpf_obj_free_fields hands
+  // it the NULL of an empty slot (the kernels before 1431d0b584a6).
+  if (kfunc_exists(profile, kfunc_id::bpf_task_release_dtor)) {
+    bpf_task_release_dtor(nullptr);  // reported: it has no NULL check
+  } else if (!info(profile).release_null_safe) {
+    detail::report_contract_violation(
+        contract_kind::null_argument, "kfunc", "task_kptr_dtor", {},
+        fmt::format("the task destructor of semantics profile '{}' was called on the NULL of an "
+                    "empty kptr slot: a NULL pointer dereference in put_task_struct_rcu_user",
+                    to_string(profile)),
+        std::source_location::current());
+  }
+  // Else bpf_task_release's "if (!p) return;": nothing happens, as in the kernel.
 }
 
 namespace {

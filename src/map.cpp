@@ -46,12 +46,15 @@ bool kptr_region_contains(const void* p, std::size_t size) noexcept {
 bool check_kptr_slot(const void* slot, std::size_t size, std::string_view op,
                      std::source_location where) {
   if (slot == nullptr) {
-    report_contract_violation("map", fmt::format("{}(): NULL kptr slot", op), where);
+    report_contract_violation(contract_kind::null_argument, "map", op, {},
+                              fmt::format("{}(): NULL kptr slot", op), where);
     return false;
   }
   if (!kptr_region_contains(slot, size)) {
+    diagnostic_object o;
+    o.address = slot;
     report_contract_violation(
-        "map",
+        contract_kind::foreign_object, "map", op, std::move(o),
         fmt::format("{}(): {} is not a kptr field of a live map value or local object (a slot of "
                     "a destroyed map, a dropped object, or not a slot at all)",
                     op, slot),
@@ -69,8 +72,10 @@ bool check_local_object(const void* obj, std::string_view op, std::source_locati
       return true;
     }
   }
+  diagnostic_object o;
+  o.address = obj;
   report_contract_violation(
-      "map",
+      contract_kind::foreign_object, "map", op, std::move(o),
       fmt::format("{}(): {} is not a live object from bpf_obj_new (a map value, a pointer into "
                   "an object, or an object already dropped)",
                   op, obj),
@@ -78,8 +83,12 @@ bool check_local_object(const void* obj, std::string_view op, std::source_locati
   return false;
 }
 
-void report_map_misuse(std::string_view map, std::string message, std::source_location where) {
-  report_contract_violation("map", fmt::format("map '{}': {}", map, message), where);
+void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
+                       std::string message, std::source_location where) {
+  diagnostic_object o;
+  o.map = std::string(map);
+  report_contract_violation(kind, "map", op, std::move(o),
+                            fmt::format("map '{}': {}", map, message), where);
 }
 
 }  // namespace tasklife::detail

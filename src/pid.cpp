@@ -35,8 +35,11 @@ pid_namespace::~pid_namespace() = default;
 void pid_namespace::check_rcu_held(pid_t nr, std::source_location where) const {
   // find_task_by_pid_ns' RCU_LOCKDEP_WARN: the result is only protected by RCU.
   if (!owner_.rcu().rcu_read_lock_held()) [[unlikely]] {
+    diagnostic_object o;
+    o.kernel = owner_.name();
+    o.address = this;
     detail::report_contract_violation(
-        "pid",
+        contract_kind::missing_rcu_lock, "pid", "find_task_by_pid_ns", std::move(o),
         fmt::format("find_task_by_pid_ns({}) in pid namespace level {} of kernel '{}' without "
                     "rcu_read_lock(): the task it returns may be freed at any moment",
                     nr, level_, owner_.name()),
@@ -118,7 +121,8 @@ task_struct* find_task_by_vpid(pid_t vnr, std::source_location where) {
   task_struct* cur = get_current();
   if (cur == nullptr) {
     detail::report_contract_violation(
-        "pid", "find_task_by_vpid() on a thread that does not run as a task (no current)", where);
+        contract_kind::no_current, "pid", "find_task_by_vpid", {},
+        "find_task_by_vpid() on a thread that does not run as a task (no current)", where);
     return nullptr;
   }
   pid_namespace* ns = task_active_pid_ns(cur);

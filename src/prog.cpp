@@ -350,8 +350,8 @@ prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::sourc
 #endif
 }
 
-std::uint64_t bpf_prog::attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink) {
-  return tp.attach([this, sink = std::move(sink)](task_struct* t) {
+bpf_link bpf_prog::attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink) {
+  return tp.link([this, sink = std::move(sink)](task_struct* t) {
     task_struct* cur = get_current();
     prog_run_result r;
     try {

@@ -115,7 +115,7 @@ struct thread_exit_check {
   ~thread_exit_check() {
     if (tls.read_depth > 0) {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::exit_in_read_section, "rcu", "thread exit", {},
           fmt::format("a thread exits inside an RCU read-side critical section (nesting {}); "
                       "every later grace period would wait for it forever. tasklife ends the "
                       "section and unregisters the thread.",
@@ -123,7 +123,7 @@ struct thread_exit_check {
           std::source_location::current());
     } else if (tls.registrations > 0) {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::exit_in_read_section, "rcu", "thread exit", {},
           fmt::format("a thread exits while still registered with RCU ({} registration(s) not "
                       "destroyed); liburcu requires unregistering first. tasklife unregisters it.",
                       tls.registrations),
@@ -223,6 +223,13 @@ urcu_memb_backend& native_backend() noexcept {
   return backend;
 }
 
+diagnostic_object domain_object(const rcu_domain& d) {
+  diagnostic_object o;
+  o.kernel = d.name();
+  o.address = &d;
+  return o;
+}
+
 std::string describe(const rcu_domain& d) {
   return fmt::format("RCU domain '{}' ({})", d.name(), d.backend_name());
 }
@@ -237,7 +244,7 @@ void native_read_lock() noexcept {
   if constexpr (contract_checks_enabled) {
     if (!natively_registered()) [[unlikely]] {
       report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::unregistered_reader, "rcu", "rcu_read_lock", {},
           "rcu_read_lock() on a thread that is not registered with RCU: liburcu's "
           "synchronize_rcu would not wait for this reader (a silent use-after-free window). "
           "Create an rcu_thread_registration first; the lock is not taken.",
@@ -253,7 +260,7 @@ void native_read_unlock() noexcept {
   if constexpr (contract_checks_enabled) {
     if (tls.read_depth == 0) [[unlikely]] {
       report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::unbalanced_unlock, "rcu", "rcu_read_unlock", {},
           "rcu_read_unlock() without a matching rcu_read_lock() on this thread; the unlock "
           "is not passed to liburcu (it would corrupt the reader's nesting count).",
           std::source_location::current());
@@ -289,7 +296,7 @@ rcu_domain::~rcu_domain() {
     const auto live = registrations_.load(std::memory_order_relaxed);
     if (live != 0) {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::teardown_order, "rcu", "~rcu_domain", domain_object(*this),
           fmt::format("{} destroyed while {} thread registration(s) with it are alive",
                       describe(*this), live),
           std::source_location::current());
@@ -305,7 +312,7 @@ rcu_domain::~rcu_domain() {
     // Waiting here would never end: the pending callbacks wait for a grace period
     // that waits for this reader, or for the very worker that would run them.
     detail::report_contract_violation_noexcept(
-        "rcu",
+        contract_kind::teardown_order, "rcu", "~rcu_domain", domain_object(*this),
         fmt::format("{} destroyed with {} callback(s) pending {}: they can never run before the "
                     "domain's memory goes",
                     describe(*this), pending_.load(std::memory_order_relaxed),
@@ -324,7 +331,7 @@ void rcu_domain::checked_backend_read_lock() noexcept {
   if constexpr (contract_checks_enabled) {
     if (!backend_->thread_registered()) [[unlikely]] {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::unregistered_reader, "rcu", "rcu_read_lock", domain_object(*this),
           fmt::format("rcu_read_lock() on a thread not registered with {}; the lock is not taken",
                       describe(*this)),
           std::source_location::current());
@@ -338,7 +345,7 @@ void rcu_domain::checked_backend_read_unlock() noexcept {
   if constexpr (contract_checks_enabled) {
     if (backend_->read_depth() == 0) [[unlikely]] {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::unbalanced_unlock, "rcu", "rcu_read_unlock", domain_object(*this),
           fmt::format("rcu_read_unlock() without a matching rcu_read_lock() in {}",
                       describe(*this)),
           std::source_location::current());
@@ -352,7 +359,7 @@ void rcu_domain::synchronize_rcu(std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (rcu_read_lock_held()) [[unlikely]] {
       detail::report_contract_violation(
-          "rcu",
+          contract_kind::wait_in_read_section, "rcu", "synchronize_rcu", domain_object(*this),
           fmt::format("synchronize_rcu() inside an RCU read-side critical section of {}: the "
                       "grace period would wait for this very reader and never end (liburcu "
                       "hangs). It returns without waiting.",
@@ -369,7 +376,7 @@ void rcu_domain::call_rcu(rcu_head* head, rcu_callback_t func, std::source_locat
   if constexpr (contract_checks_enabled) {
     if (head == nullptr || func == nullptr) [[unlikely]] {
       detail::report_contract_violation(
-          "rcu",
+          contract_kind::null_argument, "rcu", "call_rcu", domain_object(*this),
           fmt::format("call_rcu() with a null {} on {}", head == nullptr ? "head" : "callback",
                       describe(*this)),
           where);
@@ -400,7 +407,7 @@ void rcu_domain::rcu_barrier(std::source_location where) {
   if constexpr (contract_checks_enabled) {
     if (rcu_read_lock_held()) [[unlikely]] {
       detail::report_contract_violation(
-          "rcu",
+          contract_kind::wait_in_read_section, "rcu", "rcu_barrier", domain_object(*this),
           fmt::format("rcu_barrier() inside an RCU read-side critical section of {}: liburcu "
                       "prints an error and returns without waiting. It returns without waiting.",
                       describe(*this)),
@@ -409,7 +416,7 @@ void rcu_domain::rcu_barrier(std::source_location where) {
     }
     if (tls.callback_depth > 0) [[unlikely]] {
       detail::report_contract_violation(
-          "rcu",
+          contract_kind::wait_in_read_section, "rcu", "rcu_barrier", domain_object(*this),
           fmt::format("rcu_barrier() from inside an RCU callback of {}: the callback worker would "
                       "wait for itself (liburcu deadlocks). It returns without waiting.",
                       describe(*this)),
@@ -461,7 +468,8 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
     head->func(head);
   } catch (...) {
     detail::report_contract_violation_noexcept(
-        "rcu", fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
+        contract_kind::callback_failed, "rcu", "rcu callback", domain_object(*domain),
+        fmt::format("an RCU callback of {} threw an exception", describe(*domain)),
         std::source_location::current());
   }
   --state.callback_depth;
@@ -489,7 +497,8 @@ void rcu_domain::unregister_thread(std::source_location where) noexcept {
     const bool last = native_ ? tls.registrations == 1 : backend_->thread_registrations() <= 1;
     if (backend_->read_depth() > 0 && last) [[unlikely]] {
       detail::report_contract_violation_noexcept(
-          "rcu",
+          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration",
+          domain_object(*this),
           fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
                       "{}), registered at {}:{}{}",
                       describe(*this), backend_->read_depth(), where.file_name(), where.line(),

@@ -42,8 +42,14 @@ std::array<std::atomic<bool>, refcount_saturation_type_count + 1> g_warned{};
 // Relaxed: statistics.
 std::array<std::atomic<std::uint64_t>, refcount_saturation_type_count> g_seen{};
 
-void warn_once(std::size_t slot, const refcount_warning& w) noexcept {
+// Acquire/release: pairs with set_refcount_owner_resolver.
+std::atomic<detail::refcount_owner_resolver> g_resolver{nullptr};
+
+void warn_once(std::size_t slot, refcount_warning w) noexcept {
   g_seen[static_cast<std::size_t>(w.type)].fetch_add(1, std::memory_order_relaxed);
+  if (const detail::refcount_owner_resolver resolve = g_resolver.load(std::memory_order_acquire)) {
+    resolve(w.ref, w.object, w.counter);
+  }
   if (const detail::thread_observer* o = detail::tls_observer) {
     o->refcount(o->context, w);  // under the explorer: every occurrence, nothing printed
     return;
@@ -81,6 +87,10 @@ std::string_view refcount_warning_message(refcount_saturation_type type) noexcep
 }
 
 namespace detail {
+
+void set_refcount_owner_resolver(refcount_owner_resolver resolver) noexcept {
+  g_resolver.store(resolver, std::memory_order_release);
+}
 
 void refcount_warn_saturate(refcount_t* r, refcount_saturation_type t,
                             std::source_location where) noexcept {

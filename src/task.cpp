@@ -1,5 +1,7 @@
 // The kernel's task lifetime functions (include/linux/sched/task.h, kernel/fork.c,
 // kernel/exit.c) over the simulated task_struct.
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include <tasklife/kernel.hpp>
@@ -11,24 +13,46 @@
 namespace tasklife {
 namespace detail {
 
+diagnostic_object describe_task(const task_struct* t) {
+  diagnostic_object o;
+  if (t == nullptr) {
+    return o;
+  }
+  o.address = t;
+  o.task_id = t->priv.id;
+  o.pid = t->pid;
+  o.comm.assign(t->comm, ::strnlen(t->comm, TASK_COMM_LEN));
+  if (t->priv.owner != nullptr) {
+    o.kernel = t->priv.owner->name();
+  }
+  return o;
+}
+
 bool report_bad_task(const task_struct* t, std::string_view op, std::source_location where) {
   if (t == nullptr) {
-    report_contract_violation("task", fmt::format("{}() called with a NULL task", op), where);
+    report_contract_violation(contract_kind::null_argument, "task", op, {},
+                              fmt::format("{}() called with a NULL task", op), where);
     return false;
   }
   const std::uint32_t magic = t->priv.magic.load(std::memory_order_relaxed);
   if (magic == task_freed_magic) {
-    report_contract_violation(
+    contract_violation v{
+        contract_kind::use_after_free,
         "task",
+        op,
+        describe_task(t),
         fmt::format(
             "use-after-free: {}() on task '{}' (pid {}, id {}) of kernel '{}', which was "
             "freed by {} at {}:{} (event #{})",
             op, t->comm, t->pid, t->priv.id, task_kernel(t).name(),
             t->priv.freed_by_fork_failure ? "the failed fork's free_task" : "__put_task_struct",
             t->priv.freed_where.file_name(), t->priv.freed_where.line(), t->priv.freed_event),
-        where);
+        where};
+    v.earlier = t->priv.freed_where;
+    v.has_earlier = true;
+    report_contract_violation(std::move(v));
   } else {
-    report_contract_violation("task",
+    report_contract_violation(contract_kind::not_a_task, "task", op, describe_address(t),
                               fmt::format("{}() on {}: not a live task_struct (magic {:#x})", op,
                                           static_cast<const void*>(t), magic),
                               where);
@@ -172,7 +196,7 @@ void __put_task_struct(task_struct* t,  // NOLINT(bugprone-reserved-identifier)
     const int exit_state = t->exit_state.load(std::memory_order_acquire);
     if (exit_state == 0 || usage != 0 || t == get_current()) [[unlikely]] {
       detail::report_contract_violation(
-          "task",
+          contract_kind::invalid_state, "task", "__put_task_struct", detail::describe_task(t),
           fmt::format("__put_task_struct() on task '{}' (pid {}) of kernel '{}' with {}: the "
                       "kernel WARNs (exit_state={:#x}, usage={}, current={})",
                       t->comm, t->pid, task_kernel(t).name(),

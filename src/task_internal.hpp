@@ -19,6 +19,19 @@ inline task_struct* task_of_rcu(rcu_head* rhp) noexcept {
   return reinterpret_cast<task_struct*>(reinterpret_cast<char*>(rhp) - offsetof(task_struct, rcu));
 }
 
+// The diagnostic object for a task the library allocated (live or freed and still
+// remembered: its identity stays readable). nullptr gives an empty object.
+diagnostic_object describe_task(const task_struct* t);
+// The live kernel that knows `t` (allocated it and holds its memory), or nullptr:
+// a fake or stray pointer. Checked builds only (nullptr otherwise). src/kernel.cpp.
+const kernel* kernel_knowing(const task_struct* t) noexcept;
+// Only the address: for a pointer that may not be a task at all.
+inline diagnostic_object describe_address(const void* p) {
+  diagnostic_object o;
+  o.address = p;
+  return o;
+}
+
 // Reports (and returns false for) a null task and, in full-check builds, a task
 // that has been freed (poisoned, in quarantine). `op` names the operation.
 [[gnu::cold]] bool report_bad_task(const task_struct* t, std::string_view op,

@@ -12,14 +12,18 @@
 namespace tasklife {
 namespace detail {
 
-void report_typed(const char* what, const task_struct* t, std::source_location where,
-                  std::source_location acquired_at) noexcept {
+void report_typed(contract_kind kind, const char* op, const char* what, const task_struct* t,
+                  std::source_location where, std::source_location acquired_at) noexcept try {
   std::string message = what;
   if (t != nullptr) {
     message += fmt::format(" (task '{}', pid {})", t->comm, t->pid);
   }
   message += fmt::format("; obtained at {}:{}", acquired_at.file_name(), acquired_at.line());
-  report_contract_violation_noexcept("typed", std::move(message), where);
+  contract_violation v{kind, "typed", op, describe_task(t), std::move(message), where};
+  v.earlier = acquired_at;
+  v.has_earlier = true;
+  report_contract_violation_noexcept(std::move(v));
+} catch (...) {  // formatting the message ran out of memory: nothing to report with
 }
 
 void release_dropped(task_struct* p) noexcept {
@@ -30,7 +34,8 @@ void release_dropped(task_struct* p) noexcept {
       task_kptr_dtor(p);  // no current: the profile's destructor path
     }
   } catch (...) {
-    report_contract_violation_noexcept("typed", "releasing a dropped reference failed",
+    report_contract_violation_noexcept(contract_kind::callback_failed, "typed", "release_dropped",
+                                       describe_task(p), "releasing a dropped reference failed",
                                        std::source_location::current());
   }
 }
@@ -70,7 +75,8 @@ maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_ref<task_struct
                                   std::source_location where) {
   task_struct* in = std::exchange(p.p_, nullptr);
   if (in == nullptr) {
-    detail::report_typed("bpf_kptr_xchg of a moved-from reference (already released or stored)",
+    detail::report_typed(contract_kind::moved_from, "bpf_kptr_xchg",
+                         "bpf_kptr_xchg of a moved-from reference (already released or stored)",
                          nullptr, where, p.acquired_at_);
     return make_maybe_ref(nullptr, where);
   }

@@ -159,8 +159,13 @@ struct kernel_stats {
   std::uint64_t freed;           // tasks freed by __put_task_struct
   std::uint64_t quarantined;     // freed tasks currently kept poisoned
   std::uint64_t torn_down;       // never freed: reported as leaks and freed by shutdown()
-  // Derived counts.
-  std::uint64_t live() const noexcept { return forked - rcu_users_zero; }
+  // Derived counts. (tasklife says "allocated" for memory not yet freed, and
+  // names every other state by what it is.)
+  // Tasks whose rcu_users has not reached 0 yet: running, or zombies not yet reaped.
+  std::uint64_t with_rcu_users() const noexcept { return forked - rcu_users_zero; }
+  [[deprecated("use with_rcu_users()")]] std::uint64_t live() const noexcept {
+    return with_rcu_users();
+  }
   std::uint64_t awaiting_gp() const noexcept { return rcu_users_zero - gp_elapsed; }
   std::uint64_t allocated() const noexcept { return forked - freed; }
 };
@@ -251,12 +256,25 @@ class TASKLIFE_API kernel {
   // never freed, empties the quarantine. Idempotent; the destructor calls it.
   std::vector<leaked_task> shutdown() TASKLIFE_EXCLUDES(tasklist_lock_);
 
-  // Is `t` a task of this kernel that has not been freed? (walks the task list)
-  bool owns_live_task(const task_struct* t) const TASKLIFE_EXCLUDES(tasklist_lock_);
-  // Is `t` a task this kernel allocated whose memory it still holds (live, or
-  // freed and in quarantine)? Never dereferences `t`. Checked builds keep the
-  // registry; with TASKLIFE_CHECKS=none this only tests for NULL.
+  // ---- questions about one task, one meaning each ------------------------------------------
+  // Allocated: forked by this kernel and not yet freed by __put_task_struct (or
+  // torn down). Never dereferences `t`; walks the task list.
+  bool is_allocated(const task_struct* t) const TASKLIFE_EXCLUDES(tasklist_lock_);
+  // Freed: __put_task_struct (or a failed fork) freed it and the kernel still
+  // remembers it (full-check builds keep freed tasks in quarantine; without full
+  // checks, or once evicted, this is false). Never dereferences an unknown `t`.
+  bool is_freed(const task_struct* t) const TASKLIFE_EXCLUDES(tasklist_lock_);
+  // Hashed: allocated and still findable by its pid (release_task has not
+  // unhashed it).
+  bool is_hashed(const task_struct* t) const TASKLIFE_EXCLUDES(tasklist_lock_);
+  // Known: allocated, or freed and remembered; the registry the checks use.
+  // Never dereferences `t`. With TASKLIFE_CHECKS=none this only tests for NULL.
   bool knows_task(const task_struct* t) const;
+  // The former name of is_allocated().
+  [[deprecated("use is_allocated()")]] bool owns_live_task(const task_struct* t) const
+      TASKLIFE_EXCLUDES(tasklist_lock_) {
+    return is_allocated(t);
+  }
 
  private:
   friend struct detail::kernel_access;

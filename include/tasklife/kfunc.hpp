@@ -150,6 +150,10 @@ struct kfunc_info {
   // Returns a pointer the verifier treats as possibly NULL although no KF_RET_NULL
   // says so (a helper: bpf_kptr_xchg's old value).
   bool helper_ret_maybe_null;
+  // Its body begins with an operation that is a scheduling point of its own (a
+  // counter, a slot, an RCU read lock: sched_point.hpp). Else its entry is
+  // announced as a `kfunc` point, before its checks.
+  bool entry_announced_by_body = false;
 };
 
 namespace detail {
@@ -187,11 +191,11 @@ inline constexpr kfunc_info kfuncs[] = {
                          detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)),
-     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
     {kfunc_id::bpf_task_release, "bpf_task_release",
      detail::per_profile(detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
                          detail::kf(KF_RELEASE)),
-     detail::task_kfunc_prog_types, kfunc_arg::release, false},
+     detail::task_kfunc_prog_types, kfunc_arg::release, false, true},  // its put
     {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor",
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
@@ -208,21 +212,21 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent,
                          detail::kf_absent),
-     detail::task_kfunc_prog_types, kfunc_arg::none, false},
+     detail::task_kfunc_prog_types, kfunc_arg::none, false, true},
     {kfunc_id::bpf_task_acquire_not_zero, "bpf_task_acquire_not_zero",
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf_absent,
                          detail::kf_absent),
-     detail::task_kfunc_prog_types, kfunc_arg::acquire, false},
+     detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
     {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::xchg_in, true},
+     detail::every_prog_type, kfunc_arg::xchg_in, true, true},
     {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, false},
+     detail::every_prog_type, kfunc_arg::none, false, true},
     {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, false},
+     detail::every_prog_type, kfunc_arg::none, false, true},
     // A tracing helper, which syscall programs fall back to as well.
     {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),

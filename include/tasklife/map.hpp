@@ -34,10 +34,18 @@
 //     slots are freed. Arrays cannot delete (-EINVAL).
 //   - map destruction: every element's slots are freed; memory after a grace period.
 //   - bpf_obj_drop: the object's slots are freed once, then the object.
-//   - The rule for an xchg into an element after it was deleted (the kernel's known
-//     edge, Hou Tao 2025): tasklife runs bpf_obj_free_fields again when the
-//     element's memory is finally reclaimed, so the late reference is released
-//     exactly once, one grace period after the delete — never leaked.
+//   - An xchg into a hash element after it was deleted (Hou Tao's report, 2025):
+//     per profile (profile.hpp, leaks_fields_set_after_delete). Where the kernel
+//     leaked that reference (every kernel before the 2026 hash element
+//     destructor), it leaks here and the kernel's teardown reports it; in
+//     `current` bpf_obj_free_fields runs again when the element's memory is
+//     reclaimed, so the late reference is released exactly once, one grace
+//     period after the delete.
+//   - An empty slot: the destructor is called only on what the exchange took out
+//     (1431d0b584a6, v6.4); the older profiles call it on NULL too
+//     (dtor_on_empty_slot): harmless for a task (bpf_task_release returned on
+//     NULL), reported for a local object (bpf_obj_drop of NULL). Maps pass their
+//     kernel's profile; bpf_obj_drop of an object frees its fields as v6.4 does.
 //   A map must be destroyed before its kernel. In checked builds every live value
 //   and object is registered, so bpf_kptr_xchg on a slot of a destroyed map (after
 //   its grace period) or on a random address is reported, not undefined.
@@ -85,18 +93,38 @@ class kptr;
 // bpf_task_release_dtor in `current`, bpf_task_release before v6.8. Runs outside
 // any program: no current needed.
 TASKLIFE_API void task_kptr_dtor(task_struct* p);
+// The same destructor called on NULL, as the kernels before 1431d0b584a6 did for
+// an empty slot: what that profile's destructor does with NULL.
+TASKLIFE_API void task_kptr_dtor_empty(semantics_profile profile);
 
 template <class T>
 void bpf_obj_drop(T* obj, std::source_location where = std::source_location::current());
 
-// What runs on a non-NULL slot when its container frees it.
+namespace detail {
+TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
+                                    std::string message, std::source_location where);
+}  // namespace detail
+
+// What runs on a slot when its container frees it: destroy() on what was in it;
+// destroy_empty() on the NULL of an empty slot, in the profiles that call the
+// destructor there (profile.hpp, dtor_on_empty_slot).
 template <class T>
 struct kptr_traits {
   static void destroy(T* p) { bpf_obj_drop(p); }  // a local object: dropped with its fields
+  static void destroy_empty(semantics_profile profile) {
+    // __bpf_obj_drop_impl(NULL, rec) frees the fields of an object at NULL.
+    detail::report_map_misuse(
+        contract_kind::null_argument, "local object", "bpf_obj_drop",
+        std::string("bpf_obj_drop(NULL): semantics profile '") + std::string(to_string(profile)) +
+            "' drops what an empty kptr slot's exchange took out, NULL too (fixed by "
+            "1431d0b584a6 \"bpf: Only invoke kptr dtor following non-NULL xchg\", v6.4)",
+        std::source_location::current());
+  }
 };
 template <>
 struct kptr_traits<task_struct> {
   static void destroy(task_struct* p) { task_kptr_dtor(p); }
+  static void destroy_empty(semantics_profile profile) { task_kptr_dtor_empty(profile); }
 };
 
 namespace detail {
@@ -123,8 +151,6 @@ TASKLIFE_API bool check_kptr_slot(const void* slot, std::size_t size, std::strin
 // Reports anything but the start of a live bpf_obj_new object; false if it reported.
 TASKLIFE_API bool check_local_object(const void* obj, std::string_view op,
                                      std::source_location where);
-TASKLIFE_API void report_map_misuse(std::string_view map, std::string message,
-                                    std::source_location where);
 }  // namespace detail
 
 template <class T>
@@ -186,18 +212,22 @@ concept has_kptr_fields = requires {
 };
 
 template <class T>
-void free_kptr_field(kptr<T>& slot) {
+void free_kptr_field(kptr<T>& slot, semantics_profile profile) {
   if (T* old = kptr_exchange<T>(&slot, nullptr)) {
     kptr_traits<T>::destroy(old);
+  } else if (info(profile).dtor_on_empty_slot) [[unlikely]] {
+    kptr_traits<T>::destroy_empty(profile);
   }
 }
 }  // namespace detail
 
-// bpf_obj_free_fields: each kptr slot of `v` to NULL, the destructor on the old value.
+// bpf_obj_free_fields: each kptr slot of `v` to NULL, the destructor on the old
+// value — and, in the profiles before 1431d0b584a6, on an empty slot's NULL.
 template <class V>
-void bpf_obj_free_fields(V& v) {
+void bpf_obj_free_fields(V& v, semantics_profile profile = semantics_profile::current) {
   if constexpr (detail::has_kptr_fields<V>) {
-    std::apply([&v](auto... field) { (detail::free_kptr_field(v.*field), ...); }, V::kptr_fields);
+    std::apply([&v, profile](auto... field) { (detail::free_kptr_field(v.*field, profile), ...); },
+               V::kptr_fields);
   }
 }
 
@@ -218,7 +248,8 @@ T* bpf_obj_new() {
 template <class T>
 void bpf_obj_drop(T* obj, std::source_location where) {
   if (obj == nullptr) {
-    detail::report_map_misuse("local object", "bpf_obj_drop(NULL)", where);
+    detail::report_map_misuse(contract_kind::null_argument, "local object", "bpf_obj_drop",
+                              "bpf_obj_drop(NULL)", where);
     return;
   }
   if constexpr (contract_checks_enabled) {
@@ -235,16 +266,25 @@ void bpf_obj_drop(T* obj, std::source_location where) {
 
 // bpf_kptr_xchg for a kptr to a local object (a program-allocated type, stored
 // into a slot since v6.4, 738c96d5e2e3); the task_struct overload is in
-// kfunc.hpp. One acq_rel exchange.
+// kfunc.hpp. One acq_rel exchange. Under the explorer it is a scheduling point,
+// and with null paths the old value is also explored as NULL (the verifier types
+// it PTR_MAYBE_NULL): the object taken out is then dropped, as the task overload
+// releases its task.
 template <class T>
 requires(!std::is_same_v<T, task_struct>) T* bpf_kptr_xchg(
     kptr<T>* slot, T* p, std::source_location where = std::source_location::current()) {
+  detail::sched_point(sched_op::slot_xchg, slot, "bpf_kptr_xchg");
   if constexpr (contract_checks_enabled) {
     if (!detail::check_kptr_slot(slot, sizeof(*slot), "bpf_kptr_xchg", where)) {
       return nullptr;
     }
   }
-  return detail::kptr_exchange(slot, p);
+  T* old = detail::kptr_exchange(slot, p);
+  if (old != nullptr && detail::null_path("bpf_kptr_xchg's old value")) [[unlikely]] {
+    bpf_obj_drop(old, where);
+    return nullptr;
+  }
+  return old;
 }
 
 // ---- hash map --------------------------------------------------------------------------------
@@ -307,7 +347,7 @@ class bpf_hash_map {
         count_.fetch_sub(1, std::memory_order_relaxed);
         return -E2BIG;
       }
-      elem* fresh = new elem(key, value);
+      elem* fresh = new elem(key, value, kernel_.config().profile);
       if constexpr (contract_checks_enabled) {
         detail::register_kptr_region(&fresh->value, sizeof(Value), name_);
       }
@@ -350,7 +390,9 @@ class bpf_hash_map {
     std::atomic<elem*> next{nullptr};
     Key key;
     Value value;
-    elem(const Key& k, const Value& v) : rcu_head{}, key(k), value(v) {}
+    semantics_profile profile;  // its kernel's: whether reclaim frees the fields again
+    elem(const Key& k, const Value& v, semantics_profile p)
+        : rcu_head{}, key(k), value(v), profile(p) {}
   };
   struct bucket {
     detail::mutex lock;                // writers
@@ -394,12 +436,16 @@ class bpf_hash_map {
   }
   // The element is out of the table: its slots now, its memory after a grace period.
   void retire(elem* e, std::source_location where) {
-    bpf_obj_free_fields(e->value);
+    bpf_obj_free_fields(e->value, e->profile);
     kernel_.rcu().call_rcu(e, &reclaim, where);
   }
   static void reclaim(rcu_head* head) {
     auto* e = static_cast<elem*>(head);
-    bpf_obj_free_fields(e->value);  // a reference stashed after the delete: released now
+    if (!info(e->profile).leaks_fields_set_after_delete) {
+      // The 2026 hash element destructor: a reference stashed after the delete is
+      // released now. Before it, that reference leaks (the kernel's teardown reports it).
+      bpf_obj_free_fields(e->value);
+    }
     if constexpr (contract_checks_enabled) {
       detail::unregister_kptr_region(&e->value);
     }
@@ -408,7 +454,7 @@ class bpf_hash_map {
   void check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_,
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
                                   std::string(op) +
                                       "() without rcu_read_lock(): the value it "
                                       "returns may be reclaimed at any moment",
@@ -454,7 +500,7 @@ class bpf_array_map {
   }
   ~bpf_array_map() {
     for (std::uint32_t i = 0; i < storage_->size; ++i) {
-      bpf_obj_free_fields(storage_->values[i]);
+      bpf_obj_free_fields(storage_->values[i], kernel_.config().profile);
     }
     kernel_.rcu().call_rcu(storage_, &reclaim);
   }
@@ -469,7 +515,8 @@ class bpf_array_map {
                      std::source_location where = std::source_location::current()) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(name_, "bpf_map_lookup_elem() without rcu_read_lock()", where);
+        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, "bpf_map_lookup_elem",
+                                  "bpf_map_lookup_elem() without rcu_read_lock()", where);
       }
     }
     detail::sched_point(sched_op::map_lookup, this, "bpf_map_lookup_elem");
@@ -493,9 +540,10 @@ class bpf_array_map {
     if (flags == BPF_NOEXIST) {
       return -EEXIST;
     }
+    detail::sched_point(sched_op::map_update, this, "bpf_map_update_elem");
     Value& slot = storage_->values[index];
     slot = value;  // copy_map_value: kptr fields keep their contents
-    bpf_obj_free_fields(slot);
+    bpf_obj_free_fields(slot, kernel_.config().profile);
     return 0;
   }
 
@@ -513,7 +561,9 @@ class bpf_array_map {
   static void reclaim(rcu_head* head) {
     auto* s = static_cast<storage*>(head);
     for (std::uint32_t i = 0; i < s->size; ++i) {
-      bpf_obj_free_fields(s->values[i]);  // a late xchg after the destruction began
+      // A late xchg after the destruction began (tasklife's rule in every profile:
+      // a kernel program holds its map, so no kernel reaches this).
+      bpf_obj_free_fields(s->values[i]);
     }
     if constexpr (contract_checks_enabled) {
       detail::unregister_kptr_region(s->values.get());

@@ -19,9 +19,27 @@
 //   Which kfuncs exist in a profile and with which KF_* flags is the kfunc table's
 //   business (kfunc.hpp), one row per kfunc.
 //
+//   Two columns are about the map side (map.hpp), each false in the newest kernel,
+//   so that a row that leaves them out gets today's behaviour:
+//   - dtor_on_empty_slot: bpf_obj_free_fields calls the destructor on whatever
+//     the exchange took out of a referenced kptr slot, NULL too (14a324f6a67e
+//     "bpf: Wire up freeing of referenced kptr", v5.19, until 1431d0b584a6 "bpf:
+//     Only invoke kptr dtor following non-NULL xchg", v6.4). The task destructor
+//     of those kernels, bpf_task_release, began with "if (!p) return;", which
+//     fb2211a57c11 could only remove after 1431d0b584a6; a local object's drop
+//     had no such check.
+//   - leaks_fields_set_after_delete: a reference exchanged into a hash element
+//     after its delete is never released: the delete-time free has run, and the
+//     element's memory is reclaimed without a second one. Fixed in 2026 by a
+//     destructor of the BPF memory allocator for hash elements (htab_mem_dtor,
+//     set through bpf_mem_alloc_set_dtor; the map_kptr_race selftest), after Hou
+//     Tao's report and RFC of May 2025.
+//
 // Members
 //   semantics_profile, semantics_profile_count, acquire_style, profile_info,
 //   semantics_profiles, info(profile), to_string(profile), rcu_users_in_union
+//   (columns: acquire, rcu_users_in_union, from_pid_checks_acquire, release_null_safe,
+//   inline_fast_path, dtor_on_empty_slot, leaks_fields_set_after_delete)
 //
 // Lifetime
 //   Constants.
@@ -71,18 +89,24 @@ struct profile_info {
   // watching: acquire is inc_not_zero on rcu_users, release put_task_struct_rcu_user.
   // Such profiles may take kfunc.hpp's inline fast paths.
   bool inline_fast_path;
+  // bpf_obj_free_fields calls the destructor on an empty slot's NULL (see above).
+  bool dtor_on_empty_slot = false;
+  // A reference exchanged into a deleted hash element leaks (see above).
+  bool leaks_fields_set_after_delete = false;
 };
 
 inline constexpr profile_info semantics_profiles[] = {
     {semantics_profile::rcu_users_inc, "rcu_users_inc", "90660309b0c7 (Nov 2022)",
-     acquire_style::rcu_users_inc, true, false, true, false},
+     acquire_style::rcu_users_inc, true, false, true, false, true, true},
     {semantics_profile::usage_based, "usage_based", "156ed20d22ee (Dec 2022, v6.2)",
-     acquire_style::usage_inc, true, true, true, false},
-    {semantics_profile::rcu_safe, "rcu_safe", "d02c48fa1139 + 22df776a9a86 + f85671c6ef46 (v6.4)",
-     acquire_style::rcu_users_inc_not_zero, false, true, false, true},
+     acquire_style::usage_inc, true, true, true, false, true, true},
+    {semantics_profile::rcu_safe, "rcu_safe",
+     "d02c48fa1139 + 22df776a9a86 + f85671c6ef46 + 1431d0b584a6 (v6.4)",
+     acquire_style::rcu_users_inc_not_zero, false, true, false, true, false, true},
     {semantics_profile::current, "current",
-     "rcu_safe + bpf_task_release_dtor (v6.8) + bpf_task_from_vpid (v6.13)",
-     acquire_style::rcu_users_inc_not_zero, false, true, false, true},
+     "rcu_safe + bpf_task_release_dtor (v6.8) + bpf_task_from_vpid (v6.13) + the hash "
+     "element destructor (2026)",
+     acquire_style::rcu_users_inc_not_zero, false, true, false, true, false, false},
 };
 static_assert(std::size(semantics_profiles) == semantics_profile_count);
 
@@ -116,6 +140,18 @@ constexpr bool fast_path_claims_hold() {
   return true;
 }
 static_assert(fast_path_claims_hold(), "inline_fast_path needs the v6.4+ acquire and layout");
+// A kernel that ran the task destructor on NULL had a release that accepted NULL:
+// the NULL checks went (fb2211a57c11) only once the destructor stopped (1431d0b584a6).
+constexpr bool null_dtor_needs_null_safe_release() {
+  for (const profile_info& p : semantics_profiles) {
+    if (p.dtor_on_empty_slot && !p.release_null_safe) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(null_dtor_needs_null_safe_release(),
+              "dtor_on_empty_slot needs release_null_safe (1431d0b584a6 before fb2211a57c11)");
 }  // namespace detail
 
 constexpr std::string_view to_string(semantics_profile p) noexcept {

@@ -50,7 +50,7 @@
 //   compiles even that out.
 //
 // Members
-//   prog_type, bpf_prog, prog_run_result, violation, violation_kind, to_string,
+//   prog_type, bpf_prog, bpf_link, prog_run_result, violation, violation_kind, to_string,
 //   checker_mode (record, throw_error, abort), verifier_error, kfunc_allowed
 //
 // Lifetime
@@ -131,6 +131,9 @@ struct prog_run_result {
 // The trust class of a program's task argument.
 enum class arg_trust : std::uint8_t { trusted, trusted_not_rcu_safe, none };
 
+// An attached program (bpf_prog::attach): detaches when destroyed.
+using bpf_link = tracepoint_link;
+
 class TASKLIFE_API bpf_prog {
  public:
   using body_type = std::function<int(task_struct* arg)>;
@@ -157,7 +160,10 @@ class TASKLIFE_API bpf_prog {
   // runs as a task, else as the argument itself. Violations go to `sink`; in
   // throw_error mode too (the exception is caught at the tracepoint rather than
   // unwinding through fork, do_exit or an RCU callback).
-  std::uint64_t attach(tracepoint& tp, std::function<void(const prog_run_result&)> sink = nullptr);
+  // The link detaches the program when it is destroyed (the kernel's bpf_link);
+  // it must not outlive the program.
+  [[nodiscard]] bpf_link attach(tracepoint& tp,
+                                std::function<void(const prog_run_result&)> sink = nullptr);
 
  private:
   kernel& kernel_;

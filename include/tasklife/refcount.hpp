@@ -93,6 +93,11 @@ struct refcount_warning {
   std::string_view message;
   bool saturated;              // false only for refcount_dec_not_one's underflow warning
   std::source_location where;  // the call site of the refcount operation
+  // The object the counter belongs to, when a layer above knows it: for a task's
+  // `usage` or `rcu_users` the task (id, pid, comm, kernel) and which counter.
+  // Empty for a counter of the user's own.
+  diagnostic_object object{};
+  std::string_view counter{};  // "usage", "rcu_users", or empty
 };
 
 using refcount_warning_sink = void (*)(const refcount_warning&);
@@ -136,6 +141,12 @@ constexpr int wrapping_add(int a, int b) noexcept {
 constexpr int wrapping_sub(int a, int b) noexcept {
   return static_cast<int>(static_cast<unsigned>(a) - static_cast<unsigned>(b));
 }
+
+// Names the object a counter belongs to, for the warning (refcount_warning::object).
+// Installed by the task layer (src/kernel.cpp); called only on the warning path.
+using refcount_owner_resolver = void (*)(const refcount_t* r, diagnostic_object& object,
+                                         std::string_view& counter) noexcept;
+TASKLIFE_API void set_refcount_owner_resolver(refcount_owner_resolver resolver) noexcept;
 
 // lib/refcount.c's refcount_warn_saturate: writes REFCOUNT_SATURATED, then warns once.
 [[gnu::cold]] TASKLIFE_API void refcount_warn_saturate(refcount_t* r, refcount_saturation_type t,

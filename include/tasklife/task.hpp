@@ -24,7 +24,8 @@
 // Members
 //   task_struct          the task (public kernel fields; internals in `detail`)
 //   PF_*, EXIT_*, TASK_* the kernel's flag and state values that matter here
-//   the lifetime functions above; task_kernel(t) names the owning kernel
+//   the lifetime functions above; task_kernel(t) names the owning kernel,
+//   task_id(t) its stable id
 //
 // Lifetime
 //   A task's memory is freed only when usage reaches 0, and never before one
@@ -220,6 +221,13 @@ struct task_struct {
 // The kernel that owns `t`.
 inline kernel& task_kernel(const task_struct* t) noexcept {
   return *t->priv.owner;
+}
+
+// tasklife: the task's id, unique within its kernel and never reused (1, 2, ...;
+// 0 names no task). Stable for the task's whole life and after it: diagnostics
+// (diagnostic_object::task_id), history and leak reports name tasks by it.
+inline std::uint64_t task_id(const task_struct* t) noexcept {
+  return t->priv.id;
 }
 
 // get_task_struct: usage +1 (relaxed refcount_inc; from 0: ADD_UAF warning). Returns t.

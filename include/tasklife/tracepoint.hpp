@@ -9,13 +9,17 @@
 //   duration. A tracepoint without probes costs one predictable branch.
 //
 // Members
-//   tracepoint: name(), attach(probe) -> id, detach(id), enabled(), fire(task)
+//   tracepoint: name(), attach(probe) -> id, detach(id), link(probe) -> tracepoint_link,
+//               enabled(), fire(task)
+//   tracepoint_link: an attached probe as an owned handle (the kernel's bpf_link):
+//               detaches when destroyed; detach(), attached(), id()
 //
 // Lifetime
 //   A kernel owns its tracepoints. A probe stays attached until detached or the
-//   tracepoint is destroyed; a probe that is running when it is detached finishes
-//   its run (fire works on the probe list it found). Probes may not attach or
-//   detach probes of the same tracepoint.
+//   tracepoint is destroyed (a tracepoint_link detaches it when the link ends, so
+//   the link must not outlive its tracepoint's kernel); a probe that is running when it is detached
+//   finishes its run (fire works on the probe list it found). Probes may not attach or detach
+//   probes of the same tracepoint.
 //
 // Memory ordering
 //   The probe list is copy-on-write: attach and detach build a new list under
@@ -50,6 +54,8 @@ class TASKLIFE_API tracepoint {
   const std::string& name() const noexcept { return name_; }
   std::uint64_t attach(probe p);
   bool detach(std::uint64_t id);
+  // attach(), as a handle that detaches the probe when it is destroyed.
+  [[nodiscard]] class tracepoint_link link(probe p);
   bool enabled() const noexcept { return enabled_.load(std::memory_order_acquire); }
   void fire(task_struct* t) const {
     if (enabled()) [[unlikely]] {
@@ -71,5 +77,51 @@ class TASKLIFE_API tracepoint {
   std::shared_ptr<const std::vector<entry>> probes_ TASKLIFE_GUARDED_BY(mutex_);
   std::uint64_t next_id_ TASKLIFE_GUARDED_BY(mutex_) = 1;
 };
+
+// One attached probe, owned: moving the link moves the attachment, destroying it
+// detaches the probe.
+class tracepoint_link {
+ public:
+  tracepoint_link() noexcept = default;
+  tracepoint_link(tracepoint& tp, std::uint64_t id) noexcept : tp_(&tp), id_(id) {}
+  tracepoint_link(tracepoint_link&& other) noexcept
+      : tp_(std::exchange(other.tp_, nullptr)), id_(std::exchange(other.id_, 0)) {}
+  tracepoint_link& operator=(tracepoint_link&& other) noexcept {
+    if (this != &other) {
+      detach();
+      tp_ = std::exchange(other.tp_, nullptr);
+      id_ = std::exchange(other.id_, 0);
+    }
+    return *this;
+  }
+  tracepoint_link(const tracepoint_link&) = delete;
+  tracepoint_link& operator=(const tracepoint_link&) = delete;
+  ~tracepoint_link() { detach(); }
+
+  // Detaches now; true if the probe was still attached.
+  bool detach() noexcept {
+    tracepoint* tp = std::exchange(tp_, nullptr);
+    if (tp == nullptr) {
+      return false;
+    }
+    try {
+      return tp->detach(std::exchange(id_, 0));
+    } catch (...) {  // allocating the new probe list failed: the probe stays attached
+      return false;
+    }
+  }
+  bool attached() const noexcept { return tp_ != nullptr; }
+  std::uint64_t id() const noexcept { return id_; }
+  const tracepoint* point() const noexcept { return tp_; }
+
+ private:
+  tracepoint* tp_ = nullptr;
+  std::uint64_t id_ = 0;
+};
+
+inline tracepoint_link tracepoint::link(probe p) {
+  const std::uint64_t id = attach(std::move(p));
+  return tracepoint_link(*this, id);
+}
 
 }  // namespace tasklife

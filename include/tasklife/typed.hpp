@@ -70,7 +70,8 @@ template <class>
 inline constexpr bool always_false = false;
 
 // Reports a typed-API rule broken at run time (noexcept contexts included).
-TASKLIFE_API void report_typed(const char* what, const task_struct* t, std::source_location where,
+TASKLIFE_API void report_typed(contract_kind kind, const char* op, const char* what,
+                               const task_struct* t, std::source_location where,
                                std::source_location acquired_at) noexcept;
 // Releases a reference dropped without release, from a destructor: through the
 // program's checked path when the thread runs as a task, else the destructor's.
@@ -156,7 +157,8 @@ class [[nodiscard("an acquired reference must be released or stored")]] owned_re
                                            std::source_location where);
   owned_ref(T * p, std::source_location at) noexcept : p_(p), acquired_at_(at) {}
   [[gnu::cold]] void dropped() noexcept {
-    detail::report_typed("an owned reference was dropped without release", p_,
+    detail::report_typed(contract_kind::unreleased_reference, "~owned_ref",
+                         "an owned reference was dropped without release", p_,
                          std::source_location::current(), acquired_at_);
     detail::release_dropped(std::exchange(p_, nullptr));
   }
@@ -177,7 +179,8 @@ class [[nodiscard("the result of an acquiring kfunc must be checked and released
   maybe_ref& operator=(maybe_ref&&) = delete;
   ~maybe_ref() {
     if (p_ != nullptr) [[unlikely]] {
-      detail::report_typed("an acquired reference was dropped unchecked and unreleased", p_,
+      detail::report_typed(contract_kind::unreleased_reference, "~maybe_ref",
+                           "an acquired reference was dropped unchecked and unreleased", p_,
                            std::source_location::current(), acquired_at_);
       detail::release_dropped(std::exchange(p_, nullptr));
     }
@@ -191,7 +194,8 @@ class [[nodiscard("the result of an acquiring kfunc must be checked and released
   // The owned reference, after a successful check (a NULL one is reported).
   owned_ref<T> take(std::source_location where = std::source_location::current())&& noexcept {
     if (p_ == nullptr) [[unlikely]] {
-      detail::report_typed("take() of a NULL result: check it first", nullptr, where, acquired_at_);
+      detail::report_typed(contract_kind::unchecked_null, "maybe_ref::take",
+                           "take() of a NULL result: check it first", nullptr, where, acquired_at_);
     }
     return owned_ref<T>(std::exchange(p_, nullptr), acquired_at_);
   }
@@ -250,7 +254,8 @@ class rcu_ptr {
   // False (and reported) once its guard has ended.
   bool valid() const noexcept {
     if (!detail::guard_alive(guard_)) [[unlikely]] {
-      detail::report_typed("an rcu_ptr was used after its rcu_guard ended", p_,
+      detail::report_typed(contract_kind::missing_rcu_lock, "rcu_ptr",
+                           "an rcu_ptr was used after its rcu_guard ended", p_,
                            std::source_location::current(), read_at_);
       return false;
     }
@@ -309,7 +314,8 @@ TASKLIFE_API maybe_ref<task_struct> typed_xchg(kptr<task_struct>* slot, owned_re
 inline void typed_release(owned_ref<task_struct>&& ref, std::source_location where) {
   task_struct* p = std::exchange(ref.p_, nullptr);
   if (p == nullptr) [[unlikely]] {
-    detail::report_typed("bpf_task_release of a moved-from reference (already released or stored)",
+    detail::report_typed(contract_kind::moved_from, "bpf_task_release",
+                         "bpf_task_release of a moved-from reference (already released or stored)",
                          nullptr, where, ref.acquired_at_);
     return;
   }

@@ -1,6 +1,7 @@
 // The explorer (explore.hpp): simulated threads on fibers, the scheduler, the
 // strategies, replay strings, minimisation and the timeline.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -207,6 +208,8 @@ class sim_thread {
     // A fiber is reusable only if its function ended (it switched away for good).
     if (finished_ || !started_) {
       tls_fibers.give_back(stack_size_, std::move(fiber_owner_));
+    } else {
+      fiber_owner_->abandon();  // suspended for good: its frames are never unwound
     }
   }
   sim_thread(const sim_thread&) = delete;
@@ -221,6 +224,7 @@ class sim_thread {
   fiber& fiber_;
   bool started_ = false;
   bool finished_ = false;
+  bool abandoned_ = false;                   // a deadlock or the step limit: never resumed
   deterministic_rcu* blocked_on_ = nullptr;  // waiting in synchronize_rcu / rcu_barrier
   // The announcement it is paused at.
   sched_op op_ = sched_op::yield;
@@ -293,9 +297,9 @@ class execution_state {
   }
   void on_contract(const contract_violation& v) {
     failure_kind kind = failure_kind::contract_violation;
-    if (v.message.find("use-after-free") != std::string::npos) {
+    if (v.kind == contract_kind::use_after_free) {
       kind = failure_kind::use_after_free;
-    } else if (v.message.rfind("leak:", 0) == 0) {
+    } else if (v.kind == contract_kind::leak) {
       kind = failure_kind::leak;
     }
     fail(kind, fmt::format("{} ({} at {}:{})", v.message, v.component, v.where.file_name(),
@@ -312,18 +316,19 @@ class execution_state {
   }
   // A simulated thread reached a scheduling point.
   void point(detail::sim_thread& t, sched_op op, const void* object, std::string_view what) {
+    // Counted when free-running too: a loop that never ends must not hang it.
+    if (++t.steps_ > opt_.max_steps) {
+      fail(failure_kind::step_limit,
+           fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
+                       t.name_, opt_.max_steps));
+      abandon(t);
+    }
     if (free_running_) {
       return;
     }
     t.op_ = op;
     t.object_ = object;
     t.what_ = what.empty() ? to_string(op) : what;
-    if (++t.steps_ > opt_.max_steps) {
-      fail(failure_kind::step_limit,
-           fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
-                       t.name_, opt_.max_steps));
-      give_up_abort();
-    }
     switch_to_scheduler(t);
   }
   // A possibly-NULL result: true if this path takes NULL.
@@ -379,12 +384,17 @@ class execution_state {
       failure_ = std::move(f);
     }
   }
-  [[noreturn]] void give_up_abort() {
-    std::fprintf(stderr,
-                 "tasklife explore: %s\n  the execution cannot be ended cleanly; aborting\n",
-                 failure_ ? failure_->message.c_str() : "unrecoverable");
-    std::fflush(stderr);
-    std::abort();
+  // The running simulated thread `t` stops here for good: its read-side sections
+  // are ended (so that the others and the teardown can go on) and its fiber is
+  // kept suspended until the execution is destroyed (fiber.hpp: abandoned).
+  [[noreturn]] void abandon(detail::sim_thread& t) {
+    mark_abandoned(t);
+    switch_to_scheduler(t);
+    std::abort();  // never resumed
+  }
+  void mark_abandoned(detail::sim_thread& t) {
+    t.abandoned_ = true;
+    thread_ended(t);
   }
   bool wait_hook(deterministic_rcu* b) {
     detail::sim_thread* t = detail::tls_sim;
@@ -443,7 +453,7 @@ class execution_state {
   }
 
   bool enabled(const detail::sim_thread& t) const {
-    if (t.finished_) {
+    if (t.finished_ || t.abandoned_) {
       return false;
     }
     if (t.blocked_on_ != nullptr) {
@@ -629,8 +639,8 @@ void execution_state::run() {
       check_invariants();
     }
   }
-  const bool stuck =
-      std::any_of(threads_.begin(), threads_.end(), [](const auto& t) { return !t->finished_; });
+  const bool stuck = std::any_of(threads_.begin(), threads_.end(),
+                                 [](const auto& t) { return !t->finished_ && !t->abandoned_; });
   if (stuck) {
     fail(failure_kind::deadlock,
          "simulated threads are left that can never run again (waiting for a grace period "
@@ -714,7 +724,7 @@ void execution_state::free_run() {
   for (int round = 0; round < 1000; ++round) {
     bool any = false;
     for (const auto& t : threads_) {
-      if (!t->finished_) {
+      if (!t->finished_ && !t->abandoned_) {
         any = true;
         if (!t->started_) {
           t->started_ = true;
@@ -731,7 +741,13 @@ void execution_state::free_run() {
       b->run_callbacks();
     }
   }
-  give_up_abort();
+  // Still stuck (each waits for another): abandoned where they are. The failure
+  // (the deadlock) is reported with its schedule like any other.
+  for (const auto& t : threads_) {
+    if (!t->finished_ && !t->abandoned_) {
+      mark_abandoned(*t);
+    }
+  }
 }
 
 // ---- strategies --------------------------------------------------------------------------------
@@ -954,11 +970,15 @@ std::string encode_choices(const std::vector<node>& path) {
     while (j < path.size() && path[j].chosen == path[i].chosen) {
       ++j;
     }
-    const char d = path[i].chosen < kDigits.size() ? kDigits[path[i].chosen] : '?';
+    // One base-36 digit, or {n} for an option past the 36th (a node with many threads).
+    const std::string d = path[i].chosen < kDigits.size() ? std::string(1, kDigits[path[i].chosen])
+                                                          : fmt::format("{{{}}}", path[i].chosen);
     if (j - i > 3) {
       out += fmt::format("{}*{}.", d, j - i);
     } else {
-      out.append(j - i, d);
+      for (std::size_t k = i; k < j; ++k) {
+        out += d;
+      }
     }
     i = j;
   }
@@ -968,8 +988,21 @@ std::string encode_choices(const std::vector<node>& path) {
 std::optional<std::vector<unsigned>> decode_choices(std::string_view s) {
   std::vector<unsigned> out;
   for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto d = kDigits.find(s[i]);
-    if (d == std::string_view::npos) {
+    std::size_t d = kDigits.find(s[i]);
+    if (s[i] == '{') {  // {n}: an option past the 36th
+      const auto close = s.find('}', i + 1);
+      if (close == std::string_view::npos || close == i + 1 || close - i > 8) {
+        return std::nullopt;
+      }
+      d = 0;
+      for (std::size_t k = i + 1; k < close; ++k) {
+        if (s[k] < '0' || s[k] > '9') {
+          return std::nullopt;
+        }
+        d = d * 10 + static_cast<std::size_t>(s[k] - '0');
+      }
+      i = close;
+    } else if (d == std::string_view::npos) {
       return std::nullopt;
     }
     if (i + 1 < s.size() && s[i + 1] == '*') {
@@ -996,9 +1029,51 @@ std::optional<std::vector<unsigned>> decode_choices(std::string_view s) {
   return out;
 }
 
+// The NULL-path options the decisions depend on, after '~': "0" (none), or "n",
+// the most NULLs on a path ("x": any number), and "p" if NULL paths are explored
+// under preemptions too. A replay takes them from the string.
+std::string null_path_options(const options& o) {
+  if (!o.null_paths) {
+    return "0";
+  }
+  return fmt::format("n{}{}", o.max_null_paths < 0 ? "x" : std::to_string(o.max_null_paths),
+                     o.null_paths_with_preemptions ? "p" : "");
+}
+bool parse_null_path_options(std::string_view s, options& o) {
+  if (s == "0") {
+    o.null_paths = false;
+    return true;
+  }
+  if (s.size() < 2 || s[0] != 'n') {
+    return false;
+  }
+  s.remove_prefix(1);
+  o.null_paths_with_preemptions = !s.empty() && s.back() == 'p';
+  if (o.null_paths_with_preemptions) {
+    s.remove_suffix(1);
+  }
+  if (s == "x") {
+    o.max_null_paths = -1;
+  } else {
+    if (s.empty() || s.size() > 6) {
+      return false;
+    }
+    int n = 0;
+    for (const char c : s) {
+      if (c < '0' || c > '9') {
+        return false;
+      }
+      n = n * 10 + (c - '0');
+    }
+    o.max_null_paths = n;
+  }
+  o.null_paths = true;
+  return true;
+}
+
 std::string schedule_string(const execution_state& x) {
-  return fmt::format("tl1-{:016x}-{:016x}-{}", x.signature_.h, x.events_.h,
-                     encode_choices(x.path_));
+  return fmt::format("tl1-{:016x}-{:016x}-{}~{}", x.signature_.h, x.events_.h,
+                     encode_choices(x.path_), null_path_options(x.opt_));
 }
 
 }  // namespace
@@ -1105,6 +1180,8 @@ using clock = std::chrono::steady_clock;
 struct search_limits {
   std::uint64_t max_executions;
   clock::time_point deadline;
+  // Parallel jobs: set by the job that found a failure it stops at, read by all.
+  std::atomic<bool>* stop = nullptr;
 };
 
 bool better(const failure& a, const failure& b) {
@@ -1127,8 +1204,9 @@ report search(const model& m, const options& o, const search_limits& limits,
   std::uint64_t pruned_executions = 0;
   std::size_t expected_steps = 0;
   for (;;) {
-    if (r.executions >= limits.max_executions || clock::now() >= limits.deadline) {
-      break;
+    if (r.executions >= limits.max_executions || clock::now() >= limits.deadline ||
+        (limits.stop != nullptr && limits.stop->load(std::memory_order_relaxed))) {
+      break;  // relaxed: the flag carries no data, the joins publish the reports
     }
     execution_result e;
     if (o.strategy == strategy::dfs) {
@@ -1163,6 +1241,9 @@ report search(const model& m, const options& o, const search_limits& limits,
           r.failure = std::move(e.failure);
         }
         if (stop) {
+          if (limits.stop != nullptr) {
+            limits.stop->store(true, std::memory_order_relaxed);
+          }
           break;
         }
       }
@@ -1206,9 +1287,17 @@ failure minimise(const model& m, const options& o, failure found, clock::time_po
   for (unsigned b = 0; b < found.preemptions; ++b) {
     mo.preemption_bound = static_cast<int>(b);
     const search_limits limits{20'000, std::min(deadline, clock::now() + std::chrono::seconds(5))};
-    const report r = search(m, mo, limits, [kind](const failure& f) { return f.kind == kind; });
-    if (r.failure && r.failure->kind == kind) {
-      found = *r.failure;
+    // Only a failure of the same kind may stand for the one found (the search's
+    // own best may be of another kind).
+    std::optional<failure> same;
+    (void)search(m, mo, limits, [&](const failure& f) {
+      if (f.kind == kind) {
+        same = f;
+      }
+      return same.has_value();
+    });
+    if (same) {
+      found = std::move(*same);
       break;
     }
   }
@@ -1258,6 +1347,9 @@ report explore(const model& m, const options& o) {
   }
   const bool warm_failed = warm.failure.has_value();
   const std::uint64_t warm_executions = warm.executions;
+  // The warm-up's executions count against the budget: the search gets the rest.
+  const std::uint64_t after_warmup =
+      o.max_executions > warm.executions ? o.max_executions - warm.executions : 0;
   if (warm_failed) {
     r = std::move(warm);
     r.exhausted = false;
@@ -1276,7 +1368,7 @@ report explore(const model& m, const options& o) {
       for (const report& p : rounds) {
         used += p.executions;
       }
-      bl.max_executions = used >= o.max_executions ? 0 : o.max_executions - used;
+      bl.max_executions = used >= after_warmup ? 0 : after_warmup - used;
       tls_bound_cut = false;
       rounds.push_back(search(m, bo, bl, accept, &first));
       if (rounds.back().failure && o.stop_at_first_failure) {
@@ -1302,12 +1394,16 @@ report explore(const model& m, const options& o) {
       }
     }
   } else if (o.jobs <= 1) {
-    r = search(m, o, limits, accept);
+    search_limits sl = limits;
+    sl.max_executions = after_warmup;
+    r = search(m, o, sl, accept);
   } else {
     // Worker j explores shard (shard * jobs + j) of (shards * jobs); the budget of
     // executions is shared out.
+    // A job that stops at its failure stops the others too (the flag).
     std::vector<report> parts(o.jobs);
     std::vector<std::thread> workers;
+    std::atomic<bool> stop{false};
     for (unsigned j = 0; j < o.jobs; ++j) {
       workers.emplace_back([&, j] {
         options wo = o;
@@ -1315,8 +1411,8 @@ report explore(const model& m, const options& o) {
         wo.shards = o.shards * o.jobs;
         wo.shard = o.shard * o.jobs + j;
         wo.seed = o.seed + j;
-        const search_limits wl{std::max<std::uint64_t>(1, o.max_executions / o.jobs),
-                               limits.deadline};
+        const search_limits wl{std::max<std::uint64_t>(1, after_warmup / o.jobs), limits.deadline,
+                               &stop};
         parts[j] = search(m, wo, wl, accept);
       });
     }
@@ -1383,7 +1479,20 @@ report replay(const model& m, std::string_view schedule, const options& o) {
   };
   const auto signature = hex(schedule.substr(4, 16));
   const auto events = hex(schedule.substr(21, 16));
-  const auto choices = decode_choices(schedule.substr(38));
+  std::string_view rest = schedule.substr(38);
+  options ro = o;
+  ro.shards = 1;
+  ro.shard = 0;
+  // The NULL-path options the schedule was made with, if it says (a string from
+  // before they were written has none: the caller's options then apply).
+  if (const auto tilde = rest.find('~'); tilde != std::string_view::npos) {
+    if (!parse_null_path_options(rest.substr(tilde + 1), ro)) {
+      return fail_with(
+          fmt::format("'{}' is not a tasklife schedule: bad NULL-path options", schedule));
+    }
+    rest = rest.substr(0, tilde);
+  }
+  const auto choices = decode_choices(rest);
   if (!signature || !events || !choices) {
     return fail_with(fmt::format("'{}' is not a tasklife schedule: bad hash or choices", schedule));
   }
@@ -1392,17 +1501,15 @@ report replay(const model& m, std::string_view schedule, const options& o) {
     path[i].chosen = (*choices)[i];
   }
   std::uint64_t ignored = 0;
-  dfs_chooser c(o, ignored, path);
-  options ro = o;
-  ro.shards = 1;
-  ro.shard = 0;
+  dfs_chooser c(ro, ignored, path);
   execution_result e = run_once(m, ro, c, path, /*replaying=*/true);
   r.executions = 1;
   r.exhausted = false;
   // A nondeterministic model is reported as such; otherwise the replay must have
-  // followed the schedule.
+  // followed the schedule (a schedule string without its '~' options matches too).
   const bool nondeterministic = e.failure && e.failure->kind == failure_kind::nondeterminism;
-  if (!nondeterministic && e.schedule != schedule) {
+  if (!nondeterministic && e.schedule != schedule &&
+      e.schedule.substr(0, e.schedule.find('~')) != schedule) {
     return fail_with(fmt::format("replaying '{}' gave a different execution ('{}'): {}", schedule,
                                  e.schedule, kUncontrolled));
   }

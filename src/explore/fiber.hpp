@@ -15,8 +15,11 @@
 // Lifetime
 //   A fiber's stack is allocated once (mmap, with a guard page below it) and
 //   reused by every start(); the function it runs must end by switching away for
-//   good (it never returns into the fiber's first frame). Destroying a fiber that
-//   is suspended mid-function discards that function's frames without unwinding.
+//   good (it never returns into the fiber's first frame). A fiber suspended
+//   mid-function that will never be resumed (a deadlock, a thread past its step
+//   limit) is abandoned: its frames are never unwound, and its stack stays mapped
+//   for the life of the process (and is a root for LeakSanitizer), so what those
+//   frames own is neither freed under them nor reported as leaked.
 //
 // Memory ordering
 //   None: fibers of one OS thread never run at the same time; a switch is a call.
@@ -42,6 +45,8 @@ class fiber {
   void start(entry_fn entry, void* arg) noexcept;
   // Suspends `from` (the running context) and resumes `to`.
   static void switch_to(fiber& from, fiber& to) noexcept;
+  // This suspended fiber will never run again: its stack is kept (see Lifetime).
+  void abandon() noexcept;
 
   // Where a new fiber begins (called by the switch code, not by users).
   static void trampoline(fiber* self) noexcept;

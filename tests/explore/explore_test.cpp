@@ -4,7 +4,9 @@
 // every test ends with the explorer's own verdict (failure or exhausted space).
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest-spi.h>
@@ -193,7 +195,7 @@ TEST(ExploreTest, ParallelJobsFindTheSameRace) {
 TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
   // A simulated thread blocked in synchronize_rcu lets the others run; when it
   // returns, a reader that was inside when it began has left, in every schedule.
-  const explore::report r = testing::expect_explores_cleanly([](explore::execution& x) {
+  const explore::report r = testkit::expect_explores_cleanly([](explore::execution& x) {
     kernel k(x.config({.name = "sync", .pid_max = 64}));
     std::atomic<bool> inside{false};
     x.thread("reader", [&] {
@@ -220,12 +222,12 @@ TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
 
 TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
   EXPECT_NONFATAL_FAILURE(
-      testing::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
+      testkit::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
       "replay: tasklife::explore::replay(model, \"tl1-");
   EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::current)),
-              testing::ExploresCleanly());
+              testkit::ExploresCleanly());
   EXPECT_THAT(explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
-              ::testing::Not(testing::ExploresCleanly()));
+              ::testing::Not(testkit::ExploresCleanly()));
 }
 
 TEST(ExploreTest, ReplayInAFreshProcessReproducesTheFailure) {
@@ -246,6 +248,210 @@ TEST(ExploreTest, ReplayInAFreshProcessReproducesTheFailure) {
                       : 1);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+// ---- the gaps closed after the first review ---------------------------------------------
+
+// A thread whose one operation is a scheduling point can run before or after
+// another thread's point (2 executions); an operation that announced nothing
+// would run in the thread's prologue (1 execution).
+struct one_operation {
+  const char* name;
+  void (*body)(kernel& k, task_struct* t, void* state);
+};
+class SchedulingPointTest : public ::testing::TestWithParam<one_operation> {};
+
+TEST_P(SchedulingPointTest, TheOperationIsAPointOfItsOwn) {
+  explore::options o;
+  o.pct_warmup = 0;  // the search's executions only
+  const explore::report r = testkit::expect_explores_cleanly(
+      [](explore::execution& x) {
+        kernel k(x.config({.name = "point", .pid_max = 64}));
+        task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+        {
+          bpf_array_map<models::task_value> array(k, 2);
+          models::node_value* object = bpf_obj_new<models::node_value>();
+          void* state = GetParam().name[0] == 'a' ? static_cast<void*>(&array) : object;
+          x.thread("operation", [&] { GetParam().body(k, t, state); });
+          x.thread("other", [] { explore::yield(nullptr); });
+          x.run();
+          bpf_obj_drop(object);
+        }
+        k.retire(t);
+      },
+      o);
+  EXPECT_EQ(r.executions, 2U) << GetParam().name << ": " << r.summary();
+}
+INSTANTIATE_TEST_SUITE_P(
+    Gaps, SchedulingPointTest,
+    ::testing::Values(
+        one_operation{"array_update_elem",
+                      [](kernel&, task_struct*, void* state) {
+                        (void)static_cast<bpf_array_map<models::task_value>*>(state)->update_elem(
+                            0, models::task_value{}, BPF_ANY);
+                      }},
+        one_operation{"local_object_kptr_xchg",
+                      [](kernel&, task_struct*, void* state) {
+                        auto* v = static_cast<models::node_value*>(state);
+                        (void)bpf_kptr_xchg(&v->node, static_cast<models::task_node*>(nullptr));
+                      }},
+        one_operation{"kfunc_entry",
+                      [](kernel&, task_struct* task, void*) {
+                        const current_task_scope as(task);
+                        (void)bpf_get_current_task_btf();
+                      }}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+TEST(ExploreTest, ReplayTakesTheNullPathOptionsFromTheSchedule) {
+  // task_kfunc_acquire_release_no_null_check fails on its NULL path only: a
+  // replay without the explorer's options (a fresh process, a pasted line) must
+  // still take that path.
+  const explore::model m = [](explore::execution& x) {
+    kernel k(x.config({.name = "null", .pid_max = 64}));
+    task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+    bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [](task_struct* task) {
+      bpf_task_release(bpf_task_acquire(task));
+      return 0;
+    });
+    x.thread("program", [&] { (void)p.run(t, t); });
+    x.run();
+    k.retire(t);
+  };
+  const explore::report found = explore::explore(m);
+  ASSERT_FALSE(found.ok());
+  EXPECT_THAT(found.failure->schedule, HasSubstr("~n1"));
+  explore::options plain;
+  plain.null_paths = false;
+  const explore::report again = explore::replay(m, found.failure->schedule, plain);
+  ASSERT_FALSE(again.ok()) << again.summary();
+  EXPECT_EQ(again.failure->kind, explore::failure_kind::verifier_violation)
+      << again.failure->message;
+  EXPECT_EQ(again.failure->schedule, found.failure->schedule);
+}
+
+TEST(ExploreTest, ChoicesPastTheThirtySixthOptionReplay) {
+  // 40 threads: a decision may take option 36 or later, which a base-36 digit
+  // cannot write.
+  const explore::model m = [](explore::execution& x) {
+    for (int i = 0; i < 40; ++i) {
+      x.thread("t" + std::to_string(i), [] { explore::yield(nullptr); });
+    }
+    x.run();
+    x.check(false, "every execution fails: its schedule is what the test looks at");
+  };
+  explore::options o;
+  o.strategy = explore::strategy::random;
+  o.minimize = false;
+  o.max_executions = 1;
+  std::string schedule;
+  for (std::uint64_t seed = 1; seed < 64 && schedule.find('{') == std::string::npos; ++seed) {
+    o.seed = seed;
+    const explore::report r = explore::explore(m, o);
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.failure->kind, explore::failure_kind::invariant) << r.failure->message;
+    schedule = r.failure->schedule;
+  }
+  ASSERT_THAT(schedule, HasSubstr("{"));
+  const explore::report again = explore::replay(m, schedule);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.failure->kind, explore::failure_kind::invariant) << again.failure->message;
+  EXPECT_EQ(again.failure->schedule, schedule);
+}
+
+explore::model SpinsForever() {
+  return [](explore::execution& x) {
+    kernel k(x.config({.name = "spin", .pid_max = 64}));
+    auto holder = std::make_unique<int>(7);  // owned by the spinning thread's frame
+    x.thread("spinner", [&] {
+      const rcu_thread_registration reg(k.rcu());
+      const rcu_read_guard guard(k.rcu());
+      const std::unique_ptr<int> mine = std::move(holder);
+      for (;;) {
+        explore::yield(mine.get());  // waits for a flag nobody sets
+      }
+    });
+    x.thread("other", [] { explore::yield(nullptr); });
+    x.run();
+  };
+}
+
+TEST(ExploreTest, AThreadThatNeverEndsIsAFailureWithItsSchedule) {
+  explore::options o;
+  o.max_steps = 200;
+  const explore::report r = explore::explore(SpinsForever(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.failure->kind, explore::failure_kind::step_limit) << r.failure->message;
+  EXPECT_FALSE(r.failure->schedule.empty());
+  const explore::report again = explore::replay(SpinsForever(), r.failure->schedule, o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.failure->kind, explore::failure_kind::step_limit);
+}
+
+TEST(ExploreTest, ADeadlockIsAFailureWithItsSchedule) {
+  // Each thread waits in synchronize_rcu for the other's read-side section.
+  const explore::model m = [](explore::execution& x) {
+    kernel k(x.config({.name = "deadlock", .pid_max = 64}));
+    for (const char* name : {"a", "b"}) {
+      x.thread(name, [&] {
+        const rcu_thread_registration reg(k.rcu());
+        const rcu_read_guard guard(k.rcu());
+        explore::yield(nullptr);
+        k.rcu().synchronize_rcu();
+      });
+    }
+    x.run();
+  };
+  const explore::report r = explore::explore(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.failure->kind,
+              AnyOf(explore::failure_kind::deadlock, explore::failure_kind::contract_violation))
+      << r.failure->message;
+  EXPECT_FALSE(r.failure->schedule.empty());
+  const explore::report again = explore::replay(m, r.failure->schedule);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.failure->kind, r.failure->kind);
+}
+
+TEST(ExploreTest, TheWarmUpCountsAgainstTheBudget) {
+  explore::options o;
+  o.pct_warmup = 50;
+  o.max_executions = 60;
+  const explore::report r = explore::explore(models::union_race(semantics_profile::current), o);
+  EXPECT_LE(r.executions, 60U) << r.summary();
+  EXPECT_FALSE(r.exhausted);
+}
+
+TEST(ExploreTest, AJobThatFindsTheFailureStopsTheOthers) {
+  // The failure (thread 0's step, then thread 1's) lies below the shards' split
+  // in one job's share only: without the stop the other job explores all of its own.
+  const explore::model m = [](explore::execution& x) {
+    std::vector<int> order;
+    std::atomic<int> shared{0};
+    for (int i = 0; i < 3; ++i) {
+      x.thread("t" + std::to_string(i), [&, i] {
+        for (int s = 0; s < 3; ++s) {
+          explore::yield(&shared);
+          order.push_back(i);
+        }
+      });
+    }
+    x.run();
+    x.check(!(order.size() >= 2 && order[0] == 0 && order[1] == 1), "thread 0, then thread 1");
+  };
+  explore::options o;
+  o.jobs = 2;
+  o.pct_warmup = 0;
+  o.minimize = false;
+  o.preemption_bound = -1;
+  o.reduction = false;
+  const explore::report r = explore::explore(m, o);
+  ASSERT_FALSE(r.ok());
+  explore::options one = o;
+  one.jobs = 1;
+  one.stop_at_first_failure = false;
+  const explore::report whole = explore::explore(m, one);
+  EXPECT_EQ(whole.executions, 1680U) << "9! / (3!)^3 orders";
+  EXPECT_LT(r.executions, whole.executions / 2) << r.summary() << " vs " << whole.summary();
 }
 
 }  // namespace

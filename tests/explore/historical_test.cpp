@@ -38,7 +38,7 @@ std::string Explain(const explore::report& r) {
 // ---- the rcu_users / rcu_head union (docs/kernel.md §4): models::union_race ------------
 TEST(HistoricalRaceTest, UnionMakesAcquireOfADeadTaskSucceedUnderRcuUsersInc) {
   // The program's release comes after the free of the task it acquired.
-  testing::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
+  testkit::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
                                 explore::failure_kind::use_after_free);
 }
 
@@ -50,21 +50,78 @@ explore::options Exhaustive() {
 }
 
 TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyOnceRcuUsersHasItsOwnStorage) {
-  testing::expect_explores_cleanly(models::union_race(semantics_profile::rcu_safe), Exhaustive());
+  testkit::expect_explores_cleanly(models::union_race(semantics_profile::rcu_safe), Exhaustive());
 }
 
 TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyInTheCurrentKernel) {
-  testing::expect_explores_cleanly(models::union_race(semantics_profile::current), Exhaustive());
+  testkit::expect_explores_cleanly(models::union_race(semantics_profile::current), Exhaustive());
 }
 
 // ---- the final put, immediate and deferred: models::final_put_race ------------------------
 TEST(HistoricalRaceTest, ImmediateFinalPutFreesUnderAnRcuReader) {
-  testing::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
+  testkit::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
                                 explore::failure_kind::use_after_free);
 }
 
 TEST(HistoricalRaceTest, DeferredFinalPutWaitsForTheRcuReader) {
-  testing::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
+  testkit::expect_explores_cleanly(models::final_put_race(final_put_mode::deferred));
+}
+
+// ---- the destructor of a NULL xchg: models::null_xchg_dtor_race -------------------------
+class NullXchgDtorTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(NullXchgDtorTest, DeleteAfterTheProgramEmptiedTheSlotDropsNullBefore1431d0b584a6) {
+  const explore::report r = testkit::expect_explore_finds(
+      models::null_xchg_dtor_race(GetParam()), explore::failure_kind::contract_violation);
+  ASSERT_TRUE(r.failure.has_value());
+  EXPECT_THAT(r.failure->message, HasSubstr("bpf_obj_drop(NULL)"));
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(BeforeV64, NullXchgDtorTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, NullXchgDestructorExhaustsCleanlyOnceNullIsSkipped) {
+  testkit::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::rcu_safe));
+  testkit::expect_explores_cleanly(models::null_xchg_dtor_race(semantics_profile::current));
+}
+
+// The task destructor of the kernels that called it on NULL returned at once
+// ("if (!p) return;" in bpf_task_release): an empty task slot freed there is no bug.
+TEST(HistoricalRaceTest, EmptyTaskSlotFreedByTheOldKernelsIsHarmless) {
+  for (const semantics_profile p :
+       {semantics_profile::rcu_users_inc, semantics_profile::usage_based}) {
+    testkit::expect_explores_cleanly([p](explore::execution& x) {
+      kernel k(x.config({.name = "empty-slot", .profile = p, .pid_max = 64}));
+      {
+        task_map map(k, 4);
+        (void)map.update_elem(1, task_value{}, BPF_NOEXIST);
+        (void)map.update_elem(2, task_value{}, BPF_NOEXIST);
+        x.thread("deleter", [&] { (void)map.delete_elem(1); });
+        x.thread("updater", [&] { (void)map.update_elem(2, task_value{}, BPF_EXIST); });
+        x.run();
+      }  // and the map's teardown frees element 2's empty slot
+    });
+  }
+}
+
+// ---- the xchg into a deleted element: models::xchg_after_delete_race --------------------
+class XchgAfterDeleteTest : public ::testing::TestWithParam<semantics_profile> {};
+
+TEST_P(XchgAfterDeleteTest, ReferenceStoredIntoADeletedElementLeaksUntil2026) {
+  const explore::report r = testkit::expect_explore_finds(
+      models::xchg_after_delete_race(GetParam()), explore::failure_kind::leak);
+  EXPECT_LT(r.executions, 5000U);
+}
+INSTANTIATE_TEST_SUITE_P(Leaking, XchgAfterDeleteTest,
+                         ::testing::Values(semantics_profile::rcu_users_inc,
+                                           semantics_profile::usage_based,
+                                           semantics_profile::rcu_safe),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(HistoricalRaceTest, XchgIntoADeletedElementExhaustsCleanlyWithTheHashElementDestructor) {
+  testkit::expect_explores_cleanly(models::xchg_after_delete_race(semantics_profile::current));
 }
 
 // ---- task_kfunc_failure.c's programs that only a NULL path shows --------------------------
@@ -195,7 +252,7 @@ TEST_P(NullPathSelftest, MissingNullCheckIsReportedWithTheKernelsMessage) {
 }
 
 TEST_P(NullPathSelftest, FixedProgramPassesEveryPath) {
-  const explore::report r = testing::expect_explores_cleanly(ProgramModel(GetParam().fixed));
+  const explore::report r = testkit::expect_explores_cleanly(ProgramModel(GetParam().fixed));
   EXPECT_GE(r.executions, 2U) << "at least one NULL path besides the non-NULL one";
 }
 

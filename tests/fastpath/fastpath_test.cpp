@@ -29,7 +29,7 @@ bool recorded(const kernel& k, const task_struct* t, std::string_view kfunc) {
   });
 }
 
-class FastPathTest : public testing::kernel_test {
+class FastPathTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "fastpath"}; }
   const char* body_task_comm() const override { return "prog"; }

@@ -250,7 +250,7 @@ class worker {
         bad = fmt::format("task pid {} (vpid {} in a level-{} namespace) is its own real_parent",
                           r.task->pid, task_pid_nr_ns(r.task, task_active_pid_ns(r.task)),
                           task_active_pid_ns(r.task)->level());
-      } else if (parent != nullptr && !k_.owns_live_task(parent)) {
+      } else if (parent != nullptr && !k_.is_allocated(parent)) {
         // Not dereferenced: it may be gone.
         bad = fmt::format("task pid {} has a real_parent that is not a live task", r.task->pid);
       }
@@ -282,7 +282,7 @@ class worker {
   void guarded(F&& f) {
     try {
       f();
-    } catch (const testing::contract_error& e) {
+    } catch (const testkit::contract_error& e) {
       problem(std::string("contract violation: ") + e.what());
     } catch (const std::exception& e) {
       problem(std::string("exception: ") + e.what());

@@ -76,7 +76,7 @@ class RcuStressTest : public ::testing::TestWithParam<std::tuple<int, reclaim_mo
 
 TEST_P(RcuStressTest, ReadersNeverSeeAnObjectReclaimedUnderThem) {
   const auto [readers, mode] = GetParam();
-  testing::contract_capture capture;
+  testkit::contract_capture capture;
   rcu_domain domain("stress");
   std::atomic<node*> current{new node};
   std::atomic<bool> stop{false};

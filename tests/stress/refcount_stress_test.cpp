@@ -20,7 +20,7 @@ namespace {
 
 class RefcountStressTest : public ::testing::TestWithParam<int> {
  protected:
-  testing::contract_capture capture_;
+  testkit::contract_capture capture_;
 };
 
 TEST_P(RefcountStressTest, FinalDecAndTestIsTrueExactlyOnce) {

@@ -25,7 +25,7 @@ struct stress_param {
 };
 
 // The run's base seed (stress_seed) is printed with every failure of the test.
-class stress_test : public testing::kernel_test,
+class stress_test : public testkit::kernel_test,
                     public ::testing::WithParamInterface<stress_param> {
  protected:
   void SetUp() override {

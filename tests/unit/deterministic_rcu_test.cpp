@@ -39,7 +39,7 @@ struct counted {
   }
 };
 
-class DeterministicRcuTest : public testing::kernel_test {
+class DeterministicRcuTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override {
     return kernel_config{.name = "deterministic",
@@ -221,7 +221,7 @@ TEST_F(DeterministicRcuTest, SynchronizeBlocksUntilAReaderOnAnotherThreadLeaves)
 TEST_F(DeterministicRcuTest, SynchronizeInsideAReadSectionIsReportedNotAHang) {
   const rcu_thread_registration reg(k().rcu());
   const rcu_read_guard guard(k().rcu());
-  EXPECT_THROW(k().rcu().synchronize_rcu(), testing::contract_error);
+  EXPECT_THROW(k().rcu().synchronize_rcu(), testkit::contract_error);
   expect_violation("synchronize_rcu() inside an RCU read-side critical section");
 }
 

@@ -1,6 +1,6 @@
 // Holder tracking, the kernel's ref_tracker: who holds each reference, grouped
 // leak reports, double releases with both sites. Written on the kernel_test
-// fixture of tasklife::testing, which fails a test on anything it did not declare.
+// fixture of tasklife::testkit, which fails a test on anything it did not declare.
 #include <algorithm>
 #include <string>
 
@@ -11,7 +11,7 @@
 namespace tasklife {
 namespace {
 
-class HolderTest : public testing::kernel_test {
+class HolderTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override {
     return kernel_config{.name = "holders", .track_holders = true};
@@ -74,7 +74,7 @@ TEST_F(HolderTest, ADoubleReleasePrintsBothSites) {
   const unsigned put_line = __LINE__ + 1;
   put_task_struct(t);
   EXPECT_CONTRACT_VIOLATION(put_task_struct(t), "reference already released");
-  const std::string report = capture().violations().back();
+  const std::string report = capture().messages().back();
   EXPECT_THAT(report, HasSubstr("taken by get_task_struct at"));
   EXPECT_THAT(report, HasSubstr(":" + std::to_string(get_line) + " "));
   EXPECT_THAT(report, HasSubstr("released at"));
@@ -95,11 +95,11 @@ TEST_F(HolderTest, ALeakReportGroupsHoldersBySite) {
   EXPECT_EQ(leaks[0].usage, 2U);
   EXPECT_THAT(leaks[0].holders, HasSubstr("usage has 2/2 users at get_task_struct"));
   EXPECT_THAT(leaks[0].holders, HasSubstr("holder_test.cpp"));
-  EXPECT_THAT(capture().violations().back(), HasSubstr("usage has 2/2 users at get_task_struct"));
+  EXPECT_THAT(capture().messages().back(), HasSubstr("usage has 2/2 users at get_task_struct"));
 }
 
 // The default configuration: no holder tracking.
-class HolderTrackingTest : public testing::kernel_test {};
+class HolderTrackingTest : public testkit::kernel_test {};
 
 TEST_F(HolderTrackingTest, IsOffByDefault) {
   task_struct* t = fork_task("plain");

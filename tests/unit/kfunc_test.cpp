@@ -30,7 +30,7 @@ std::string ProfileName(const ::testing::TestParamInfo<semantics_profile>& param
 }
 
 // A kernel of one profile; the test body runs as a BPF program of task "prog".
-class KfuncFixture : public testing::kernel_test {
+class KfuncFixture : public testkit::kernel_test {
  protected:
   static kernel_config ConfigFor(semantics_profile profile) {
     return {.name = "kfunc-test", .profile = profile};
@@ -196,7 +196,7 @@ TEST_P(KfuncTest, ReleaseOfAFreedTaskIsADetectedUseAfterFree) {
   retire(t);
   k().rcu().rcu_barrier();
   EXPECT_CONTRACT_VIOLATION(bpf_task_acquire(t), "use-after-free");
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               Contains(AllOf(HasSubstr("use-after-free"), HasSubstr("'gone'"))));
 }
 
@@ -336,7 +336,7 @@ TEST_F(KfuncProfileTest, RcuUsersIncPidLookupRaceWarnsAndLeavesADanglingReferenc
   EXPECT_EQ(k().stats().freed, 1U);
   if constexpr (debug_checks_enabled) {
     EXPECT_CONTRACT_VIOLATION(bpf_task_release(r.acquired), "use-after-free");
-    EXPECT_THAT(capture().violations(),
+    EXPECT_THAT(capture().messages(),
                 Contains(AllOf(HasSubstr("use-after-free"), HasSubstr("'victim'"))));
   }
 }

@@ -83,7 +83,7 @@ bool registered(const kptr<T>* slot) {
 }
 
 // The test body runs as a BPF program of task `prog` (kfuncs need current).
-class MapTest : public testing::kernel_test {
+class MapTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "map-test"}; }
   const char* body_task_comm() const override { return "prog"; }

@@ -42,7 +42,7 @@ task_struct* take(std::vector<task_struct*>& tasks, pid_t nr) {
 
 // The test's thread is registered with the kernel's RCU domain (lookups need a
 // read-side section).
-class PidTest : public testing::kernel_test {
+class PidTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "pid"}; }
   void SetUp() override {
@@ -491,7 +491,7 @@ TEST_F(PidTest, AStaleNumberNamesTheNewTaskOnceReused) {
   live_.push_back(second);
   EXPECT_EQ(task_pid_nr(second), 12);
   EXPECT_EQ(lookup(12, root), second);
-  EXPECT_TRUE(k().owns_live_task(zombie)) << "the old owner is still allocated";
+  EXPECT_TRUE(k().is_allocated(zombie)) << "the old owner is still allocated";
   EXPECT_EQ(refcount_read(&zombie->rcu_users), 1U);
   EXPECT_EQ(task_pid_nr(zombie), 12);
   k().finish_task_switch(zombie);
@@ -608,7 +608,7 @@ void PidTest::ReaderRacesReap(bool autoreap) {
       if (t != nullptr) {
         obs.pid = t->pid;
         std::memcpy(obs.comm, t->comm, sizeof obs.comm);
-        obs.still_owned = k().owns_live_task(t);
+        obs.still_owned = k().is_allocated(t);
         obs.acquired = refcount_inc_not_zero(&t->rcu_users);
         obs.rcu_users = refcount_read(&t->rcu_users);
       }
@@ -650,7 +650,7 @@ void PidTest::ReaderRacesReap(bool autoreap) {
   // The grace period ended only after the reader left; then the task was freed.
   EXPECT_EQ(reader_in_section_at_gp.load(), 0);
   EXPECT_EQ(k().stats().freed, before.freed + 1);
-  EXPECT_FALSE(k().owns_live_task(victim));
+  EXPECT_FALSE(k().is_allocated(victim));
 
   retire(init);
 }
@@ -750,7 +750,7 @@ TEST_F(PidTest, ConcurrentLookupsSeeOnlyLiveTasksCarryingTheNumber) {
           if (t->pid != nr || (now != nr && now != 0)) {
             wrong_number.fetch_add(1, std::memory_order_relaxed);
           }
-          if (!k().owns_live_task(t)) {
+          if (!k().is_allocated(t)) {
             freed_under_reader.fetch_add(1, std::memory_order_relaxed);
           }
         }

@@ -82,7 +82,7 @@ task_value* MapLookup(task_map& map, const task_struct* p) {
   return bpf_map_lookup_elem(&map, &key);
 }
 
-class ProgTest : public testing::kernel_test {
+class ProgTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override {
     return {.name = "prog-test", .profile = semantics_profile::current};
@@ -113,8 +113,8 @@ class ProgTest : public testing::kernel_test {
   // runs as that task), else as the new task itself.
   forked_with ForkWith(bpf_prog& p, const char* comm, task_struct* as = nullptr) {
     std::vector<prog_run_result> results;
-    const std::uint64_t id = p.attach(
-        k().task_newtask(), [&results](const prog_run_result& r) { results.push_back(r); });
+    bpf_link link = p.attach(k().task_newtask(),
+                             [&results](const prog_run_result& r) { results.push_back(r); });
     task_struct* child = nullptr;
     if (as != nullptr) {
       const current_task_scope scope(as);
@@ -122,7 +122,8 @@ class ProgTest : public testing::kernel_test {
     } else {
       child = Fork(comm, init_);
     }
-    EXPECT_TRUE(k().task_newtask().detach(id));
+    EXPECT_TRUE(link.detach());
+    EXPECT_FALSE(k().task_newtask().enabled()) << "the link detached the only probe";
     EXPECT_EQ(results.size(), 1U) << "the program ran once per fork";
     return {child, results.empty() ? prog_run_result{} : results.front()};
   }

@@ -28,7 +28,7 @@ using test::rcu_reader_hold;
 
 // The domain over liburcu: these tests are about the native backend (its
 // diagnostics, its facts), so the fixture opts out of the kit's deterministic one.
-class RcuTest : public testing::kernel_test {
+class RcuTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "test"}; }
   bool native_rcu() const override { return true; }

@@ -25,7 +25,7 @@ constexpr unsigned u(int v) {
   return static_cast<unsigned>(v);
 }
 
-class RefcountTest : public testing::kernel_test {
+class RefcountTest : public testkit::kernel_test {
  protected:
   // Exactly one warning of `type` was raised and reached the sink, with the
   // kernel's message, after the counter had been saturated (and it is declared).

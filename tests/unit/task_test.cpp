@@ -28,7 +28,7 @@ namespace {
 
 using test::rcu_reader_hold;
 
-class TaskTest : public testing::kernel_test {
+class TaskTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "task-test"}; }
   // The test's own configuration, under the fixture's name.
@@ -297,7 +297,7 @@ TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
   EXPECT_CONTRACT_VIOLATION(put_task_struct_rcu_user(t),
                             "use-after-free: put_task_struct_rcu_user() on task");
   EXPECT_CONTRACT_VIOLATION(k().do_exit(t), "use-after-free: do_exit() on task");
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               Contains(AllOf(HasSubstr("use-after-free: get_task_struct() on task 'victim'"),
                              HasSubstr("pid " + std::to_string(pid)),
                              HasSubstr("freed by __put_task_struct"))));
@@ -353,7 +353,7 @@ TEST_F(TaskTest, TeardownReportsEveryLeakWithItsCounters) {
       EXPECT_EQ(l.exit_state, EXIT_DEAD);
     }
   }
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               Contains(HasSubstr("leak: kernel 'task-test' torn down with task 'held'")));
   EXPECT_TRUE(k().shutdown().empty()) << "idempotent";
 }
@@ -365,8 +365,8 @@ TEST_F(TaskTest, KernelsAreIndependent) {
   EXPECT_EQ(a->pid, 1);
   EXPECT_EQ(b->pid, 1) << "each kernel numbers its own tasks";
   EXPECT_EQ(&task_kernel(b), &other);
-  EXPECT_FALSE(k().owns_live_task(b));
-  EXPECT_TRUE(other.owns_live_task(b));
+  EXPECT_FALSE(k().is_allocated(b));
+  EXPECT_TRUE(other.is_allocated(b));
   EXPECT_TRUE(other.retire(b));
   EXPECT_TRUE(other.shutdown().empty());
   EXPECT_EQ(other.stats().freed, 1U);

@@ -2,10 +2,12 @@
 // refuses and where it fails, and that kernel_test's end-of-test invariants catch
 // what they promise to catch (checked through remake, whose failures are
 // intercepted here), with a body task and with a parameter.
+#include <climits>
 #include <source_location>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -43,7 +45,7 @@ std::vector<std::string> Messages(const std::vector<::testing::TestPartResult>& 
   return out;
 }
 
-class KitTest : public testing::kernel_test {
+class KitTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "kit"}; }
 };
@@ -72,9 +74,10 @@ TEST_F(KitTest, ExpectContractViolationFailsWhenNothingIsReported) {
 
 TEST_F(KitTest, ExpectContractViolationFailsOnAnotherMessageAndLeavesItUnexpected) {
   EXPECT_NONFATAL_FAILURE(EXPECT_CONTRACT_VIOLATION(get_task_struct(nullptr), "something else"),
-                          "it reported only:\n    get_task_struct() called with a NULL task");
+                          "it reported only:\n    [null_argument] get_task_struct() called "
+                          "with a NULL task");
   EXPECT_THAT(capture().unmatched_violations(),
-              ElementsAre(HasSubstr("get_task_struct() called with a NULL task")));
+              ElementsAre(IsViolation(contract_kind::null_argument)));
   expect_violation("called with a NULL task");  // else TearDown fails the test
 }
 
@@ -120,7 +123,8 @@ TEST_F(KitTest, AnUndeclaredViolationFailsTheTest) {
   }
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
-              ElementsAre(HasSubstr("unexpected contract violation: rcu_read_unlock()")));
+              ElementsAre(HasSubstr("unexpected contract violation: unbalanced_unlock in "
+                                    "rcu/rcu_read_unlock")));
 }
 
 TEST_F(KitTest, AViolationReportedWhileTheKernelIsDestroyedFailsTheTest) {
@@ -129,14 +133,16 @@ TEST_F(KitTest, AViolationReportedWhileTheKernelIsDestroyedFailsTheTest) {
   }).join();
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
-              Contains(HasSubstr("unexpected contract violation: RCU domain 'kit/rcu'")));
+              Contains(AllOf(HasSubstr("unexpected contract violation: teardown_order"),
+                             HasSubstr("RCU domain 'kit/rcu'"))));
 }
 
 TEST_F(KitTest, ADeclaredViolationThatNeverHappensFailsTheTest) {
   expect_violation("never reported");
   const auto results = Intercepted([&] { remake({.name = "kit"}); });
   EXPECT_THAT(Messages(results),
-              ElementsAre(HasSubstr("expected a violation saying \"never reported\"")));
+              ElementsAre(HasSubstr("expected a violation of any kind whose message contains "
+                                    "\"never reported\"")));
 }
 
 TEST_F(KitTest, AnUndeclaredRefcountWarningFailsTheTest) {
@@ -180,7 +186,7 @@ TEST_F(KitTest, RetireFailsAtTheCallersLineWhenTheTaskIsAlreadyExiting) {
 
 TEST_F(KitTest, RemakeStartsAFreshKernelWithFreshDeclarations) {
   expect_violation("called with a NULL task");
-  EXPECT_THROW(get_task_struct(nullptr), testing::contract_error);
+  EXPECT_THROW(get_task_struct(nullptr), testkit::contract_error);
   remake({.name = "second", .profile = semantics_profile::rcu_safe});
   EXPECT_EQ(k().name(), "second");
   EXPECT_EQ(k().config().profile, semantics_profile::rcu_safe);
@@ -188,9 +194,235 @@ TEST_F(KitTest, RemakeStartsAFreshKernelWithFreshDeclarations) {
   retire(fork_task("new"));
 }
 
+TEST_F(KitTest, TeardownFailuresPointAtTheTestNotAtTheKit) {
+  (void)fork_task("forgotten");
+  const unsigned line = __LINE__ + 1;
+  const auto results = Intercepted([&] { remake({.name = "kit"}); });
+  ASSERT_FALSE(results.empty());
+  for (const ::testing::TestPartResult& r : results) {
+    EXPECT_THAT(r.file_name(), EndsWith("testing_test.cpp"));
+    EXPECT_EQ(r.line_number(), static_cast<int>(line));
+  }
+}
+
+// ---- structured violations: kind, operation, object, sites ---------------------------------
+
+TEST_F(KitTest, AUseAfterFreeNamesItsKindTaskAndTheSiteThatFreedIt) {
+  if constexpr (!debug_checks_enabled) {
+    GTEST_SKIP() << "use-after-free reports need TASKLIFE_CHECKS=full";
+  }
+  task_struct* t = fork_task("victim");
+  const std::uint64_t id = task_id(t);
+  const pid_t pid = t->pid;
+  retire(t);
+  k().rcu().rcu_barrier();  // the grace period ends and its callback frees the task
+  ASSERT_THAT(t, IsFreedIn(k()));
+  const testkit::violation_spec uaf = about(contract_kind::use_after_free, t);
+  EXPECT_CONTRACT_VIOLATION(get_task_struct(t), uaf);
+  const std::vector<testkit::captured_violation> seen = capture().violations();
+  ASSERT_EQ(seen.size(), 1U);
+  const testkit::captured_violation& v = seen.front();
+  EXPECT_EQ(v.kind, contract_kind::use_after_free);
+  EXPECT_EQ(v.operation, "get_task_struct");
+  EXPECT_EQ(v.object.task_id, id);
+  EXPECT_EQ(v.object.pid, pid);
+  EXPECT_EQ(v.object.comm, "victim");
+  EXPECT_EQ(v.object.kernel, "kit");
+  ASSERT_TRUE(v.earlier.has_value()) << "the free's own site";
+  EXPECT_THAT(v.earlier->file_name(), EndsWith(".cpp"));
+}
+
+TEST_F(KitTest, ADoubleReleaseNamesBothSitesWhenHoldersAreTracked) {
+  remake({.name = "kit", .track_holders = true});
+  task_struct* t = fork_task("twice");
+  get_task_struct(t);
+  const unsigned put_line = __LINE__ + 1;
+  put_task_struct(t);
+  EXPECT_CONTRACT_VIOLATION(put_task_struct(t), about(contract_kind::double_release, t));
+  const std::vector<testkit::captured_violation> seen = capture().violations();
+  ASSERT_EQ(seen.size(), 1U);
+  ASSERT_TRUE(seen.front().earlier.has_value());
+  EXPECT_EQ(seen.front().earlier->line(), put_line) << "where the reference was released first";
+  retire(t);
+}
+
+TEST_F(KitTest, ARecordingCaptureObservesThatTheOperationWasSkipped) {
+  task_struct* t = fork_task("alive");
+  {
+    const contract_capture record(capture_mode::record);
+    k().finish_task_switch(t);  // not TASK_DEAD: refused, and the handler returns
+    EXPECT_THAT(record.violations(),
+                ElementsAre(IsViolationAbout(contract_kind::invalid_state, t)));
+    EXPECT_THAT(t, HasCounters(1, 2)) << "skipped: the scheduler's rcu_users was not dropped";
+  }
+  EXPECT_THAT(capture().violations(), IsEmpty()) << "the innermost capture took it";
+  retire(t);
+}
+
+TEST_F(KitTest, CapturesNestAndTheInnermostReceives) {
+  const contract_capture outer(capture_mode::record);
+  {
+    const contract_capture inner(capture_mode::record);
+    get_task_struct(nullptr);
+    EXPECT_EQ(inner.count(contract_kind::null_argument), 1U);
+    EXPECT_EQ(outer.count(contract_kind::null_argument), 0U);
+  }
+  get_task_struct(nullptr);
+  EXPECT_EQ(outer.count(contract_kind::null_argument), 1U);
+  EXPECT_THAT(capture().violations(), IsEmpty());
+}
+
+TEST_F(KitTest, ALeakAtTeardownIsALeakAboutTheTask) {
+  const contract_capture record(capture_mode::record);
+  std::uint64_t id = 0;
+  {
+    kernel leaky({.name = "leaky", .rcu_backend_factory = deterministic_rcu_factory()});
+    const fork_result r = leaky.fork(nullptr, {.comm = "kept"});
+    ASSERT_TRUE(r);
+    id = task_id(r.task);
+  }  // destroyed with the task never exited
+  const std::vector<testkit::captured_violation> seen = record.violations();
+  ASSERT_EQ(seen.size(), 1U);
+  EXPECT_EQ(seen.front().kind, contract_kind::leak);
+  EXPECT_EQ(seen.front().object.task_id, id);
+  EXPECT_EQ(seen.front().object.comm, "kept");
+  EXPECT_EQ(seen.front().object.kernel, "leaky");
+}
+
+TEST_F(KitTest, ARefcountWarningNamesTheTaskAndTheCounter) {
+  task_struct* t = fork_task("hot");
+  refcount_add(INT_MAX, &t->usage);  // overflow: saturated, warned once
+  const auto warnings = capture().refcount_warnings();
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_EQ(warnings.front().warning.type, REFCOUNT_ADD_OVF);
+  EXPECT_EQ(warnings.front().warning.counter, "usage");
+  EXPECT_EQ(warnings.front().warning.object.task_id, task_id(t));
+  EXPECT_EQ(warnings.front().warning.object.comm, "hot");
+  expect_refcount_warning(REFCOUNT_ADD_OVF);
+  refcount_set(&t->usage, 1);  // undo the test's own damage, so the task dies normally
+  retire(t);
+}
+
+TEST_F(KitTest, AFakeTaskIsNotATaskAndAnotherKernelsTaskIsForeign) {
+  kernel other({.name = "other", .rcu_backend_factory = deterministic_rcu_factory()});
+  task_struct* theirs = other.fork(nullptr, {.comm = "theirs"}).task;
+  task_struct* caller = fork_task("caller");
+  {
+    const current_task_scope scope(caller);
+    alignas(task_struct) unsigned char storage[sizeof(task_struct)] = {};
+    auto* fake = reinterpret_cast<task_struct*>(storage);
+    EXPECT_CONTRACT_VIOLATION((void)bpf_task_acquire(fake), contract_kind::not_a_task);
+    EXPECT_CONTRACT_VIOLATION((void)bpf_task_acquire(theirs),
+                              about(contract_kind::foreign_object, theirs));
+  }
+  retire(caller);
+  other.retire(theirs);
+  other.rcu().rcu_barrier();
+}
+
+// ---- matchers and printers --------------------------------------------------------------------
+
+TEST_F(KitTest, TaskMatchersFollowATaskThroughItsDeath) {
+  task_struct* t = fork_task("mortal");
+  EXPECT_THAT(t, HasCounters(1, 2));
+  EXPECT_THAT(t, HasUsage(1));
+  EXPECT_THAT(t, HasRcuUsers(2));
+  EXPECT_THAT(t, IsAllocatedIn(k()));
+  EXPECT_THAT(t, IsHashedIn(k()));
+  EXPECT_THAT(t, ::testing::Not(IsExiting()));
+  k().do_exit(t);
+  EXPECT_THAT(t, IsExiting());
+  EXPECT_THAT(t, HasExitState(EXIT_ZOMBIE));
+  EXPECT_THAT(t, IsHashedIn(k())) << "a zombie stays hashed until its parent reaps it";
+  k().finish_task_switch(t);
+  EXPECT_THAT(t, HasRcuUsers(1));
+  ASSERT_TRUE(k().wait_task_zombie(t));
+  EXPECT_THAT(t, ::testing::Not(IsHashedIn(k())));
+  EXPECT_THAT(t, HasRcuUsers(0));
+  EXPECT_THAT(t, IsAllocatedIn(k())) << "until the grace period ends";
+  k().rcu().rcu_barrier();
+  EXPECT_THAT(t, ::testing::Not(IsAllocatedIn(k())));
+  if constexpr (debug_checks_enabled) {
+    EXPECT_THAT(t, IsFreedIn(k()));
+  }
+}
+
+TEST_F(KitTest, EventMatchersSeeTheDeathInOrder) {
+  task_struct* t = fork_task("traced");
+  k().trace_task(t);
+  retire(t);
+  k().rcu().rcu_barrier();
+  const std::vector<task_event> events = k().events();
+  EXPECT_THAT(events, HasEventsInOrder({task_event_kind::exit, task_event_kind::zombie,
+                                        task_event_kind::final_switch, task_event_kind::reap,
+                                        task_event_kind::gp_requested, task_event_kind::gp_elapsed,
+                                        task_event_kind::free}));
+  EXPECT_THAT(
+      events,
+      ::testing::Not(HasEventsInOrder({task_event_kind::free, task_event_kind::gp_requested})));
+  EXPECT_THAT(events, Contains(IsEventOf(task_event_kind::reap, t)));
+  ASSERT_FALSE(events.empty());
+  EXPECT_THAT(::testing::PrintToString(events.front()), HasSubstr("exit"))
+      << "a task_event prints as text, not as raw bytes";
+}
+
+TEST_F(KitTest, ViolationsAndObjectsPrintAsText) {
+  const contract_capture record(capture_mode::record);
+  get_task_struct(nullptr);
+  const std::vector<testkit::captured_violation> seen = record.violations();
+  ASSERT_EQ(seen.size(), 1U);
+  EXPECT_THAT(::testing::PrintToString(seen.front()),
+              HasSubstr("null_argument in task/get_task_struct about no object"));
+  EXPECT_EQ(::testing::PrintToString(contract_kind::double_release), "double_release");
+}
+
+// ---- retire, and attached programs -----------------------------------------------------------
+
+class KitRetireTest : public testkit::kernel_test,
+                      public ::testing::WithParamInterface<std::tuple<bool, bool>> {
+ protected:
+  bool native_rcu() const override { return std::get<0>(GetParam()); }
+};
+
+TEST_P(KitRetireTest, RetireEndsEveryKindOfTaskCleanly) {
+  const bool thread = std::get<1>(GetParam());
+  task_struct* leader = fork_task("leader");
+  for (int round = 0; round < 50; ++round) {
+    task_struct* t = fork_task("child", leader, {.thread = thread, .autoreap = !thread});
+    retire(t);  // autoreaped: the grace period its final switch starts may free it at once
+  }
+  retire(leader);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, KitRetireTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const auto& param_info) {
+                           return std::string(std::get<0>(param_info.param) ? "Liburcu"
+                                                                            : "Deterministic") +
+                                  (std::get<1>(param_info.param) ? "Thread" : "AutoreapedChild");
+                         });
+
+TEST_F(KitTest, AnAttachedProgramDetachesWhenItsLinkEnds) {
+  int runs = 0;
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
+    ++runs;
+    return 0;
+  });
+  {
+    const bpf_link link = p.attach(k().task_newtask());
+    EXPECT_TRUE(k().task_newtask().enabled());
+    task_struct* a = fork_task("a");
+    retire(a);
+  }
+  EXPECT_FALSE(k().task_newtask().enabled()) << "the link's end detached the program";
+  task_struct* b = fork_task("b");
+  retire(b);
+  EXPECT_EQ(runs, 1);
+}
+
 // ---- a body task, and a parameter -------------------------------------------------------
 
-class KitBodyTaskTest : public testing::kernel_test {
+class KitBodyTaskTest : public testkit::kernel_test {
  protected:
   const char* body_task_comm() const override { return "prog"; }
 };
@@ -209,7 +441,7 @@ TEST_F(KitBodyTaskTest, TheBodyRunsAsItsTaskUntilItLeaves) {
   // TearDown retires the body task: no leak.
 }
 
-class KitParamTest : public testing::kernel_test,
+class KitParamTest : public testkit::kernel_test,
                      public ::testing::WithParamInterface<semantics_profile> {
  protected:
   kernel_config config() const override { return {.name = "kit", .profile = GetParam()}; }

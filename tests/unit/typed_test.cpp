@@ -56,7 +56,7 @@ rcu_ptr<task_struct> ReadUnderItsOwnGuard(const kptr<task_struct>& slot) {
 
 // `prog` is the task programs run as; the test body itself runs as no task unless
 // it enters a scope (some rules are about references dropped outside programs).
-class TypedTest : public testing::kernel_test {
+class TypedTest : public testkit::kernel_test {
  protected:
   kernel_config config() const override { return {.name = "typed-test"}; }
   void SetUp() override {
@@ -92,8 +92,8 @@ class TypedTest : public testing::kernel_test {
     const unsigned before = rcu_users(target);
     std::string acquired_at;
     EXPECT_CONTRACT_VIOLATION(drop(target, before, acquired_at), message);
-    EXPECT_THAT(capture().violations(), ElementsAre(AllOf(HasSubstr(message), HasSubstr("'target'"),
-                                                          HasSubstr(acquired_at))));
+    EXPECT_THAT(capture().messages(), ElementsAre(AllOf(HasSubstr(message), HasSubstr("'target'"),
+                                                        HasSubstr(acquired_at))));
     EXPECT_EQ(rcu_users(target), before) << "tasklife released it";
     retire(target);
   }
@@ -122,7 +122,7 @@ TEST_F(TypedTest, TracepointArgumentIsAcquiredAndReleased) {
   EXPECT_EQ(r.ret, 0);
   EXPECT_EQ(held, before + 1);
   EXPECT_EQ(rcu_users(target), before) << "released exactly once";
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
   retire(target);
 }
 
@@ -143,7 +143,7 @@ TEST_F(TypedTest, FromPidIsCheckedThenReleased) {
     EXPECT_FALSE(unknown) << "a NULL result is dropped silently";
   }
   EXPECT_EQ(rcu_users(target), before);
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
   retire(target);
 }
 
@@ -189,7 +189,7 @@ TEST_F(TypedTest, OwnedRefGoesIntoAMapValueAndComesBackOut) {
   EXPECT_TRUE(taken.ok());
   EXPECT_EQ(taken.ret, 0);
   EXPECT_EQ(rcu_users(target), before) << "taken back out and released";
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
   retire(target);
 }
 
@@ -211,14 +211,14 @@ TEST_F(TypedTest, TracepointProgramStashesEveryNewTask) {
     return 0;
   });
   std::vector<std::string> violations;
-  const std::uint64_t id = p.attach(k().task_newtask(), [&](const prog_run_result& r) {
+  bpf_link link = p.attach(k().task_newtask(), [&](const prog_run_result& r) {
     for (const violation& v : r.violations) {
       violations.push_back(v.message);
     }
   });
   task_struct* first = fork_task("first");
   task_struct* second = fork_task("second");
-  ASSERT_TRUE(k().task_newtask().detach(id));
+  ASSERT_TRUE(link.detach());
   EXPECT_EQ(runs, 2);
   EXPECT_THAT(violations, IsEmpty());
   {
@@ -231,7 +231,7 @@ TEST_F(TypedTest, TracepointProgramStashesEveryNewTask) {
   EXPECT_EQ(rcu_users(first), 2U);
   EXPECT_EQ(rcu_users(second), 3U);
   retire({first, second});
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
   // The map's destruction (end of scope, before TearDown) drops the last reference.
 }
 
@@ -256,7 +256,7 @@ TEST_F(TypedTest, SlotReadUnderAGuardIsAcquired) {
     EXPECT_TRUE(read(obj->task)) << "without the guard: untrusted, only compared with NULL";
   }
   bpf_obj_drop(obj);  // releases the stashed reference
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
   retire(target);
 }
 
@@ -282,7 +282,7 @@ TEST_F(TypedTest, CurrentTaskBtfIsCurrentAndMayBeAcquired) {
     auto scope = k().run_as(prog_);
     EXPECT_EQ(typed::bpf_get_current_task_btf().get(), prog_);
   }
-  EXPECT_THAT(capture().violations(), IsEmpty());
+  EXPECT_THAT(capture().messages(), IsEmpty());
 }
 
 // ---- the run-time rules ----------------------------------------------------------------------
@@ -295,7 +295,7 @@ TEST_F(TypedTest, OwnedRefDroppedWithoutReleaseIsReportedWithItsAcquireSiteAndRe
     ASSERT_TRUE(acquired);
     const owned_ref<task_struct> ref = std::move(acquired).take();
     EXPECT_EQ(rcu_users(target), before + 1);
-    EXPECT_THAT(capture().violations(), IsEmpty());
+    EXPECT_THAT(capture().messages(), IsEmpty());
   };  // `ref` dropped (noexcept: recorded, not thrown)
   ExpectDropReported("an owned reference was dropped without release", drop);
 }
@@ -324,7 +324,7 @@ TEST_F(TypedTest, DroppedReferenceInsideAProgramIsReleasedBeforeTheRunEnds) {
   EXPECT_CONTRACT_VIOLATION(r = p.run(prog_, target), "dropped");
   EXPECT_EQ(r.ret, 0);
   EXPECT_TRUE(r.ok()) << "the drop's release reached the checker: nothing left unreleased";
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               ElementsAre(AllOf(HasSubstr("dropped"), HasSubstr(acquired_at))));
   EXPECT_EQ(rcu_users(target), before);
   retire(target);
@@ -343,12 +343,12 @@ TEST_F(TypedTest, ReleasingAMovedFromOwnedRefIsReportedAndReleasesNothing) {
     owned_ref<task_struct> moved = std::move(ref);
     typed::bpf_task_release(std::move(moved));
     EXPECT_EQ(rcu_users(target), before);
-    EXPECT_THAT(capture().violations(), IsEmpty());
+    EXPECT_THAT(capture().messages(), IsEmpty());
     // NOLINTNEXTLINE(bugprone-use-after-move): the rule
     EXPECT_CONTRACT_VIOLATION(typed::bpf_task_release(std::move(ref)),
                               "bpf_task_release of a moved-from reference");
   }
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               ElementsAre(AllOf(HasSubstr("bpf_task_release of a moved-from reference"),
                                 HasSubstr(acquired_at))));
   EXPECT_EQ(rcu_users(target), before) << "nothing released twice";
@@ -374,7 +374,7 @@ TEST_F(TypedTest, StoringAMovedFromOwnedRefIsReportedAndStoresNothing) {
         "bpf_kptr_xchg of a moved-from reference");
     EXPECT_FALSE(read(obj->task)) << "the slot stays empty";
   }
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               ElementsAre(HasSubstr("bpf_kptr_xchg of a moved-from reference")));
   bpf_obj_drop(obj);
   EXPECT_EQ(rcu_users(target), before);
@@ -388,11 +388,11 @@ TEST_F(TypedTest, RcuPtrUsedAfterItsGuardEndedIsReported) {
     auto scope = k().run_as(prog_);
     const rcu_ptr<task_struct> escaped = ReadUnderItsOwnGuard(obj->task);
     EXPECT_TRUE(escaped) << "comparing with NULL needs no section";
-    EXPECT_THAT(capture().violations(), IsEmpty());
+    EXPECT_THAT(capture().messages(), IsEmpty());
     EXPECT_CONTRACT_VIOLATION(EXPECT_EQ(escaped.get(), target),  // no read-side section any more
                               "an rcu_ptr was used after its rcu_guard ended");
   }
-  EXPECT_THAT(capture().violations(),
+  EXPECT_THAT(capture().messages(),
               ElementsAre(HasSubstr("an rcu_ptr was used after its rcu_guard ended")));
   bpf_obj_drop(obj);
   retire(target);
