@@ -305,6 +305,7 @@ TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
 }
 
 TEST_F(TaskTest, LifecycleMisuseIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("misused");
   EXPECT_CONTRACT_VIOLATION(k().finish_task_switch(t), "which is not TASK_DEAD")
       << "not TASK_DEAD yet";
@@ -319,6 +320,7 @@ TEST_F(TaskTest, LifecycleMisuseIsReported) {
 }
 
 TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("overput");
   // Drops the rcu users' own usage reference.
   EXPECT_CONTRACT_VIOLATION(put_task_struct(t), "__put_task_struct() on task 'overput'");

@@ -7,13 +7,13 @@
 
 namespace {
 
-class ConsumerKernelTest : public tasklife::testing::kernel_test {};
+class ConsumerKernelTest : public tasklife::testkit::kernel_test {};
 
 TEST_F(ConsumerKernelTest, ForkedTaskIsFreedOnceAfterItsDeath) {
   tasklife::task_struct* t = fork_task("worker");
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(tasklife::testing::usage(t), 1U);
-  EXPECT_EQ(tasklife::testing::rcu_users(t), 2U);
+  EXPECT_EQ(tasklife::testkit::usage(t), 1U);
+  EXPECT_EQ(tasklife::testkit::rcu_users(t), 2U);
   tasklife::get_task_struct(t);
   tasklife::put_task_struct(t);
   retire(t);
