@@ -266,6 +266,7 @@ TEST_F(KitTest, ARecordingCaptureObservesThatTheOperationWasSkipped) {
 }
 
 TEST_F(KitTest, CapturesNestAndTheInnermostReceives) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const contract_capture outer(capture_mode::record);
   {
     const contract_capture inner(capture_mode::record);
@@ -296,6 +297,7 @@ TEST_F(KitTest, ALeakAtTeardownIsALeakAboutTheTask) {
 }
 
 TEST_F(KitTest, ARefcountWarningNamesTheTaskAndTheCounter) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("hot");
   refcount_add(INT_MAX, &t->usage);  // overflow: saturated, warned once
   const auto warnings = capture().refcount_warnings();
@@ -310,6 +312,7 @@ TEST_F(KitTest, ARefcountWarningNamesTheTaskAndTheCounter) {
 }
 
 TEST_F(KitTest, AFakeTaskIsNotATaskAndAnotherKernelsTaskIsForeign) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   kernel other({.name = "other", .rcu_backend_factory = deterministic_rcu_factory()});
   task_struct* theirs = other.fork(nullptr, {.comm = "theirs"}).task;
   task_struct* caller = fork_task("caller");
@@ -373,6 +376,7 @@ TEST_F(KitTest, EventMatchersSeeTheDeathInOrder) {
 }
 
 TEST_F(KitTest, ViolationsAndObjectsPrintAsText) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const contract_capture record(capture_mode::record);
   get_task_struct(nullptr);
   const std::vector<testkit::captured_violation> seen = record.violations();
