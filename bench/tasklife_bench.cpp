@@ -28,7 +28,7 @@
 
 #include <tasklife/tasklife.hpp>
 
-#include "report.hpp"
+#include "context.hpp"
 
 namespace {
 
@@ -665,7 +665,5 @@ BENCHMARK(BM_LifecycleChurnMemory)
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --tasklife_report=<path>: also write the Markdown report (and its SVG chart
-  // beside it). Everything else goes to Google Benchmark.
-  return tasklife::bench::run_benchmarks(argc, argv, &tasklife::bench::write_report);
+  return tasklife::bench::run_benchmarks(argc, argv);
 }

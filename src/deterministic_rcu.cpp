@@ -25,6 +25,7 @@ std::atomic<std::uintptr_t> g_next_os_identity{1};
 // An OS thread's identity (odd numbers: never the address of a simulated thread,
 // never reused) and the backends it has used, told when the thread exits.
 struct os_thread_identity {
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): an opaque identity, compared, never dereferenced.
   const void* id = reinterpret_cast<const void*>(
       (g_next_os_identity.fetch_add(1, std::memory_order_relaxed) << 1U) | 1U);
   std::vector<deterministic_rcu*> backends;

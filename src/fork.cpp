@@ -173,7 +173,11 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
             where);
   t->priv.autoreap = args.autoreap || args.thread;
   const char* comm = args.comm != nullptr ? args.comm : (parent != nullptr ? parent->comm : "init");
-  std::strncpy(t->comm, comm, TASK_COMM_LEN - 1);
+  // As the kernel's strscpy_pad: at most TASK_COMM_LEN - 1 bytes, always terminated
+  // (not strncpy: GCC -O3 warns that it may truncate, which is the point).
+  const std::size_t comm_len = strnlen(comm, TASK_COMM_LEN - 1);
+  std::memcpy(t->comm, comm, comm_len);
+  t->comm[comm_len] = '\0';
 
   if (args.fail == fork_failure::before_pid_alloc) {
     return fail_fork(t, -ENOMEM, where);

@@ -1,6 +1,7 @@
 // The RCU domain and its native backend on liburcu's memb flavor. This is the
 // only translation unit of tasklife that includes liburcu.
 #if TASKLIFE_URCU_INLINE
+// NOLINTNEXTLINE(bugprone-reserved-identifier): liburcu's documented switch, its name.
 #define _LGPL_SOURCE 1  // liburcu's inlined read side (LGPL-2.1; see README)
 #endif
 #include <cstddef>

@@ -2,8 +2,9 @@
 //
 // What it is
 //   tasklife has two tiers of checks, chosen when the library is built
-//   (CMake `TASKLIFE_CHECKS`, compiled into every translation unit that uses the
-//   library so headers and sources always agree):
+//   (CMake `TASKLIFE_CHECKS`; the generated tasklife/config.hpp of the library
+//   carries it into every translation unit that uses the library, so headers and
+//   sources always agree, and mixing tiers fails to link):
 //     - `contracts` (cheap, on in checked builds): misuse of the API that would
 //       otherwise hang, corrupt state or silently lose protection — an unbalanced
 //       rcu_read_unlock, synchronize_rcu inside a read-side critical section, a
@@ -63,17 +64,15 @@
 #include <sys/types.h>
 #include <utility>
 
+#include <tasklife/config.hpp>
 #include <tasklife/export.hpp>
 
-#ifndef TASKLIFE_CHECK_LEVEL
-#define TASKLIFE_CHECK_LEVEL 2
-#endif
-
-// The run-time verifier of prog.hpp compiled in (1, the default) or out (0): the
-// CMake option TASKLIFE_VERIFIER, a PUBLIC definition of the target, so the
-// library and every consumer agree (kptr::get inlines the verifier's hook).
-#ifndef TASKLIFE_VERIFIER
-#define TASKLIFE_VERIFIER 1
+// TASKLIFE_CHECK_LEVEL (0 none, 1 contracts, 2 full) and TASKLIFE_VERIFIER (the
+// run-time verifier of prog.hpp compiled in: 1, or out: 0) come from the generated
+// tasklife/config.hpp of the library's tier, never from a default: the headers and
+// the library always agree, and code compiled for another tier fails to link.
+#if !defined(TASKLIFE_CHECK_LEVEL) || !defined(TASKLIFE_VERIFIER)
+#error "tasklife/config.hpp did not define the tier: use the include path of your tier"
 #endif
 
 namespace tasklife {

@@ -11,7 +11,8 @@
 //
 // Members
 //   task_event_kind, task_event_kinds (name and explanation of each kind),
-//   info(kind), to_string(kind), explain(kind), task_event, fmt::formatter<task_event>
+//   info(kind), to_string(kind), explain(kind), task_event
+//   (tasklife/fmt.hpp adds fmt::formatter<task_event>, for programs that use fmt)
 //
 // Lifetime
 //   Events are values; they outlive the task (the log is the kernel's). A thread
@@ -31,8 +32,6 @@
 #include <source_location>
 #include <string_view>
 #include <sys/types.h>
-
-#include <fmt/format.h>
 
 #include <tasklife/export.hpp>
 
@@ -121,18 +120,3 @@ struct task_event {
 };
 
 }  // namespace tasklife
-
-template <>
-struct fmt::formatter<tasklife::task_event> : fmt::formatter<std::string_view> {
-  template <typename FormatContext>
-  auto format(const tasklife::task_event& e, FormatContext& ctx) const {
-    auto out = fmt::format_to(
-        ctx.out(), "#{:<4} {:>9.3f} us  pid {:<6} {:<14} usage={:<2} rcu_users={:<2}", e.seq,
-        static_cast<double>(e.time_ns) / 1000.0, e.pid, tasklife::to_string(e.kind),
-        static_cast<int>(e.usage), static_cast<int>(e.rcu_users));
-    if (!e.detail.empty()) {
-      out = fmt::format_to(out, " {}", e.detail);
-    }
-    return out;
-  }
-};

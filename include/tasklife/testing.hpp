@@ -45,7 +45,8 @@
 //   contract_capture (mode, violations, messages, unmatched_violations, count,
 //   refcount_warnings, clear), TASKLIFE_EXPECT_CONTRACT_VIOLATION
 //   (EXPECT_CONTRACT_VIOLATION; TASKLIFE_TESTING_NO_SHORT_NAMES keeps the short
-//   name out), kernel_test (config, native_rcu, rcu_control, body_task_comm, k,
+//   name out), TASKLIFE_REQUIRE_CHECKS(level) (skips a test of a check the
+//   tier compiles out), kernel_test (config, native_rcu, rcu_control, body_task_comm, k,
 //   body_task, leave_body_task, remake, expect_violation,
 //   expect_refcount_warning, fork_task, retire, capture), usage, rcu_users, the
 //   matchers above, describe_task, the explorer helpers
@@ -466,6 +467,17 @@ namespace testing = testkit;
 #define EXPECT_CONTRACT_VIOLATION(statement, spec) \
   TASKLIFE_EXPECT_CONTRACT_VIOLATION(statement, spec)
 #endif
+
+// Skips the test (GoogleTest's GTEST_SKIP; write it first in the body) unless the tier
+// this code is compiled for has the checks of `level` (check_level::contracts or
+// check_level::full): for a test of a diagnostic that a lower tier compiles out, where
+// the misuse the test provokes would be undefined behaviour or a hang.
+#define TASKLIFE_REQUIRE_CHECKS(level)                                                      \
+  GTEST_AMBIGUOUS_ELSE_BLOCKER_                                                             \
+  if constexpr (::tasklife::checks < (level))                                               \
+  GTEST_SKIP() << "needs TASKLIFE_CHECKS="                                                  \
+               << ((level) == ::tasklife::check_level::full ? "full" : "contracts or full") \
+               << "; this build's tier is " TASKLIFE_TIER_NAME
 
 namespace tasklife {
 // Printers GoogleTest finds by ADL.

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <tasklife/fmt.hpp>
 #include <tasklife/testing.hpp>
 
 namespace tasklife::testkit {

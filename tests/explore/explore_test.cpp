@@ -154,6 +154,7 @@ TEST(ExploreTest, ReductionExploresFewerSchedulesWithTheSameVerdict) {
 }
 
 TEST(ExploreTest, RandomAndPctFindThePidLookupRace) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::full);
   const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
   for (const explore::strategy s : {explore::strategy::random, explore::strategy::pct}) {
     explore::options o;
@@ -221,6 +222,7 @@ TEST(ExploreTest, SynchronizeRcuWaitsForEveryReaderThatBeganBeforeIt) {
 }
 
 TEST(ExploreTest, KitFailsATestWithTheReplayLineAndPassesACleanModel) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::full);
   EXPECT_NONFATAL_FAILURE(
       testkit::expect_explores_cleanly(models::pid_lookup_race(semantics_profile::rcu_users_inc)),
       "replay: tasklife::explore::replay(model, \"tl1-");

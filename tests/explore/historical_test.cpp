@@ -37,6 +37,7 @@ std::string Explain(const explore::report& r) {
 
 // ---- the rcu_users / rcu_head union (docs/kernel.md §4): models::union_race ------------
 TEST(HistoricalRaceTest, UnionMakesAcquireOfADeadTaskSucceedUnderRcuUsersInc) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::full);
   // The program's release comes after the free of the task it acquired.
   testkit::expect_explore_finds(models::union_race(semantics_profile::rcu_users_inc),
                                 explore::failure_kind::use_after_free);
@@ -59,6 +60,7 @@ TEST(HistoricalRaceTest, UnionProtocolExhaustsCleanlyInTheCurrentKernel) {
 
 // ---- the final put, immediate and deferred: models::final_put_race ------------------------
 TEST(HistoricalRaceTest, ImmediateFinalPutFreesUnderAnRcuReader) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::full);
   testkit::expect_explore_finds(models::final_put_race(final_put_mode::immediate),
                                 explore::failure_kind::use_after_free);
 }

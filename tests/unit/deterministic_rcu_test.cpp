@@ -219,6 +219,7 @@ TEST_F(DeterministicRcuTest, SynchronizeBlocksUntilAReaderOnAnotherThreadLeaves)
 }
 
 TEST_F(DeterministicRcuTest, SynchronizeInsideAReadSectionIsReportedNotAHang) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const rcu_thread_registration reg(k().rcu());
   const rcu_read_guard guard(k().rcu());
   EXPECT_THROW(k().rcu().synchronize_rcu(), testkit::contract_error);

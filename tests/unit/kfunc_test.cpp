@@ -163,6 +163,7 @@ TEST_P(KfuncTest, CurrentAndRcuKfuncs) {
 }
 
 TEST_P(KfuncTest, BadInputGetsADiagnosticNotUndefinedBehaviour) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   EXPECT_CONTRACT_VIOLATION(bpf_task_acquire(nullptr),
                             "bpf_task_acquire(): NULL passed as the task argument");
   kernel other({.name = "other"});
@@ -182,6 +183,7 @@ TEST_P(KfuncTest, BadInputGetsADiagnosticNotUndefinedBehaviour) {
 }
 
 TEST_P(KfuncTest, KfuncsOutsideAProgramAreReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   leave_body_task();
   EXPECT_CONTRACT_VIOLATION((void)bpf_task_from_pid(1), "called outside a program");
 }

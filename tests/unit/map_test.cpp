@@ -517,6 +517,7 @@ TEST_F(MapTest, ObjDropReleasesTheLocalObjectsTaskOnce) {
 }
 
 TEST_F(MapTest, LocalObjectInAMapSlotIsDroppedWithItsTaskWhenTheElementIsDeleted) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("nested");
   bpf_hash_map<int, obj_value> map(k(), 2);
   ASSERT_EQ(map.update_elem(1, obj_value{}, BPF_NOEXIST), 0);
@@ -541,6 +542,7 @@ TEST_F(MapTest, LocalObjectInAMapSlotIsDroppedWithItsTaskWhenTheElementIsDeleted
 // ---- 5. the grace period keeps a deleted element readable -----------------------------------
 
 TEST_F(MapTest, ReaderKeepsReadingADeletedElementUntilItsSectionEnds) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* victim = fork_task("victim");
   task_struct* reader_task = fork_task("reader");
   bpf_hash_map<int, task_value> map(k(), 4);
@@ -682,6 +684,7 @@ TEST_F(MapTest, XchgAfterMapDestructionBeganIsReleasedAtReclaim) {
 // ---- 7. bad input ---------------------------------------------------------------------------
 
 TEST_F(MapTest, XchgOnASlotOfADestroyedMapIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("t");
   kptr<task_struct>* array_slot = nullptr;
   kptr<task_struct>* hash_slot = nullptr;
@@ -707,6 +710,7 @@ TEST_F(MapTest, XchgOnASlotOfADestroyedMapIsReported) {
 }
 
 TEST_F(MapTest, XchgOnAStackAddressIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("t");
   kptr<task_struct> on_stack;
   EXPECT_CONTRACT_VIOLATION((void)bpf_kptr_xchg(&on_stack, nullptr),
@@ -729,6 +733,7 @@ TEST_F(MapTest, XchgOnAStackAddressIsReported) {
 }
 
 TEST_F(MapTest, ObjDropOfNullAndOfADroppedObjectAreReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   EXPECT_CONTRACT_VIOLATION(bpf_obj_drop(static_cast<local_obj*>(nullptr)), "bpf_obj_drop(NULL)");
 
   local_obj* obj = bpf_obj_new<local_obj>();
@@ -741,6 +746,7 @@ TEST_F(MapTest, ObjDropOfNullAndOfADroppedObjectAreReported) {
 }
 
 TEST_F(MapTest, LookupWithoutReadLockIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   bpf_hash_map<int, task_value> hash(k(), 1, "tasks");
   bpf_array_map<task_value> array(k(), 1, "slots");
   EXPECT_CONTRACT_VIOLATION((void)hash.lookup_elem(1),
@@ -757,6 +763,7 @@ TEST_F(MapTest, LookupWithoutReadLockIsReported) {
 // instead of reporting it. Runs in a child process: with the bug the child dies
 // in free() (or ASan reports a bad free); reported, it exits with 42.
 TEST_F(MapTest, ObjDropOfAMapValueIsReportedNotFreed) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   bpf_hash_map<int, task_value> map(k(), 1);
   ASSERT_EQ(map.update_elem(1, task_value{}, BPF_NOEXIST), 0);

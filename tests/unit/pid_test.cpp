@@ -377,6 +377,7 @@ TEST_F(PidTest, FindTaskByVpidResolvesInCurrentsNamespace) {
 // ---- 4. the lookups' contract and invalid numbers ---------------------------------------------
 
 TEST_F(PidTest, LookupWithoutReadLockIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* init = fork_task("init");
   ASSERT_NE(init, nullptr);
 

@@ -228,6 +228,7 @@ TEST_F(RcuTest, NativeBackendReportsItsFacts) {
 // ---- misuse: diagnostics instead of hangs and silent failures --------------------------------
 
 TEST_F(RcuTest, SynchronizeInsideReadSectionIsReportedInsteadOfHanging) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const rcu_thread_registration reg(domain());
   const rcu_read_guard guard(domain());
   EXPECT_CONTRACT_VIOLATION(
@@ -237,6 +238,7 @@ TEST_F(RcuTest, SynchronizeInsideReadSectionIsReportedInsteadOfHanging) {
 }
 
 TEST_F(RcuTest, BarrierInsideReadSectionIsReportedInsteadOfSilentlyNotWaiting) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const rcu_thread_registration reg(domain());
   const rcu_read_guard guard(domain());
   EXPECT_CONTRACT_VIOLATION(domain().rcu_barrier(),
@@ -244,6 +246,7 @@ TEST_F(RcuTest, BarrierInsideReadSectionIsReportedInsteadOfSilentlyNotWaiting) {
 }
 
 TEST_F(RcuTest, BarrierFromCallbackIsReportedInsteadOfDeadlocking) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   domain_callback cb;
   cb.domain = &domain();
   EXPECT_CONTRACT_VIOLATION(
@@ -256,6 +259,7 @@ TEST_F(RcuTest, BarrierFromCallbackIsReportedInsteadOfDeadlocking) {
 }
 
 TEST_F(RcuTest, ReadLockOnUnregisteredThreadIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   bool held_after = true;
   const auto read_lock_unregistered = [&] {
     domain().rcu_read_lock();  // noexcept: recorded, lock not taken
@@ -267,6 +271,7 @@ TEST_F(RcuTest, ReadLockOnUnregisteredThreadIsReported) {
 }
 
 TEST_F(RcuTest, UnbalancedUnlockIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const rcu_thread_registration reg(domain());
   EXPECT_CONTRACT_VIOLATION(domain().rcu_read_unlock(), "rcu_read_unlock() without a matching");
   // The bogus unlock was not passed on: a real section still works afterwards.
@@ -275,6 +280,7 @@ TEST_F(RcuTest, UnbalancedUnlockIsReported) {
 }
 
 TEST_F(RcuTest, UnregisteringInsideReadSectionIsReportedAndTheSectionEnded) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const auto unregister_inside = [&] {
     {
       const rcu_thread_registration reg(domain());
@@ -289,6 +295,7 @@ TEST_F(RcuTest, UnregisteringInsideReadSectionIsReportedAndTheSectionEnded) {
 }
 
 TEST_F(RcuTest, ThreadExitingInsideReadSectionIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   std::optional<rcu_domain> doomed(std::in_place, "doomed");
   const auto exit_inside = [&] {
     doomed->register_thread(std::source_location::current());  // never unregistered
@@ -303,6 +310,7 @@ TEST_F(RcuTest, ThreadExitingInsideReadSectionIsReported) {
 }
 
 TEST_F(RcuTest, ThreadExitingWhileRegisteredIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   std::optional<rcu_domain> doomed(std::in_place, "doomed");
   const auto exit_registered = [&] { doomed->register_thread(std::source_location::current()); };
   EXPECT_CONTRACT_VIOLATION(std::thread(exit_registered).join(),
@@ -313,6 +321,7 @@ TEST_F(RcuTest, ThreadExitingWhileRegisteredIsReported) {
 }
 
 TEST_F(RcuTest, CallRcuWithNullCallbackIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   rcu_head head{};
   EXPECT_CONTRACT_VIOLATION(domain().call_rcu(&head, nullptr), "call_rcu() with a null callback");
   EXPECT_EQ(domain().stats().callbacks_queued, 0U);
@@ -381,6 +390,7 @@ class manual_backend final : public rcu_backend {
 };
 
 TEST_F(RcuTest, CustomBackendPlugsIntoTheSameDomainApi) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   auto owned = std::make_unique<manual_backend>();
   manual_backend& backend = *owned;
   rcu_domain manual("manual", std::move(owned));
@@ -412,6 +422,7 @@ TEST_F(RcuTest, CustomBackendPlugsIntoTheSameDomainApi) {
 // ---- the default handler: one death test --------------------------------------------------
 
 TEST(RcuDeathTest, DefaultHandlerAbortsWithTheDomainsName) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {

@@ -16,6 +16,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <tasklife/fmt.hpp>
 #include <tasklife/kernel.hpp>
 #include <tasklife/testing.hpp>
 
@@ -413,6 +414,7 @@ TEST_F(TaskTest, UseAfterFreeIsReportedWithTaskPidAndFreeingEvent) {
 }
 
 TEST_F(TaskTest, LifecycleMisuseIsReported) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("misused");
   EXPECT_CONTRACT_VIOLATION(k().finish_task_switch(t), "which is not TASK_DEAD")
       << "not TASK_DEAD yet";
@@ -427,6 +429,7 @@ TEST_F(TaskTest, LifecycleMisuseIsReported) {
 }
 
 TEST_F(TaskTest, FreeingALiveTaskWarnsLikeTheKernel) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("overput");
   // A put of the rcu users' own usage reference is an over-release (checked
   // builds): refused at the put, the counters untouched.

@@ -53,11 +53,13 @@ class KitTest : public testkit::kernel_test {
 // ---- EXPECT_CONTRACT_VIOLATION ------------------------------------------------------------
 
 TEST_F(KitTest, ExpectContractViolationAcceptsAThrownViolation) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   EXPECT_CONTRACT_VIOLATION(get_task_struct(nullptr), "get_task_struct() called with a NULL task");
   // TearDown does not report the matched violation again: the test passes.
 }
 
 TEST_F(KitTest, ExpectContractViolationAcceptsOneOnlyRecordedInANoexceptContext) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const rcu_thread_registration reg(k().rcu());
   // rcu_read_unlock is noexcept: the handler's exception is caught inside it.
   EXPECT_CONTRACT_VIOLATION(k().rcu().rcu_read_unlock(), "rcu_read_unlock() without a matching");
@@ -73,6 +75,7 @@ TEST_F(KitTest, ExpectContractViolationFailsWhenNothingIsReported) {
 }
 
 TEST_F(KitTest, ExpectContractViolationFailsOnAnotherMessageAndLeavesItUnexpected) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   EXPECT_NONFATAL_FAILURE(EXPECT_CONTRACT_VIOLATION(get_task_struct(nullptr), "something else"),
                           "it reported only:\n    [null_argument] get_task_struct() called "
                           "with a NULL task");
@@ -117,6 +120,7 @@ TEST_F(KitTest, ALeakedTaskFailsTheTest) {
 }
 
 TEST_F(KitTest, AnUndeclaredViolationFailsTheTest) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   {
     const rcu_thread_registration reg(k().rcu());
     k().rcu().rcu_read_unlock();  // recorded, nobody declared it
@@ -128,6 +132,7 @@ TEST_F(KitTest, AnUndeclaredViolationFailsTheTest) {
 }
 
 TEST_F(KitTest, AViolationReportedWhileTheKernelIsDestroyedFailsTheTest) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   std::thread([&] {
     k().rcu().register_thread(std::source_location::current());  // never unregistered
   }).join();
@@ -185,6 +190,7 @@ TEST_F(KitTest, RetireFailsAtTheCallersLineWhenTheTaskIsAlreadyExiting) {
 }
 
 TEST_F(KitTest, RemakeStartsAFreshKernelWithFreshDeclarations) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   expect_violation("called with a NULL task");
   EXPECT_THROW(get_task_struct(nullptr), testkit::contract_error);
   remake({.name = "second", .profile = semantics_profile::rcu_safe});
@@ -260,6 +266,7 @@ TEST_F(KitTest, ARecordingCaptureObservesThatTheOperationWasSkipped) {
 }
 
 TEST_F(KitTest, CapturesNestAndTheInnermostReceives) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const contract_capture outer(capture_mode::record);
   {
     const contract_capture inner(capture_mode::record);
@@ -290,6 +297,7 @@ TEST_F(KitTest, ALeakAtTeardownIsALeakAboutTheTask) {
 }
 
 TEST_F(KitTest, ARefcountWarningNamesTheTaskAndTheCounter) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   task_struct* t = fork_task("hot");
   refcount_add(INT_MAX, &t->usage);  // overflow: saturated, warned once
   const auto warnings = capture().refcount_warnings();
@@ -304,6 +312,7 @@ TEST_F(KitTest, ARefcountWarningNamesTheTaskAndTheCounter) {
 }
 
 TEST_F(KitTest, AFakeTaskIsNotATaskAndAnotherKernelsTaskIsForeign) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   kernel other({.name = "other", .rcu_backend_factory = deterministic_rcu_factory()});
   task_struct* theirs = other.fork(nullptr, {.comm = "theirs"}).task;
   task_struct* caller = fork_task("caller");
@@ -367,6 +376,7 @@ TEST_F(KitTest, EventMatchersSeeTheDeathInOrder) {
 }
 
 TEST_F(KitTest, ViolationsAndObjectsPrintAsText) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   const contract_capture record(capture_mode::record);
   get_task_struct(nullptr);
   const std::vector<testkit::captured_violation> seen = record.violations();
