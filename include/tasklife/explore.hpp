@@ -85,7 +85,7 @@ enum class strategy : std::uint8_t {
   random,  // a random walk per execution (seeded)
   pct,     // probabilistic concurrency testing: random priorities and change points
 };
-std::string_view to_string(strategy s) noexcept;
+TASKLIFE_API std::string_view to_string(strategy s) noexcept;
 
 struct options {
   explore::strategy strategy = explore::strategy::dfs;
@@ -138,7 +138,7 @@ enum class failure_kind : std::uint8_t {
   exception,           // a simulated thread or the model threw
   nondeterminism,      // a re-execution diverged: something the explorer does not control
 };
-std::string_view to_string(failure_kind k) noexcept;
+TASKLIFE_API std::string_view to_string(failure_kind k) noexcept;
 
 // One step of an execution's timeline.
 struct step {
@@ -158,7 +158,7 @@ struct failure {
   unsigned preemptions = 0;
   std::size_t steps = 0;
   // The timeline as text, one line per step and per event.
-  std::string format_timeline() const;
+  TASKLIFE_API std::string format_timeline() const;
 };
 
 struct report {
@@ -170,7 +170,7 @@ struct report {
   std::uint64_t failures = 0;               // failing executions seen
   bool ok() const noexcept { return !failure.has_value(); }
   // "explored N executions (P pruned), space exhausted / not exhausted, T ms"
-  std::string summary() const;
+  TASKLIFE_API std::string summary() const;
 };
 
 class execution_state;
