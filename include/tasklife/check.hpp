@@ -190,7 +190,7 @@ inline constexpr bool tsan_build = false;
 #endif
 
 // Reports a violation to the installed handler. Returns only if the handler does.
-[[gnu::cold]] TASKLIFE_API void report_contract_violation(contract_violation v);
+[[gnu::cold]] TASKLIFE_API void report_contract_violation(const contract_violation& v);
 // The same from a noexcept context (destructors, thread exit).
 [[gnu::cold]] TASKLIFE_API void report_contract_violation_noexcept(contract_violation v) noexcept;
 
