@@ -74,7 +74,7 @@ bool holder_tracker::put(const task_struct* t, holder_counter counter, holder_ro
   contract_violation v{kind, "holders", op, describe_task(t), std::move(report), where};
   v.earlier = earlier;
   v.has_earlier = has_earlier;
-  report_contract_violation(std::move(v));
+  report_contract_violation(v);
   return false;
 }
 

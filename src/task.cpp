@@ -59,7 +59,7 @@ bool report_bad_task(const task_struct* t, std::string_view op, std::source_loca
         where};
     v.earlier = t->priv.freed_where;
     v.has_earlier = true;
-    report_contract_violation(std::move(v));
+    report_contract_violation(v);
   } else {
     report_contract_violation(contract_kind::not_a_task, "task", op, describe_address(t),
                               fmt::format("{}() on {}: not a live task_struct (magic {:#x})", op,
