@@ -23,6 +23,7 @@ constexpr std::string_view kKindNames[] = {
 // literals on purpose; the X-macro puts the comma after each whole row.
 constexpr std::string_view kKindTexts[] = {
 #define TASKLIFE_CONTRACT_KIND_TEXT(name, text) text,
+    // NOLINTNEXTLINE(bugprone-suspicious-missing-comma): long texts are adjacent literals
     TASKLIFE_CONTRACT_KINDS(TASKLIFE_CONTRACT_KIND_TEXT)
 #undef TASKLIFE_CONTRACT_KIND_TEXT
 };
@@ -82,7 +83,7 @@ void report_contract_violation(const contract_violation& v) {
   load_handler()(v);
 }
 
-void report_contract_violation_noexcept(contract_violation v) noexcept {
+void report_contract_violation_noexcept(const contract_violation& v) noexcept {
   g_violations.fetch_add(1, std::memory_order_relaxed);
   if (const thread_observer* o = tls_observer) {
     o->contract(o->context, v);  // records, never throws

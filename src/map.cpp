@@ -2,6 +2,7 @@
 // kptr slot can be validated without dereferencing it.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -63,7 +64,9 @@ bool kptr_slot_valid(const void* slot, const void* type) noexcept {
   }
   const std::size_t offset = (addr - it->first) % r.stride;
   return std::any_of(r.fields.begin(), r.fields.end(), [&](const kptr_field_info& f) {
-    return f.offset == offset && f.type == type;
+    // Tags are type names (kptr_tag): equal by content across shared objects.
+    return f.offset == offset && f.type != nullptr && type != nullptr &&
+           std::strcmp(static_cast<const char*>(f.type), static_cast<const char*>(type)) == 0;
   });
 }
 

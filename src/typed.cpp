@@ -24,7 +24,7 @@ void report_typed(contract_kind kind, const char* op, const char* what, const ta
   contract_violation v{kind, "typed", op, describe_task(t), std::move(message), where};
   v.earlier = acquired_at;
   v.has_earlier = true;
-  report_contract_violation_noexcept(std::move(v));
+  report_contract_violation_noexcept(v);
 } catch (...) {  // formatting the message ran out of memory: nothing to report with
 }
 

@@ -192,7 +192,8 @@ inline constexpr bool tsan_build = false;
 // Reports a violation to the installed handler. Returns only if the handler does.
 [[gnu::cold]] TASKLIFE_API void report_contract_violation(const contract_violation& v);
 // The same from a noexcept context (destructors, thread exit).
-[[gnu::cold]] TASKLIFE_API void report_contract_violation_noexcept(contract_violation v) noexcept;
+[[gnu::cold]] TASKLIFE_API void report_contract_violation_noexcept(
+    const contract_violation& v) noexcept;
 
 // The common case: kind, component, operation, object, message, site.
 [[gnu::cold]] inline void report_contract_violation(contract_kind kind, std::string_view component,

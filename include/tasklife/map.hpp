@@ -83,6 +83,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 
 #include <tasklife/check.hpp>
 #include <tasklife/export.hpp>
@@ -158,12 +159,12 @@ struct kptr_field_info {
   std::size_t offset;
   const void* type;
 };
+// A tag per pointee type: its mangled name (typeid), compared by content. Not the
+// address of a per-type variable: a shared library and the program that uses it
+// each have their own copy of such a variable, but the same name.
 template <class T>
-inline constexpr char kptr_type_tag = 0;
-// A tag per pointee type: the address of a variable only kptr<T> names.
-template <class T>
-constexpr const void* kptr_tag() noexcept {
-  return &kptr_type_tag<T>;
+const void* kptr_tag() noexcept {
+  return typeid(T).name();
 }
 
 // The registry of live map values and local objects (checked builds only): a
@@ -260,7 +261,7 @@ void free_kptr_field_noexcept(kptr<T>& slot, semantics_profile profile) noexcept
 }
 
 template <class T>
-constexpr const void* tag_of(const kptr<T>*) noexcept {
+const void* tag_of(const kptr<T>*) noexcept {
   return kptr_tag<T>();
 }
 

@@ -1178,6 +1178,14 @@ class ProgCaseTest : public ProgTest, public ::testing::WithParamInterface<prog_
 // and usage 1: every reference the program took released exactly once.
 TEST_P(ProgCaseTest, BehavesAsItsRowSays) {
   const prog_case& c = GetParam();
+  // A pointer that is no task is told apart by the registry of known tasks, which
+  // only checked builds keep (kernel::knows_task).
+  if constexpr (!contract_checks_enabled) {
+    const std::string_view name = c.name;
+    if (name == "TaskKfuncAcquireFp" || name == "TaskKfuncReleaseFp") {
+      GTEST_SKIP() << "the fake pointer is recognised in checked builds only";
+    }
+  }
   SCOPED_TRACE(std::string(c.mirrors));
   victim_ = Fork("victim", init_);
   if (c.run.as == who::cinit || c.run.as == who::cinit_child) {
