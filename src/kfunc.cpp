@@ -502,6 +502,224 @@ task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
   return value;
 }
 
+// ---- the task iterator ----------------------------------------------------------------------
+
+namespace detail {
+// The door to bpf_iter_task's state, for the three kfuncs below.
+struct iter_task_access {
+  static kernel*& owner(bpf_iter_task& it) noexcept { return it.kernel_; }
+  static task_struct*& task(bpf_iter_task& it) noexcept { return it.task_; }
+  static task_struct*& pos(bpf_iter_task& it) noexcept { return it.pos_; }
+  static unsigned int& flags(bpf_iter_task& it) noexcept { return it.flags_; }
+  static bool& active(bpf_iter_task& it) noexcept { return it.active_; }
+  static bool& walking(bpf_iter_task& it) noexcept { return it.walking_; }
+  static bool& wrapped(bpf_iter_task& it) noexcept { return it.wrapped_; }
+  static bool& done(bpf_iter_task& it) noexcept { return it.done_; }
+};
+}  // namespace detail
+
+namespace {
+using iter = detail::iter_task_access;
+
+void report_iter(kfunc_id id, contract_kind kind, const bpf_iter_task* it, std::string message,
+                 std::source_location where) {
+  report(id, kind, detail::describe_address(it), std::move(message), where);
+}
+
+// A task the walk may yield: on the kernel's task list, i.e. not yet released
+// (release_task's __unhash_process takes it off with list_del_rcu; tasklife keeps
+// it listed until the free, for teardown's leak report). Acquire: pairs with
+// release_task's release store of pid_detached.
+bool listed(const task_struct* t) noexcept {
+  return !t->priv.pid_detached.load(std::memory_order_acquire);
+}
+
+// The walk's next task after `after` (from the head when NULL) that `flavor` yields.
+task_struct* next_of_flavor(kernel& k, const task_struct* after, unsigned int flags,
+                            const task_struct* group) {
+  return detail::kernel_access::next_listed_task(k, after, [&](const task_struct* t) {
+    switch (flags) {
+      case BPF_TASK_ITER_ALL_PROCS:
+        return listed(t) && detail::thread_group_leader(t);  // next_task: leaders only
+      case BPF_TASK_ITER_ALL_THREADS:
+        return listed(t);
+      default:  // PROC_THREADS: the group's tasks, and its start, where the walk ends
+        return t == group || (listed(t) && t->group_leader == group->group_leader);
+    }
+  });
+}
+
+// An initialized iterator of current's kernel, or reported (checked builds).
+bool check_iter(kfunc_id id, bpf_iter_task* it, std::source_location where) {
+  if (it == nullptr) {
+    report(id, contract_kind::null_argument, {}, "NULL passed as the iterator", where);
+    return false;
+  }
+  if (!iter::active(*it)) {
+    report_iter(id, contract_kind::invalid_state, it,
+                "expected an initialized iter_task as arg #0 (it was never made with "
+                "bpf_iter_task_new, or was destroyed)",
+                where);
+    return false;
+  }
+  if (iter::owner(*it) != tls_ctx.owner) {
+    report_iter(
+        id, contract_kind::foreign_object, it,
+        fmt::format("the iterator was made in another kernel than '{}'", tls_ctx.owner->name()),
+        where);
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+int bpf_iter_task_new(bpf_iter_task* it, task_struct* task, unsigned int flags,
+                      std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_iter_task_new, where)) {
+    return -EINVAL;
+  }
+  if (it == nullptr) {
+    report(kfunc_id::bpf_iter_task_new, contract_kind::null_argument, {},
+           "NULL passed as the iterator", where);
+    return -EINVAL;
+  }
+  // The task argument is task__nullable (bpf_iter_task_new's -EINVAL for
+  // PROC_THREADS covers NULL); a non-NULL one is checked as a trusted argument.
+  if (task != nullptr && (!verify_arg(run, kfunc_id::bpf_iter_task_new, task, where) ||
+                          !check_task_arg(kfunc_id::bpf_iter_task_new, task, where))) {
+    return -EINVAL;
+  }
+  const bool in_rcu = tls_ctx.owner->rcu().rcu_read_lock_held();
+  if (run != nullptr) {
+    if (!run->iter_new(kfunc_id::bpf_iter_task_new, it, in_rcu, where)) {
+      return -EINVAL;
+    }
+  } else if (iter::active(*it)) {
+    report_iter(kfunc_id::bpf_iter_task_new, contract_kind::invalid_state, it,
+                "expected uninitialized iter_task as arg #0 (made before and not destroyed)",
+                where);
+    return -EINVAL;
+  } else if (!in_rcu) {
+    // Refused (a handler that returns skips it): the iterator stays uninitialized.
+    report_iter(kfunc_id::bpf_iter_task_new, contract_kind::missing_rcu_lock, it,
+                "kernel func bpf_iter_task_new requires RCU critical section protection", where);
+    return -EINVAL;
+  }
+  // From here the iterator is initialized, whatever new returns.
+  iter::owner(*it) = tls_ctx.owner;
+  iter::active(*it) = true;
+  iter::task(*it) = nullptr;
+  iter::pos(*it) = nullptr;
+  iter::flags(*it) = flags;
+  iter::wrapped(*it) = false;
+  iter::done(*it) = true;
+  iter::walking(*it) = false;
+  switch (flags) {
+    case BPF_TASK_ITER_ALL_PROCS:
+    case BPF_TASK_ITER_ALL_THREADS:
+      break;
+    case BPF_TASK_ITER_PROC_THREADS:
+      if (task == nullptr) {
+        return -EINVAL;
+      }
+      iter::task(*it) = task;
+      break;
+    default:
+      return -EINVAL;
+  }
+  iter::done(*it) = false;
+  iter::walking(*it) = in_rcu;
+  return 0;
+}
+
+task_struct* bpf_iter_task_next(bpf_iter_task* it, std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_iter_task_next, where)) {
+    return nullptr;
+  }
+  if (run != nullptr && !run->iter_use(kfunc_id::bpf_iter_task_next, it, where)) {
+    return nullptr;
+  }
+  if (!check_iter(kfunc_id::bpf_iter_task_next, it, where) || iter::done(*it) ||
+      !iter::walking(*it)) {
+    return nullptr;
+  }
+  kernel& k = *tls_ctx.owner;
+  if (!k.rcu().rcu_read_lock_held()) {
+    // Never walks outside RCU: the last task yielded may be freed by now.
+    report_iter(kfunc_id::bpf_iter_task_next, contract_kind::missing_rcu_lock, it,
+                "expected an RCU CS when using bpf_iter_task_next (the RCU section the "
+                "iterator was made in has ended)",
+                where);
+    iter::walking(*it) = false;
+    return nullptr;
+  }
+  if (null_on_this_path(kfunc_id::bpf_iter_task_next)) {
+    iter::done(*it) = true;  // the explorer's path where the walk ends here
+    return nullptr;
+  }
+  task_struct* const pos = iter::pos(*it);
+  // The task yielded last stays listed until its free, which the section holds
+  // back; in checked builds a freed one (the section was left and re-entered) is
+  // reported instead of walked from.
+  if (pos != nullptr && !detail::check_task(pos, "bpf_iter_task_next", where)) {
+    iter::done(*it) = true;
+    return nullptr;
+  }
+  const unsigned int flags = iter::flags(*it);
+  task_struct* const group = iter::task(*it);
+  task_struct* next = nullptr;
+  if (flags == BPF_TASK_ITER_PROC_THREADS) {
+    if (pos == nullptr) {
+      next = group;  // kit->pos = task: the walk yields its start first
+    } else {
+      next = next_of_flavor(k, pos, flags, group);
+      if (next == nullptr && !iter::wrapped(*it)) {
+        iter::wrapped(*it) = true;  // around the group, as next_thread goes round
+        next = next_of_flavor(k, nullptr, flags, group);
+      }
+      if (next == group) {
+        next = nullptr;  // back at the start
+      }
+    }
+  } else {
+    next = next_of_flavor(k, pos, flags, nullptr);
+  }
+  if (next == nullptr) {
+    iter::done(*it) = true;
+    return nullptr;
+  }
+  iter::pos(*it) = next;
+  trace(next, kfunc_id::bpf_iter_task_next, where);
+  if (run != nullptr) {
+    run->iter_yielded(next);
+  }
+  return next;
+}
+
+void bpf_iter_task_destroy(bpf_iter_task* it, std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, kfunc_id::bpf_iter_task_destroy, where)) {
+    return;
+  }
+  if (run != nullptr) {
+    // Reported there; an iterator whose RCU section ended is still ended here:
+    // destroy holds nothing, and the program has been told.
+    (void)run->iter_use(kfunc_id::bpf_iter_task_destroy, it, where);
+  } else if (!check_iter(kfunc_id::bpf_iter_task_destroy, it, where)) {
+    return;
+  }
+  if (it == nullptr || !iter::active(*it)) {
+    return;
+  }
+  iter::active(*it) = false;
+  iter::walking(*it) = false;
+  iter::done(*it) = true;
+  iter::pos(*it) = nullptr;
+  iter::task(*it) = nullptr;
+}
+
 task_struct* bpf_get_current_task_btf(std::source_location where) {
   const run_ptr run = current_run();
   if (!enter(run, kfunc_id::bpf_get_current_task_btf, where)) {

@@ -127,7 +127,7 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
     return false;
   }
   if (reference* r = live_ref(p)) {
-    if (role != kfunc_arg::acquire) {
+    if (role != kfunc_arg::acquire && role != kfunc_arg::trusted) {
       r->live = false;  // the reference is consumed: released, or moved into a slot
       r->moved = role == kfunc_arg::xchg_in;
       r->released_at = where;
@@ -180,6 +180,23 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
       return false;
     case kfunc_arg::none:
       return true;  // no task argument to check
+    case kfunc_arg::trusted:
+      // check_kfunc_args: a trusted argument without KF_RCU takes neither an RCU
+      // nor an untrusted pointer.
+      if (known && (*known == trust::trusted || *known == trust::trusted_not_rcu_safe)) {
+        return true;
+      }
+      if (only_released) {
+        report(violation_kind::use_after_release, name, p,
+               fmt::format("R2 invalid mem access 'scalar' (reference id={} to this task was "
+                           "released at {}:{})",
+                           released->id, released->released_at.file_name(),
+                           released->released_at.line()),
+               where);
+        return false;
+      }
+      report(violation_kind::untrusted_arg, name, p, "R2 must be referenced or trusted", where);
+      return false;
     case kfunc_arg::xchg_in:
       report(violation_kind::xchg_unreferenced, name, p,
              "R2 must be referenced when passed to release function", where);
@@ -315,6 +332,10 @@ void prog_run::walked(const task_struct* base, const task_struct* value) {
   // One class per value (prog.hpp): a walk never downgrades what the value
   // already is (a group leader is its own group_leader, and may be the trusted
   // argument).
+  raise_trust(value, got);
+}
+
+void prog_run::raise_trust(const task_struct* value, trust got) {
   const std::optional<trust> had = trust_of(value);
   const auto rank = [](trust t) {
     switch (t) {
@@ -336,6 +357,73 @@ void prog_run::walked(const task_struct* base, const task_struct* value) {
   }
 }
 
+prog_run::iterator* prog_run::active_iter(const void* it) {
+  for (iterator& i : iters_) {
+    if (i.active && i.it == it) {
+      return &i;
+    }
+  }
+  return nullptr;
+}
+
+bool prog_run::iter_new(kfunc_id id, const void* it, bool in_rcu, std::source_location where) {
+  const std::string_view name = to_string(id);
+  if (const iterator* had = active_iter(it)) {
+    // process_iter_arg: KF_ITER_NEW wants an uninitialized slot.
+    report(violation_kind::iter_state, name, it,
+           fmt::format("expected uninitialized iter_task as arg #0 (made by bpf_iter_task_new at "
+                       "{}:{} and not destroyed)",
+                       had->made_at.file_name(), had->made_at.line()),
+           where);
+    return false;
+  }
+  bool empty = false;
+  bool untrusted = false;
+  if (!in_rcu) {
+    if (info(kernel_.config().profile).trusted_args_default) {
+      // "bpf: Enforce RCU protection for KF_RCU_PROTECTED" (2025): refused at the call.
+      report(violation_kind::rcu_required, name, it,
+             fmt::format("kernel func {} requires RCU critical section protection", name), where);
+      empty = true;
+    } else {
+      // dfab99df147b: the slot is PTR_UNTRUSTED; its next use is refused.
+      untrusted = true;
+    }
+  }
+  iters_.push_back(iterator{next_id_++, it, where, true, untrusted, empty});
+  return true;
+}
+
+bool prog_run::iter_use(kfunc_id id, const void* it, std::source_location where) {
+  const std::string_view name = to_string(id);
+  iterator* i = active_iter(it);
+  if (i == nullptr) {
+    report(violation_kind::iter_state, name, it, "expected an initialized iter_task as arg #0",
+           where);
+    return false;
+  }
+  const bool destroy = id == kfunc_id::bpf_iter_task_destroy;
+  bool ok = true;
+  if (i->untrusted) {
+    // is_iter_reg_valid_init's -EPROTO: made outside RCU, or the section ended.
+    report(violation_kind::rcu_required, name, it,
+           fmt::format("expected an RCU CS when using {}", name), where);
+    ok = false;
+  }
+  if (destroy) {
+    // Destroyed either way: destroy changes nothing in the kernel, and the
+    // program has been told; only live iterators are kept.
+    std::erase_if(iters_, [it](const iterator& x) { return x.active && x.it == it; });
+  }
+  return ok;
+}
+
+void prog_run::iter_yielded(const task_struct* p) {
+  if (p != nullptr) {
+    raise_trust(p, trust::rcu);
+  }
+}
+
 void prog_run::slot_read(const void* value) {
   if (value != nullptr) {
     // The implicit RCU section of a non-sleepable program counts, as in the
@@ -351,6 +439,13 @@ bool prog_run::rcu_unlock(std::source_location where) {
     return false;
   }
   --rcu_depth_;
+  // bpf_rcu_read_unlock turns every MEM_RCU register and iterator slot into
+  // PTR_UNTRUSTED (dfab99df147b made it reach STACK_ITER slots).
+  for (iterator& i : iters_) {
+    if (i.active && !i.empty) {
+      i.untrusted = true;
+    }
+  }
   return true;
 }
 
@@ -365,11 +460,27 @@ prog_run::leftovers prog_run::finish(std::source_location where) {
     }
   }
   rcu_depth_ = 0;
+  // An iterator never destroyed is a reference leak to the verifier; it holds
+  // nothing, so there is nothing to hand back.
+  std::vector<iterator> undestroyed;
+  for (const iterator& i : iters_) {
+    if (i.active) {
+      undestroyed.push_back(i);
+    }
+  }
+  iters_.clear();
   // Reported after the caller has cleaned up (throw_error would unwind here).
-  pending_report_ = [this, unreleased, depth = out.rcu_depth, where,
+  pending_report_ = [this, unreleased, undestroyed, depth = out.rcu_depth, where,
                      dropped = std::exchange(dropped_, {})]() mutable {
     for (violation& v : dropped) {
       report(v.kind, v.kfunc, v.argument, std::move(v.message), v.where);
+    }
+    for (const iterator& i : undestroyed) {
+      report(violation_kind::unreleased_ref, "", i.it,
+             fmt::format("Unreleased reference id={} (acquired by bpf_iter_task_new at {}:{}; the "
+                         "iterator was never destroyed)",
+                         i.id, i.made_at.file_name(), i.made_at.line()),
+             where);
     }
     for (const reference* r : unreleased) {
       report(violation_kind::unreleased_ref, "", r->task,
@@ -425,6 +536,10 @@ std::string_view to_string(violation_kind k) noexcept {
       return "arg_type_mismatch";
     case violation_kind::access_beyond_member:
       return "access_beyond_member";
+    case violation_kind::iter_state:
+      return "iter_state";
+    case violation_kind::rcu_required:
+      return "rcu_required";
   }
   return "?";
 }

@@ -44,6 +44,15 @@ class prog_run {
   // true if the run knew the reference (it is then no longer live). Called from a
   // destructor: never throws; in throw_error mode the report waits for the exit.
   bool dropped(const task_struct* p, std::string_view note, std::source_location where);
+  // The task iterator at `it` (kfunc.hpp). iter_new: false vetoes it (an
+  // iterator already initialized there); `in_rcu`: the call is inside an RCU
+  // section. Outside one the newest profile reports it at once and the iterator
+  // is made empty; the older ones make it untrusted, reported at its next use.
+  bool iter_new(kfunc_id id, const void* it, bool in_rcu, std::source_location where);
+  // next or destroy: false vetoes it (not initialized, or its RCU section ended).
+  bool iter_use(kfunc_id id, const void* it, std::source_location where);
+  // A task bpf_iter_task_next yielded: an RCU pointer (MEM_RCU).
+  void iter_yielded(const task_struct* p);
   void rcu_lock() noexcept { ++rcu_depth_; }
   bool rcu_unlock(std::source_location where);
 
@@ -70,7 +79,19 @@ class prog_run {
     std::source_location released_at;
   };
 
+  struct iterator {
+    std::uint64_t id;
+    const void* it;
+    std::source_location made_at;
+    bool active;
+    bool untrusted;  // made outside RCU, or its section ended (PTR_UNTRUSTED slot)
+    bool empty;      // refused at new (newest profile, outside RCU): yields nothing
+  };
+
   reference* live_ref(const void* p);
+  iterator* active_iter(const void* it);
+  // One class per value: `got` replaces what the value was only if it says more.
+  void raise_trust(const task_struct* value, trust got);
   // The task whose public fields contain `p`, among the values the run knows.
   const task_struct* task_containing(const void* p) const;
   std::optional<trust> trust_of(const task_struct* p) const;
@@ -83,6 +104,7 @@ class prog_run {
   checker_mode mode_;
   std::uint64_t next_id_ = 1;
   std::vector<reference> refs_;                   // in acquisition order
+  std::vector<iterator> iters_;                   // in creation order
   std::unordered_map<const void*, trust> trust_;  // the latest known trust of a value
   unsigned rcu_depth_ = 0;                        // bpf_rcu_read_lock nesting
   std::vector<violation> violations_;

@@ -428,6 +428,21 @@ struct kernel_access {
     const lock_guard lock(k.tasklist_lock_);
     return t->real_parent;
   }
+  // The first task after `after` on the task list (from its head when `after` is
+  // NULL) that `keep` accepts, or NULL at the end: the task iterator's walk
+  // (kfunc.hpp). `keep` runs under tasklist_lock. `after` must still be on the
+  // list (a task stays there until it is freed).
+  template <class Keep>
+  static task_struct* next_listed_task(kernel& k, const task_struct* after, Keep keep) {
+    const lock_guard lock(k.tasklist_lock_);
+    for (task_struct* t = after != nullptr ? after->priv.next : k.tasks_; t != nullptr;
+         t = t->priv.next) {
+      if (keep(static_cast<const task_struct*>(t))) {
+        return t;
+      }
+    }
+    return nullptr;
+  }
   // See kernel::any_task_slow_.
   static bool any_task_slow(const kernel& k) noexcept {
     return k.any_task_slow_.load(std::memory_order_relaxed);

@@ -23,6 +23,8 @@
 //   | bpf_kptr_xchg(slot, p)      | one atomic exchange, every profile                          |
 //   | bpf_rcu_read_lock/unlock    | the kernel's RCU read-side section, every profile           |
 //   | bpf_get_current_task_btf()  | current, every profile                                      |
+//   | bpf_iter_task_new/next/     | -                    | -               | rcu_safe: -;         |
+//   |   destroy                   |                      |                 | current/newest (v6.7)|
 //
 //   "-" means the kfunc does not exist in that profile: calling it is a contract
 //   violation naming the profile. kfunc_flags() gives each kfunc's KF_* flags in
@@ -32,7 +34,8 @@
 //   KF_* flags, kfunc_id, prog_type, kfunc_arg, kfunc_info and the table kfuncs[]
 //   (one row per kfunc), info(id), to_string(id), kfunc_exists(), kfunc_flags(),
 //   kfunc_returns_maybe_null(), kfunc_allowed()
-//   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run)
+//   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run);
+//   the task iterator: bpf_iter_task, BPF_TASK_ITER_*, bpf_iter_task_new/next/destroy
 //
 // Context
 //   kfuncs are called by a program, i.e. on a thread that runs as a task
@@ -48,13 +51,19 @@
 //   kptr_get, acquire_not_zero, or xchg out of a slot) is the caller's: release
 //   it with bpf_task_release or move it into a slot with bpf_kptr_xchg. A task
 //   pointer read from a slot inside bpf_rcu_read_lock stays valid (memory) until
-//   bpf_rcu_read_unlock, but may be dying: bpf_task_acquire (KF_RCU) tells.
+//   bpf_rcu_read_unlock, but may be dying: bpf_task_acquire (KF_RCU) tells. So
+//   does a task bpf_iter_task_next yields; the iterator itself holds nothing, and
+//   walks only inside the RCU section it was made in.
 //
 // Memory ordering
 //   The counters are refcount_t (refcount.hpp). bpf_kptr_xchg is one acq_rel
 //   exchange: release hands the stored reference's prior writes to the next taker,
 //   acquire takes the previous owner's; it pairs with every other xchg of the same
-//   slot and with the acquire load of a slot read (kptr::get).
+//   slot and with the acquire load of a slot read (kptr::get). bpf_iter_task_next
+//   reads the task list under the kernel's tasklist_lock (where the kernel walks it
+//   with rcu_dereference): the lock pairs with fork's list_add and the free's
+//   list_del, and release_task's pid_detached store (release) with the walk's
+//   acquire load that skips a released task.
 #pragma once
 
 #include <array>
@@ -82,6 +91,13 @@ inline constexpr std::uint32_t KF_TRUSTED_ARGS = 1U << 4;
 inline constexpr std::uint32_t KF_SLEEPABLE = 1U << 5;
 inline constexpr std::uint32_t KF_DESTRUCTIVE = 1U << 6;
 inline constexpr std::uint32_t KF_RCU = 1U << 7;
+// Open-coded iterators (v6.4, 06accc8779c1 "bpf: add support for open-coded
+// iterator loops"), and the RCU section they need (v6.7, dfab99df147b "bpf: teach
+// the verifier to enforce css_iter and task_iter in RCU CS").
+inline constexpr std::uint32_t KF_ITER_NEW = 1U << 8;
+inline constexpr std::uint32_t KF_ITER_NEXT = 1U << 9;
+inline constexpr std::uint32_t KF_ITER_DESTROY = 1U << 10;
+inline constexpr std::uint32_t KF_RCU_PROTECTED = 1U << 11;
 
 // The kfuncs' names, in the table's order: the enum and the count come from this
 // list, and kfuncs[] below must have one row for each, in the same order (checked).
@@ -98,7 +114,10 @@ inline constexpr std::uint32_t KF_RCU = 1U << 7;
   X(bpf_rcu_read_unlock)       \
   X(bpf_get_current_task_btf)  \
   X(bpf_probe_read_kernel)     \
-  X(bpf_strncmp)
+  X(bpf_strncmp)               \
+  X(bpf_iter_task_new)         \
+  X(bpf_iter_task_next)        \
+  X(bpf_iter_task_destroy)
 
 enum class kfunc_id : std::uint8_t {
 #define TASKLIFE_KFUNC_ID_ENUM(name) name,
@@ -131,6 +150,7 @@ enum class kfunc_arg : std::uint8_t {
   acquire,  // KF_RCU (or KF_TRUSTED_ARGS in the early profiles): a trusted or RCU pointer
   release,  // KF_RELEASE: a referenced pointer, consumed
   xchg_in,  // bpf_kptr_xchg's second argument (OBJ_RELEASE): referenced or NULL, moved
+  trusted,  // KF_TRUSTED_ARGS without KF_RCU (or the 2026 default): trusted or referenced
 };
 
 // A kfunc in one profile: whether it exists there, and its KF_* flags.
@@ -242,6 +262,25 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::every_prog_type, kfunc_arg::none, false},
     {kfunc_id::bpf_strncmp, "bpf_strncmp",
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    // The task iterator (c68a78ffe2cb "bpf: Introduce task open coded iterator
+    // kfuncs", v6.7, with dfab99df147b's KF_RCU_PROTECTED; absent from rcu_safe,
+    // whose kernels are v6.4 .. v6.6 in what it models). Registered in the common
+    // set (common_btf_ids): every program type. 7646c7afd9a9 dropped
+    // KF_TRUSTED_ARGS from _new.
+    {kfunc_id::bpf_iter_task_new, "bpf_iter_task_new",
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ITER_NEW | KF_TRUSTED_ARGS | KF_RCU_PROTECTED),
+                         detail::kf(KF_ITER_NEW | KF_RCU_PROTECTED)),
+     detail::every_prog_type, kfunc_arg::trusted, false},
+    {kfunc_id::bpf_iter_task_next, "bpf_iter_task_next",
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ITER_NEXT | KF_RET_NULL),
+                         detail::kf(KF_ITER_NEXT | KF_RET_NULL)),
+     detail::every_prog_type, kfunc_arg::none, false},
+    {kfunc_id::bpf_iter_task_destroy, "bpf_iter_task_destroy",
+     detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
+                         detail::kf(KF_ITER_DESTROY), detail::kf(KF_ITER_DESTROY)),
      detail::every_prog_type, kfunc_arg::none, false},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
@@ -421,6 +460,77 @@ TASKLIFE_API long bpf_strncmp(const char* s1, std::uint32_t s1_sz, const char* s
  */
 TASKLIFE_API task_struct* btf_walk(task_struct* base, task_struct* task_struct::*field,
                                    std::source_location where = std::source_location::current());
+
+// ---- the task iterator (c68a78ffe2cb "bpf: Introduce task open coded iterator kfuncs", v6.7) ----
+
+// bpf_iter_task_new's flags (kernel/bpf/task_iter.c).
+enum : unsigned int {
+  BPF_TASK_ITER_ALL_PROCS,     // every process (thread-group leader); @task is ignored
+  BPF_TASK_ITER_ALL_THREADS,   // every thread of every process; @task is ignored
+  BPF_TASK_ITER_PROC_THREADS,  // every thread of @task's process, @task first
+};
+
+namespace detail {
+struct iter_task_access;
+}  // namespace detail
+
+// struct bpf_iter_task: the iterator a program keeps on its stack. A new one is
+// uninitialized (the verifier's fresh stack slot); bpf_iter_task_new initializes
+// it, bpf_iter_task_destroy makes it uninitialized again. It holds no reference:
+// the tasks it yields are kept by the RCU section it runs in. Not copyable (the
+// verifier does not let a program copy an iterator's slots).
+class bpf_iter_task {
+ public:
+  constexpr bpf_iter_task() noexcept = default;
+  bpf_iter_task(const bpf_iter_task&) = delete;
+  bpf_iter_task& operator=(const bpf_iter_task&) = delete;
+  ~bpf_iter_task() = default;
+
+ private:
+  friend struct detail::iter_task_access;
+  kernel* kernel_ = nullptr;
+  task_struct* task_ = nullptr;  // PROC_THREADS: where the walk starts and ends
+  task_struct* pos_ = nullptr;   // the task yielded last (nullptr: none yet)
+  unsigned int flags_ = 0;
+  bool active_ = false;   // between new and destroy
+  bool walking_ = false;  // new succeeded inside an RCU section: next may walk
+  bool wrapped_ = false;  // PROC_THREADS: the walk went past the list's end
+  bool done_ = false;     // next returned NULL: it will again
+};
+
+/**
+ * bpf_iter_task_new - initialize a task iterator
+ * @it: an uninitialized iterator ("expected uninitialized iter_task as arg #0")
+ * @task: PROC_THREADS: a trusted or referenced task whose process to walk (NULL is
+ *   -EINVAL); ignored (and may be NULL, task__nullable) for the other flavors
+ * @flags: BPF_TASK_ITER_ALL_PROCS, _ALL_THREADS or _PROC_THREADS; else -EINVAL
+ *
+ * KF_ITER_NEW | KF_RCU_PROTECTED: must be called inside an RCU read-side section
+ * (a non-sleepable program's implicit one counts). Returns 0 or -EINVAL; either
+ * way @it is initialized and must be destroyed ("Unreleased reference"). Outside
+ * an RCU section: in a checked program run the checker reports it (newest at this
+ * call, current at the iterator's first use) and the iterator yields nothing;
+ * elsewhere it is a contract violation (missing_rcu_lock) and @it stays
+ * uninitialized. An iterator whose section ended yields nothing either.
+ */
+TASKLIFE_API int bpf_iter_task_new(bpf_iter_task* it, task_struct* task, unsigned int flags,
+                                   std::source_location where = std::source_location::current());
+
+/**
+ * bpf_iter_task_next - the next task of the walk, or NULL at its end
+ *
+ * KF_ITER_NEXT | KF_RET_NULL. The task is an RCU pointer: valid until the
+ * section ends, possibly exiting, a zombie or dying (bpf_task_acquire, KF_RCU,
+ * may return NULL for it); a task released (reaped) before the walk reached it
+ * is skipped, as list_del_rcu takes it off the kernel's list. Each call is a
+ * scheduling point for the explorer.
+ */
+TASKLIFE_API task_struct* bpf_iter_task_next(
+    bpf_iter_task* it, std::source_location where = std::source_location::current());
+
+/** bpf_iter_task_destroy - end the walk (KF_ITER_DESTROY): @it is uninitialized again. */
+TASKLIFE_API void bpf_iter_task_destroy(
+    bpf_iter_task* it, std::source_location where = std::source_location::current());
 
 // ---- the fast paths ----------------------------------------------------------------------------
 //

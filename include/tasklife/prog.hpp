@@ -25,6 +25,10 @@
 //   | arg_type_mismatch  | arg#0 pointer type STRUCT task_struct must point to scalar, or   |
 //   |                    | struct with scalar; R1 type=ptr_ expected=...                     |
 //   | access_beyond_member | access beyond the end of member comm (mend:N) in struct ...   |
+//   | iter_state         | expected an initialized iter_task as arg #0; expected            |
+//   |                    | uninitialized iter_task as arg #0                                 |
+//   | rcu_required       | kernel func bpf_iter_task_new requires RCU critical section       |
+//   |                    | protection; expected an RCU CS when using bpf_iter_task_next      |
 //
 //   Trust, as the verifier sees it: a tracepoint's or struct_ops' task argument
 //   and bpf_get_current_task_btf() are trusted (a syscall or kprobe program's
@@ -103,6 +107,8 @@ enum class violation_kind : std::uint8_t {
   rcu_unlock_unmatched,
   arg_type_mismatch,     // not the pointer the kfunc or helper takes
   access_beyond_member,  // a helper's memory argument beyond its member (task->comm)
+  iter_state,            // an iterator used before new / after destroy, or made twice
+  rcu_required,          // a KF_RCU_PROTECTED kfunc, or its iterator, outside RCU
 };
 TASKLIFE_API std::string_view to_string(violation_kind k) noexcept;
 

@@ -25,8 +25,10 @@
 //   reference; releasing without giving it up
 //   (std::move); dereferencing an unchecked result; discarding an acquiring
 //   kfunc's result; reading a slot under a temporary guard; passing nullptr or a
-//   raw pointer to acquire or release. The verifier's words are in the
-//   static_assert messages.
+//   raw pointer to acquire or release; a task iterator made without a named
+//   rcu_guard, from a task that is not trusted or referenced, never destroyed,
+//   used before new or after destroy, or made twice (task_iter). The verifier's
+//   words are in the static_assert messages.
 //
 //   Rules left to run time: an owned reference or a non-NULL maybe_ref dropped
 //   without release (inside a checked program run, the program's violation
@@ -34,17 +36,21 @@
 //   checked; elsewhere the contract handler's; named with the place it was
 //   acquired; tasklife releases it so the kernel stays consistent). Through the
 //   contract handler: use of a moved-from reference, an rcu_ptr used after its
-//   section ended, a NULL checked_rcu_ptr acquired anyway.
+//   section ended, a NULL checked_rcu_ptr acquired anyway, a task_iter used after
+//   its rcu_guard ended.
 //
 // Members
 //   trusted_ptr, task_free_arg, owned_ref, maybe_ref, rcu_ptr, checked_rcu_ptr, untrusted_ptr,
 //   rcu_guard, read(slot, guard), read(slot), and in namespace typed:
 //   bpf_task_acquire, bpf_task_release, bpf_task_from_pid, bpf_task_from_vpid,
-//   bpf_kptr_xchg, bpf_get_current_task_btf, btf_walk (group_leader, real_parent)
+//   bpf_kptr_xchg, bpf_get_current_task_btf, btf_walk (group_leader, real_parent);
+//   task_iter and task_iter_flavor (the task iterator, bpf_iter_task_*)
 //
 // Lifetime
 //   Wrappers own nothing but an owned_ref's (or maybe_ref's) one reference. They
-//   are as cheap as the raw pointers: one pointer and the acquisition site.
+//   are as cheap as the raw pointers: one pointer and the acquisition site. A
+//   task_iter owns its iterator: made in its constructor, destroyed in its
+//   destructor; the tasks it yields live as long as its rcu_guard.
 //
 // Memory ordering
 //   That of the raw kfuncs they call (kfunc.hpp).
@@ -73,6 +79,7 @@ class rcu_ptr;
 template <class T>
 class checked_rcu_ptr;
 class rcu_guard;
+class task_iter;
 
 namespace detail {
 template <class>
@@ -296,6 +303,7 @@ class rcu_ptr {
  private:
   template <class U>
   friend rcu_ptr<U> read(const kptr<U>& slot, const rcu_guard& guard, std::source_location where);
+  friend class task_iter;
   rcu_ptr(T* p, std::uint64_t guard, std::source_location read_at) noexcept
       : p_(p), guard_(guard), read_at_(read_at) {}
   T* p_;
@@ -596,4 +604,80 @@ requires(!std::is_same_v<P, owned_ref<task_struct>> &&
 }
 
 }  // namespace typed
+
+// The task iterator's flavors that walk the whole system (BPF_TASK_ITER_ALL_*).
+// A valid flavor is all the type admits: the raw -EINVAL of a bad one cannot arise.
+enum class task_iter_flavor : unsigned int {
+  all_procs = BPF_TASK_ITER_ALL_PROCS,
+  all_threads = BPF_TASK_ITER_ALL_THREADS,
+};
+
+// bpf_for_each(task, pos, task, flags) with the verifier's iterator rules in the
+// type: the constructor is bpf_iter_task_new and needs a named rcu_guard
+// (KF_RCU_PROTECTED), the destructor is bpf_iter_task_destroy (never leaked, never
+// used before new or after destroy, never made twice), and next() yields what the
+// verifier says the kfunc returns: an RCU pointer that may be NULL (rcu_ptr), to be
+// check()ed before bpf_task_acquire, which may still return NULL for a dying task.
+// Not copyable, not movable. The threads of one process: construct it from the
+// trusted or referenced task (KF_TRUSTED_ARGS: an RCU pointer is not enough).
+class task_iter {
+ public:
+  task_iter(task_iter_flavor flavor, const rcu_guard& guard,
+            std::source_location where = std::source_location::current())
+      : guard_(guard.id()), where_(where) {
+    (void)tasklife::bpf_iter_task_new(&it_, nullptr, static_cast<unsigned int>(flavor), where);
+  }
+  task_iter(trusted_ptr<task_struct> task, const rcu_guard& guard,
+            std::source_location where = std::source_location::current())
+      : guard_(guard.id()), where_(where) {
+    (void)tasklife::bpf_iter_task_new(&it_, task.get(), BPF_TASK_ITER_PROC_THREADS, where);
+  }
+  task_iter(const owned_ref<task_struct>& task, const rcu_guard& guard,
+            std::source_location where = std::source_location::current())
+      : guard_(guard.id()), where_(where) {
+    (void)tasklife::bpf_iter_task_new(&it_, task.get(), BPF_TASK_ITER_PROC_THREADS, where);
+  }
+  template <class G = rcu_guard>
+  task_iter(task_iter_flavor, const G&& guard,
+            std::source_location = std::source_location::current()) {
+    static_assert(detail::always_false<G>,
+                  "a temporary rcu_guard ends before the iterator could walk: kernel func "
+                  "bpf_iter_task_new requires RCU critical section protection: make the "
+                  "iterator under a named rcu_guard");
+    (void)guard;
+  }
+  template <class P>
+  requires(!std::is_same_v<std::remove_cvref_t<P>, trusted_ptr<task_struct>> &&
+           !std::is_same_v<std::remove_cvref_t<P>, owned_ref<task_struct>> &&
+           !std::is_same_v<std::remove_cvref_t<P>, task_iter_flavor>)
+      task_iter(const P&, const rcu_guard&,
+                std::source_location = std::source_location::current()) {
+    static_assert(detail::always_false<P>,
+                  "R2 must be referenced or trusted: bpf_iter_task_new's task is a trusted "
+                  "argument (an RCU, untrusted or unchecked pointer is not enough)");
+  }
+  ~task_iter() { tasklife::bpf_iter_task_destroy(&it_, where_); }
+  task_iter(const task_iter&) = delete;
+  task_iter& operator=(const task_iter&) = delete;
+
+  // bpf_iter_task_next: the next task, or NULL at the end of the walk. Valid while
+  // the guard the iterator was made under lives; checked at run time, since a
+  // std::optional<rcu_guard> can end before the iterator.
+  rcu_ptr<task_struct> next(std::source_location where = std::source_location::current()) {
+    if (!detail::guard_alive(guard_)) [[unlikely]] {
+      detail::report_typed(contract_kind::missing_rcu_lock, "task_iter",
+                           "expected an RCU CS when using bpf_iter_task_next: the task_iter was "
+                           "used after its rcu_guard ended",
+                           nullptr, where, where_);
+      return rcu_ptr<task_struct>(nullptr, guard_, where);
+    }
+    return rcu_ptr<task_struct>(tasklife::bpf_iter_task_next(&it_, where), guard_, where);
+  }
+
+ private:
+  bpf_iter_task it_;
+  std::uint64_t guard_ = 0;
+  std::source_location where_;
+};
+
 }  // namespace tasklife

@@ -90,6 +90,28 @@ int main() {
     const auto dying = task_free_arg<task_struct>::from_prog_arg(arg);
     return dying->pid > 0 ? 0 : 1;
   });
+  // The task iterator: made under a named guard, destroyed by scope; what it
+  // yields is checked before it is acquired.
+  failed += run_tracing([](task_struct* arg) {
+    const rcu_guard guard;
+    int seen = 0;
+    {
+      task_iter all(task_iter_flavor::all_procs, guard);
+      while (const rcu_ptr<task_struct> pos = all.next()) {
+        if (const auto checked = pos.check()) {
+          if (auto pinned = typed::bpf_task_acquire(checked)) {
+            typed::bpf_task_release(std::move(pinned).take());
+          }
+        }
+        ++seen;
+      }
+    }
+    task_iter threads(trusted_ptr<task_struct>::from_prog_arg(arg), guard);
+    while (const rcu_ptr<task_struct> pos = threads.next()) {
+      ++seen;
+    }
+    return seen > 0 ? 0 : 1;
+  });
   // The empty form.
   failed += run_syscall([] { return 0; });
   return failed;

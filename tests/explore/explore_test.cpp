@@ -48,6 +48,56 @@ TEST(ExploreTest, PidLookupRaceExhaustsCleanlyUnderTheV64Acquire) {
   }
 }
 
+// The task iterator against a reap: each bpf_iter_task_next is a scheduling
+// point, so the reap lands between any two steps of the walk. On every schedule
+// the program acquires only live tasks (KF_RCU: NULL once rcu_users is 0), never
+// touches freed memory, and releases what it took; on some the victim is yielded
+// and its acquire returns NULL because the reap came between the two.
+TEST(ExploreTest, TaskIteratorAgainstAReapIsCleanOnEverySchedule) {
+  std::atomic<int> yielded_dying{0};  // a witness only: it changes nothing the model does
+  const explore::model m = [&yielded_dying](explore::execution& x) {
+    kernel k(x.config({.name = "iter", .profile = semantics_profile::current, .pid_max = 64}));
+    task_struct* init = k.fork(nullptr, {.comm = "init"}).task;
+    task_struct* victim = k.fork(init, {.comm = "victim"}).task;
+    task_struct* prog = k.fork(init, {.comm = "prog"}).task;
+    k.do_exit(victim);
+    k.finish_task_switch(victim);  // a zombie: its reaper's rcu_users is all it has
+    x.thread("program", [&] {
+      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
+        bpf_iter_task it;
+        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_PROCS);
+        while (task_struct* pos = bpf_iter_task_next(&it)) {
+          task_struct* pinned = bpf_task_acquire(pos);
+          if (pinned != nullptr) {
+            bpf_task_release(pinned);
+          } else if (pos == victim) {
+            yielded_dying.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        bpf_iter_task_destroy(&it);
+        return 0;
+      });
+      const prog_run_result r = p.run(prog, prog);
+      x.check(r.ok(), "the walk breaks no verifier rule");
+    });
+    x.thread("reaper", [&] { k.wait_task_zombie(victim); });
+    x.run();
+    k.retire(prog);
+    k.retire(init);
+  };
+  explore::options o;
+  o.preemption_bound = 1;
+  o.null_paths = false;  // the NULL acquires below are the reap's, not the explorer's
+  const explore::report r = explore::explore(m, o);
+  EXPECT_TRUE(r.ok()) << r.summary() << "\n"
+                      << (r.failure ? r.failure->message + "\n" + r.failure->format_timeline()
+                                    : "");
+  EXPECT_TRUE(r.exhausted) << r.summary();
+  EXPECT_GT(r.executions, 2U) << "the walk's steps are scheduling points";
+  EXPECT_GT(yielded_dying.load(), 0) << "some schedule reaps the victim between its yield and "
+                                        "its acquire";
+}
+
 TEST(ExploreTest, ReplayStringReproducesTheFailureExactly) {
   const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
   const explore::report found = explore::explore(m);
