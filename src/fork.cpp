@@ -233,6 +233,10 @@ fork_result kernel::fork(task_struct* parent, const clone_args& args, std::sourc
   return {t, 0};
 }
 
+namespace detail {
+std::atomic<task_storage_free_fn> task_storage_free_hook{nullptr};
+}  // namespace detail
+
 // ---- free_task --------------------------------------------------------------------------------
 
 void kernel::free_task(task_struct* t, std::source_location where, bool fork_failure) {
@@ -246,6 +250,12 @@ void kernel::free_task(task_struct* t, std::source_location where, bool fork_fai
   if (!fork_failure) {
     freed_.fetch_add(1, std::memory_order_relaxed);
     detail::kernel_access::record_now(*this, t, task_event_kind::free, {}, where);
+  }
+  // free_task's bpf_task_storage_free (b0fd1852bcc2 "bpf: Fix UAF in task local
+  // storage", v6.4): the task's local storage goes with its memory.
+  if (const detail::task_storage_free_fn hook =
+          detail::task_storage_free_hook.load(std::memory_order_acquire)) {
+    hook(t);
   }
   if constexpr (debug_checks_enabled) {
     // Kept for the use-after-free report.

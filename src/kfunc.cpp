@@ -12,6 +12,7 @@
 #include "prog_internal.hpp"
 #include "quarantine.hpp"
 #include "task_internal.hpp"
+#include "task_storage_internal.hpp"
 
 namespace tasklife {
 namespace {
@@ -718,6 +719,70 @@ void bpf_iter_task_destroy(bpf_iter_task* it, std::source_location where) {
   iter::done(*it) = true;
   iter::pos(*it) = nullptr;
   iter::task(*it) = nullptr;
+}
+
+// ---- task local storage ---------------------------------------------------------------------
+
+namespace {
+using storage = detail::task_storage_access;
+
+// The checks both helpers share: current, the profile, the program type, a map of
+// current's kernel not orphaned, the RCU section, a live task. False: NULL/-EINVAL.
+bool storage_call(kfunc_id id, detail::task_storage_map_base* map, task_struct* task,
+                  std::source_location where) {
+  const run_ptr run = current_run();
+  if (!enter(run, id, where)) {
+    return false;
+  }
+  if (map == nullptr) {
+    report(id, contract_kind::null_argument, {}, "NULL passed as the map", where);
+    return false;
+  }
+  if (&storage::owner(*map) != tls_ctx.owner || storage::orphaned(*map)) {
+    diagnostic_object o;
+    o.map = map->name();
+    report(id, contract_kind::foreign_object, std::move(o),
+           fmt::format("map '{}' is not a live map of kernel '{}'", map->name(),
+                       tls_ctx.owner->name()),
+           where);
+    return false;
+  }
+  if (task == nullptr) {
+    return false;  // ARG_PTR_TO_BTF_ID_OR_NULL: the helper's own "if (!task)"
+  }
+  if constexpr (contract_checks_enabled) {
+    if (!tls_ctx.owner->rcu().rcu_read_lock_held()) {
+      // WARN_ON_ONCE(!bpf_rcu_lock_held())
+      report(id, contract_kind::missing_rcu_lock, detail::describe_task(task),
+             "called outside an RCU read-side section", where);
+      return false;
+    }
+  }
+  return check_task_arg(id, task, where);
+}
+}  // namespace
+
+void* detail::bpf_task_storage_get_erased(task_storage_map_base* map, task_struct* task,
+                                          const void* value, std::uint64_t flags,
+                                          std::source_location where) {
+  detail::sched_point(sched_op::map_update, map, "bpf_task_storage_get");
+  if (!storage_call(kfunc_id::bpf_task_storage_get, map, task, where) ||
+      (flags & ~BPF_LOCAL_STORAGE_GET_F_CREATE) != 0) {
+    return nullptr;
+  }
+  if (null_on_this_path(kfunc_id::bpf_task_storage_get)) {
+    return nullptr;  // the verifier types the result PTR_TO_MAP_VALUE_OR_NULL
+  }
+  return storage::get(*map, task, value, (flags & BPF_LOCAL_STORAGE_GET_F_CREATE) != 0);
+}
+
+long detail::bpf_task_storage_delete_erased(task_storage_map_base* map, task_struct* task,
+                                            std::source_location where) {
+  detail::sched_point(sched_op::map_delete, map, "bpf_task_storage_delete");
+  if (!storage_call(kfunc_id::bpf_task_storage_delete, map, task, where)) {
+    return -EINVAL;
+  }
+  return storage::remove(*map, task);
 }
 
 task_struct* bpf_get_current_task_btf(std::source_location where) {

@@ -1,6 +1,7 @@
 // Internal helpers shared by the task, pid and kernel implementations.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <source_location>
 #include <string>
@@ -82,6 +83,12 @@ bool check_known_task(const task_struct* t, std::string_view component, std::str
                       std::source_location where);
 bool check_known_task_noexcept(const task_struct* t, std::string_view component,
                                std::string_view op, std::source_location where) noexcept;
+
+// free_task's bpf_task_storage_free (kernel/fork.c): set by the map layer when
+// the first task storage map is made (src/task_storage.cpp); src/fork.cpp calls
+// it on every free. Release store, acquire load.
+using task_storage_free_fn = void (*)(task_struct*) noexcept;
+extern std::atomic<task_storage_free_fn> task_storage_free_hook;
 
 // Defined in kernel.cpp.
 void record_event(task_struct* t, task_event_kind kind, unsigned usage, unsigned rcu_users,

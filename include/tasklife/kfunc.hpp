@@ -35,7 +35,8 @@
 //   (one row per kfunc), info(id), to_string(id), kfunc_exists(), kfunc_flags(),
 //   kfunc_returns_maybe_null(), kfunc_allowed()
 //   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run);
-//   the task iterator: bpf_iter_task, BPF_TASK_ITER_*, bpf_iter_task_new/next/destroy
+//   the task iterator: bpf_iter_task, BPF_TASK_ITER_*, bpf_iter_task_new/next/destroy;
+//   task local storage's helpers: bpf_task_storage_get, bpf_task_storage_delete
 //
 // Context
 //   kfuncs are called by a program, i.e. on a thread that runs as a task
@@ -74,6 +75,7 @@
 #include <source_location>
 #include <string_view>
 #include <sys/types.h>
+#include <type_traits>
 
 #include <tasklife/export.hpp>
 #include <tasklife/kernel.hpp>
@@ -117,7 +119,9 @@ inline constexpr std::uint32_t KF_RCU_PROTECTED = 1U << 11;
   X(bpf_strncmp)               \
   X(bpf_iter_task_new)         \
   X(bpf_iter_task_next)        \
-  X(bpf_iter_task_destroy)
+  X(bpf_iter_task_destroy)     \
+  X(bpf_task_storage_get)      \
+  X(bpf_task_storage_delete)
 
 enum class kfunc_id : std::uint8_t {
 #define TASKLIFE_KFUNC_ID_ENUM(name) name,
@@ -282,6 +286,15 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
                          detail::kf(KF_ITER_DESTROY), detail::kf(KF_ITER_DESTROY)),
      detail::every_prog_type, kfunc_arg::none, false},
+    // Helpers of task local storage (4cf1bc1f1045, v5.11): every profile. Their
+    // program types are the kernel's func_proto lists, which tasklife does not
+    // model for helpers (every type may call them here; syscall cannot there).
+    {kfunc_id::bpf_task_storage_get, "bpf_task_storage_get",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, true, true},
+    {kfunc_id::bpf_task_storage_delete, "bpf_task_storage_delete",
+     detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
+     detail::every_prog_type, kfunc_arg::none, false, true},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
               "kfuncs[] must have one row per kfunc in TASKLIFE_KFUNC_IDS");
@@ -531,6 +544,46 @@ TASKLIFE_API task_struct* bpf_iter_task_next(
 /** bpf_iter_task_destroy - end the walk (KF_ITER_DESTROY): @it is uninitialized again. */
 TASKLIFE_API void bpf_iter_task_destroy(
     bpf_iter_task* it, std::source_location where = std::source_location::current());
+
+// ---- task local storage (kernel/bpf/bpf_task_storage.c) ----------------------------------------
+
+namespace detail {
+TASKLIFE_API void* bpf_task_storage_get_erased(task_storage_map_base* map, task_struct* task,
+                                               const void* value, std::uint64_t flags,
+                                               std::source_location where);
+TASKLIFE_API long bpf_task_storage_delete_erased(task_storage_map_base* map, task_struct* task,
+                                                 std::source_location where);
+}  // namespace detail
+
+/**
+ * bpf_task_storage_get - @task's value in @map
+ * @value: the new value's initial content with BPF_LOCAL_STORAGE_GET_F_CREATE, or
+ *   NULL (value-initialized)
+ * @flags: 0 or BPF_LOCAL_STORAGE_GET_F_CREATE (anything else: NULL)
+ *
+ * Returns the value, or NULL: none and no F_CREATE, a NULL task, or creation
+ * refused because @task's usage is already 0 ("only allocate new storage, when
+ * the task is refcounted"). The value lives until bpf_task_storage_delete (then a
+ * grace period), until the task's memory is freed (free_task), or until the map
+ * is destroyed. Inside an RCU section (bpf_rcu_lock_held); checked builds report
+ * a freed task as a use-after-free.
+ */
+template <class Value>
+Value* bpf_task_storage_get(bpf_task_storage_map<Value>* map, task_struct* task,
+                            const std::type_identity_t<Value>* value, std::uint64_t flags,
+                            std::source_location where = std::source_location::current()) {
+  return static_cast<Value*>(detail::bpf_task_storage_get_erased(map, task, value, flags, where));
+}
+
+/**
+ * bpf_task_storage_delete - remove @task's value from @map: 0, -ENOENT (none), or
+ * -EINVAL (NULL task). The value is freed after a grace period.
+ */
+template <class Value>
+long bpf_task_storage_delete(bpf_task_storage_map<Value>* map, task_struct* task,
+                             std::source_location where = std::source_location::current()) {
+  return detail::bpf_task_storage_delete_erased(map, task, where);
+}
 
 // ---- the fast paths ----------------------------------------------------------------------------
 //

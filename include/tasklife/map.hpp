@@ -24,6 +24,8 @@
 //   BPF_ANY / BPF_NOEXIST / BPF_EXIST
 //   bpf_hash_map, bpf_array_map, bpf_map_lookup_elem / _update_elem / _delete_elem
 //   bpf_obj_new, bpf_obj_drop, bpf_obj_free_fields
+//   bpf_task_storage_map, BPF_LOCAL_STORAGE_GET_F_CREATE (task local storage; its
+//   helpers bpf_task_storage_get / _delete are in kfunc.hpp)
 //
 // Lifetime (bpf_obj_free_fields: xchg each slot to NULL, destructor on the old value)
 //   - hash delete and update-replace: the old element's slots are freed at once
@@ -69,6 +71,9 @@
 //   walk the list without a lock); unlinking is a release store too: it hands
 //   readers the successor, which they must see initialised. Reclaiming the
 //   unlinked element waits for a grace period. The element count is relaxed.
+//   Task storage: every list is under one mutex (its unlock/lock pairs publish a
+//   value's construction); a deleted value is freed by an RCU callback, ordered
+//   after every reader by the grace period.
 #pragma once
 
 #include <atomic>
@@ -775,5 +780,84 @@ long bpf_map_delete_elem(Map* map, const typename Map::key_type* key,
                          std::source_location where = std::source_location::current()) {
   return map->delete_elem(*key, where);
 }
+
+// ---- task local storage (BPF_MAP_TYPE_TASK_STORAGE) -------------------------------------------
+//
+// kernel/bpf/bpf_task_storage.c (4cf1bc1f1045, v5.11; tracing programs a10787e6d58c):
+// a map whose key is a task and whose value lives with the task (task->bpf_storage),
+// one value per task and map. The program's interface is bpf_task_storage_get /
+// bpf_task_storage_delete (kfunc.hpp). A value is freed
+//   - by bpf_task_storage_delete, after a grace period (a program that got it inside
+//     its section reads it until the section ends);
+//   - with its task, in free_task (bpf_task_storage_free; b0fd1852bcc2 "bpf: Fix UAF
+//     in task local storage", v6.4, moved it there from __put_task_struct): after the
+//     last put_task_struct, so a usage holder keeps it past the task's grace period;
+//   - when the map is destroyed, after a grace period.
+// Values with kptr fields are not modelled (a static_assert). Locking: one lock
+// for every task's storage list and every map's element list (the kernel has a
+// lock per storage and per map bucket); its release/acquire pairs order a value's
+// construction before any other thread's get of it.
+
+inline constexpr std::uint64_t BPF_LOCAL_STORAGE_GET_F_CREATE = 1;
+
+namespace detail {
+struct task_storage_elem;
+struct task_storage_access;
+
+// What bpf_task_storage_map<V> does, with V's layout and constructors erased (src/map.cpp).
+class TASKLIFE_API task_storage_map_base {
+ public:
+  struct value_ops {
+    std::size_t size;
+    std::size_t align;
+    void (*construct)(void* at, const void* init);  // init NULL: value-initialized
+    void (*destroy)(void* at) noexcept;
+  };
+  task_storage_map_base(kernel& k, std::string name, const value_ops& ops);
+  ~task_storage_map_base();
+  task_storage_map_base(const task_storage_map_base&) = delete;
+  task_storage_map_base& operator=(const task_storage_map_base&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  // Values this map holds now (tasks with storage in it).
+  std::size_t size() const;
+
+ private:
+  friend struct task_storage_access;
+  kernel& kernel_;
+  std::string name_;
+  value_ops ops_;
+  task_storage_elem* elems_ = nullptr;  // this map's values, under the storage lock
+  std::size_t count_ = 0;               // under the storage lock
+  kernel_dependent dependent_{"map", {}};
+};
+}  // namespace detail
+
+// BPF_MAP_TYPE_TASK_STORAGE with values of type Value (copyable; no kptr fields).
+template <class Value>
+class bpf_task_storage_map : public detail::task_storage_map_base {
+  static_assert(!detail::has_kptr_fields<Value>,
+                "task storage values with kptr fields are not modelled");
+  static_assert(std::is_copy_constructible_v<Value> && std::is_default_constructible_v<Value>,
+                "a task storage value is created from a copy or value-initialized");
+
+ public:
+  using value_type = Value;
+  explicit bpf_task_storage_map(kernel& k, std::string name = "task_storage")
+      : task_storage_map_base(k, std::move(name), ops()) {}
+
+ private:
+  static value_ops ops() noexcept {
+    return {sizeof(Value), alignof(Value),
+            [](void* at, const void* init) {
+              if (init != nullptr) {
+                ::new (at) Value(*static_cast<const Value*>(init));
+              } else {
+                ::new (at) Value();
+              }
+            },
+            [](void* at) noexcept { static_cast<Value*>(at)->~Value(); }};
+  }
+};
 
 }  // namespace tasklife

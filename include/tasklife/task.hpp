@@ -104,6 +104,7 @@ struct upid {
 namespace detail {
 
 struct task_history;
+struct task_storage_elem;
 
 // A task's pid numbers, level 0 (root) to its active namespace's level: the
 // kernel's struct pid numbers[]. The root level lives inside the task itself, so
@@ -203,6 +204,9 @@ struct task_private {
   // A leader whose reap retire() found delayed (delay_group_leader): its parent
   // waits, and is woken to reap it by the last thread's release_task.
   bool parent_waits = false;
+  // Task local storage (map.hpp): the kernel's task->bpf_storage, this task's
+  // values, one per task storage map; under the storage lock (src/map.cpp).
+  task_storage_elem* bpf_storage = nullptr;
   // Kept after the free for the use-after-free report.
   std::uint64_t freed_event = 0;
   std::source_location freed_where{};
