@@ -841,7 +841,7 @@ class harness {
         case 0: {  // acquire the argument
           // Earlier operations of this body may have released the last rcu_users
           // reference (a slot's, taken out and released): the argument is still
-          // allocated, but its rcu_users is 0. From v6.2 the acquire is
+          // allocated, but its rcu_users is 0. Since v6.4 (d02c48fa1139) the acquire is
           // refcount_inc_not_zero(&p->rcu_users) and returns NULL then (the
           // reason it is KF_RET_NULL); the Nov 2022 refcount_inc would WARN
           // (addition on 0), a case the fuzzer leaves alone.
