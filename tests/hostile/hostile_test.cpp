@@ -240,6 +240,35 @@ TEST_F(HostileTest, AMapDestroyedAfterItsKernelFreesItsValuesWithoutIt) {
   }
 }
 
+TEST_F(HostileTest, AProgramAndItsLinkOutlivingTheirKernelAreRefusedAndEndSafely) {
+  auto k = std::make_unique<kernel>(det("progless"));
+  int runs = 0;
+  bpf_prog p(*k, prog_type::tracing, "tp_btf/task_newtask", [&runs](task_struct*) {
+    ++runs;
+    return 0;
+  });
+  bpf_link link = p.attach(k->task_newtask());
+  task_struct* child = k->fork(nullptr, {.comm = "child"}).task;
+  ASSERT_EQ(runs, 1) << "attached: the fork ran it";
+  retire_and_free(*k, child);
+  const void* registration = nullptr;
+  k.reset();  // the program and its link outlive their kernel
+  expect_taken(contract_kind::teardown_order, [&registration](const recorded& r) {
+    registration = r.object.address;
+    return r.message.find("program 'tp_btf/task_newtask'") != std::string::npos;
+  });
+  EXPECT_NE(registration, nullptr);
+  // The link knows its tracepoint is gone: nothing to detach, nothing touched.
+  EXPECT_FALSE(link.attached());
+  EXPECT_FALSE(link.detach());
+  // A run is refused instead of using the destroyed kernel's RCU domain.
+  const prog_run_result r = p.run(nullptr);
+  EXPECT_EQ(r.ret, -ENODEV);
+  expect_about_address(contract_kind::teardown_order, &p);
+  // The invariant: the body ran exactly once, while its kernel lived.
+  EXPECT_EQ(runs, 1);
+}
+
 TEST_F(HostileTest, AKernelDestroyedWhileThisThreadRunsAsItsTaskLeavesTheScopeSafe) {
   auto k = std::make_unique<kernel>(det("scoped"));
   task_struct* t = k->fork(nullptr, {.comm = "me"}).task;
