@@ -13,12 +13,16 @@
 // exited task, ...), except for the program misuses whose verdict is part of the
 // model (a reference left unreleased, a double release).
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -54,6 +58,9 @@ std::vector<std::string>* g_trace = nullptr;
 // Operations and inputs run in this process (printed at exit: the fuzzing figures).
 std::uint64_t g_operations = 0;
 std::uint64_t g_inputs = 0;
+// Callbacks the native domain has run (the fuzzer's, on liburcu's worker thread;
+// read after rcu_barrier, which orders them before its return).
+std::atomic<std::uint64_t> g_native_callbacks{0};
 
 [[noreturn]] void diverge(const std::string& what) {
   std::fprintf(stderr, "tasklife fuzz: divergence: %s\noperations:\n", what.c_str());
@@ -81,7 +88,13 @@ void contract_handler_abort(const contract_violation& v) {
   diverge("unexpected contract violation (" + std::string(to_string(v.kind)) + "): " + v.message);
 }
 
+// Refcount warnings the model expects (the sink otherwise aborts).
+bool g_expect_refcount_warning = false;
+
 void refcount_sink_abort(const refcount_warning& w) {
+  if (g_expect_refcount_warning) {
+    return;
+  }
   diverge("unexpected refcount warning: " + std::string(w.message));
 }
 
@@ -267,6 +280,8 @@ class model {
 
 struct task_value {
   kptr<task_struct> task;
+  kptr<task_struct> not_a_field;  // a kptr member the value does not list
+  long tag = 7;                   // no kptr at all
   static constexpr auto kptr_fields = std::make_tuple(&task_value::task);
 };
 
@@ -368,6 +383,17 @@ class harness {
       diverge("teardown: " + std::to_string(m_.tasks.size() - m_.freed) + " task(s) never freed");
     }
     k_.reset();
+    nat_.reset();
+    if (other_) {
+      if (!other_->retire(other_task_)) {
+        diverge("the other kernel's task could not be retired");
+      }
+      other_->rcu().rcu_barrier();
+      if (other_->stats().allocated() != 0) {
+        diverge("the other kernel's task was never freed");
+      }
+      other_.reset();
+    }
   }
 
   // Kills task i whatever its state, the legal way.
@@ -387,7 +413,7 @@ class harness {
   // ---- the operations
   // ----------------------------------------------------------------------------
   void step() {
-    switch (in_.pick(20)) {
+    switch (in_.pick(26)) {
       case 0:
       case 1: {
         const std::uint8_t flags = in_.next();
@@ -505,6 +531,22 @@ class harness {
       case 19:
         attached_program();
         break;
+      case 20:
+        rcu_ops();
+        break;
+      case 21:
+        native_rcu_ops();
+        break;
+      case 22:
+        refcount_ops();
+        break;
+      case 23:
+      case 24:
+        more_misuse();
+        break;
+      case 25:
+        task_ops();
+        break;
       default:
         break;
     }
@@ -515,7 +557,8 @@ class harness {
   // With holders tracked the tracker speaks first: a release with no holder is
   // an over_release, or a double_release if a holder of that kind was dropped.
   template <class Op>
-  void expect_refused(const char* what, contract_kind kind, std::uint64_t id, Op op) {
+  void expect_refused(const char* what, contract_kind kind, std::uint64_t id, Op op,
+                      const void* address = nullptr) {
     trace_.push_back(std::string("misuse: ") + what);
     std::vector<seen_violation> seen;
     g_expected_sink = &seen;
@@ -525,7 +568,8 @@ class harness {
     const bool kind_ok =
         !seen.empty() && (seen[0].kind == kind ||
                           (release && tracked_ && seen[0].kind == contract_kind::double_release));
-    if (seen.size() != 1 || !kind_ok || seen[0].task_id != id) {
+    if (seen.size() != 1 || !kind_ok || seen[0].task_id != id ||
+        (address != nullptr && seen[0].address != address)) {
       diverge(std::string(what) + ": " + std::to_string(seen.size()) +
               " violation(s), the model says one of kind " + std::string(to_string(kind)) +
               (seen.empty() ? std::string() : ", got " + std::string(to_string(seen[0].kind))));
@@ -908,12 +952,9 @@ class harness {
             }
           }
           break;
-        default: {  // bpf_get_current_task_btf
-          if (bpf_get_current_task_btf() != task(prog_)) {
-            diverge("bpf_get_current_task_btf is not current");
-          }
+        default:
+          raw_extra(op, held);
           break;
-        }
       }
     }
     if (forget) {
@@ -928,6 +969,60 @@ class harness {
       held.pop_back();
       bpf_task_release(task(i));
       m_.release(i);
+    }
+  }
+
+  // The rest of the kfuncs a program may call (op % 8 == 7; the other bits pick).
+  void raw_extra(std::uint8_t op, std::vector<int>& held) {
+    switch ((op >> 3U) % 5) {
+      case 0:
+        if (bpf_get_current_task_btf() != task(prog_)) {
+          diverge("bpf_get_current_task_btf is not current");
+        }
+        break;
+      case 1: {  // from_vpid: current's namespace is the root one (the program task's)
+        const int nr = static_cast<int>((op >> 5U) % static_cast<unsigned>(m_.pid_max + 1));
+        if (!kfunc_exists(m_.profile, kfunc_id::bpf_task_from_vpid)) {
+          expect_refused("bpf_task_from_vpid outside its profiles", contract_kind::not_in_profile,
+                         0, [&] { check_ptr(bpf_task_from_vpid(nr), nullptr, "from_vpid"); });
+          break;
+        }
+        const auto it = m_.ns[0].tasks.find(nr);
+        task_struct* ref = bpf_task_from_vpid(nr);
+        check_ptr(ref, it == m_.ns[0].tasks.end() ? nullptr : task(it->second),
+                  "bpf_task_from_vpid");
+        if (ref != nullptr) {
+          m_.acquire(it->second);
+          held.push_back(it->second);
+        }
+        break;
+      }
+      case 2:  // a nested, balanced RCU read section of the program's own
+        bpf_rcu_read_lock();
+        if (!k_->rcu().rcu_read_lock_held()) {
+          diverge("bpf_rcu_read_lock left no read section held");
+        }
+        bpf_rcu_read_unlock();
+        break;
+      case 3: {  // bpf_strncmp on current's comm ("f", as every fork names it)
+        const task_struct* cur = task(prog_);
+        const long same = bpf_strncmp(cur->comm, TASK_COMM_LEN, "f");
+        const long other = bpf_strncmp(cur->comm, TASK_COMM_LEN, "g");
+        if (same != 0 || other >= 0) {
+          diverge("bpf_strncmp: " + std::to_string(same) + ", " + std::to_string(other) +
+                  " against the model's 0 and < 0");
+        }
+        break;
+      }
+      default: {  // bpf_probe_read_kernel of current's pid
+        pid_t pid = -1;
+        const task_struct* cur = task(prog_);
+        if (bpf_probe_read_kernel(&pid, sizeof(pid), &cur->pid) != 0 ||
+            pid != mt(prog_).numbers.front().second) {
+          diverge("bpf_probe_read_kernel of current's pid differs from the model's");
+        }
+        break;
+      }
     }
   }
 
@@ -962,6 +1057,595 @@ class harness {
     if (slots_[s] >= 0) {
       m_.release(slots_[s]);
       slots_[s] = -1;
+    }
+  }
+
+  // ---- RCU: the deterministic domain's controls, the native domain -----------------------------
+
+  // Grace periods the other ways: synchronize_rcu, a grace period taken step by
+  // step with this thread as the reader in its way, and rcu_barrier.
+  void rcu_ops() {
+    const std::uint64_t before = rc_->completed_grace_periods();
+    if (rc_->queued_callbacks() != m_.queued.size()) {
+      diverge("queued_callbacks() " + std::to_string(rc_->queued_callbacks()) +
+              ", the model says " + std::to_string(m_.queued.size()));
+    }
+    switch (in_.pick(3)) {
+      case 0:
+        trace_.push_back("synchronize_rcu, run_callbacks");
+        k_->rcu().synchronize_rcu();
+        if (rc_->completed_grace_periods() <= before) {
+          diverge("synchronize_rcu returned before a grace period");
+        }
+        if (rc_->ready_callbacks() != m_.queued.size()) {
+          diverge("after synchronize_rcu not every queued callback is ready");
+        }
+        rc_->run_callbacks();
+        m_.grace_period();
+        break;
+      case 1: {
+        trace_.push_back("grace period step by step, a reader in its way");
+        {
+          const rcu_thread_registration reg(k_->rcu());
+          const rcu_read_guard guard(k_->rcu());
+          if (!rc_->start_grace_period() || !rc_->grace_period_in_progress()) {
+            diverge("start_grace_period did not start one");
+          }
+          if (rc_->readers_inside() != 1 || rc_->can_end_grace_period() ||
+              rc_->try_end_grace_period()) {
+            diverge("a grace period ended under a reader that was in its way");
+          }
+          if (rc_->ready_callbacks() != 0) {
+            diverge("a callback is ready before its grace period ended");
+          }
+        }
+        if (rc_->readers_inside() != 0 || !rc_->can_end_grace_period() ||
+            !rc_->try_end_grace_period() || rc_->grace_period_in_progress()) {
+          diverge("the grace period did not end once its reader left");
+        }
+        if (rc_->completed_grace_periods() != before + 1) {
+          diverge("one grace period step by step is not one completed grace period");
+        }
+        if (rc_->callbacks_need_grace_period() || rc_->ready_callbacks() != m_.queued.size()) {
+          diverge("after the grace period the model's callbacks are not all ready");
+        }
+        rc_->run_callbacks();
+        m_.grace_period();
+        break;
+      }
+      default:
+        trace_.push_back("rcu_barrier");
+        k_->rcu().rcu_barrier();
+        while (!m_.queued.empty()) {  // every callback, and the ones they queue
+          m_.grace_period();
+        }
+        break;
+    }
+  }
+
+  // A native (liburcu memb) domain beside the kernel's: nested read sections,
+  // synchronize_rcu, call_rcu and rcu_barrier, and its misuses.
+  void native_rcu_ops() {
+    if (!nat_) {
+      nat_ = std::make_unique<rcu_domain>("fuzz-native");
+    }
+    rcu_domain& d = *nat_;
+    switch (in_.pick(5)) {
+      case 0: {
+        const unsigned depth = 1 + static_cast<unsigned>(in_.pick(3));
+        trace_.push_back("native: read sections nested " + std::to_string(depth));
+        const rcu_thread_registration reg(d);
+        if (!d.thread_registered() || d.live_registrations() != 1) {
+          diverge("native: the registration is not counted");
+        }
+        for (unsigned j = 0; j < depth; ++j) {
+          d.rcu_read_lock();
+        }
+        if (!d.rcu_read_lock_held()) {
+          diverge("native: no read section held inside one");
+        }
+        for (unsigned j = 0; j < depth; ++j) {
+          d.rcu_read_unlock();
+        }
+        if (d.rcu_read_lock_held()) {
+          diverge("native: a read section held after its last unlock");
+        }
+        break;
+      }
+      case 1: {
+        const std::size_t n = 1 + in_.pick(native_heads_.size());
+        trace_.push_back("native: call_rcu x" + std::to_string(n) + ", rcu_barrier");
+        const std::uint64_t done = g_native_callbacks;
+        for (std::size_t j = 0; j < n; ++j) {
+          d.call_rcu(&native_heads_[j], [](rcu_head*) { ++g_native_callbacks; });
+        }
+        d.rcu_barrier();
+        if (g_native_callbacks != done + n || d.stats().pending() != 0) {
+          diverge("native: rcu_barrier returned before its callbacks ran");
+        }
+        break;
+      }
+      case 2: {
+        trace_.push_back("native: synchronize_rcu");
+        const std::uint64_t calls = d.stats().synchronize_calls;
+        d.synchronize_rcu();
+        if (d.stats().synchronize_calls != calls + 1) {
+          diverge("native: synchronize_rcu not counted");
+        }
+        break;
+      }
+      case 3: {
+        const rcu_thread_registration reg(d);
+        const rcu_read_guard guard(d);
+        expect_refused("native: synchronize_rcu inside a read section",
+                       contract_kind::wait_in_read_section, 0, [&] { d.synchronize_rcu(); });
+        expect_refused("native: rcu_barrier inside a read section",
+                       contract_kind::wait_in_read_section, 0, [&] { d.rcu_barrier(); });
+        break;
+      }
+      default:
+        expect_refused("native: rcu_read_lock unregistered", contract_kind::unregistered_reader, 0,
+                       [&] { d.rcu_read_lock(); });
+        if (d.rcu_read_lock_held()) {
+          diverge("native: a refused read lock was taken");
+        }
+        expect_refused("native: unbalanced rcu_read_unlock", contract_kind::unbalanced_unlock, 0,
+                       [&] { d.rcu_read_unlock(); });
+        break;
+    }
+  }
+
+  // ---- refcount_t on its own, against an int ---------------------------------------------------
+
+  // A counter of the fuzzer's own (not a task's): every operation, and the
+  // warnings of the misuses (each saturates the counter, as the kernel's).
+  void refcount_ops() {
+    const int op = static_cast<int>(in_.pick(12));
+    const int n = 1 + static_cast<int>(in_.pick(3));
+    int& v = rc_model_;
+    const auto saturate_expected = [&](refcount_saturation_type type, const char* what,
+                                       const auto& call) {
+      trace_.push_back(std::string("refcount warning: ") + what);
+      const std::uint64_t seen = refcount_warnings_seen(type);
+      g_expect_refcount_warning = true;
+      call();
+      g_expect_refcount_warning = false;
+      if (refcount_warnings_seen(type) != seen + 1) {
+        diverge(std::string(what) + ": no warning of its type");
+      }
+      v = REFCOUNT_SATURATED;
+    };
+    trace_.push_back("refcount op " + std::to_string(op) + " n=" + std::to_string(n) + " on " +
+                     std::to_string(v));
+    bool got = false;
+    bool want = false;
+    switch (op) {
+      case 0:
+        refcount_set(&counter_, n);
+        v = n;
+        break;
+      case 1:
+        if (v == 0) {
+          saturate_expected(REFCOUNT_ADD_UAF, "refcount_inc on 0", [&] { refcount_inc(&counter_); });
+        } else if (v > 0 && v < 1000) {
+          refcount_add(n, &counter_);
+          v += n;
+        }
+        break;
+      case 2:
+        want = v > 0;
+        if (v >= 0 && v < 1000) {
+          got = refcount_inc_not_zero(&counter_);
+          v += want ? 1 : 0;
+          check_bool(got, want, "refcount_inc_not_zero");
+        }
+        break;
+      case 3:
+        want = v > 0;
+        if (v >= 0 && v < 1000) {
+          got = refcount_add_not_zero(n, &counter_);
+          v += want ? n : 0;
+          check_bool(got, want, "refcount_add_not_zero");
+        }
+        break;
+      case 4:
+        if (v >= n) {
+          got = refcount_sub_and_test(n, &counter_);
+          check_bool(got, v == n, "refcount_sub_and_test");
+          v -= n;
+        } else if (v >= 0) {
+          saturate_expected(REFCOUNT_SUB_UAF, "refcount_sub_and_test below 0",
+                            [&] { check_bool(refcount_sub_and_test(v + 1, &counter_), false, "sub"); });
+        }
+        break;
+      case 5:
+        if (v > 1) {
+          refcount_dec(&counter_);
+          --v;
+        } else if (v == 1) {
+          saturate_expected(REFCOUNT_DEC_LEAK, "refcount_dec to 0", [&] { refcount_dec(&counter_); });
+        }
+        break;
+      case 6:
+        if (v >= 0) {
+          got = refcount_dec_if_one(&counter_);
+          check_bool(got, v == 1, "refcount_dec_if_one");
+          v = v == 1 ? 0 : v;
+        }
+        break;
+      case 7:
+        if (v > 0) {
+          got = refcount_dec_not_one(&counter_);
+          check_bool(got, v != 1, "refcount_dec_not_one");
+          v -= v != 1 ? 1 : 0;
+        }
+        break;
+      case 8:
+        if (v > 0) {
+          std::mutex lock;
+          got = refcount_dec_and_lock(&counter_, &lock);
+          check_bool(got, v == 1, "refcount_dec_and_lock");
+          if (got) {
+            lock.unlock();  // it returns holding the lock when the count reached 0
+          }
+          --v;
+        }
+        break;
+      case 9:
+        if (v > 0) {
+          saturate_expected(REFCOUNT_ADD_OVF, "refcount_add past INT_MAX", [&] {
+            refcount_set(&counter_, INT_MAX - 1);
+            refcount_add(2, &counter_);
+          });
+        } else {
+          saturate_expected(REFCOUNT_ADD_NOT_ZERO_OVF, "refcount_add_not_zero past INT_MAX", [&] {
+            refcount_set(&counter_, INT_MAX);
+            check_bool(refcount_add_not_zero(1, &counter_), true, "add_not_zero");
+          });
+        }
+        break;
+      case 10:
+        expect_refused("refcount_inc(NULL)", contract_kind::null_argument, 0,
+                       [] { refcount_inc(nullptr); });
+        break;
+      default:
+        if (v > 0 && v < 1000) {  // the acquire variants, with a limit
+          const int limit = v + static_cast<int>(in_.pick(3));
+          want = v + n <= limit;
+          got = refcount_add_not_zero_limited_acquire(n, &counter_, limit);
+          v += want ? n : 0;
+          check_bool(got, want, "refcount_add_not_zero_limited_acquire");
+        }
+        break;
+    }
+    if (static_cast<int>(refcount_read(&counter_)) != v) {
+      diverge("refcount " + std::to_string(static_cast<int>(refcount_read(&counter_))) +
+              ", the model says " + std::to_string(v));
+    }
+    if (v == REFCOUNT_SATURATED) {  // a saturated counter stays so: start afresh
+      refcount_set(&counter_, 1);
+      v = 1;
+    }
+  }
+
+  static void check_bool(bool got, bool want, const char* what) {
+    if (got != want) {
+      diverge(std::string(what) + " returned " + (got ? "true" : "false") + " against the model");
+    }
+  }
+
+  // ---- more misuse: NULL, fake and foreign objects, RCU, sizes ---------------------------------
+
+  void more_misuse() {
+    switch (in_.pick(12)) {
+      case 0:
+        if (const int i = pick_usage(); i >= 0) {
+          expect_refused("put_task_struct_many(t, -5)", contract_kind::invalid_argument,
+                         task_id(task(i)), [&] { put_task_struct_many(task(i), -5); });
+        }
+        break;
+      case 1: {  // NULL to the callbacks, destructors, queries and history
+        const std::size_t which = in_.pick(10);
+        expect_refused("NULL to a task function", contract_kind::null_argument, 0, [&] {
+          switch (which) {
+            case 0:
+              task_kptr_dtor(nullptr);
+              break;
+            case 1:
+              bpf_task_release_dtor(nullptr);
+              break;
+            case 2:
+              delayed_put_task_struct(nullptr);
+              break;
+            case 3:
+              __put_task_struct_rcu_cb(nullptr);
+              break;
+            case 4:
+              __put_task_struct(nullptr);
+              break;
+            case 5:
+              k_->trace_task(nullptr);
+              break;
+            case 6:
+              (void)k_->history(static_cast<const task_struct*>(nullptr));
+              break;
+            case 7:
+              if (task_active_pid_ns(nullptr) != nullptr) {
+                diverge("task_active_pid_ns(NULL) is not NULL");
+              }
+              break;
+            case 8:
+              (void)task_pid_nr_ns(nullptr, &k_->init_pid_ns());
+              break;
+            default: {
+              const rcu_thread_registration reg(k_->rcu());
+              const rcu_read_guard guard(k_->rcu());
+              check_ptr(find_task_by_pid_ns(1, nullptr), nullptr, "find_task_by_pid_ns(NULL)");
+              break;
+            }
+          }
+        });
+        break;
+      }
+      case 2: {  // a never-forked task
+        task_struct fake;
+        const std::size_t which = in_.pick(7);
+        expect_refused(
+            "a never-forked task", contract_kind::not_a_task, 0,
+            [&] {
+              switch (which) {
+                case 0:
+                  (void)task_pid_nr_ns(&fake, &k_->init_pid_ns());
+                  break;
+                case 1:
+                  (void)task_active_pid_ns(&fake);
+                  break;
+                case 2:
+                  task_kptr_dtor(&fake);
+                  break;
+                case 3:
+                  k_->trace_task(&fake);
+                  break;
+                case 4:
+                  (void)k_->history(&fake);
+                  break;
+                case 5:
+                  delayed_put_task_struct(&fake.rcu);
+                  break;
+                default:
+                  __put_task_struct_rcu_cb(&fake.rcu);
+                  break;
+              }
+            },
+            &fake);
+        break;
+      }
+      case 3: {  // another kernel's task to this kernel's lifecycle
+        other_kernel();
+        task_struct* tb = other_task_;
+        const std::size_t which = in_.pick(6);
+        expect_refused("another kernel's task", contract_kind::foreign_object, task_id(tb), [&] {
+          switch (which) {
+            case 0:
+              if (k_->fork(tb)) {
+                diverge("fork under a foreign parent succeeded");
+              }
+              break;
+            case 1:
+              k_->do_exit(tb);
+              break;
+            case 2:
+              k_->finish_task_switch(tb);
+              break;
+            case 3:
+              check_bool(k_->wait_task_zombie(tb), false, "foreign wait_task_zombie");
+              break;
+            case 4:
+              check_bool(k_->retire(tb), false, "foreign retire");
+              break;
+            default: {
+              const current_task_scope scope = k_->run_as(tb);
+              check_ptr(get_current(), nullptr, "run_as(foreign)");
+              break;
+            }
+          }
+        });
+        if (tb->exit_state.load() != 0 || refcount_read(&tb->rcu_users) != 2U) {
+          diverge("another kernel's task was changed by a refused operation");
+        }
+        break;
+      }
+      case 4: {
+        other_kernel();
+        pid_namespace* got = nullptr;
+        trace_.push_back("misuse: create_pid_namespace(another kernel's)");
+        std::vector<seen_violation> seen;
+        g_expected_sink = &seen;
+        got = &k_->create_pid_namespace(other_->init_pid_ns());
+        g_expected_sink = nullptr;
+        if (seen.size() != 1 || seen[0].kind != contract_kind::foreign_object ||
+            got != &other_->init_pid_ns()) {
+          diverge("create_pid_namespace of a foreign parent was not refused");
+        }
+        break;
+      }
+      case 5: {  // RCU misuse on the kernel's (deterministic) domain
+        rcu_domain& d = k_->rcu();
+        const rcu_thread_registration reg(d);
+        switch (in_.pick(4)) {
+          case 0: {
+            const rcu_read_guard guard(d);
+            expect_refused("synchronize_rcu inside a read section",
+                           contract_kind::wait_in_read_section, 0, [&] { d.synchronize_rcu(); });
+            break;
+          }
+          case 1: {
+            const rcu_read_guard guard(d);
+            expect_refused("rcu_barrier inside a read section", contract_kind::wait_in_read_section,
+                           0, [&] { d.rcu_barrier(); });
+            break;
+          }
+          case 2:
+            expect_refused("unbalanced rcu_read_unlock", contract_kind::unbalanced_unlock, 0,
+                           [&] { d.rcu_read_unlock(); });
+            break;
+          default: {
+            const task_struct* t = task(prog_);
+            expect_refused(
+                "find_task outside rcu_read_lock", contract_kind::missing_rcu_lock, 0,
+                [&] { check_ptr(k_->init_pid_ns().find_task(t->pid), nullptr, "find"); });
+            break;
+          }
+        }
+        break;
+      }
+      case 6:
+        expect_refused("rcu_read_lock unregistered", contract_kind::unregistered_reader, 0,
+                       [&] { k_->rcu().rcu_read_lock(); });
+        break;
+      case 7: {  // bpf_kptr_xchg into a value's field that is no kptr field
+        const current_task_scope scope = k_->run_as(task(prog_));
+        const rcu_thread_registration reg(k_->rcu());
+        const rcu_read_guard guard(k_->rcu());
+        task_value* v = map_->lookup_elem(static_cast<std::uint32_t>(in_.pick(kSlots)));
+        const bool tag = (in_.next() & 1U) != 0;
+        auto* slot = tag ? reinterpret_cast<kptr<task_struct>*>(&v->tag) : &v->not_a_field;
+        expect_refused(
+            "bpf_kptr_xchg into no kptr field", contract_kind::foreign_object, 0,
+            [&] { check_ptr(bpf_kptr_xchg(slot, nullptr), nullptr, "xchg"); }, slot);
+        if (v->tag != 7) {
+          diverge("a refused bpf_kptr_xchg wrote the field");
+        }
+        break;
+      }
+      case 8: {  // maps of no entries or too many
+        const bool none = (in_.next() & 1U) != 0;
+        const std::uint32_t entries = none ? 0U : UINT32_MAX;
+        const contract_kind kind =
+            none ? contract_kind::invalid_argument : contract_kind::limit_exceeded;
+        if ((in_.next() & 1U) != 0) {
+          std::optional<bpf_array_map<task_value>> m;
+          expect_refused("an array map of a bad size", kind, 0,
+                         [&] { m.emplace(*k_, entries, "bad"); });
+          check_bool(m->update_elem(0, task_value{}, BPF_ANY) == -E2BIG, true, "bad map update");
+        } else {
+          std::optional<bpf_hash_map<int, task_value>> m;
+          expect_refused("a hash map of a bad size", kind, 0,
+                         [&] { m.emplace(*k_, entries, "bad"); });
+          check_bool(m->update_elem(1, task_value{}, BPF_ANY) == -E2BIG, true, "bad map update");
+        }
+        m_.queued.emplace_back(pending_kind::map_memory, -1);  // the map's storage, after a GP
+        break;
+      }
+      case 9: {  // a kernel of a bad pid_max
+        static constexpr int bad[] = {-2, 0, 1, PID_MAX_LIMIT + 1, INT_MAX};
+        kernel_config c;
+        c.name = "bad-pid-max";
+        c.pid_max = bad[in_.pick(std::size(bad))];
+        c.rcu_backend_factory = deterministic_rcu_factory();
+        std::optional<kernel> k;
+        expect_refused("pid_max out of range", contract_kind::invalid_argument, 0,
+                       [&] { k.emplace(std::move(c)); });
+        if (k->init_pid_ns().pid_max() != PID_MAX_DEFAULT) {
+          diverge("a refused pid_max is not PID_MAX_DEFAULT");
+        }
+        break;
+      }
+      case 10: {  // pid namespaces nested past MAX_PID_NS_LEVEL
+        kernel_config c;
+        c.name = "deep";
+        c.rcu_backend_factory = deterministic_rcu_factory();
+        kernel k(std::move(c));
+        pid_namespace* ns = &k.init_pid_ns();
+        for (unsigned j = 0; j < MAX_PID_NS_LEVEL; ++j) {
+          ns = &k.create_pid_namespace(*ns);
+        }
+        expect_refused("a pid namespace nested too deep", contract_kind::limit_exceeded, 0,
+                       [&] { ns = &k.create_pid_namespace(*ns); });
+        if (ns->level() != MAX_PID_NS_LEVEL) {
+          diverge("a namespace deeper than MAX_PID_NS_LEVEL");
+        }
+        break;
+      }
+      default:
+        expect_refused("a kfunc outside a program", contract_kind::no_current, 0,
+                       [&] { check_ptr(bpf_task_from_pid(1), nullptr, "from_pid outside"); });
+        break;
+    }
+  }
+
+  // The second kernel, for foreign objects: one task, retired at teardown.
+  void other_kernel() {
+    if (other_) {
+      return;
+    }
+    kernel_config c;
+    c.name = "other";
+    c.rcu_backend_factory = deterministic_rcu_factory();
+    other_.emplace(std::move(c));
+    other_task_ = other_->fork(nullptr, {.comm = "of-other"}).task;
+    if (other_task_ == nullptr) {
+      diverge("the other kernel's fork failed");
+    }
+  }
+
+  // ---- task queries and lookups as current -----------------------------------------------------
+
+  void task_ops() {
+    switch (in_.pick(4)) {
+      case 0:
+        if (const int i = pick_usage(); i >= 0) {
+          trace("tryget_task_struct", i);
+          check_ptr(tryget_task_struct(task(i)), task(i), "tryget_task_struct");
+          ++mt(i).usage;
+          ++mt(i).my_usage;
+        }
+        break;
+      case 1: {  // lookups in current's namespace, as the program task
+        const int nr = static_cast<int>(in_.next() % static_cast<unsigned>(m_.pid_max + 1));
+        trace_.push_back("find_task_by_vpid(" + std::to_string(nr) + ") as the program task");
+        const current_task_scope scope = k_->run_as(task(prog_));
+        const rcu_thread_registration reg(k_->rcu());
+        const rcu_read_guard guard(k_->rcu());
+        const auto it = m_.ns[0].tasks.find(nr);
+        check_ptr(find_task_by_vpid(nr), it == m_.ns[0].tasks.end() ? nullptr : task(it->second),
+                  "find_task_by_vpid");
+        for (std::size_t j = 0; j < m_.tasks.size(); ++j) {
+          const model_task& t = m_.tasks[j];
+          if (!t.freed && !t.reaped && t.ns == 0 && task_pid_vnr(t.t) != t.numbers.front().second) {
+            diverge("task_pid_vnr differs from the model's number");
+          }
+        }
+        break;
+      }
+      case 2: {  // numbers allocated per namespace
+        trace_.push_back("nr_allocated");
+        for (const model_ns& n : m_.ns) {
+          if (n.real != nullptr && n.real->nr_allocated() != n.used.size()) {
+            diverge("nr_allocated " + std::to_string(n.real->nr_allocated()) + " at level " +
+                    std::to_string(n.level) + ", the model says " + std::to_string(n.used.size()));
+          }
+        }
+        break;
+      }
+      default: {  // tracing one task on and off; the leak report's view
+        if (const int i = pick_if([](const model_task& t) { return !t.freed; }); i >= 0) {
+          trace("trace_task on, off", i);
+          k_->trace_task(task(i), true);
+          check_bool(task(i)->traced.load(), true, "trace_task on");
+          (void)k_->history(task_id(task(i)));
+          k_->trace_task(task(i), false);
+          check_bool(task(i)->traced.load(), false, "trace_task off");
+        }
+        std::size_t unfreed = 0;
+        for (const model_task& t : m_.tasks) {
+          unfreed += t.freed ? 0U : 1U;
+        }
+        if (k_->allocated_tasks_with_holders().size() != unfreed) {
+          diverge("allocated_tasks_with_holders() differs from the model's");
+        }
+        break;
+      }
     }
   }
 
@@ -1045,6 +1729,12 @@ class harness {
   bool tracked_ = false;  // holders are tracked: a release without a holder is theirs to report
   std::vector<rcu_head> heads_ = std::vector<rcu_head>(4);
   std::size_t next_head_ = 0;
+  std::unique_ptr<rcu_domain> nat_;  // the native domain, made at its first operation
+  std::vector<rcu_head> native_heads_ = std::vector<rcu_head>(3);
+  refcount_t counter_{};              // the fuzzer's own counter
+  int rc_model_ = 0;             // its model
+  std::optional<kernel> other_;  // another kernel, for foreign objects
+  task_struct* other_task_ = nullptr;
 };
 
 }  // namespace
