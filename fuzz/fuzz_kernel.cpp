@@ -545,7 +545,11 @@ class harness {
         more_misuse();
         break;
       case 25:
-        task_ops();
+        if ((in_.next() & 1U) != 0) {
+          task_ops();
+        } else {
+          other_program();
+        }
         break;
       default:
         break;
@@ -880,6 +884,7 @@ class harness {
     std::vector<int> held;   // model task indices of the references held
     std::set<int> released;  // released (not moved) in this run
     bool forget = false;
+    bool open_rcu = false;  // a bpf_rcu_read_lock of the program's own, not yet unlocked
     for (const std::uint8_t op : body) {
       switch (op % 8) {
         case 0: {  // acquire the argument
@@ -953,7 +958,7 @@ class harness {
           }
           break;
         default:
-          raw_extra(op, held);
+          raw_extra(op, a, arg, held, released, open_rcu, expected);
           break;
       }
     }
@@ -962,19 +967,24 @@ class harness {
         expected.push_back(violation_kind::unreleased_ref);
         m_.release(i);  // the runner releases them
       }
-      return;
+    } else {
+      while (!held.empty()) {
+        const int i = held.back();
+        held.pop_back();
+        bpf_task_release(task(i));
+        m_.release(i);
+      }
     }
-    while (!held.empty()) {
-      const int i = held.back();
-      held.pop_back();
-      bpf_task_release(task(i));
-      m_.release(i);
+    if (open_rcu) {  // reported after the references; the runner unlocks it
+      expected.push_back(violation_kind::rcu_lock_missing);
     }
   }
 
   // The rest of the kfuncs a program may call (op % 8 == 7; the other bits pick).
-  void raw_extra(std::uint8_t op, std::vector<int>& held) {
-    switch ((op >> 3U) % 5) {
+  void raw_extra(std::uint8_t op, task_struct* a, int arg, std::vector<int>& held,
+                 const std::set<int>& released, bool& open_rcu,
+                 std::vector<violation_kind>& expected) {
+    switch ((op >> 3U) % 8) {
       case 0:
         if (bpf_get_current_task_btf() != task(prog_)) {
           diverge("bpf_get_current_task_btf is not current");
@@ -998,11 +1008,36 @@ class harness {
         break;
       }
       case 2:  // a nested, balanced RCU read section of the program's own
+        if (open_rcu) {
+          break;
+        }
         bpf_rcu_read_lock();
         if (!k_->rcu().rcu_read_lock_held()) {
           diverge("bpf_rcu_read_lock left no read section held");
         }
         bpf_rcu_read_unlock();
+        break;
+      case 5:  // NULL to the trusted argument: the verifier's first test
+        check_ptr(bpf_task_acquire(nullptr), nullptr, "bpf_task_acquire(NULL)");
+        expected.push_back(violation_kind::null_arg);
+        break;
+      case 6:  // a release of the trusted argument, never acquired in this run
+        if (std::count(held.begin(), held.end(), arg) == 0 && !released.contains(arg)) {
+          bpf_task_release(a);
+          expected.push_back(violation_kind::release_unacquired);
+        }
+        break;
+      case 7:  // an RCU unlock without a lock, or a lock left open
+        if (open_rcu) {
+          bpf_rcu_read_unlock();
+          open_rcu = false;
+        } else if ((op & 0x80U) != 0) {
+          bpf_rcu_read_lock();
+          open_rcu = true;
+        } else {
+          bpf_rcu_read_unlock();
+          expected.push_back(violation_kind::rcu_unlock_unmatched);
+        }
         break;
       case 3: {  // bpf_strncmp on current's comm ("f", as every fork names it)
         const task_struct* cur = task(prog_);
@@ -1014,7 +1049,24 @@ class harness {
         }
         break;
       }
-      default: {  // bpf_probe_read_kernel of current's pid
+      default: {  // bpf_probe_read_kernel of current's pid; the helpers' memory rules
+        if ((op & 0x40U) != 0) {  // write into the trusted argument: BTF memory is read-only
+          const pid_t before = a->pid;
+          const pid_t zero = 0;
+          check_bool(bpf_probe_read_kernel(&a->pid, sizeof(zero), &zero) != 0, true,
+                     "probe_read into a task");
+          expected.push_back(violation_kind::arg_type_mismatch);
+          if (a->pid != before) {
+            diverge("a refused bpf_probe_read_kernel wrote into the task");
+          }
+          break;
+        }
+        if ((op & 0x80U) != 0) {  // past the end of comm
+          check_bool(bpf_strncmp(a->comm, TASK_COMM_LEN + 4, "f") == -EINVAL, true,
+                     "strncmp past comm");
+          expected.push_back(violation_kind::access_beyond_member);
+          break;
+        }
         pid_t pid = -1;
         const task_struct* cur = task(prog_);
         if (bpf_probe_read_kernel(&pid, sizeof(pid), &cur->pid) != 0 ||
@@ -1044,6 +1096,42 @@ class harness {
       } else {
         check_ptr(typed::bpf_get_current_task_btf().get(), task(prog_), "typed current");
       }
+    }
+  }
+
+  // A program of another type or section: what the verifier makes of its
+  // argument (kprobe: the task kfuncs are not registered for it; fentry: an
+  // untrusted argument since c6b0337f0120; syscall: no BTF argument; lsm/task_free:
+  // trusted but not RCU-safe).
+  void other_program() {
+    const int arg = pick_if([](const model_task& t) { return !t.freed && t.rcu_users > 0; });
+    if (arg < 0) {
+      return;
+    }
+    struct kind {
+      prog_type type;
+      const char* section;
+      violation_kind verdict;
+    };
+    static constexpr kind kinds[] = {
+        {prog_type::kprobe, "kprobe/fuzz", violation_kind::kfunc_not_allowed},
+        {prog_type::kretprobe, "kretprobe/fuzz", violation_kind::kfunc_not_allowed},
+        {prog_type::tracing, "fentry/fuzz", violation_kind::untrusted_arg},
+        {prog_type::syscall, "syscall", violation_kind::untrusted_arg},
+        {prog_type::lsm, "lsm/task_free", violation_kind::untrusted_arg},
+    };
+    const kind& k = kinds[in_.pick(std::size(kinds))];
+    trace("program " + std::string(k.section) + " acquiring its argument", arg);
+    bpf_prog prog(*k_, k.type, k.section, [&](task_struct* a) {
+      check_ptr(bpf_task_acquire(a), nullptr, "a refused bpf_task_acquire");
+      return 0;
+    });
+    const prog_run_result r = prog.run(task(prog_), task(arg));
+    if (r.violations.size() != 1 || r.violations[0].kind != k.verdict) {
+      diverge(std::string("program ") + k.section + ": " + std::to_string(r.violations.size()) +
+              " violation(s), the model says one " + std::string(to_string(k.verdict)) +
+              (r.violations.empty() ? std::string()
+                                    : ", got " + std::string(to_string(r.violations[0].kind))));
     }
   }
 
@@ -1226,7 +1314,8 @@ class harness {
         break;
       case 1:
         if (v == 0) {
-          saturate_expected(REFCOUNT_ADD_UAF, "refcount_inc on 0", [&] { refcount_inc(&counter_); });
+          saturate_expected(REFCOUNT_ADD_UAF, "refcount_inc on 0",
+                            [&] { refcount_inc(&counter_); });
         } else if (v > 0 && v < 1000) {
           refcount_add(n, &counter_);
           v += n;
@@ -1254,8 +1343,9 @@ class harness {
           check_bool(got, v == n, "refcount_sub_and_test");
           v -= n;
         } else if (v >= 0) {
-          saturate_expected(REFCOUNT_SUB_UAF, "refcount_sub_and_test below 0",
-                            [&] { check_bool(refcount_sub_and_test(v + 1, &counter_), false, "sub"); });
+          saturate_expected(REFCOUNT_SUB_UAF, "refcount_sub_and_test below 0", [&] {
+            check_bool(refcount_sub_and_test(v + 1, &counter_), false, "sub");
+          });
         }
         break;
       case 5:
@@ -1263,7 +1353,8 @@ class harness {
           refcount_dec(&counter_);
           --v;
         } else if (v == 1) {
-          saturate_expected(REFCOUNT_DEC_LEAK, "refcount_dec to 0", [&] { refcount_dec(&counter_); });
+          saturate_expected(REFCOUNT_DEC_LEAK, "refcount_dec to 0",
+                            [&] { refcount_dec(&counter_); });
         }
         break;
       case 6:
@@ -1731,7 +1822,7 @@ class harness {
   std::size_t next_head_ = 0;
   std::unique_ptr<rcu_domain> nat_;  // the native domain, made at its first operation
   std::vector<rcu_head> native_heads_ = std::vector<rcu_head>(3);
-  refcount_t counter_{};              // the fuzzer's own counter
+  refcount_t counter_{};         // the fuzzer's own counter
   int rc_model_ = 0;             // its model
   std::optional<kernel> other_;  // another kernel, for foreign objects
   task_struct* other_task_ = nullptr;
