@@ -127,7 +127,8 @@ struct model_task {
   bool switched = false;
   bool reaped = false;  // unhashed
   bool freed = false;
-  int my_usage = 0;  // references the fuzzer holds
+  std::uint64_t id = 0;  // task_id at fork
+  int my_usage = 0;      // references the fuzzer holds
   int my_rcu = 0;
 };
 
@@ -545,10 +546,16 @@ class harness {
         more_misuse();
         break;
       case 25:
-        if ((in_.next() & 1U) != 0) {
-          task_ops();
-        } else {
-          other_program();
+        switch (in_.pick(3)) {
+          case 0:
+            task_ops();
+            break;
+          case 1:
+            other_program();
+            break;
+          default:
+            teardown_misuse();
+            break;
         }
         break;
       default:
@@ -767,6 +774,7 @@ class harness {
     }
     model_task t;
     t.t = r.task;
+    t.id = task_id(r.task);
     t.ns = nsi;
     t.numbers = numbers;
     t.autoreap = args.autoreap || args.thread;
@@ -1680,6 +1688,152 @@ class harness {
     }
   }
 
+  // ---- teardown mistakes (once an input: what they leave is kept until exit) ------------------
+
+  // Runs `op` and compares the violations it raises, as (kind, task id) pairs in
+  // any order, with `want`.
+  template <class Op>
+  void expect_violations(const char* what,
+                         std::vector<std::pair<contract_kind, std::uint64_t>> want, Op op) {
+    trace_.push_back(std::string("misuse: ") + what);
+    std::vector<seen_violation> seen;
+    g_expected_sink = &seen;
+    op();
+    g_expected_sink = nullptr;
+    std::vector<std::pair<contract_kind, std::uint64_t>> got;
+    for (const seen_violation& v : seen) {
+      got.emplace_back(v.kind, v.task_id);
+    }
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    if (got != want) {
+      std::string list;
+      for (const auto& [kind, id] : got) {
+        list += " " + std::string(to_string(kind)) + "/" + std::to_string(id);
+      }
+      diverge(std::string(what) + ": " + std::to_string(got.size()) + " violation(s) (" + list +
+              " ), the model says " + std::to_string(want.size()));
+    }
+  }
+
+  static kernel_config throwaway(const char* name) {
+    kernel_config c;
+    c.name = name;
+    c.rcu_backend_factory = deterministic_rcu_factory();
+    return c;
+  }
+
+  void teardown_misuse() {
+    if (teardown_misused_) {
+      return;
+    }
+    teardown_misused_ = true;
+    using kinds = std::vector<std::pair<contract_kind, std::uint64_t>>;
+    switch (in_.pick(6)) {
+      case 0: {  // a task still referenced at its kernel's teardown: a tombstone
+        auto k = std::make_unique<kernel>(throwaway("leaky"));
+        task_struct* t = k->fork(nullptr, {.comm = "held"}).task;
+        const std::uint64_t id = task_id(t);
+        (void)get_task_struct(t);
+        expect_violations("a kernel torn down under a reference", kinds{{contract_kind::leak, id}},
+                          [&] { k.reset(); });
+        const std::size_t which = in_.pick(4);
+        expect_violations("a tombstone's later use", kinds{{contract_kind::teardown_order, id}},
+                          [&] {
+                            switch (which) {
+                              case 0:
+                                put_task_struct(t);
+                                break;
+                              case 1:
+                                (void)get_task_struct(t);
+                                break;
+                              case 2:
+                                put_task_struct_rcu_user(t);
+                                break;
+                              default:
+                                check_bool(task_pid_nr(t) == 0, true, "tombstone pid");
+                                break;
+                            }
+                          });
+        break;
+      }
+      case 1: {  // a map outliving its kernel with a task stashed
+        auto k = std::make_unique<kernel>(throwaway("mapless"));
+        task_struct* prog = k->fork(nullptr, {.comm = "prog"}).task;
+        task_struct* t = k->fork(nullptr, {.comm = "stashed"}).task;
+        const std::uint64_t id = task_id(t);
+        auto map = std::make_unique<bpf_array_map<task_value>>(*k, 2, "stash");
+        {
+          const current_task_scope scope = k->run_as(prog);
+          const rcu_thread_registration reg(k->rcu());
+          const rcu_read_guard guard(k->rcu());
+          task_struct* ref = bpf_task_acquire(t);
+          check_ptr(ref, t, "bpf_task_acquire before the teardown");
+          check_ptr(bpf_kptr_xchg(&map->lookup_elem(0)->task, ref), nullptr, "xchg");
+        }
+        expect_violations("a kernel torn down under its map",
+                          kinds{{contract_kind::teardown_order, 0},
+                                {contract_kind::leak, task_id(prog)},
+                                {contract_kind::leak, id}},
+                          [&] { k.reset(); });
+        expect_violations("an orphaned map's update", kinds{{contract_kind::teardown_order, 0}},
+                          [&] {
+                            check_bool(map->update_elem(0, task_value{}, BPF_ANY) == -EINVAL, true,
+                                       "orphaned update");
+                          });
+        expect_violations("an orphaned map's destructor",
+                          kinds{{contract_kind::teardown_order, id}}, [&] { map.reset(); });
+        break;
+      }
+      case 2: {  // a kernel torn down while this thread runs as its task
+        auto k = std::make_unique<kernel>(throwaway("scoped"));
+        task_struct* t = k->fork(nullptr, {.comm = "me"}).task;
+        const std::uint64_t id = task_id(t);
+        std::optional<current_task_scope> scope;
+        scope.emplace(t);
+        expect_violations("a kernel torn down under a scope",
+                          kinds{{contract_kind::teardown_order, 0},
+                                {contract_kind::teardown_order, 0},
+                                {contract_kind::leak, id}},
+                          [&] { k.reset(); });
+        check_ptr(get_current(), nullptr, "current after the teardown");
+        expect_violations("a kfunc after the teardown", kinds{{contract_kind::no_current, 0}},
+                          [&] { check_ptr(bpf_task_acquire(t), nullptr, "acquire"); });
+        scope.reset();
+        break;
+      }
+      case 3: {  // a kernel torn down under a registration with its domain
+        auto k = std::make_unique<kernel>(throwaway("registered"));
+        std::optional<rcu_thread_registration> reg;
+        reg.emplace(k->rcu());
+        expect_violations("a kernel torn down under a registration",
+                          kinds{{contract_kind::teardown_order, 0}}, [&] { k.reset(); });
+        reg.reset();
+        break;
+      }
+      case 4: {  // a domain of one's own destroyed under a registration
+        auto d = std::make_unique<rcu_domain>("mine", std::make_unique<deterministic_rcu>());
+        rcu_backend* const backend = d->backend();
+        std::optional<rcu_thread_registration> reg;
+        reg.emplace(*d);
+        expect_violations("a domain destroyed under a registration",
+                          kinds{{contract_kind::teardown_order, 0}}, [&] { d.reset(); });
+        reg.reset();
+        check_bool(backend->thread_registered(), false, "registered after the registration ended");
+        break;
+      }
+      default:  // a freed task used while in the quarantine
+        if constexpr (debug_checks_enabled) {
+          if (const int i = pick_if([](const model_task& t) { return t.freed; }); i >= 0) {
+            expect_violations("a freed task's get_task_struct",
+                              kinds{{contract_kind::use_after_free, mt(i).id}},
+                              [&] { (void)get_task_struct(task(i)); });
+          }
+        }
+        break;
+    }
+  }
+
   // ---- task queries and lookups as current -----------------------------------------------------
 
   void task_ops() {
@@ -1826,6 +1980,7 @@ class harness {
   int rc_model_ = 0;             // its model
   std::optional<kernel> other_;  // another kernel, for foreign objects
   task_struct* other_task_ = nullptr;
+  bool teardown_misused_ = false;
 };
 
 }  // namespace
