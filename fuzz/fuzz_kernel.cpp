@@ -867,7 +867,7 @@ class harness {
     std::vector<violation_kind> expected;
     bpf_prog prog(*k_, prog_type::tracing, "tp_btf/fuzz", [&](task_struct* a) {
       if (typed_api) {
-        typed_body(a, arg, body);
+        typed_body(a, arg, body, expected);
       } else {
         raw_body(a, arg, body, expected);
       }
@@ -1086,23 +1086,109 @@ class harness {
     }
   }
 
-  void typed_body(task_struct* a, int arg, const std::vector<std::uint8_t>& body) {
+  void typed_body(task_struct* a, int arg, const std::vector<std::uint8_t>& body,
+                  std::vector<violation_kind>& expected) {
     const trusted_ptr<task_struct> p = trusted_ptr<task_struct>::from_prog_arg(a);
     for (const std::uint8_t op : body) {
-      if ((op & 1U) != 0) {
-        maybe_ref<task_struct> r = typed::bpf_task_acquire(p);
-        if (!r) {
-          diverge("typed acquire of a live argument returned NULL");
+      switch (op % 7) {
+        case 0:
+          check_ptr(typed::bpf_get_current_task_btf().get(), task(prog_), "typed current");
+          break;
+        case 1: {
+          maybe_ref<task_struct> r = typed::bpf_task_acquire(p);
+          if (!r) {
+            diverge("typed acquire of a live argument returned NULL");
+          }
+          m_.acquire(arg);
+          owned_ref<task_struct> ref = std::move(r).take();
+          check_ptr(ref.get(), a, "typed acquire");
+          typed::bpf_task_release(std::move(ref));
+          m_.release(arg);
+          break;
         }
-        m_.acquire(arg);
-        owned_ref<task_struct> ref = std::move(r).take();
-        if (ref.get() != a) {
-          diverge("typed acquire returned another task");
+        case 2: {  // from_pid: a root-namespace number, found or not
+          const int nr = static_cast<int>((op >> 3U) % static_cast<unsigned>(m_.pid_max + 1));
+          const auto it = m_.ns[0].tasks.find(nr);
+          task_struct* const want = it == m_.ns[0].tasks.end() ? nullptr : task(it->second);
+          maybe_ref<task_struct> r = typed::bpf_task_from_pid(nr);
+          if (!r) {
+            check_ptr(nullptr, want, "typed bpf_task_from_pid");
+            break;
+          }
+          m_.acquire(it->second);
+          owned_ref<task_struct> ref = std::move(r).take();
+          check_ptr(ref.get(), want, "typed bpf_task_from_pid");
+          typed::bpf_task_release(std::move(ref));
+          m_.release(it->second);
+          break;
         }
-        typed::bpf_task_release(std::move(ref));
-        m_.release(arg);
-      } else {
-        check_ptr(typed::bpf_get_current_task_btf().get(), task(prog_), "typed current");
+        case 3: {  // the group leader through btf_walk, acquired when it can be
+          const rcu_guard guard;
+          const checked_rcu_ptr<task_struct> leader =
+              typed::btf_walk(p, &task_struct::group_leader, guard);
+          const int l = mt(arg).leader;
+          check_ptr(leader.get(), task(l), "typed btf_walk(group_leader)");
+          if (mt(l).rcu_users > 0) {
+            maybe_ref<task_struct> r = typed::bpf_task_acquire(leader);
+            if (!r) {
+              diverge("typed acquire of a live leader returned NULL");
+            }
+            m_.acquire(l);
+            typed::bpf_task_release(std::move(r).take());
+            m_.release(l);
+          }
+          break;
+        }
+        case 4: {  // an owned reference dropped: the run's violation, released for it
+          maybe_ref<task_struct> r = typed::bpf_task_acquire(p);
+          if (!r) {
+            diverge("typed acquire of a live argument returned NULL");
+          }
+          m_.acquire(arg);
+          { const owned_ref<task_struct> dropped = std::move(r).take(); }
+          expected.push_back(violation_kind::unreleased_ref);
+          m_.release(arg);
+          break;
+        }
+        case 5: {  // an owned reference into a slot; the old one comes back
+          const std::size_t s = (op >> 3U) % kSlots;
+          maybe_ref<task_struct> r = typed::bpf_task_acquire(p);
+          if (!r) {
+            diverge("typed acquire of a live argument returned NULL");
+          }
+          m_.acquire(arg);
+          task_value* v = map_->lookup_elem(static_cast<std::uint32_t>(s));
+          maybe_ref<task_struct> old = typed::bpf_kptr_xchg(&v->task, std::move(r).take());
+          const int was = std::exchange(slots_[s], arg);
+          if (!old) {
+            check_ptr(nullptr, was < 0 ? nullptr : task(was), "typed bpf_kptr_xchg");
+            break;
+          }
+          owned_ref<task_struct> back = std::move(old).take();
+          check_ptr(back.get(), was < 0 ? nullptr : task(was), "typed bpf_kptr_xchg");
+          typed::bpf_task_release(std::move(back));
+          m_.release(was);
+          break;
+        }
+        default: {  // a moved-from reference into a slot: refused, the slot untouched
+          maybe_ref<task_struct> r = typed::bpf_task_acquire(p);
+          if (!r) {
+            diverge("typed acquire of a live argument returned NULL");
+          }
+          m_.acquire(arg);
+          owned_ref<task_struct> first = std::move(r).take();
+          owned_ref<task_struct> second = std::move(first);
+          typed::bpf_task_release(std::move(second));
+          m_.release(arg);
+          task_value* v = map_->lookup_elem(static_cast<std::uint32_t>((op >> 3U) % kSlots));
+          expect_refused(
+              "typed bpf_kptr_xchg of a moved-from reference", contract_kind::moved_from, 0, [&] {
+                // NOLINTNEXTLINE(bugprone-use-after-move): the misuse under test
+                maybe_ref<task_struct> old = typed::bpf_kptr_xchg(&v->task, std::move(first));
+                check_bool(static_cast<bool>(old), false, "moved-from xchg");
+              });
+          break;
+        }
       }
     }
   }
