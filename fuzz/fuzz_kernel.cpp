@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +62,8 @@ std::uint64_t g_inputs = 0;
 // Callbacks the native domain has run (the fuzzer's, on liburcu's worker thread;
 // read after rcu_barrier, which orders them before its return).
 std::atomic<std::uint64_t> g_native_callbacks{0};
+// The domain a callback calls rcu_barrier on (a misuse; callbacks take no context).
+rcu_domain* g_barrier_domain = nullptr;
 
 [[noreturn]] void diverge(const std::string& what) {
   std::fprintf(stderr, "tasklife fuzz: divergence: %s\noperations:\n", what.c_str());
@@ -93,6 +96,9 @@ bool g_expect_refcount_warning = false;
 
 void refcount_sink_abort(const refcount_warning& w) {
   if (g_expect_refcount_warning) {
+    if (w.message != refcount_warning_message(w.type)) {
+      diverge("a refcount warning's message is not its type's");
+    }
     return;
   }
   diverge("unexpected refcount warning: " + std::string(w.message));
@@ -570,11 +576,18 @@ class harness {
   template <class Op>
   void expect_refused(const char* what, contract_kind kind, std::uint64_t id, Op op,
                       const void* address = nullptr) {
-    trace_.push_back(std::string("misuse: ") + what);
+    trace_.push_back(std::string("misuse: ") + what + " (" + std::string(to_string(kind)) + ")");
     std::vector<seen_violation> seen;
+    const std::uint64_t before = contract_violations_seen();
     g_expected_sink = &seen;
     op();
     g_expected_sink = nullptr;
+    if (contract_violations_seen() != before + seen.size()) {
+      diverge(std::string(what) + ": contract_violations_seen() does not count what was reported");
+    }
+    if (!seen.empty() && explain(seen[0].kind) == "an unknown kind") {
+      diverge(std::string(what) + ": a reported kind without an explanation");
+    }
     const bool release = kind == contract_kind::over_release;
     const bool kind_ok =
         !seen.empty() && (seen[0].kind == kind ||
@@ -1252,7 +1265,47 @@ class harness {
       diverge("queued_callbacks() " + std::to_string(rc_->queued_callbacks()) +
               ", the model says " + std::to_string(m_.queued.size()));
     }
-    switch (in_.pick(3)) {
+    switch (in_.pick(7)) {
+      case 3: {  // a callback that throws: reported, the domain goes on
+        trace_.push_back("call_rcu of a throwing callback, a grace period");
+        rcu_head* h = &heads_[next_head_++ % heads_.size()];
+        k_->rcu().call_rcu(h, [](rcu_head*) { throw std::runtime_error("fuzz"); });
+        m_.queued.emplace_back(pending_kind::map_memory, -1);
+        expect_refused("a throwing RCU callback", contract_kind::callback_failed, 0,
+                       [&] { grace_period(); });
+        break;
+      }
+      case 4: {  // a callback that calls rcu_barrier: refused, it would wait for itself
+        trace_.push_back("call_rcu of a callback calling rcu_barrier, a grace period");
+        g_barrier_domain = &k_->rcu();
+        rcu_head* h = &heads_[next_head_++ % heads_.size()];
+        k_->rcu().call_rcu(h, [](rcu_head*) { g_barrier_domain->rcu_barrier(); });
+        m_.queued.emplace_back(pending_kind::map_memory, -1);
+        expect_refused("rcu_barrier from a callback", contract_kind::wait_in_read_section, 0,
+                       [&] { grace_period(); });
+        break;
+      }
+      case 5: {  // call_rcu of NULL: refused, nothing queued
+        const bool head = (in_.next() & 1U) != 0;
+        expect_refused("call_rcu of NULL", contract_kind::null_argument, 0, [&] {
+          if (head) {
+            k_->rcu().call_rcu(nullptr, [](rcu_head*) {});
+          } else {
+            k_->rcu().call_rcu(&heads_[next_head_ % heads_.size()], nullptr);
+          }
+        });
+        break;
+      }
+      case 6: {  // a registration ended inside a read section
+        std::optional<rcu_thread_registration> reg;
+        reg.emplace(k_->rcu());
+        k_->rcu().rcu_read_lock();
+        expect_refused("unregistering inside a read section", contract_kind::exit_in_read_section,
+                       0, [&] { reg.reset(); });
+        k_->rcu().rcu_read_unlock();  // the deterministic backend kept the section
+        check_bool(k_->rcu().rcu_read_lock_held(), false, "a read section after its unlock");
+        break;
+      }
       case 0:
         trace_.push_back("synchronize_rcu, run_callbacks");
         k_->rcu().synchronize_rcu();
@@ -1312,7 +1365,22 @@ class harness {
       nat_ = std::make_unique<rcu_domain>("fuzz-native");
     }
     rcu_domain& d = *nat_;
-    switch (in_.pick(5)) {
+    switch (in_.pick(6)) {
+      case 5: {  // a registration ended inside a read section: liburcu's section is ended too
+        if (rcu_native_backend_info().flavor != "memb") {
+          diverge("the native backend is not liburcu's memb flavor");
+        }
+        std::optional<rcu_thread_registration> reg;
+        reg.emplace(d);
+        d.rcu_read_lock();
+        expect_refused("native: unregistering inside a read section",
+                       contract_kind::exit_in_read_section, 0, [&] { reg.reset(); });
+        check_bool(d.rcu_read_lock_held(), false, "native: a section after a forced unregister");
+        check_bool(d.thread_registered(), false, "native: registered after a forced unregister");
+        expect_refused("native: the unlock of a section already ended",
+                       contract_kind::unbalanced_unlock, 0, [&] { d.rcu_read_unlock(); });
+        break;
+      }
       case 0: {
         const unsigned depth = 1 + static_cast<unsigned>(in_.pick(3));
         trace_.push_back("native: read sections nested " + std::to_string(depth));
@@ -1382,7 +1450,7 @@ class harness {
   // A counter of the fuzzer's own (not a task's): every operation, and the
   // warnings of the misuses (each saturates the counter, as the kernel's).
   void refcount_ops() {
-    const int op = static_cast<int>(in_.pick(12));
+    const int op = static_cast<int>(in_.pick(14));
     const int n = 1 + static_cast<int>(in_.pick(3));
     int& v = rc_model_;
     const auto saturate_expected = [&](refcount_saturation_type type, const char* what,
@@ -1489,9 +1557,42 @@ class harness {
           });
         }
         break;
-      case 10:
-        expect_refused("refcount_inc(NULL)", contract_kind::null_argument, 0,
-                       [] { refcount_inc(nullptr); });
+      case 10: {
+        const std::size_t which = in_.pick(4);
+        expect_refused("a refcount operation on NULL", contract_kind::null_argument, 0, [&] {
+          switch (which) {
+            case 0:
+              refcount_inc(nullptr);
+              break;
+            case 1:
+              check_bool(refcount_dec_if_one(nullptr), false, "dec_if_one(NULL)");
+              break;
+            case 2:
+              check_bool(refcount_dec_not_one(nullptr), false, "dec_not_one(NULL)");
+              break;
+            default:
+              check_bool(refcount_dec_and_lock(&counter_, nullptr), false, "dec_and_lock(NULL)");
+              break;
+          }
+        });
+        break;
+      }
+      case 12:  // dec_not_one below 0: a warning, the counter left as it is
+        if (v == 0) {
+          const std::uint64_t seen = refcount_warnings_seen(REFCOUNT_SUB_UAF);
+          g_expect_refcount_warning = true;
+          const bool r = refcount_dec_not_one(&counter_);
+          g_expect_refcount_warning = false;
+          check_bool(r, true, "refcount_dec_not_one(0)");
+          if (refcount_warnings_seen(REFCOUNT_SUB_UAF) != seen + 1) {
+            diverge("refcount_dec_not_one(0): no warning");
+          }
+        }
+        break;
+      case 13:  // a saturated counter: dec_not_one leaves it saturated
+        refcount_set(&counter_, REFCOUNT_SATURATED);
+        check_bool(refcount_dec_not_one(&counter_), true, "dec_not_one(saturated)");
+        v = REFCOUNT_SATURATED;
         break;
       default:
         if (v > 0 && v < 1000) {  // the acquire variants, with a limit
