@@ -887,6 +887,9 @@ class harness {
       return 0;
     });
     const prog_run_result r = prog.run(task(prog_), task(arg));
+    for (const violation& v : r.violations) {
+      trace_.push_back("  verdict: " + std::string(to_string(v.kind)));
+    }
     if (r.violations.size() != expected.size()) {
       diverge("program: " + std::to_string(r.violations.size()) + " violation(s), the model says " +
               std::to_string(expected.size()) +
@@ -1227,8 +1230,33 @@ class harness {
         {prog_type::syscall, "syscall", violation_kind::untrusted_arg},
         {prog_type::lsm, "lsm/task_free", violation_kind::untrusted_arg},
     };
+    if ((in_.next() & 3U) == 0) {  // checker_mode::throw_error: the first violation ends it
+      trace("program (throw_error) releasing its unacquired argument", arg);
+      bool after = false;
+      bpf_prog prog(
+          *k_, prog_type::tracing, "tp_btf/fuzz",
+          [&](task_struct* a) {
+            bpf_task_release(a);
+            after = true;  // not reached: the verifier's error unwinds the body
+            return 0;
+          },
+          checker_mode::throw_error);
+      bool thrown = false;
+      try {
+        (void)prog.run(task(prog_), task(arg));
+      } catch (const verifier_error& e) {  // out of run(), after its cleanup
+        thrown =
+            e.info().kind == violation_kind::release_unacquired && e.info().argument == task(arg);
+      }
+      if (after || !thrown) {
+        diverge("a throw_error program: not ended by a verifier_error for its release_unacquired");
+      }
+      return;
+    }
     const kind& k = kinds[in_.pick(std::size(kinds))];
-    trace("program " + std::string(k.section) + " acquiring its argument", arg);
+    trace("program " + std::string(k.section) + " (" + std::string(to_string(k.type)) +
+              ") acquiring its argument",
+          arg);
     bpf_prog prog(*k_, k.type, k.section, [&](task_struct* a) {
       check_ptr(bpf_task_acquire(a), nullptr, "a refused bpf_task_acquire");
       return 0;
@@ -1623,7 +1651,77 @@ class harness {
   // ---- more misuse: NULL, fake and foreign objects, RCU, sizes ---------------------------------
 
   void more_misuse() {
-    switch (in_.pick(12)) {
+    switch (in_.pick(16)) {
+      case 12: {  // the lifecycle out of order
+        const std::size_t which = in_.pick(4);
+        if (which == 0) {
+          if (const int i = pick_if([](const model_task& t) { return t.exited && !t.freed; });
+              i >= 0) {
+            expect_refused("a second do_exit", contract_kind::invalid_state, mt(i).id,
+                           [&] { k_->do_exit(task(i)); });
+          }
+        } else if (which == 1) {
+          if (const int i = pick_if([](const model_task& t) { return !t.exited; }); i >= 0) {
+            expect_refused("finish_task_switch of a live task", contract_kind::invalid_state,
+                           mt(i).id, [&] { k_->finish_task_switch(task(i)); });
+          }
+        } else if (which == 2) {
+          if (const int i = pick_if([](const model_task& t) { return t.switched && !t.freed; });
+              i >= 0) {
+            expect_refused("a second final switch", contract_kind::double_release, mt(i).id,
+                           [&] { k_->finish_task_switch(task(i)); });
+          }
+        } else if (const int i = pick_if([](const model_task& t) { return t.exited && !t.freed; });
+                   i >= 0) {
+          expect_refused("retire of an exited task", contract_kind::invalid_state, mt(i).id,
+                         [&] { check_bool(k_->retire(task(i)), false, "retire of an exited"); });
+        }
+        break;
+      }
+      case 13: {  // a kfunc's task argument outside a program: NULL, fake, foreign
+        other_kernel();
+        const std::size_t which = in_.pick(3);
+        task_struct fake;
+        const current_task_scope scope = k_->run_as(task(prog_));
+        const rcu_thread_registration reg(k_->rcu());
+        const rcu_read_guard guard(k_->rcu());
+        if (which == 0) {
+          expect_refused("bpf_task_acquire(NULL)", contract_kind::null_argument, 0,
+                         [&] { check_ptr(bpf_task_acquire(nullptr), nullptr, "acquire(NULL)"); });
+        } else if (which == 1) {
+          expect_refused(
+              "bpf_task_acquire of a never-forked task", contract_kind::not_a_task, 0,
+              [&] { check_ptr(bpf_task_acquire(&fake), nullptr, "acquire(fake)"); }, &fake);
+        } else {
+          expect_refused("bpf_task_acquire of another kernel's task", contract_kind::foreign_object,
+                         task_id(other_task_), [&] {
+                           check_ptr(bpf_task_acquire(other_task_), nullptr, "acquire(foreign)");
+                         });
+        }
+        break;
+      }
+      case 14:  // bpf_task_release_dtor where it does not exist (before v6.8)
+        if (!kfunc_exists(m_.profile, kfunc_id::bpf_task_release_dtor)) {
+          if (const int i = pick_usage(); i >= 0) {
+            expect_refused("bpf_task_release_dtor outside its profiles",
+                           contract_kind::not_in_profile, mt(i).id,
+                           [&] { bpf_task_release_dtor(task(i)); });
+          }
+        }
+        break;
+      case 15: {  // btf_walk of NULL; find_task_by_vpid with no current
+        if ((in_.next() & 1U) != 0) {
+          expect_refused("btf_walk(NULL)", contract_kind::null_argument, 0, [&] {
+            check_ptr(btf_walk(nullptr, &task_struct::real_parent), nullptr, "btf_walk(NULL)");
+          });
+        } else {
+          const rcu_thread_registration reg(k_->rcu());
+          const rcu_read_guard guard(k_->rcu());
+          expect_refused("find_task_by_vpid without current", contract_kind::no_current, 0,
+                         [&] { check_ptr(find_task_by_vpid(1), nullptr, "find_task_by_vpid"); });
+        }
+        break;
+      }
       case 0:
         if (const int i = pick_usage(); i >= 0) {
           expect_refused("put_task_struct_many(t, -5)", contract_kind::invalid_argument,
