@@ -1293,7 +1293,25 @@ class harness {
       diverge("queued_callbacks() " + std::to_string(rc_->queued_callbacks()) +
               ", the model says " + std::to_string(m_.queued.size()));
     }
-    switch (in_.pick(7)) {
+    switch (in_.pick(9)) {
+      case 7:
+        other_reader_in_the_way();
+        break;
+      case 8: {  // a simulated thread (another reader identity) ends inside its section
+        trace_.push_back("another reader identity ends inside a read section");
+        other_reader(true);
+        expect_refused("a reader gone inside a read section", contract_kind::exit_in_read_section,
+                       0, [&] {
+                         detail::deterministic_rcu_access::reader_gone(*rc_, &other_identity_,
+                                                                       "a fuzzed thread exits");
+                       });
+        check_bool(rc_->readers_inside() == 0, true, "the gone reader is still inside");
+        // Its registration with the domain (not the backend's, which is gone) ends.
+        const void* prev = detail::set_reader_identity(&other_identity_);
+        k_->rcu().unregister_thread(std::source_location::current());
+        detail::set_reader_identity(prev);
+        break;
+      }
       case 3: {  // a callback that throws: reported, the domain goes on
         trace_.push_back("call_rcu of a throwing callback, a grace period");
         rcu_head* h = &heads_[next_head_++ % heads_.size()];
@@ -1384,6 +1402,61 @@ class harness {
         }
         break;
     }
+  }
+
+  // Another reader identity on this OS thread (as the explorer's simulated
+  // threads) enters (true) or leaves (false) a read section of the kernel's domain.
+  void other_reader(bool enter) {
+    rcu_domain& d = k_->rcu();
+    const void* prev = detail::set_reader_identity(&other_identity_);
+    if (enter) {
+      d.register_thread(std::source_location::current());
+      d.rcu_read_lock();
+    } else {
+      d.rcu_read_unlock();
+      d.unregister_thread(std::source_location::current());
+    }
+    detail::set_reader_identity(prev);
+  }
+
+  // synchronize_rcu with only that reader in the way: without a wait hook it
+  // would wait forever (reported, not waited); a hook that lets the reader go
+  // lets it finish; a hook that throws is reported too.
+  void other_reader_in_the_way() {
+    const std::size_t how = in_.pick(3);
+    trace_.push_back("synchronize_rcu, another reader identity in the way, hook " +
+                     std::to_string(how));
+    other_reader(true);
+    const std::uint64_t before = rc_->completed_grace_periods();
+    using kinds = std::vector<std::pair<contract_kind, std::uint64_t>>;
+    if (how == 0) {
+      expect_violations("synchronize_rcu that would wait forever",
+                        kinds{{contract_kind::wait_forever, 0}},
+                        [&] { k_->rcu().synchronize_rcu(); });
+      other_reader(false);
+    } else if (how == 1) {
+      rc_->set_wait_hook([this] {
+        other_reader(false);
+        return true;
+      });
+      k_->rcu().synchronize_rcu();
+      rc_->set_wait_hook(nullptr);
+      if (rc_->completed_grace_periods() <= before) {
+        diverge("synchronize_rcu returned before a grace period, the hook having let it end");
+      }
+    } else {
+      rc_->set_wait_hook([]() -> bool { throw std::runtime_error("fuzz hook"); });
+      expect_violations(
+          "synchronize_rcu with a throwing wait hook",
+          kinds{{contract_kind::callback_failed, 0}, {contract_kind::wait_forever, 0}},
+          [&] { k_->rcu().synchronize_rcu(); });
+      rc_->set_wait_hook(nullptr);
+      other_reader(false);
+    }
+    // The grace period synchronize_rcu started ends now that the reader is gone.
+    rc_->advance_grace_period();
+    rc_->run_callbacks();
+    m_.grace_period();
   }
 
   // A native (liburcu memb) domain beside the kernel's: nested read sections,
@@ -2266,6 +2339,7 @@ class harness {
   std::optional<kernel> other_;  // another kernel, for foreign objects
   task_struct* other_task_ = nullptr;
   bool teardown_misused_ = false;
+  char other_identity_ = 0;  // the address is another reader identity's
 };
 
 }  // namespace
