@@ -325,6 +325,7 @@ class harness {
     c.final_put = m_.deferred ? final_put_mode::deferred : final_put_mode::immediate;
     c.memcg = m_.memcg;
     c.record_history = (h & 0x40U) != 0;
+    c.history_capacity = 64;  // small: the oldest events are dropped
     c.track_holders = (h & 0x80U) != 0;
     tracked_ = c.track_holders;
     c.pid_max = m_.pid_max;
@@ -2232,13 +2233,32 @@ class harness {
         break;
       }
       default: {  // tracing one task on and off; the leak report's view
-        if (const int i = pick_if([](const model_task& t) { return !t.freed; }); i >= 0) {
-          trace("trace_task on, off", i);
+        if (const int i = pick_usage(); i >= 0) {
+          trace("trace_task on, a get and a put seen by a listener, off", i);
           k_->trace_task(task(i), true);
           check_bool(task(i)->traced.load(), true, "trace_task on");
-          (void)k_->history(task_id(task(i)));
+          std::uint64_t heard = 0;
+          k_->set_event_listener([&heard](const task_event&) { ++heard; });
+          (void)get_task_struct(task(i));
+          put_task_struct(task(i));  // usage > 0 before the get: never the last
+          k_->set_event_listener(nullptr);
+          if (heard < 2) {
+            diverge("the event listener heard " + std::to_string(heard) +
+                    " event(s) of a traced task's get and put");
+          }
+          if (k_->history(task_id(task(i))).empty()) {
+            diverge("a traced task's history is empty after a get and a put");
+          }
           k_->trace_task(task(i), false);
           check_bool(task(i)->traced.load(), false, "trace_task off");
+        }
+        if (tracked_) {  // every reference the fuzzer holds is a holder
+          for (const model_task& t : m_.tasks) {
+            if (!t.freed &&
+                k_->holders(t.t).size() < static_cast<std::size_t>(t.my_usage + t.my_rcu)) {
+              diverge("holders() lists fewer holders than the fuzzer's references");
+            }
+          }
         }
         std::size_t unfreed = 0;
         for (const model_task& t : m_.tasks) {
