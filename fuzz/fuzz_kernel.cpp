@@ -2198,11 +2198,26 @@ class harness {
   void task_ops() {
     switch (in_.pick(4)) {
       case 0:
-        if (const int i = pick_usage(); i >= 0) {
+        if (const int i = pick_if([](const model_task& t) { return !t.freed; }); i >= 0) {
           trace("tryget_task_struct", i);
+          if (mt(i).usage == 0) {  // its free waits for a grace period: no reference to take
+            check_ptr(tryget_task_struct(task(i)), nullptr, "tryget_task_struct of usage 0");
+            break;
+          }
           check_ptr(tryget_task_struct(task(i)), task(i), "tryget_task_struct");
           ++mt(i).usage;
           ++mt(i).my_usage;
+        }
+        // put_task_struct_many of two of the fuzzer's references: never deferred.
+        if (const int i = pick_if([](const model_task& t) { return t.my_usage >= 2; }); i >= 0) {
+          trace("put_task_struct_many(2)", i);
+          put_task_struct_many(task(i), 2);
+          mt(i).my_usage -= 2;
+          mt(i).usage -= 2;
+          if (mt(i).usage == 0) {
+            mt(i).freed = true;
+            ++m_.freed;
+          }
         }
         break;
       case 1: {  // lookups in current's namespace, as the program task
