@@ -108,47 +108,52 @@ bool write_outputs(const sc::scenario& s, const std::vector<sc::variant_result>&
     traces.push_back(&r.trace);
   }
   outputs w = o;
+  bool ok = true;
   if (!o.dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(o.dir, ec);
+    if (ec) {
+      fmt::print(stderr, "tasklife: cannot create the directory {}: {}\n", o.dir, ec.message());
+      ok = false;
+    }
     const std::string base = (std::filesystem::path(o.dir) / s.name).string();
     w.json = w.json.empty() ? base + ".json" : w.json;
     w.svg = w.svg.empty() ? base + ".svg" : w.svg;
     w.ftrace = w.ftrace.empty() ? base + ".ftrace" : w.ftrace;
     w.text = w.text.empty() ? base + ".txt" : w.text;
   }
-  bool ok = true;
   if (!o.quiet && (w.text.empty() || w.text == "-" || !o.dir.empty())) {
     sc::write_text(std::cout, traces);
   }
-  if (!w.text.empty() && w.text != "-") {
-    ok = write_file(w.text, "the text timeline",
-                    [&](std::ostream& f) { sc::write_text(f, traces); }) &&
-         ok;
-  }
-  if (!w.json.empty()) {
-    ok = write_file(w.json, "the JSON trace",
-                    [&](std::ostream& f) { sc::write_chrome_json(f, traces); }) &&
-         ok;
-  }
-  if (!w.svg.empty()) {
-    ok =
-        write_file(w.svg, "the SVG timeline", [&](std::ostream& f) { sc::write_svg(f, traces); }) &&
-        ok;
-  }
-  if (!w.ftrace.empty()) {
-    ok = write_file(w.ftrace, "the ftrace text",
-                    [&](std::ostream& f) { sc::write_ftrace(f, traces); }) &&
-         ok;
-  }
-  std::vector<std::pair<std::string, std::string>> written;
-  for (const auto& [path, what] :
-       {std::pair{w.json, "JSON trace (open it at https://ui.perfetto.dev or chrome://tracing)"},
-        std::pair{w.svg, "SVG timeline"}, std::pair{w.ftrace, "ftrace text"},
-        std::pair{w.text, "text timeline"}}) {
-    if (!path.empty() && path != "-") {
-      fmt::print("wrote {}: {}\n", what, path);
+  // Each output: its path, what it is (the error names it), what the success line
+  // says, and its writer. Only what was written is reported as written.
+  struct output_file {
+    const std::string& path;
+    const char* what;
+    const char* wrote;
+    void (*write)(std::ostream&, const std::vector<const sc::trace_data*>&);
+  };
+  const output_file files[] = {
+      {w.text, "the text timeline", "text timeline", &sc::write_text},
+      {w.json, "the JSON trace",
+       "JSON trace (open it at https://ui.perfetto.dev or chrome://tracing)",
+       &sc::write_chrome_json},
+      {w.svg, "the SVG timeline", "SVG timeline", &sc::write_svg},
+      {w.ftrace, "the ftrace text", "ftrace text", &sc::write_ftrace},
+  };
+  std::vector<const output_file*> written;
+  for (const output_file& f : files) {
+    if (f.path.empty() || f.path == "-") {
+      continue;
     }
+    if (write_file(f.path, f.what, [&](std::ostream& out) { f.write(out, traces); })) {
+      written.push_back(&f);
+    } else {
+      ok = false;
+    }
+  }
+  for (const output_file* f : written) {
+    fmt::print("wrote {}: {}\n", f->wrote, f->path);
   }
   return ok;
 }

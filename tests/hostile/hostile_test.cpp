@@ -52,9 +52,7 @@ class HostileTest : public ::testing::Test {
     g_capture = &*capture_;
     // The promise under test holds in checked builds: TASKLIFE_CHECKS=none compiles
     // these checks out (check.hpp), and the misuse is undefined behaviour there.
-    if constexpr (!contract_checks_enabled) {
-      GTEST_SKIP() << "hostile input is diagnosed in checked builds only";
-    }
+    TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
   }
   void TearDown() override {
     // The invariant every test ends with: no violation it did not take out.
@@ -412,9 +410,7 @@ TEST_F(HostileTest, AUserDomainDestroyedUnderAnotherThreadsRegistrationLetsItEnd
 // ---- the quarantine's eviction is not a blind spot ---------------------------------------------
 
 TEST_F(HostileTest, ATaskUsedAfterItLeftTheQuarantineIsStillReported) {
-  if constexpr (!debug_checks_enabled) {
-    GTEST_SKIP() << "freed memory is kept only with TASKLIFE_CHECKS=full";
-  }
+  TASKLIFE_REQUIRE_CHECKS(check_level::full);  // freed memory is kept only there
   kernel_config c = det("evict");
   c.quarantine_capacity = 1;
   kernel k(std::move(c));

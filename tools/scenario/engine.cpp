@@ -77,6 +77,12 @@ std::vector<variant> variants(const scenario& s) {
   return out;
 }
 
+bool needs_full_checks(const scenario& s) {
+  return std::any_of(s.expectations.begin(), s.expectations.end(), [](const expectation& e) {
+    return e.fails && e.failure == explore::failure_kind::use_after_free;
+  });
+}
+
 namespace {
 
 // struct __tasks_kfunc_map_value of the kernel selftests: one task kptr.

@@ -318,6 +318,11 @@ struct variant {
 };
 std::vector<variant> variants(const scenario& s);
 
+// Whether the scenario's expectations need a full-checks build (TASKLIFE_CHECKS=full):
+// a use-after-free is reported only where freed tasks are quarantined and poisoned,
+// so an expected use_after_free failure cannot hold in the other tiers.
+bool needs_full_checks(const scenario& s);
+
 // ---- results
 // ---------------------------------------------------------------------------------------
 struct variant_result {

@@ -1,0 +1,16 @@
+# --out where a directory cannot be made (a regular file is in the way): a non-zero
+# exit, a reason on stderr for each output, and no "wrote" line for any of them.
+file(WRITE "${WORK}/in-the-way" "a file, not a directory\n")
+execute_process(COMMAND "${CMD}" run pid_lookup_race --quiet --out "${WORK}/in-the-way/out"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "an unwritable --out exited 0")
+endif()
+if(out MATCHES "wrote ")
+  message(FATAL_ERROR "claims to have written what it could not:\n${out}")
+endif()
+foreach(what "directory" "text timeline" "JSON trace" "SVG timeline" "ftrace text")
+  if(NOT err MATCHES "${what}")
+    message(FATAL_ERROR "no reason given for the ${what} on stderr, got:\n${err}")
+  endif()
+endforeach()
