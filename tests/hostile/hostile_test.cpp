@@ -87,6 +87,12 @@ class HostileTest : public ::testing::Test {
     expect_taken(
         kind, [p](const recorded& r) { return r.object.address == p; }, n, "about the address");
   }
+  // A domain's diagnostics name it by its name (the object's `kernel` field).
+  void expect_about_domain(contract_kind kind, const std::string& name, std::size_t n = 1) {
+    expect_taken(
+        kind, [&name](const recorded& r) { return r.object.kernel == name; }, n,
+        "about the domain");
+  }
   void expect_unnamed(contract_kind kind, std::size_t n = 1) {
     expect_taken(
         kind, [](const recorded& r) { return !r.object.is_task(); }, n, "about no task");
@@ -342,13 +348,12 @@ TEST_F(HostileTest, ARegistrationWithADestroyedKernelsDomainEndsSafely) {
 // domain's core, which the early teardown keeps.
 TEST_F(HostileTest, AUserDomainDestroyedUnderARegistrationKeepsWhatTheRegistrationTouches) {
   auto domain = std::make_unique<rcu_domain>("mine", std::make_unique<deterministic_rcu>());
-  const void* const address = domain.get();
   rcu_backend* const backend = domain->backend();
   std::optional<rcu_thread_registration> reg;
   reg.emplace(*domain);
   ASSERT_TRUE(backend->thread_registered());
   domain.reset();
-  expect_about_address(contract_kind::teardown_order, address);
+  expect_about_domain(contract_kind::teardown_order, "mine");
   // The backend the domain owned is kept: the registration ends on it.
   EXPECT_TRUE(backend->thread_registered());
   reg.reset();
@@ -358,11 +363,10 @@ TEST_F(HostileTest, AUserDomainDestroyedUnderARegistrationKeepsWhatTheRegistrati
 
 TEST_F(HostileTest, AUserNativeDomainDestroyedUnderARegistrationUnregistersTheThreadLater) {
   auto domain = std::make_unique<rcu_domain>("mine-native");
-  const void* const address = domain.get();
   std::optional<rcu_thread_registration> reg;
   reg.emplace(*domain);
   domain.reset();
-  expect_about_address(contract_kind::teardown_order, address);
+  expect_about_domain(contract_kind::teardown_order, "mine-native");
   const rcu_domain witness("witness");  // liburcu's registration is per thread, not per domain
   EXPECT_TRUE(witness.thread_registered());
   reg.reset();
@@ -372,7 +376,6 @@ TEST_F(HostileTest, AUserNativeDomainDestroyedUnderARegistrationUnregistersTheTh
 
 TEST_F(HostileTest, AUserDomainDestroyedUnderAnotherThreadsRegistrationLetsItEnd) {
   auto domain = std::make_unique<rcu_domain>("mine-shared", std::make_unique<deterministic_rcu>());
-  const void* const address = domain.get();
   rcu_backend* const backend = domain->backend();
   std::mutex m;
   std::condition_variable cv;
@@ -404,7 +407,7 @@ TEST_F(HostileTest, AUserDomainDestroyedUnderAnotherThreadsRegistrationLetsItEnd
   other.join();
   EXPECT_TRUE(still_registered);
   EXPECT_TRUE(unregistered) << "the other thread's registration ended on the kept backend";
-  expect_about_address(contract_kind::teardown_order, address);
+  expect_about_domain(contract_kind::teardown_order, "mine-shared");
 }
 
 // ---- the quarantine's eviction is not a blind spot ---------------------------------------------
