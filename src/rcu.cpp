@@ -256,13 +256,6 @@ struct rcu_domain_core {
 }  // namespace detail
 
 namespace {
-diagnostic_object core_object(const detail::rcu_domain_core& c) {
-  diagnostic_object o;
-  o.kernel = c.name;
-  o.address = c.domain;
-  return o;
-}
-
 // Cores of domains destroyed while registrations were alive: kept until the
 // process exits (never destroyed), so those registrations can still end.
 struct parked_cores {
@@ -581,8 +574,11 @@ void unregister_thread(rcu_domain_core* core, std::source_location where) noexce
   if constexpr (contract_checks_enabled) {
     const bool last = native ? tls.registrations == 1 : backend->thread_registrations() <= 1;
     if (backend->read_depth() > 0 && last) [[unlikely]] {
+      diagnostic_object o;  // the domain, by its name and address (it may be gone)
+      o.kernel = core->name;
+      o.address = core->domain;
       report_contract_violation_noexcept(
-          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration", core_object(*core),
+          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration", std::move(o),
           fmt::format("a thread unregisters from RCU domain '{}' ({}) inside a read-side "
                       "critical section (nesting {}), registered at {}:{}{}",
                       core->name, backend->name(), backend->read_depth(), where.file_name(),
