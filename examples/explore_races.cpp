@@ -6,6 +6,7 @@
 // every schedule with at most two preemptions, every grace-period timing the
 // RCU rules allow and every NULL path; a failure comes back minimised, with a
 // timeline and a replay string.
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -19,7 +20,12 @@ using namespace tasklife;
 namespace {
 
 void expect(const char* what, const explore::model& m, bool should_fail) {
-  const explore::report r = explore::explore(m);
+  // Bounded by executions (a million, the default), not by the wall clock: on a
+  // loaded machine a time budget ends the search before the space is exhausted.
+  // The test's TIMEOUT is the wall-clock guard.
+  explore::options o;
+  o.time_budget = std::chrono::hours(24);
+  const explore::report r = explore::explore(m, o);
   std::printf("%s\n    %s\n", what, r.summary().c_str());
   if (r.failure) {
     std::printf("    %s: %s\n    replay: %s\n",

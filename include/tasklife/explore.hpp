@@ -124,6 +124,11 @@ struct options {
   // (a loop that never ends).
   std::size_t max_steps = 20'000;
   std::size_t stack_size = std::size_t{256} << 10;  // per simulated thread
+  // A thread left suspended for good (a deadlock, the step limit) keeps its stack
+  // mapped until the process ends. Once the process holds more than this many,
+  // execution::thread() declares no more threads and the execution fails
+  // (exception) with that diagnostic: a bounded failure, not unbounded growth.
+  std::size_t max_abandoned_stacks = 4096;  // about 1 GiB at the default stack_size
 };
 
 enum class failure_kind : std::uint8_t {

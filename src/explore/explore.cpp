@@ -268,6 +268,14 @@ class execution_state {
       fail(failure_kind::exception, "execution::thread() after run(): declare threads first");
       return;
     }
+    if (detail::fiber::abandoned_stacks() > opt_.max_abandoned_stacks) {
+      fail(failure_kind::exception,
+           fmt::format("simulated thread '{}' is not started: this process already keeps {} stacks "
+                       "of threads abandoned by earlier executions (a deadlock or the step limit; "
+                       "options::max_abandoned_stacks is {})",
+                       name, detail::fiber::abandoned_stacks(), opt_.max_abandoned_stacks));
+      return;
+    }
     threads_.push_back(
         std::make_unique<detail::sim_thread>(*this, static_cast<unsigned>(threads_.size()),
                                              std::move(name), std::move(body), opt_.stack_size));
@@ -1280,7 +1288,10 @@ report search(const model& m, const options& o, const search_limits& limits,
 }
 
 // Fewest preemptions first (dfs at every smaller bound), then fewest steps
-// (more failing executions at that bound), each within a small budget.
+// (more failing executions at that bound), each within a budget of executions.
+// No wall-clock sub-limits: on a loaded machine they cut the searches at other
+// points, and the same model minimised to another schedule (only `deadline`, the
+// whole exploration's guard, is a time).
 failure minimise(const model& m, const options& o, failure found, clock::time_point deadline) {
   options mo = o;
   mo.strategy = strategy::dfs;
@@ -1290,7 +1301,7 @@ failure minimise(const model& m, const options& o, failure found, clock::time_po
   const failure_kind kind = found.kind;
   for (unsigned b = 0; b < found.preemptions; ++b) {
     mo.preemption_bound = static_cast<int>(b);
-    const search_limits limits{20'000, std::min(deadline, clock::now() + std::chrono::seconds(5))};
+    const search_limits limits{20'000, deadline};
     // Only a failure of the same kind may stand for the one found (the search's
     // own best may be of another kind).
     std::optional<failure> same;
@@ -1308,7 +1319,7 @@ failure minimise(const model& m, const options& o, failure found, clock::time_po
   mo.preemption_bound = static_cast<int>(found.preemptions);
   failure shortest = found;
   unsigned seen = 0;
-  const search_limits limits{5'000, std::min(deadline, clock::now() + std::chrono::seconds(2))};
+  const search_limits limits{5'000, deadline};
   (void)search(m, mo, limits, [&](const failure& f) {
     if (f.kind == kind && f.preemptions <= shortest.preemptions && better(f, shortest)) {
       shortest = f;

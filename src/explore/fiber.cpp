@@ -1,6 +1,7 @@
 // Fibers (fiber.hpp).
 #include "fiber.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -125,10 +126,20 @@ fiber::fiber(std::size_t stack_size) {
 #endif
 }
 
+namespace {
+// Relaxed: a statistic read to bound the explorer's growth; it orders nothing.
+std::atomic<std::size_t> g_abandoned_stacks{0};
+}  // namespace
+
+std::size_t fiber::abandoned_stacks() noexcept {
+  return g_abandoned_stacks.load(std::memory_order_relaxed);
+}
+
 void fiber::abandon() noexcept {
   if (stack_base_ == nullptr) {
     return;
   }
+  g_abandoned_stacks.fetch_add(1, std::memory_order_relaxed);
 #ifdef TASKLIFE_FIBER_ASAN
   // The frames still point at what they own: LeakSanitizer scans the stack (the
   // usable part: the guard page cannot be read).

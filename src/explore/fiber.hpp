@@ -47,6 +47,8 @@ class fiber {
   static void switch_to(fiber& from, fiber& to) noexcept;
   // This suspended fiber will never run again: its stack is kept (see Lifetime).
   void abandon() noexcept;
+  // How many stacks abandon() has kept in this process so far.
+  static std::size_t abandoned_stacks() noexcept;
 
   // Where a new fiber begins (called by the switch code, not by users).
   static void trampoline(fiber* self) noexcept;

@@ -389,6 +389,45 @@ TEST(ExploreTest, AThreadThatNeverEndsIsAFailureWithItsSchedule) {
   EXPECT_EQ(again.failure->kind, explore::failure_kind::step_limit);
 }
 
+// An abandoned thread's stack stays mapped for the life of the process: past
+// options::max_abandoned_stacks an execution declares no more threads and fails
+// with that diagnostic, instead of the process growing with every execution.
+TEST(ExploreTest, AbandonedStacksAreBoundedByADiagnostic) {
+  explore::options o;
+  o.max_steps = 200;
+  o.max_abandoned_stacks = 8;
+  o.pct_warmup = 0;
+  o.minimize = false;
+  // Each exploration reaches the step limit and abandons the spinner's stack at
+  // least once; the count only grows, so the bound is reached within
+  // max_abandoned_stacks + 2 explorations whatever this process abandoned before.
+  bool bounded = false;
+  for (std::size_t i = 0; i < o.max_abandoned_stacks + 2 && !bounded; ++i) {
+    const explore::report r = explore::explore(SpinsForever(), o);
+    ASSERT_FALSE(r.ok());
+    bounded = r.failure->kind == explore::failure_kind::exception;
+    if (!bounded) {
+      // The exploration during which the bound is crossed: its final replay of
+      // the step-limit schedule no longer starts the spinner (nondeterminism).
+      EXPECT_THAT(r.failure->kind,
+                  AnyOf(explore::failure_kind::step_limit, explore::failure_kind::nondeterminism))
+          << r.failure->message;
+    }
+  }
+  ASSERT_TRUE(bounded);
+  // From then on every execution stops at the bound, with the diagnostic (and its
+  // schedule replays to the same failure).
+  const explore::report after = explore::explore(SpinsForever(), o);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.failure->kind, explore::failure_kind::exception) << after.failure->message;
+  EXPECT_THAT(after.failure->message, HasSubstr("max_abandoned_stacks is 8"));
+  // A larger bound lets executions run again: the model's teardown is clean.
+  o.max_abandoned_stacks = static_cast<std::size_t>(-1);
+  const explore::report again = explore::explore(SpinsForever(), o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.failure->kind, explore::failure_kind::step_limit) << again.failure->message;
+}
+
 TEST(ExploreTest, ADeadlockIsAFailureWithItsSchedule) {
   // Each thread waits in synchronize_rcu for the other's read-side section.
   const explore::model m = [](explore::execution& x) {

@@ -2,6 +2,7 @@
 // thread per simulated thread, one step at a time in the scenario's order), the
 // explorer model, and the expectations.
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -907,6 +908,9 @@ explore::options default_explore_options(const scenario& s) {
   o.preemption_bound = s.explore.preemption_bound;
   o.max_executions = s.explore.max_executions;
   o.null_paths = s.explore.null_paths;
+  // The scenario's budget is its executions: a time budget would make "space
+  // exhausted" depend on how loaded the machine is (`--time` still sets one).
+  o.time_budget = std::chrono::hours(24);
   return o;
 }
 
