@@ -468,7 +468,8 @@ std::vector<leaked_task> kernel::shutdown() {
     }
   }
   quarantine_->drain();
-  // Maps still alive: orphaned (their destructors then touch nothing of this kernel).
+  // Maps and programs still alive: orphaned (their destructors then touch nothing of
+  // this kernel).
   std::vector<detail::kernel_dependent*> orphans;
   {
     const detail::lock_guard lock(g_kernels_mutex);
@@ -484,12 +485,14 @@ std::vector<leaked_task> kernel::shutdown() {
   }
   for (const detail::kernel_dependent* d : orphans) {
     diagnostic_object o = kernel_object(name());
-    o.map = std::string(d->name);
+    if (d->what == "map") {
+      o.map = std::string(d->name);
+    }
     o.address = d;
     detail::report_contract_violation_noexcept(
         contract_kind::teardown_order, "kernel", "shutdown", std::move(o),
         fmt::format("kernel '{}' shut down while {} '{}' still uses it: the {} is orphaned (its "
-                    "operations are refused, its destructor frees its values without the kernel)",
+                    "operations are refused, its destructor touches nothing of the kernel)",
                     name(), d->what, d->name, d->what),
         std::source_location::current());
   }

@@ -1,4 +1,5 @@
 // Programs and the run-time verifier (prog.hpp).
+#include <cerrno>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -567,10 +568,29 @@ bpf_prog::bpf_prog(kernel& k, prog_type type, std::string section, body_type bod
   } else {
     arg_trust_ = arg_trust::trusted;
   }
+  detail::kernel_access::attach_dependent(kernel_, &dependent_);
+}
+
+bpf_prog::~bpf_prog() {
+  (void)detail::kernel_access::detach_dependent(&dependent_);
 }
 
 prog_run_result bpf_prog::run(task_struct* as_task, task_struct* arg, std::source_location where) {
   prog_run_result result;
+  // Relaxed: set once by the kernel's teardown, which a correct caller's run never
+  // overlaps; a run after it is the teardown mistake this refuses.
+  if (dependent_.orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
+    if constexpr (contract_checks_enabled) {
+      diagnostic_object o;
+      o.address = this;
+      detail::report_contract_violation(
+          contract_kind::teardown_order, "prog", "run", std::move(o),
+          fmt::format("bpf_prog '{}' run after its kernel was destroyed; refused", section_),
+          where);
+    }
+    result.ret = -ENODEV;
+    return result;
+  }
   const current_task_scope scope(as_task, where);
 #if TASKLIFE_VERIFIER
   if (mode_ == checker_mode::off) {

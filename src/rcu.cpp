@@ -7,7 +7,10 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <urcu/urcu-memb.h>
@@ -236,6 +239,35 @@ std::string describe(const rcu_domain& d) {
 
 }  // namespace
 
+namespace detail {
+// See rcu.hpp (detail::rcu_domain_core). Everything but the count is written
+// once, before the domain is shared, or by its destructor once no callback runs.
+struct rcu_domain_core {
+  std::string name;      // the domain's, for diagnostics after it is gone
+  const void* domain;    // its address: the object diagnostics name, never dereferenced
+  rcu_backend* backend;  // the domain's backend
+  bool native;           // liburcu memb (the registration bookkeeping differs)
+  std::unique_ptr<rcu_backend> kept_backend;  // an owned backend, moved here by an early teardown
+  // Live rcu_thread_registration objects. The decrement is an unregistration's
+  // last access to the core, with release; the destructor's acquire load pairs
+  // with it, so a core it frees is no longer touched by any registration.
+  std::atomic<std::int64_t> registrations{0};
+};
+}  // namespace detail
+
+namespace {
+// Cores of domains destroyed while registrations were alive: kept until the
+// process exits (never destroyed), so those registrations can still end.
+struct parked_cores {
+  detail::mutex m;
+  std::vector<std::unique_ptr<detail::rcu_domain_core>> cores TASKLIFE_GUARDED_BY(m);
+};
+parked_cores& parked() {
+  static parked_cores* p = new parked_cores;  // NOLINT: deliberately never destroyed
+  return *p;
+}
+}  // namespace
+
 rcu_backend::~rcu_backend() = default;
 
 namespace detail {
@@ -283,25 +315,49 @@ bool native_read_lock_held() noexcept {
 }  // namespace detail
 
 rcu_domain::rcu_domain(std::string name)
-    : name_(std::move(name)), backend_(&native_backend()), native_(true) {}
+    : name_(std::move(name)),
+      backend_(&native_backend()),
+      native_(true),
+      core_(new detail::rcu_domain_core{name_, this, backend_, true, nullptr}) {}
 
 rcu_domain::rcu_domain(std::string name, std::unique_ptr<rcu_backend> backend)
     : name_(std::move(name)),
       owned_backend_(std::move(backend)),
       backend_(owned_backend_.get()),
-      native_(false) {}
+      native_(false),
+      core_(new detail::rcu_domain_core{name_, this, backend_, false, nullptr}) {}
+
+std::int64_t rcu_domain::live_registrations() const noexcept {
+  return core_->registrations.load(std::memory_order_relaxed);
+}
 
 rcu_domain::~rcu_domain() {
-  if constexpr (contract_checks_enabled) {
-    const auto live = registrations_.load(std::memory_order_relaxed);
-    if (live != 0) {
-      detail::report_contract_violation_noexcept(
-          contract_kind::teardown_order, "rcu", "~rcu_domain", domain_object(*this),
-          fmt::format("{} destroyed while {} thread registration(s) with it are alive",
-                      describe(*this), live),
-          std::source_location::current());
-    }
+  drain();
+  // Acquire pairs with the release decrement that ends every unregistration:
+  // at 0 no registration touches the core any more.
+  const auto live = core_->registrations.load(std::memory_order_acquire);
+  if (live == 0) {
+    delete core_;
+    return;
   }
+  // Registrations outlive the domain: they keep its core, and the backend they
+  // unregister from, until the process exits (rcu.hpp, Lifetime).
+  if constexpr (contract_checks_enabled) {
+    detail::report_contract_violation_noexcept(
+        contract_kind::teardown_order, "rcu", "~rcu_domain", domain_object(*this),
+        fmt::format("{} destroyed while {} thread registration(s) with it are alive: its "
+                    "registration count and backend are kept until the process exits, so they "
+                    "can still end",
+                    describe(*this), live),
+        std::source_location::current());
+  }
+  core_->kept_backend = std::move(owned_backend_);
+  parked_cores& p = parked();
+  const detail::lock_guard lock(p.m);
+  p.cores.emplace_back(core_);
+}
+
+void rcu_domain::drain() noexcept {
   // Drain: invoke() touches the domain after each callback, so every one of them
   // must have returned before the memory goes. Acquire pairs with the release
   // decrement in invoke().
@@ -502,30 +558,45 @@ void rcu_domain::invoke(rcu_head* head) noexcept {
 void rcu_domain::register_thread(std::source_location where) {
   (void)where;
   backend_->register_thread();
-  registrations_.fetch_add(1, std::memory_order_relaxed);
+  // Relaxed: the count orders nothing on the way up; see rcu_domain_core.
+  core_->registrations.fetch_add(1, std::memory_order_relaxed);
 }
 
 void rcu_domain::unregister_thread(std::source_location where) noexcept {
-  registrations_.fetch_sub(1, std::memory_order_relaxed);
+  detail::unregister_thread(core_, where);
+}
+
+namespace detail {
+void unregister_thread(rcu_domain_core* core, std::source_location where) noexcept {
+  rcu_backend* const backend = core->backend;
+  const bool native = core->native;
+  bool unregister = true;
   if constexpr (contract_checks_enabled) {
-    const bool last = native_ ? tls.registrations == 1 : backend_->thread_registrations() <= 1;
-    if (backend_->read_depth() > 0 && last) [[unlikely]] {
-      detail::report_contract_violation_noexcept(
-          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration",
-          domain_object(*this),
-          fmt::format("a thread unregisters from {} inside a read-side critical section (nesting "
-                      "{}), registered at {}:{}{}",
-                      describe(*this), backend_->read_depth(), where.file_name(), where.line(),
-                      native_ ? "; tasklife ends the section first" : ""),
+    const bool last = native ? tls.registrations == 1 : backend->thread_registrations() <= 1;
+    if (backend->read_depth() > 0 && last) [[unlikely]] {
+      diagnostic_object o;  // the domain, by its name and address (it may be gone)
+      o.kernel = core->name;
+      o.address = core->domain;
+      report_contract_violation_noexcept(
+          contract_kind::exit_in_read_section, "rcu", "rcu_thread_registration", std::move(o),
+          fmt::format("a thread unregisters from RCU domain '{}' ({}) inside a read-side "
+                      "critical section (nesting {}), registered at {}:{}{}",
+                      core->name, backend->name(), backend->read_depth(), where.file_name(),
+                      where.line(), native ? "; tasklife ends the section first" : ""),
           where);
-      if (native_) {
+      if (native) {
         force_unregister();
-        return;
+        unregister = false;
       }
     }
   }
-  backend_->unregister_thread();
+  if (unregister) {
+    backend->unregister_thread();
+  }
+  // Release: the last access to the core (pairs with the destructor's acquire).
+  core->registrations.fetch_sub(1, std::memory_order_release);
 }
+}  // namespace detail
 
 rcu_native_info rcu_native_backend_info() noexcept {
   return rcu_native_info{"memb", urcu_memb_has_sys_membarrier != 0, TASKLIFE_URCU_INLINE != 0};

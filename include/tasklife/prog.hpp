@@ -158,6 +158,10 @@ class TASKLIFE_API bpf_prog {
   // marks its argument as not RCU-safe. Programs of type syscall are sleepable.
   bpf_prog(kernel& k, prog_type type, std::string section, body_type body,
            checker_mode mode = checker_mode::record);
+  // A program registered with its kernel cannot move: copies and moves are deleted.
+  bpf_prog(const bpf_prog&) = delete;
+  bpf_prog& operator=(const bpf_prog&) = delete;
+  ~bpf_prog();
 
   prog_type type() const noexcept { return type_; }
   const std::string& section() const noexcept { return section_; }
@@ -187,6 +191,9 @@ class TASKLIFE_API bpf_prog {
   body_type body_;
   checker_mode mode_;
   arg_trust arg_trust_;
+  // Registered with the kernel: a kernel destroyed before its program orphans it,
+  // and run() then refuses (teardown_order) instead of touching the freed kernel.
+  detail::kernel_dependent dependent_{"program", section_};
 };
 
 }  // namespace tasklife

@@ -41,9 +41,15 @@
 //   and refused. Destroying a domain first waits for all of its callbacks,
 //   including those queued by its callbacks. A kernel's own domain destroyed
 //   while registrations with it are alive is kept instead, until the process
-//   exits, so they end safely (kernel.hpp, Lifetime). A domain of your own must
-//   outlive its registrations and read guards: destroying it earlier is reported
-//   (teardown_order), but they then refer to memory that is gone.
+//   exits, so they end safely (kernel.hpp, Lifetime). A domain of your own
+//   should outlive its registrations and read guards. Destroying it while
+//   registrations with it are alive is reported (teardown_order, the domain) and
+//   leaves what they touch valid: the count of registrations and the backend
+//   (a deterministic backend the domain owns included) live in a part of the
+//   domain allocated apart from it, which is then kept until the process exits,
+//   so each registration still ends safely, unregistering its thread from the
+//   backend. A read guard still alive on a domain of your own with a backend of
+//   its own (not liburcu) still refers to the domain: end it first.
 //
 // Memory ordering
 //   The guarantee is RCU's: every read-side critical section that began before
@@ -130,6 +136,16 @@ struct rcu_stats {
 };
 
 namespace detail {
+// What an rcu_thread_registration touches when it ends: the domain's count of
+// live registrations and its backend. Allocated apart from the domain so that it
+// can outlive it: a domain destroyed while registrations with it are alive keeps
+// it (and the backend it owns) until the process exits (see Lifetime). Defined in
+// src/rcu.cpp.
+struct rcu_domain_core;
+// The door through which a registration reaches its domain's core.
+struct rcu_domain_access;
+TASKLIFE_API void unregister_thread(rcu_domain_core* core, std::source_location where) noexcept;
+
 // The native (liburcu memb) read side, defined in src/rcu.cpp with liburcu's
 // inlined fast path. When tasklife is linked statically into a target built with
 // link-time optimisation (the release preset), these calls are inlined into the
@@ -196,9 +212,7 @@ class TASKLIFE_API rcu_domain {
 
   rcu_stats stats() const noexcept;
   // rcu_thread_registration objects alive with this domain, on every thread.
-  std::int64_t live_registrations() const noexcept {
-    return registrations_.load(std::memory_order_relaxed);
-  }
+  std::int64_t live_registrations() const noexcept;
 
   // Called by a backend when a callback's grace period has elapsed.
   static void invoke(rcu_head* head) noexcept;
@@ -208,7 +222,9 @@ class TASKLIFE_API rcu_domain {
   void unregister_thread(std::source_location where) noexcept;
 
  private:
+  friend struct detail::rcu_domain_access;
   void checked_backend_read_lock() noexcept;
+  void drain() noexcept;  // waits for every pending callback (the destructor's first step)
   void checked_backend_read_unlock() noexcept;
 
   std::string name_;
@@ -230,8 +246,16 @@ class TASKLIFE_API rcu_domain {
   detail::mutex barrier_mutex_;  // serialises rcu_barrier (one epoch flip at a time)
   std::atomic<std::uint64_t> synchronize_calls_{0};
   std::atomic<std::uint64_t> barrier_calls_{0};
-  std::atomic<std::int64_t> registrations_{0};  // live rcu_thread_registration objects
+  // The live registrations and what they touch (owned; kept past the domain if
+  // registrations outlive it).
+  detail::rcu_domain_core* core_;
 };
+
+namespace detail {
+struct rcu_domain_access {
+  static rcu_domain_core* core(const rcu_domain& d) noexcept { return d.core_; }
+};
+}  // namespace detail
 
 // RAII read-side critical section; nests.
 // The backend is decided once, at the lock: the guard keeps the decision in
@@ -267,15 +291,17 @@ class rcu_thread_registration {
  public:
   explicit rcu_thread_registration(rcu_domain& domain,
                                    std::source_location where = std::source_location::current())
-      : domain_(domain), where_(where) {
-    domain_.register_thread(where_);
+      : core_(detail::rcu_domain_access::core(domain)), where_(where) {
+    domain.register_thread(where_);
   }
-  ~rcu_thread_registration() { domain_.unregister_thread(where_); }
+  // Touches the domain's core only, never the domain: it ends safely after a
+  // domain destroyed too early (reported by the domain's destructor).
+  ~rcu_thread_registration() { detail::unregister_thread(core_, where_); }
   rcu_thread_registration(const rcu_thread_registration&) = delete;
   rcu_thread_registration& operator=(const rcu_thread_registration&) = delete;
 
  private:
-  rcu_domain& domain_;
+  detail::rcu_domain_core* core_;
   std::source_location where_;
 };
 

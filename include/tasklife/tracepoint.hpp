@@ -16,8 +16,9 @@
 //
 // Lifetime
 //   A kernel owns its tracepoints. A probe stays attached until detached or the
-//   tracepoint is destroyed (a tracepoint_link detaches it when the link ends, so
-//   the link must not outlive its tracepoint's kernel); a probe that is running when it is detached
+//   tracepoint is destroyed (a tracepoint_link detaches it when the link ends; a
+//   link that outlives its tracepoint's kernel knows it, through a flag it shares
+//   with the tracepoint, and its end touches nothing); a probe that is running when it is detached
 //   finishes its run (fire works on the probe list it found). Probes may not attach or detach
 //   probes of the same tracepoint.
 //
@@ -50,6 +51,8 @@ class TASKLIFE_API tracepoint {
   explicit tracepoint(std::string name) : name_(std::move(name)) {}
   tracepoint(const tracepoint&) = delete;
   tracepoint& operator=(const tracepoint&) = delete;
+  // Its links learn that it is gone (their detach then touches nothing).
+  ~tracepoint() { alive_->store(false, std::memory_order_relaxed); }
 
   const std::string& name() const noexcept { return name_; }
   std::uint64_t attach(probe p);
@@ -76,6 +79,11 @@ class TASKLIFE_API tracepoint {
   mutable detail::mutex mutex_;
   std::shared_ptr<const std::vector<entry>> probes_ TASKLIFE_GUARDED_BY(mutex_);
   std::uint64_t next_id_ TASKLIFE_GUARDED_BY(mutex_) = 1;
+  // Shared with every link: false once the tracepoint is destroyed. Relaxed: the
+  // destruction and a link's detach are ordered by the caller (a detach racing
+  // the destruction is a teardown mistake no flag could make safe).
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+  friend class tracepoint_link;
 };
 
 // One attached probe, owned: moving the link moves the attachment, destroying it
@@ -83,14 +91,18 @@ class TASKLIFE_API tracepoint {
 class tracepoint_link {
  public:
   tracepoint_link() noexcept = default;
-  tracepoint_link(tracepoint& tp, std::uint64_t id) noexcept : tp_(&tp), id_(id) {}
+  tracepoint_link(tracepoint& tp, std::uint64_t id) noexcept
+      : tp_(&tp), id_(id), alive_(tp.alive_) {}
   tracepoint_link(tracepoint_link&& other) noexcept
-      : tp_(std::exchange(other.tp_, nullptr)), id_(std::exchange(other.id_, 0)) {}
+      : tp_(std::exchange(other.tp_, nullptr)),
+        id_(std::exchange(other.id_, 0)),
+        alive_(std::move(other.alive_)) {}
   tracepoint_link& operator=(tracepoint_link&& other) noexcept {
     if (this != &other) {
       detach();
       tp_ = std::exchange(other.tp_, nullptr);
       id_ = std::exchange(other.id_, 0);
+      alive_ = std::move(other.alive_);
     }
     return *this;
   }
@@ -98,10 +110,12 @@ class tracepoint_link {
   tracepoint_link& operator=(const tracepoint_link&) = delete;
   ~tracepoint_link() { detach(); }
 
-  // Detaches now; true if the probe was still attached.
+  // Detaches now; true if the probe was still attached. A link whose tracepoint
+  // (its kernel) is already gone has nothing left to detach: false.
   bool detach() noexcept {
     tracepoint* tp = std::exchange(tp_, nullptr);
-    if (tp == nullptr) {
+    const std::shared_ptr<std::atomic<bool>> alive = std::move(alive_);
+    if (tp == nullptr || !alive || !alive->load(std::memory_order_relaxed)) {
       return false;
     }
     try {
@@ -110,13 +124,16 @@ class tracepoint_link {
       return false;
     }
   }
-  bool attached() const noexcept { return tp_ != nullptr; }
+  bool attached() const noexcept {
+    return tp_ != nullptr && alive_ && alive_->load(std::memory_order_relaxed);
+  }
   std::uint64_t id() const noexcept { return id_; }
-  const tracepoint* point() const noexcept { return tp_; }
+  const tracepoint* point() const noexcept { return attached() ? tp_ : nullptr; }
 
  private:
   tracepoint* tp_ = nullptr;
   std::uint64_t id_ = 0;
+  std::shared_ptr<std::atomic<bool>> alive_;  // the tracepoint's (see tracepoint::alive_)
 };
 
 inline tracepoint_link tracepoint::link(probe p) {

@@ -87,6 +87,12 @@ class HostileTest : public ::testing::Test {
     expect_taken(
         kind, [p](const recorded& r) { return r.object.address == p; }, n, "about the address");
   }
+  // A domain's diagnostics name it by its name (the object's `kernel` field).
+  void expect_about_domain(contract_kind kind, const std::string& name, std::size_t n = 1) {
+    expect_taken(
+        kind, [&name](const recorded& r) { return r.object.kernel == name; }, n,
+        "about the domain");
+  }
   void expect_unnamed(contract_kind kind, std::size_t n = 1) {
     expect_taken(
         kind, [](const recorded& r) { return !r.object.is_task(); }, n, "about no task");
@@ -240,6 +246,35 @@ TEST_F(HostileTest, AMapDestroyedAfterItsKernelFreesItsValuesWithoutIt) {
   }
 }
 
+TEST_F(HostileTest, AProgramAndItsLinkOutlivingTheirKernelAreRefusedAndEndSafely) {
+  auto k = std::make_unique<kernel>(det("progless"));
+  int runs = 0;
+  bpf_prog p(*k, prog_type::tracing, "tp_btf/task_newtask", [&runs](task_struct*) {
+    ++runs;
+    return 0;
+  });
+  bpf_link link = p.attach(k->task_newtask());
+  task_struct* child = k->fork(nullptr, {.comm = "child"}).task;
+  ASSERT_EQ(runs, 1) << "attached: the fork ran it";
+  retire_and_free(*k, child);
+  const void* registration = nullptr;
+  k.reset();  // the program and its link outlive their kernel
+  expect_taken(contract_kind::teardown_order, [&registration](const recorded& r) {
+    registration = r.object.address;
+    return r.message.find("program 'tp_btf/task_newtask'") != std::string::npos;
+  });
+  EXPECT_NE(registration, nullptr);
+  // The link knows its tracepoint is gone: nothing to detach, nothing touched.
+  EXPECT_FALSE(link.attached());
+  EXPECT_FALSE(link.detach());
+  // A run is refused instead of using the destroyed kernel's RCU domain.
+  const prog_run_result r = p.run(nullptr);
+  EXPECT_EQ(r.ret, -ENODEV);
+  expect_about_address(contract_kind::teardown_order, &p);
+  // The invariant: the body ran exactly once, while its kernel lived.
+  EXPECT_EQ(runs, 1);
+}
+
 TEST_F(HostileTest, AKernelDestroyedWhileThisThreadRunsAsItsTaskLeavesTheScopeSafe) {
   auto k = std::make_unique<kernel>(det("scoped"));
   task_struct* t = k->fork(nullptr, {.comm = "me"}).task;
@@ -335,6 +370,73 @@ TEST_F(HostileTest, ARegistrationWithADestroyedKernelsDomainEndsSafely) {
   k.reset();
   expect_unnamed(contract_kind::teardown_order);
   reg.reset();
+}
+
+// A domain of the user's own (not a kernel's), on the heap so that AddressSanitizer
+// sees a use of it after its destructor: the registration's end touches only the
+// domain's core, which the early teardown keeps.
+TEST_F(HostileTest, AUserDomainDestroyedUnderARegistrationKeepsWhatTheRegistrationTouches) {
+  auto domain = std::make_unique<rcu_domain>("mine", std::make_unique<deterministic_rcu>());
+  rcu_backend* const backend = domain->backend();
+  std::optional<rcu_thread_registration> reg;
+  reg.emplace(*domain);
+  ASSERT_TRUE(backend->thread_registered());
+  domain.reset();
+  expect_about_domain(contract_kind::teardown_order, "mine");
+  // The backend the domain owned is kept: the registration ends on it.
+  EXPECT_TRUE(backend->thread_registered());
+  reg.reset();
+  EXPECT_FALSE(backend->thread_registered()) << "the registration's end unregistered the thread";
+  EXPECT_EQ(backend->thread_registrations(), 0U);
+}
+
+TEST_F(HostileTest, AUserNativeDomainDestroyedUnderARegistrationUnregistersTheThreadLater) {
+  auto domain = std::make_unique<rcu_domain>("mine-native");
+  std::optional<rcu_thread_registration> reg;
+  reg.emplace(*domain);
+  domain.reset();
+  expect_about_domain(contract_kind::teardown_order, "mine-native");
+  const rcu_domain witness("witness");  // liburcu's registration is per thread, not per domain
+  EXPECT_TRUE(witness.thread_registered());
+  reg.reset();
+  EXPECT_FALSE(witness.thread_registered()) << "the registration's end unregistered the thread";
+  EXPECT_EQ(witness.live_registrations(), 0);
+}
+
+TEST_F(HostileTest, AUserDomainDestroyedUnderAnotherThreadsRegistrationLetsItEnd) {
+  auto domain = std::make_unique<rcu_domain>("mine-shared", std::make_unique<deterministic_rcu>());
+  rcu_backend* const backend = domain->backend();
+  std::mutex m;
+  std::condition_variable cv;
+  bool registered = false;
+  bool destroyed = false;
+  bool still_registered = false;
+  bool unregistered = false;
+  std::thread other([&] {
+    {
+      const rcu_thread_registration reg(*domain);
+      std::unique_lock lock(m);
+      registered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return destroyed; });
+      still_registered = backend->thread_registered();
+    }
+    unregistered = !backend->thread_registered();
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return registered; });
+  }
+  domain.reset();
+  {
+    const std::lock_guard lock(m);
+    destroyed = true;
+  }
+  cv.notify_all();
+  other.join();
+  EXPECT_TRUE(still_registered);
+  EXPECT_TRUE(unregistered) << "the other thread's registration ended on the kept backend";
+  expect_about_domain(contract_kind::teardown_order, "mine-shared");
 }
 
 // ---- the quarantine's eviction is not a blind spot ---------------------------------------------
