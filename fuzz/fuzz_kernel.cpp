@@ -14,6 +14,7 @@
 // model (a reference left unreleased, a double release).
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -334,6 +335,7 @@ class harness {
     k_.emplace(std::move(c));
     rc_ = as_deterministic(k_->rcu());
     map_ = std::make_unique<bpf_array_map<task_value>>(*k_, static_cast<std::uint32_t>(kSlots));
+    storage_ = std::make_unique<bpf_task_storage_map<int>>(*k_, "fuzz_storage");
     slots_.assign(kSlots, -1);
     model_ns root;
     root.real = &k_->init_pid_ns();
@@ -367,6 +369,14 @@ class harness {
     }
     map_.reset();
     m_.queued.emplace_back(pending_kind::map_memory, -1);  // its storage, after a grace period
+    // The task storage map: each value still stored is freed after a grace period
+    // (a freed task's went with it, in free_task).
+    forget_freed_storage();
+    storage_.reset();
+    for (std::size_t n = 0; n < stored_.size(); ++n) {
+      m_.queued.emplace_back(pending_kind::map_memory, -1);
+    }
+    stored_.clear();
     for (const int s : slots_) {
       if (s >= 0) {
         m_.release(s);
@@ -700,6 +710,265 @@ class harness {
     (void)k_->events();
     if (k_->stats().allocated() != unfreed) {
       diverge("stats().allocated() differs from the model's");
+    }
+    iterate_and_store();
+  }
+
+  // A freed task's storage went with its memory (free_task): none to model.
+  void forget_freed_storage() {
+    for (auto it = stored_.begin(); it != stored_.end();) {
+      it = m_.tasks[static_cast<std::size_t>(it->first)].freed ? stored_.erase(it) : std::next(it);
+    }
+  }
+
+  // The task iterator and task local storage, from a program (its implicit RCU
+  // section), consuming no input: each flavor of the walk yields the tasks the
+  // model has on the kernel's lists (not yet released), every one of which an
+  // acquire takes; each task's storage holds what the model stored, creation is
+  // refused once usage is 0, and a delete frees after a grace period.
+  void iterate_and_store() {
+    forget_freed_storage();
+    ++queries_;
+    const bool iter = kfunc_exists(m_.profile, kfunc_id::bpf_iter_task_new);
+    const int self = prog_;
+    bpf_prog prog(*k_, prog_type::tracing, "tp_btf/fuzz_iter", [&](task_struct* a) {
+      if (iter) {
+        check_walk(BPF_TASK_ITER_ALL_THREADS, nullptr, [](const model_task&, int) { return true; });
+        check_walk(BPF_TASK_ITER_ALL_PROCS, nullptr,
+                   [](const model_task& t, int i) { return t.leader == i; });
+        const int group = mt(self).leader;
+        check_walk(BPF_TASK_ITER_PROC_THREADS, a,
+                   [group](const model_task& t, int) { return t.leader == group; });
+      }
+      if (kfunc_exists(m_.profile, kfunc_id::bpf_task_acquire_not_zero)) {
+        // The legacy acquire (fca1aa75518c): on the running task, never exited,
+        // inc_not_zero succeeds; once usage-based (156ed20d22ee) it always
+        // returns NULL, on its way out.
+        task_struct* ref = bpf_task_acquire_not_zero(a);
+        check_ptr(ref, m_.acquire_on_usage() ? nullptr : a, "bpf_task_acquire_not_zero");
+        if (ref != nullptr) {
+          bpf_task_release(ref);
+        }
+      }
+      for (std::size_t j = 0; j < m_.tasks.size(); ++j) {
+        const int i = static_cast<int>(j);
+        if (m_.tasks[j].freed) {
+          continue;
+        }
+        store_one(i);
+      }
+      return 0;
+    });
+    const prog_run_result r = prog.run(task(prog_), task(prog_));
+    if (!r.ok()) {
+      diverge("the iterator and storage program: " + r.violations.front().message);
+    }
+    if (iter) {
+      iterator_misuse(queries_ % 6U);
+      iterator_contract(queries_ % 5U);
+    }
+  }
+
+  // The iterator outside a program: the same rules as contract violations, each
+  // refused (the iterator stays as it was).
+  void iterator_contract(unsigned which) {
+    const current_task_scope as = k_->run_as(task(prog_));
+    bpf_iter_task it;
+    switch (which) {
+      case 0: {
+        const rcu_read_guard guard(k_->rcu());
+        expect_refused("bpf_iter_task_next without new", contract_kind::invalid_state, 0,
+                       [&] { (void)bpf_iter_task_next(&it); });
+        break;
+      }
+      case 1: {
+        const rcu_read_guard guard(k_->rcu());
+        if (bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS) != 0) {
+          diverge("bpf_iter_task_new under RCU failed");
+        }
+        expect_refused("bpf_iter_task_new twice", contract_kind::invalid_state, 0,
+                       [&] { (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS); });
+        bpf_iter_task_destroy(&it);
+        expect_refused("bpf_iter_task_destroy twice", contract_kind::invalid_state, 0,
+                       [&] { bpf_iter_task_destroy(&it); });
+        break;
+      }
+      case 2:
+        expect_refused("bpf_iter_task_new outside RCU", contract_kind::missing_rcu_lock, 0,
+                       [&] { (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_PROCS); });
+        break;
+      case 3: {
+        const rcu_read_guard guard(k_->rcu());
+        expect_refused("bpf_iter_task_new(NULL)", contract_kind::null_argument, 0,
+                       [&] { (void)bpf_iter_task_new(nullptr, nullptr, BPF_TASK_ITER_ALL_PROCS); });
+        expect_refused("bpf_iter_task_next(NULL)", contract_kind::null_argument, 0,
+                       [&] { (void)bpf_iter_task_next(nullptr); });
+        break;
+      }
+      default: {  // the other flavors, and the walk from a task of the root namespace
+        const rcu_read_guard guard(k_->rcu());
+        for (const unsigned flavor : {BPF_TASK_ITER_ALL_PROCS, BPF_TASK_ITER_PROC_THREADS}) {
+          if (bpf_iter_task_new(&it, task(prog_), flavor) != 0) {
+            diverge("bpf_iter_task_new of a live task failed");
+          }
+          std::size_t n = 0;
+          while (bpf_iter_task_next(&it) != nullptr) {
+            if (++n > kMaxTasks + 1) {
+              diverge("bpf_iter_task_next does not end");
+            }
+          }
+          bpf_iter_task_destroy(&it);
+        }
+        break;
+      }
+    }
+  }
+
+  // The verifier's iterator rules (iters_state_safety.c, task_iter.c), one per
+  // query in turn: each program gets exactly the violation the rule says.
+  void iterator_misuse(unsigned which) {
+    std::vector<violation_kind> expected;
+    int ret = 0;
+    const bool sleepable = which == 4;
+    bpf_prog prog(*k_, sleepable ? prog_type::syscall : prog_type::tracing,
+                  sleepable ? "syscall" : "tp_btf/fuzz_iter_misuse", [&](task_struct*) {
+                    bpf_iter_task it;
+                    switch (which) {
+                      case 0:  // created and never destroyed
+                        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_PROCS);
+                        expected = {violation_kind::unreleased_ref};
+                        break;
+                      case 1:  // next without new
+                        (void)bpf_iter_task_next(&it);
+                        expected = {violation_kind::iter_state};
+                        break;
+                      case 2:  // destroyed twice
+                        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS);
+                        bpf_iter_task_destroy(&it);
+                        bpf_iter_task_destroy(&it);
+                        expected = {violation_kind::iter_state};
+                        break;
+                      case 3:  // created twice
+                        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS);
+                        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS);
+                        bpf_iter_task_destroy(&it);
+                        expected = {violation_kind::iter_state};
+                        break;
+                      case 4:  // a sleepable program outside any RCU section
+                        (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS);
+                        if (bpf_iter_task_next(&it) != nullptr) {
+                          diverge("an iterator made outside RCU yielded a task");
+                        }
+                        bpf_iter_task_destroy(&it);
+                        expected = {violation_kind::rcu_required};
+                        break;
+                      default:  // PROC_THREADS of NULL, and an unknown flavor: -EINVAL
+                        ret = bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_PROC_THREADS);
+                        if (bpf_iter_task_next(&it) != nullptr) {
+                          diverge("a refused iterator yielded a task");
+                        }
+                        bpf_iter_task_destroy(&it);
+                        ret = ret == -EINVAL ? bpf_iter_task_new(&it, nullptr, 7) : 0;
+                        bpf_iter_task_destroy(&it);
+                        break;
+                    }
+                    return 0;
+                  });
+    const prog_run_result r = prog.run(task(prog_), task(prog_));
+    std::vector<violation_kind> got;
+    for (const violation& v : r.violations) {
+      got.push_back(v.kind);
+    }
+    // Outside RCU the checker reports the first use (newest: the new itself) and,
+    // since a recording run goes on where the verifier would stop, each later use
+    // of the iterator again: one or more, all of that kind.
+    if (which == 4 && !got.empty() && std::all_of(got.begin(), got.end(), [](violation_kind k) {
+          return k == violation_kind::rcu_required;
+        })) {
+      got = expected;
+    }
+    if (got != expected || (which == 5 && ret != -EINVAL)) {
+      diverge("iterator rule " + std::to_string(which) + ": " + std::to_string(got.size()) +
+              " violation(s)" +
+              (got.empty() ? std::string() : " (" + r.violations.front().message + ")") +
+              ", the model says " + std::to_string(expected.size()));
+    }
+  }
+
+  template <class Pred>
+  void check_walk(unsigned flavor, task_struct* arg, Pred listed) {
+    std::multiset<const task_struct*> want;
+    for (std::size_t j = 0; j < m_.tasks.size(); ++j) {
+      const model_task& t = m_.tasks[j];
+      if (!t.reaped && !t.freed && listed(t, static_cast<int>(j))) {
+        want.insert(t.t);
+      }
+    }
+    std::multiset<const task_struct*> got;
+    bpf_iter_task it;
+    if (bpf_iter_task_new(&it, arg, flavor) != 0) {
+      diverge("bpf_iter_task_new refused flavor " + std::to_string(flavor));
+    }
+    while (task_struct* t = bpf_iter_task_next(&it)) {
+      got.insert(t);
+      if (got.size() > kMaxTasks + 1) {
+        diverge("bpf_iter_task_next does not end");
+      }
+      // Listed, so the reaper's share of rcu_users is still held: the acquire succeeds.
+      task_struct* ref = bpf_task_acquire(t);
+      check_ptr(ref, t, "bpf_task_acquire of an iterated task");
+      if (ref != nullptr) {
+        bpf_task_release(ref);
+      }
+    }
+    bpf_iter_task_destroy(&it);
+    if (got != want) {
+      diverge("the task iterator (flavor " + std::to_string(flavor) + ") yielded " +
+              std::to_string(got.size()) + " task(s), the model lists " +
+              std::to_string(want.size()));
+    }
+  }
+
+  void store_one(int i) {
+    task_struct* t = task(i);
+    const auto it = stored_.find(i);
+    int* v = bpf_task_storage_get(storage_.get(), t, nullptr, 0);
+    if ((v != nullptr) != (it != stored_.end())) {
+      diverge("bpf_task_storage_get of task " + std::to_string(i) +
+              (v != nullptr ? " found a value the model has not stored" : " found no value"));
+    }
+    if (v != nullptr && *v != it->second) {
+      diverge("bpf_task_storage_get of task " + std::to_string(i) + " read another value");
+    }
+    if (it != stored_.end()) {
+      if ((queries_ + static_cast<unsigned>(i)) % 2U == 0) {
+        if (bpf_task_storage_delete(storage_.get(), t) != 0) {
+          diverge("bpf_task_storage_delete of a stored value failed");
+        }
+        stored_.erase(it);
+        m_.queued.emplace_back(pending_kind::map_memory, -1);  // freed after a grace period
+      }
+      return;
+    }
+    if ((queries_ + static_cast<unsigned>(i)) % 3U == 0) {
+      if (bpf_task_storage_delete(storage_.get(), t) != -ENOENT) {
+        diverge("bpf_task_storage_delete of no value did not say -ENOENT");
+      }
+      return;
+    }
+    const int value = next_value_++;
+    int* made = bpf_task_storage_get(storage_.get(), t, &value, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    // "only allocate new storage, when the task is refcounted".
+    const bool refused = mt(i).usage == 0;
+    if ((made == nullptr) != refused) {
+      diverge("bpf_task_storage_get(F_CREATE) of task " + std::to_string(i) +
+              (refused ? " created storage on a task with usage 0" : " refused a live task"));
+    }
+    if (made != nullptr) {
+      if (*made != value) {
+        diverge("bpf_task_storage_get(F_CREATE) did not copy the value");
+      }
+      stored_.emplace(i, value);
     }
   }
 
@@ -2401,6 +2670,10 @@ class harness {
   std::optional<kernel> k_;
   deterministic_rcu* rc_ = nullptr;
   std::unique_ptr<bpf_array_map<task_value>> map_;
+  std::unique_ptr<bpf_task_storage_map<int>> storage_;  // task local storage
+  std::map<int, int> stored_;                           // its model: model task index -> value
+  int next_value_ = 1;
+  unsigned queries_ = 0;
   std::vector<int> slots_;  // the model task whose reference each slot holds, or -1
   int prog_ = -1;
   bool tracked_ = false;  // holders are tracked: a release without a holder is theirs to report
