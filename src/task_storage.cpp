@@ -104,7 +104,10 @@ task_storage_map_base::~task_storage_map_base() {
     const lock_guard lock(g_storage_lock);
     list = std::exchange(elems_, nullptr);
     count_ = 0;
-    for (task_storage_elem* e = list; e != nullptr; e = e->map_next) {
+    // Orphaned (its kernel destroyed first): the tasks may be gone with it (a
+    // leaked task is buried, in unchecked builds freed, without free_task), so
+    // their lists are not touched; nothing can reach the values any more.
+    for (task_storage_elem* e = attached ? list : nullptr; e != nullptr; e = e->map_next) {
       task_storage_elem** link = &e->task->priv.bpf_storage;
       while (*link != nullptr && *link != e) {
         link = &(*link)->task_next;

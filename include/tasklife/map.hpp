@@ -804,7 +804,8 @@ namespace detail {
 struct task_storage_elem;
 struct task_storage_access;
 
-// What bpf_task_storage_map<V> does, with V's layout and constructors erased (src/map.cpp).
+// What bpf_task_storage_map<V> does, with V's layout and constructors erased
+// (src/task_storage.cpp).
 class TASKLIFE_API task_storage_map_base {
  public:
   struct value_ops {

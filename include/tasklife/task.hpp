@@ -205,7 +205,7 @@ struct task_private {
   // waits, and is woken to reap it by the last thread's release_task.
   bool parent_waits = false;
   // Task local storage (map.hpp): the kernel's task->bpf_storage, this task's
-  // values, one per task storage map; under the storage lock (src/map.cpp).
+  // values, one per task storage map; under the storage lock (src/task_storage.cpp).
   task_storage_elem* bpf_storage = nullptr;
   // Kept after the free for the use-after-free report.
   std::uint64_t freed_event = 0;

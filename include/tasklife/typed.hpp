@@ -44,7 +44,8 @@
 //   rcu_guard, read(slot, guard), read(slot), and in namespace typed:
 //   bpf_task_acquire, bpf_task_release, bpf_task_from_pid, bpf_task_from_vpid,
 //   bpf_kptr_xchg, bpf_get_current_task_btf, btf_walk (group_leader, real_parent);
-//   task_iter and task_iter_flavor (the task iterator, bpf_iter_task_*)
+//   and, in namespace tasklife itself, task_iter and task_iter_flavor (the task
+//   iterator, bpf_iter_task_*)
 //
 // Lifetime
 //   Wrappers own nothing but an owned_ref's (or maybe_ref's) one reference. They
@@ -637,14 +638,22 @@ class task_iter {
       : guard_(guard.id()), where_(where) {
     (void)tasklife::bpf_iter_task_new(&it_, task.get(), BPF_TASK_ITER_PROC_THREADS, where);
   }
+  // A temporary guard ends at the end of the full expression, before the walk:
+  // every constructor refuses one at compile time.
   template <class G = rcu_guard>
   task_iter(task_iter_flavor, const G&& guard,
             std::source_location = std::source_location::current()) {
-    static_assert(detail::always_false<G>,
-                  "a temporary rcu_guard ends before the iterator could walk: kernel func "
-                  "bpf_iter_task_new requires RCU critical section protection: make the "
-                  "iterator under a named rcu_guard");
-    (void)guard;
+    temporary_guard<G>(guard);
+  }
+  template <class G = rcu_guard>
+  task_iter(trusted_ptr<task_struct>, const G&& guard,
+            std::source_location = std::source_location::current()) {
+    temporary_guard<G>(guard);
+  }
+  template <class G = rcu_guard>
+  task_iter(const owned_ref<task_struct>&, const G&& guard,
+            std::source_location = std::source_location::current()) {
+    temporary_guard<G>(guard);
   }
   template <class P>
   requires(!std::is_same_v<std::remove_cvref_t<P>, trusted_ptr<task_struct>> &&
@@ -675,6 +684,13 @@ class task_iter {
   }
 
  private:
+  template <class G>
+  static void temporary_guard(const G&) {
+    static_assert(detail::always_false<G>,
+                  "a temporary rcu_guard ends before the iterator could walk: kernel func "
+                  "bpf_iter_task_new requires RCU critical section protection: make the "
+                  "iterator under a named rcu_guard");
+  }
   bpf_iter_task it_;
   std::uint64_t guard_ = 0;
   std::source_location where_;
