@@ -452,8 +452,7 @@ class execution_state {
     }
     t.finished_ = true;
     t.exec_.thread_ended(t);
-    detail::fiber::switch_to(t.fiber_, t.exec_.main_);
-    std::abort();  // never resumed
+    detail::fiber::finish_to(t.fiber_, t.exec_.main_);
   }
   void thread_ended(detail::sim_thread& t) {
     // A thread that ends inside a read-side section (or still registered) would

@@ -231,6 +231,23 @@ void fiber::switch_to(fiber& from, fiber& to) noexcept {
 #endif
 }
 
+void fiber::finish_to(fiber& from, fiber& to) noexcept {
+#ifdef TASKLIFE_FIBER_ASAN
+  // nullptr: this fiber's fake stack is destroyed; it never resumes from here.
+  __sanitizer_start_switch_fiber(nullptr, to.asan_bottom_, to.asan_size_);
+  from.asan_fake_stack_ = nullptr;
+#endif
+#ifdef TASKLIFE_FIBER_TSAN
+  __tsan_switch_to_fiber(to.tsan_fiber_, 0);
+#endif
+#if defined(__x86_64__)
+  tasklife_fiber_switch(&from.sp_, to.sp_);
+#else
+  swapcontext(static_cast<ucontext_t*>(from.ucontext_), static_cast<ucontext_t*>(to.ucontext_));
+#endif
+  std::abort();  // never resumed: a reused fiber starts again at its trampoline
+}
+
 void fiber::trampoline(fiber* self) noexcept {
   self->entry_(self->arg_);
   std::abort();  // an entry must switch away for good, never return
