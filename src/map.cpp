@@ -148,6 +148,11 @@ bool check_local_object(const void* obj, std::string_view op, std::source_locati
   return false;
 }
 
+void report_map_op_misuse(contract_kind kind, std::string_view map, std::string_view op,
+                          std::string_view rest, std::source_location where) {
+  report_map_misuse(kind, map, op, fmt::format("{}{}", op, rest), where);
+}
+
 void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
                        std::string message, std::source_location where) {
   diagnostic_object o;

@@ -121,6 +121,11 @@ void bpf_obj_drop(T* obj, std::source_location where = std::source_location::cur
 namespace detail {
 TASKLIFE_API void report_map_misuse(contract_kind kind, std::string_view map, std::string_view op,
                                     std::string message, std::source_location where);
+// The same, for a message that begins with the operation's name: "<op><rest>" (the
+// string is built out of line).
+TASKLIFE_API void report_map_op_misuse(contract_kind kind, std::string_view map,
+                                       std::string_view op, std::string_view rest,
+                                       std::source_location where);
 }  // namespace detail
 
 // What runs on a slot when its container frees it: destroy() on what was in it;
@@ -530,9 +535,9 @@ class bpf_hash_map {
   bool orphaned(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (dependent_.orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
-        detail::report_map_misuse(
-            contract_kind::teardown_order, name_, op,
-            std::string(op) + "() on a map whose kernel was destroyed before it; refused", where);
+        detail::report_map_op_misuse(contract_kind::teardown_order, name_, op,
+                                     "() on a map whose kernel was destroyed before it; refused",
+                                     where);
         return true;
       }
     }
@@ -585,11 +590,10 @@ class bpf_hash_map {
   bool check_rcu(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (!kernel_.rcu().rcu_read_lock_held()) [[unlikely]] {
-        detail::report_map_misuse(contract_kind::missing_rcu_lock, name_, op,
-                                  std::string(op) +
-                                      "() without rcu_read_lock(): the value it "
-                                      "returns may be reclaimed at any moment",
-                                  where);
+        detail::report_map_op_misuse(contract_kind::missing_rcu_lock, name_, op,
+                                     "() without rcu_read_lock(): the value it "
+                                     "returns may be reclaimed at any moment",
+                                     where);
         return false;
       }
     }
@@ -742,9 +746,9 @@ class bpf_array_map {
   bool orphaned(std::string_view op, std::source_location where) {
     if constexpr (contract_checks_enabled) {
       if (dependent_.orphaned.load(std::memory_order_relaxed)) [[unlikely]] {
-        detail::report_map_misuse(
-            contract_kind::teardown_order, name_, op,
-            std::string(op) + "() on a map whose kernel was destroyed before it; refused", where);
+        detail::report_map_op_misuse(contract_kind::teardown_order, name_, op,
+                                     "() on a map whose kernel was destroyed before it; refused",
+                                     where);
         return true;
       }
     }
