@@ -212,10 +212,9 @@ void fiber::start(entry_fn entry, void* arg) noexcept {
 #endif
 }
 
-void fiber::switch_to(fiber& from, fiber& to) noexcept {
-#ifdef TASKLIFE_FIBER_ASAN
-  __sanitizer_start_switch_fiber(&from.asan_fake_stack_, to.asan_bottom_, to.asan_size_);
-#endif
+// The switch itself, after ASan's start (each caller says what becomes of the
+// fake stack of `from`) and before its finish.
+void fiber::jump(fiber& from, fiber& to) noexcept {
 #ifdef TASKLIFE_FIBER_TSAN
   __tsan_switch_to_fiber(to.tsan_fiber_, 0);
 #endif
@@ -224,6 +223,13 @@ void fiber::switch_to(fiber& from, fiber& to) noexcept {
 #else
   swapcontext(static_cast<ucontext_t*>(from.ucontext_), static_cast<ucontext_t*>(to.ucontext_));
 #endif
+}
+
+void fiber::switch_to(fiber& from, fiber& to) noexcept {
+#ifdef TASKLIFE_FIBER_ASAN
+  __sanitizer_start_switch_fiber(&from.asan_fake_stack_, to.asan_bottom_, to.asan_size_);
+#endif
+  jump(from, to);
 #ifdef TASKLIFE_FIBER_ASAN
   const void* came_from_bottom = nullptr;
   std::size_t came_from_size = 0;
@@ -237,14 +243,7 @@ void fiber::finish_to(fiber& from, fiber& to) noexcept {
   __sanitizer_start_switch_fiber(nullptr, to.asan_bottom_, to.asan_size_);
   from.asan_fake_stack_ = nullptr;
 #endif
-#ifdef TASKLIFE_FIBER_TSAN
-  __tsan_switch_to_fiber(to.tsan_fiber_, 0);
-#endif
-#if defined(__x86_64__)
-  tasklife_fiber_switch(&from.sp_, to.sp_);
-#else
-  swapcontext(static_cast<ucontext_t*>(from.ucontext_), static_cast<ucontext_t*>(to.ucontext_));
-#endif
+  jump(from, to);
   std::abort();  // never resumed: a reused fiber starts again at its trampoline
 }
 

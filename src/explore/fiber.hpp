@@ -59,8 +59,9 @@ class fiber {
   static void trampoline(fiber* self) noexcept;
 
  private:
-  void* stack_base_ = nullptr;                 // the mapping, guard page included
-  std::size_t stack_size_ = 0;                 // usable bytes above the guard page
+  static void jump(fiber& from, fiber& to) noexcept;  // the switch under both
+  void* stack_base_ = nullptr;                        // the mapping, guard page included
+  std::size_t stack_size_ = 0;                        // usable bytes above the guard page
   void* sp_ = nullptr;                         // saved stack pointer while suspended (x86-64)
   [[maybe_unused]] void* ucontext_ = nullptr;  // ucontext_t, off x86-64
   entry_fn entry_ = nullptr;
