@@ -20,18 +20,18 @@ struct task_storage_elem {
   rcu_head rcu;  // the free after a delete or the map's destruction
   task_storage_map_base* map;
   task_struct* task;
-  task_storage_elem* task_next;  // the task's values, under g_storage_lock
-  task_storage_elem* map_prev;   // the map's values, under g_storage_lock
+  task_storage_elem* task_next;  // the task's values, under task_storage_lock
+  task_storage_elem* map_prev;   // the map's values, under task_storage_lock
   task_storage_elem* map_next;
   void (*destroy)(void*) noexcept;
   std::size_t align;
   void* value;
 };
 
-namespace {
+// Every task's list and every map's list (task.hpp; map.hpp, Memory ordering).
+mutex task_storage_lock;
 
-// Every task's list and every map's list (see map.hpp, Memory ordering).
-mutex g_storage_lock;
+namespace {
 
 task_storage_elem* elem_of_rcu(rcu_head* rhp) noexcept {
   return reinterpret_cast<task_storage_elem*>(reinterpret_cast<char*>(rhp) -
@@ -49,7 +49,7 @@ void reclaim_elem(rcu_head* rhp) {
 }
 
 // Unlinks `e` from its map's list (the task's list is the caller's business).
-void unlink_from_map(task_storage_elem* e) TASKLIFE_REQUIRES(g_storage_lock) {
+void unlink_from_map(task_storage_elem* e) TASKLIFE_REQUIRES(task_storage_lock) {
   task_storage_access::unlink(*e->map, e);
 }
 
@@ -59,7 +59,7 @@ void unlink_from_map(task_storage_elem* e) TASKLIFE_REQUIRES(g_storage_lock) {
 void free_task_storage(task_struct* t) noexcept {
   task_storage_elem* list = nullptr;
   {
-    const lock_guard lock(g_storage_lock);
+    const lock_guard lock(task_storage_lock);
     list = std::exchange(t->priv.bpf_storage, nullptr);
     for (task_storage_elem* e = list; e != nullptr; e = e->task_next) {
       unlink_from_map(e);
@@ -101,7 +101,7 @@ task_storage_map_base::~task_storage_map_base() {
   // grace period (a program may still read one it got in its section).
   task_storage_elem* list = nullptr;
   {
-    const lock_guard lock(g_storage_lock);
+    const lock_guard lock(task_storage_lock);
     list = std::exchange(elems_, nullptr);
     count_ = 0;
     // Orphaned (its kernel destroyed first): the tasks may be gone with it (a
@@ -129,13 +129,13 @@ task_storage_map_base::~task_storage_map_base() {
 }
 
 std::size_t task_storage_map_base::size() const {
-  const lock_guard lock(g_storage_lock);
+  const lock_guard lock(task_storage_lock);
   return count_;
 }
 
 void* task_storage_access::get(task_storage_map_base& m, task_struct* task, const void* init,
                                bool create) {
-  const lock_guard lock(g_storage_lock);
+  const lock_guard lock(task_storage_lock);
   for (task_storage_elem* e = task->priv.bpf_storage; e != nullptr; e = e->task_next) {
     if (e->map == &m) {
       return e->value;
@@ -166,7 +166,7 @@ void* task_storage_access::get(task_storage_map_base& m, task_struct* task, cons
 long task_storage_access::remove(task_storage_map_base& m, task_struct* task) {
   task_storage_elem* found = nullptr;
   {
-    const lock_guard lock(g_storage_lock);
+    const lock_guard lock(task_storage_lock);
     for (task_storage_elem** link = &task->priv.bpf_storage; *link != nullptr;
          link = &(*link)->task_next) {
       if ((*link)->map == &m) {

@@ -14,8 +14,9 @@ struct task_storage_access {
   static long remove(task_storage_map_base& m, task_struct* task);
   static kernel& owner(task_storage_map_base& m) noexcept;
   static bool orphaned(const task_storage_map_base& m) noexcept;
-  // Takes `e` off `m`'s list (under the storage lock).
-  static void unlink(task_storage_map_base& m, task_storage_elem* e);
+  // Takes `e` off `m`'s list.
+  static void unlink(task_storage_map_base& m, task_storage_elem* e)
+      TASKLIFE_REQUIRES(task_storage_lock);
 };
 
 }  // namespace tasklife::detail

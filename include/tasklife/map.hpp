@@ -832,8 +832,8 @@ class TASKLIFE_API task_storage_map_base {
   kernel& kernel_;
   std::string name_;
   value_ops ops_;
-  task_storage_elem* elems_ = nullptr;  // this map's values, under the storage lock
-  std::size_t count_ = 0;               // under the storage lock
+  task_storage_elem* elems_ TASKLIFE_GUARDED_BY(task_storage_lock) = nullptr;  // its values
+  std::size_t count_ TASKLIFE_GUARDED_BY(task_storage_lock) = 0;
   kernel_dependent dependent_{"map", {}};
 };
 }  // namespace detail

@@ -72,6 +72,7 @@
 #include <tasklife/export.hpp>
 #include <tasklife/rcu.hpp>
 #include <tasklife/refcount.hpp>
+#include <tasklife/thread_safety.hpp>
 
 namespace tasklife {
 
@@ -105,6 +106,11 @@ namespace detail {
 
 struct task_history;
 struct task_storage_elem;
+// Every task's and every task storage map's list of values (map.hpp's
+// bpf_task_storage_map; defined in src/task_storage.cpp). One lock where the kernel
+// has one per task's storage and per map bucket: the lists are short and the
+// operations rare next to acquire and release, which never take it.
+TASKLIFE_API extern mutex task_storage_lock;
 
 // A task's pid numbers, level 0 (root) to its active namespace's level: the
 // kernel's struct pid numbers[]. The root level lives inside the task itself, so
@@ -205,8 +211,8 @@ struct task_private {
   // waits, and is woken to reap it by the last thread's release_task.
   bool parent_waits = false;
   // Task local storage (map.hpp): the kernel's task->bpf_storage, this task's
-  // values, one per task storage map; under the storage lock (src/task_storage.cpp).
-  task_storage_elem* bpf_storage = nullptr;
+  // values, one per task storage map.
+  task_storage_elem* bpf_storage TASKLIFE_GUARDED_BY(task_storage_lock) = nullptr;
   // Kept after the free for the use-after-free report.
   std::uint64_t freed_event = 0;
   std::source_location freed_where{};
