@@ -747,6 +747,9 @@ bool storage_call(kfunc_id id, detail::task_storage_map_base* map, task_struct* 
            where);
     return false;
   }
+  if (!verify_arg(run, id, task, where)) {
+    return false;
+  }
   if (task == nullptr) {
     return false;  // ARG_PTR_TO_BTF_ID_OR_NULL: the helper's own "if (!task)"
   }

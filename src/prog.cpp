@@ -111,6 +111,9 @@ const task_struct* prog_run::task_containing(const void* p) const {
 bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
                               std::source_location where) {
   const std::string_view name = to_string(id);
+  if (role == kfunc_arg::helper_btf_id) {
+    return check_helper_btf_id_arg(name, p, where);
+  }
   // check_kfunc_args: the NULL test comes first (every KF_RCU or trusted argument,
   // which from 1a5c01d2508a is every argument), then the argument's type.
   if (p == nullptr) {
@@ -202,8 +205,42 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
       report(violation_kind::xchg_unreferenced, name, p,
              "R2 must be referenced when passed to release function", where);
       return false;
+    case kfunc_arg::helper_btf_id:
+      break;  // checked above
   }
   return false;
+}
+
+// check_reg_type for a helper's ARG_PTR_TO_BTF_ID_OR_NULL: btf_ptr_types takes a
+// legacy (ptr_), trusted or RCU pointer, and NULL; a released reference is a scalar
+// (mark_reg_invalid), a pointer that is no task the stack's fp.
+bool prog_run::check_helper_btf_id_arg(std::string_view name, const task_struct* p,
+                                       std::source_location where) {
+  if (p == nullptr || live_ref(p) != nullptr) {
+    return true;  // the helper's own "if (!task)"; a reference is trusted
+  }
+  constexpr std::string_view expected = "expected=ptr_, trusted_ptr_, rcu_ptr_";
+  if (!kernel_.knows_task(p)) {
+    report(violation_kind::arg_type_mismatch, name, p, fmt::format("R2 type=fp {}", expected),
+           where);
+    return false;
+  }
+  const std::optional<trust> known = trust_of(p);
+  const reference* released = last_released(p);
+  if (released != nullptr && (!known || *known == trust::untrusted)) {
+    report(violation_kind::use_after_release, name, p,
+           fmt::format("R2 type=scalar {} (reference id={} to this task was released at {}:{})",
+                       expected, released->id, released->released_at.file_name(),
+                       released->released_at.line()),
+           where);
+    return false;
+  }
+  if (known && *known == trust::untrusted) {
+    report(violation_kind::untrusted_arg, name, p,
+           fmt::format("R2 type=untrusted_ptr_ {}", expected), where);
+    return false;
+  }
+  return true;  // trusted, RCU, legacy, or a load the checker never saw (a legacy ptr_)
 }
 
 bool prog_run::check_mem_arg(kfunc_id id, unsigned regno, const void* p, std::size_t size,

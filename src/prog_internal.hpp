@@ -26,6 +26,8 @@ class prog_run {
   bool check_call(kfunc_id id, std::source_location where);
   bool check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
                       std::source_location where);
+  bool check_helper_btf_id_arg(std::string_view name, const task_struct* p,
+                               std::source_location where);
   void produced(kfunc_id id, task_struct* p, std::source_location where);  // a new reference
   void trusted_value(const task_struct* p, bool rcu_safe);
   // A fentry/fexit argument: PTR_TO_BTF_ID without PTR_TRUSTED (c6b0337f0120).

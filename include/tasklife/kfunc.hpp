@@ -34,6 +34,8 @@
 //   KF_* flags, kfunc_id, prog_type, kfunc_arg, kfunc_info and the table kfuncs[]
 //   (one row per kfunc), info(id), to_string(id), kfunc_exists(), kfunc_flags(),
 //   kfunc_returns_maybe_null(), kfunc_allowed()
+//   weak kfunc declarations (libbpf's __ksym __weak, ___flavor names): weak_kfunc,
+//   bpf_ksym_exists(), resolve_weak_kfunc()
 //   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run);
 //   the task iterator: bpf_iter_task, BPF_TASK_ITER_*, bpf_iter_task_new/next/destroy;
 //   task local storage's helpers: bpf_task_storage_get, bpf_task_storage_delete
@@ -72,6 +74,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <iterator>
+#include <optional>
 #include <source_location>
 #include <string_view>
 #include <sys/types.h>
@@ -155,7 +158,113 @@ enum class kfunc_arg : std::uint8_t {
   release,  // KF_RELEASE: a referenced pointer, consumed
   xchg_in,  // bpf_kptr_xchg's second argument (OBJ_RELEASE): referenced or NULL, moved
   trusted,  // KF_TRUSTED_ARGS without KF_RCU (or the 2026 default): trusted or referenced
+  // A helper's ARG_PTR_TO_BTF_ID_OR_NULL (bpf_task_storage_get/_delete's task, R2):
+  // NULL, or a task pointer the verifier types ptr_, trusted_ptr_ or rcu_ptr_
+  // (btf_ptr_types); an untrusted or released one is refused.
+  helper_btf_id,
 };
+
+class bpf_iter_task;
+
+namespace detail {
+// ---- BTF prototypes, as far as libbpf compares them ------------------------------------------
+// A type as bpf_core_types_are_compat sees it (tools/lib/bpf/relo_core.c): qualifiers
+// and typedefs skipped, then its kind; a pointer recurses into what it points to.
+// Names play no part: every struct is compatible with every struct, every integer
+// with every integer (signedness and width aside).
+enum class btf_kind : std::uint8_t { void_, int_, float_, enum_, struct_, union_, ptr };
+inline constexpr std::size_t btf_max_depth = 4;   // T***: ptr, ptr, ptr, T
+inline constexpr std::size_t btf_max_params = 5;  // a BPF call passes at most five
+struct btf_type_shape {
+  std::array<btf_kind, btf_max_depth> kinds{};
+  std::uint8_t depth = 0;
+};
+// A FUNC_PROTO: the return type and the parameters. `kfunc` is false for a helper
+// (BPF_FUNC_*), which a program calls by number: no __ksym declaration names it.
+struct btf_proto {
+  btf_type_shape ret;
+  std::array<btf_type_shape, btf_max_params> params{};
+  std::uint8_t nparams = 0;
+  bool kfunc = true;
+};
+
+template <class T>
+constexpr void btf_shape_into(btf_type_shape& s) noexcept {
+  using U = std::remove_cv_t<T>;
+  btf_kind& k = s.kinds[s.depth++];
+  if constexpr (std::is_pointer_v<U>) {
+    static_assert(!std::is_function_v<std::remove_pointer_t<U>>,
+                  "function pointers are not part of any task kfunc's prototype");
+    k = btf_kind::ptr;
+    btf_shape_into<std::remove_pointer_t<U>>(s);
+  } else if constexpr (std::is_void_v<U>) {
+    k = btf_kind::void_;
+  } else if constexpr (std::is_integral_v<U>) {
+    k = btf_kind::int_;
+  } else if constexpr (std::is_floating_point_v<U>) {
+    k = btf_kind::float_;
+  } else if constexpr (std::is_enum_v<U>) {
+    k = btf_kind::enum_;
+  } else if constexpr (std::is_union_v<U>) {
+    k = btf_kind::union_;
+  } else {
+    static_assert(std::is_class_v<U>, "a type C has no BTF for (a reference, an array...)");
+    k = btf_kind::struct_;
+  }
+}
+template <class T>
+constexpr btf_type_shape btf_shape_of() noexcept {
+  static_assert(
+      std::is_void_v<T> || !std::is_pointer_v<std::remove_pointer_t<
+                               std::remove_pointer_t<std::remove_pointer_t<std::remove_cv_t<T>>>>>,
+      "more than three levels of pointers");
+  btf_type_shape s;
+  btf_shape_into<T>(s);
+  return s;
+}
+
+template <class Fn>
+struct btf_proto_of;
+template <class R, class... Args>
+struct btf_proto_of<R(Args...)> {
+  static_assert(sizeof...(Args) <= btf_max_params, "a BPF call passes at most five arguments");
+  static constexpr btf_proto value{btf_shape_of<R>(), {btf_shape_of<Args>()...}, sizeof...(Args)};
+};
+// The row's prototype of a kfunc, and of a helper (not resolvable as a __ksym).
+template <class Fn>
+inline constexpr btf_proto kfunc_proto = btf_proto_of<Fn>::value;
+template <class Fn>
+inline constexpr btf_proto helper_proto = [] {
+  btf_proto p = btf_proto_of<Fn>::value;
+  p.kfunc = false;
+  return p;
+}();
+
+constexpr bool btf_compatible(const btf_type_shape& a, const btf_type_shape& b) noexcept {
+  if (a.depth != b.depth) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.depth; ++i) {
+    if (a.kinds[i] != b.kinds[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+// __bpf_core_types_are_compat on two FUNC_PROTOs: as many parameters, each
+// compatible, and the return types compatible.
+constexpr bool btf_compatible(const btf_proto& a, const btf_proto& b) noexcept {
+  if (a.nparams != b.nparams || !btf_compatible(a.ret, b.ret)) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.nparams; ++i) {
+    if (!btf_compatible(a.params[i], b.params[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace detail
 
 // A kfunc in one profile: whether it exists there, and its KF_* flags.
 struct kfunc_in_profile {
@@ -168,6 +277,9 @@ struct kfunc_in_profile {
 struct kfunc_info {
   kfunc_id id;
   std::string_view name;
+  // Its prototype in the kernel's BTF (what libbpf checks a __ksym declaration
+  // against: weak_kfunc); a helper's is marked as one.
+  detail::btf_proto prototype;
   // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current, newest.
   std::array<kfunc_in_profile, semantics_profile_count> in_profile;
   // Bit i: prog_type i may call it (the kfunc set's registered program types).
@@ -213,58 +325,66 @@ inline constexpr std::uint8_t every_prog_type = (1U << prog_type_count) - 1U;
 // src/kfunc.cpp (CONTRIBUTING.md).
 inline constexpr kfunc_info kfuncs[] = {
     {kfunc_id::bpf_task_acquire, "bpf_task_acquire",
+     detail::kfunc_proto<task_struct*(task_struct*)>,
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_TRUSTED_ARGS),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
-    {kfunc_id::bpf_task_release, "bpf_task_release",
+    {kfunc_id::bpf_task_release, "bpf_task_release", detail::kfunc_proto<void(task_struct*)>,
      detail::per_profile(detail::kf(KF_RELEASE), detail::kf(KF_RELEASE), detail::kf(KF_RELEASE),
                          detail::kf(KF_RELEASE), detail::kf(KF_RELEASE)),
      detail::task_kfunc_prog_types, kfunc_arg::release, false, true},
-    {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor",
+    {kfunc_id::bpf_task_release_dtor, "bpf_task_release_dtor", detail::kfunc_proto<void(void*)>,
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent, detail::kf(0),
                          detail::kf(0)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_pid, "bpf_task_from_pid",
+     detail::kfunc_proto<task_struct*(std::int32_t)>,
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL), detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_from_vpid, "bpf_task_from_vpid",
+     detail::kfunc_proto<task_struct*(std::int32_t)>,
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
                          detail::kf(KF_ACQUIRE | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RET_NULL)),
      detail::task_kfunc_prog_types, kfunc_arg::none, false},
     {kfunc_id::bpf_task_kptr_get, "bpf_task_kptr_get",
+     detail::kfunc_proto<task_struct*(task_struct**)>,
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_KPTR_GET | KF_RET_NULL), detail::kf_absent,
                          detail::kf_absent, detail::kf_absent),
      detail::task_kfunc_prog_types, kfunc_arg::none, false, true},
     {kfunc_id::bpf_task_acquire_not_zero, "bpf_task_acquire_not_zero",
+     detail::kfunc_proto<task_struct*(task_struct*)>,
      detail::per_profile(detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL),
                          detail::kf(KF_ACQUIRE | KF_RCU | KF_RET_NULL), detail::kf_absent,
                          detail::kf_absent, detail::kf_absent),
      detail::task_kfunc_prog_types, kfunc_arg::acquire, false, true},
-    {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg",
+    {kfunc_id::bpf_kptr_xchg, "bpf_kptr_xchg", detail::helper_proto<void*(void*, void*)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::xchg_in, true, true},
-    {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock",
+    {kfunc_id::bpf_rcu_read_lock, "bpf_rcu_read_lock", detail::kfunc_proto<void()>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false, true},
-    {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock",
+    {kfunc_id::bpf_rcu_read_unlock, "bpf_rcu_read_unlock", detail::kfunc_proto<void()>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false, true},
     // A tracing helper, which syscall programs fall back to as well.
     {kfunc_id::bpf_get_current_task_btf, "bpf_get_current_task_btf",
+     detail::helper_proto<task_struct*()>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     // Helpers (BPF_FUNC_*): a tracing helper and a base one (bpf_base_func_proto).
     {kfunc_id::bpf_probe_read_kernel, "bpf_probe_read_kernel",
+     detail::helper_proto<long(void*, std::uint32_t, const void*)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     {kfunc_id::bpf_strncmp, "bpf_strncmp",
+     detail::helper_proto<long(const char*, std::uint32_t, const char*)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
      detail::every_prog_type, kfunc_arg::none, false},
     // The task iterator (c68a78ffe2cb "bpf: Introduce task open coded iterator
@@ -273,16 +393,19 @@ inline constexpr kfunc_info kfuncs[] = {
     // set (common_btf_ids): every program type. 7646c7afd9a9 dropped
     // KF_TRUSTED_ARGS from _new.
     {kfunc_id::bpf_iter_task_new, "bpf_iter_task_new",
+     detail::kfunc_proto<int(bpf_iter_task*, task_struct*, unsigned int)>,
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
                          detail::kf(KF_ITER_NEW | KF_TRUSTED_ARGS | KF_RCU_PROTECTED),
                          detail::kf(KF_ITER_NEW | KF_RCU_PROTECTED)),
      detail::every_prog_type, kfunc_arg::trusted, false},
     {kfunc_id::bpf_iter_task_next, "bpf_iter_task_next",
+     detail::kfunc_proto<task_struct*(bpf_iter_task*)>,
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
                          detail::kf(KF_ITER_NEXT | KF_RET_NULL),
                          detail::kf(KF_ITER_NEXT | KF_RET_NULL)),
      detail::every_prog_type, kfunc_arg::none, false},
     {kfunc_id::bpf_iter_task_destroy, "bpf_iter_task_destroy",
+     detail::kfunc_proto<void(bpf_iter_task*)>,
      detail::per_profile(detail::kf_absent, detail::kf_absent, detail::kf_absent,
                          detail::kf(KF_ITER_DESTROY), detail::kf(KF_ITER_DESTROY)),
      detail::every_prog_type, kfunc_arg::none, false},
@@ -290,11 +413,13 @@ inline constexpr kfunc_info kfuncs[] = {
     // program types are the kernel's func_proto lists, which tasklife does not
     // model for helpers (every type may call them here; syscall cannot there).
     {kfunc_id::bpf_task_storage_get, "bpf_task_storage_get",
+     detail::helper_proto<void*(void*, task_struct*, void*, std::uint64_t)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, true, true},
+     detail::every_prog_type, kfunc_arg::helper_btf_id, true, true},
     {kfunc_id::bpf_task_storage_delete, "bpf_task_storage_delete",
+     detail::helper_proto<long(void*, task_struct*)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
-     detail::every_prog_type, kfunc_arg::none, false, true},
+     detail::every_prog_type, kfunc_arg::helper_btf_id, false, true},
 };
 static_assert(std::size(kfuncs) == kfunc_id_count,
               "kfuncs[] must have one row per kfunc in TASKLIFE_KFUNC_IDS");
@@ -352,6 +477,81 @@ constexpr bool kfunc_returns_maybe_null(semantics_profile profile, kfunc_id id) 
 // Whether a program type may call the kfunc.
 constexpr bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
   return (info(id).prog_types & (1U << static_cast<unsigned>(type))) != 0;
+}
+
+// ---- weak kfunc declarations (libbpf's `__ksym __weak`, with ___flavor names) ------------------
+// A BPF object declares the kfuncs it calls; a weak declaration that the running
+// kernel cannot satisfy is NULL instead of failing the load, and the program asks
+// bpf_ksym_exists() before calling it. Since 5964a223f5e4 (libbpf in v6.6, Aug 2023;
+// selftests 63ae8eb2c5b1, the two test_task_kfunc_flavor_relo programs) a name may
+// carry a "___flavor" suffix, so that one object can declare two versions of a
+// kfunc's prototype under two names:
+//   struct task_struct *bpf_task_acquire___one(struct task_struct *) __ksym __weak;
+//   struct task_struct *bpf_task_acquire___two(struct task_struct *, void *) __ksym __weak;
+// libbpf resolves each on its own: the name without its suffix must be a kfunc of the
+// kernel (here: a kfunc row that exists in the profile), and the declared prototype
+// must be compatible with the kernel's (bpf_core_types_are_compat, detail::btf_proto).
+// Helpers are called by number, not by name: no declaration resolves to one here.
+
+namespace detail {
+// bpf_core_essential_name_len: the name up to its last "X___Y" separator (X and Y
+// not underscores); the whole name if it has none.
+constexpr std::string_view essential_name(std::string_view name) noexcept {
+  for (std::size_t i = name.size() < 5 ? 0 : name.size() - 4; i-- > 0;) {
+    if (name[i] != '_' && name.substr(i + 1, 3) == "___" && name[i + 4] != '_') {
+      return name.substr(0, i + 1);
+    }
+  }
+  return name;
+}
+}  // namespace detail
+
+// The kfunc a weak declaration of `declared_name` with prototype `declared`
+// resolves to in `profile`, or none (the symbol is NULL there).
+constexpr std::optional<kfunc_id> resolve_weak_kfunc(semantics_profile profile,
+                                                     std::string_view declared_name,
+                                                     const detail::btf_proto& declared) noexcept {
+  const std::string_view name = detail::essential_name(declared_name);
+  for (const kfunc_info& k : kfuncs) {
+    if (k.name == name) {
+      if (!k.prototype.kfunc || !kfunc_exists(profile, k.id) ||
+          !detail::btf_compatible(declared, k.prototype)) {
+        return std::nullopt;  // found but not usable: a weak symbol stays unresolved
+      }
+      return k.id;
+    }
+  }
+  return std::nullopt;
+}
+
+// One weak declaration with C prototype Fn, resolved against a kernel's profile as
+// libbpf resolves it at load. Call the kfunc it resolved to by its own name, as
+// the program's call through the declaration does:
+//   const weak_kfunc<task_struct*(task_struct*)> one(k, "bpf_task_acquire___one");
+//   if (bpf_ksym_exists(one)) acquired = bpf_task_acquire(task);
+template <class Fn>
+class weak_kfunc {
+ public:
+  constexpr weak_kfunc(semantics_profile profile, std::string_view declared_name) noexcept
+      : name_(declared_name),
+        target_(resolve_weak_kfunc(profile, declared_name, detail::btf_proto_of<Fn>::value)) {}
+  weak_kfunc(const kernel& k, std::string_view declared_name) noexcept
+      : weak_kfunc(k.config().profile, declared_name) {}
+
+  // The declared name ("bpf_task_acquire___one") and the kfunc it resolved to.
+  constexpr std::string_view name() const noexcept { return name_; }
+  constexpr std::optional<kfunc_id> target() const noexcept { return target_; }
+  constexpr bool resolved() const noexcept { return target_.has_value(); }
+
+ private:
+  std::string_view name_;
+  std::optional<kfunc_id> target_;
+};
+
+// bpf_ksym_exists(sym): whether the weak declaration resolved.
+template <class Fn>
+constexpr bool bpf_ksym_exists(const weak_kfunc<Fn>& sym) noexcept {
+  return sym.resolved();
 }
 
 /**

@@ -617,6 +617,55 @@ const std::vector<prog_case> kSuccess = {
            }
            return 0;
          }},
+    // Three weak declarations of bpf_task_acquire under ___flavor names (libbpf
+    // 5964a223f5e4): ___one has the kernel's prototype and resolves; ___two (one
+    // parameter too many) and ___three (void * where the kernel has a struct
+    // pointer) are found by name but fail bpf_core_types_are_compat, so they are
+    // NULL, and their branches are dead code the verifier never checks.
+    {.name = "TestTaskKfuncFlavorRelo",
+     .mirrors = "test_task_kfunc_flavor_relo (task_kfunc_success.c since v6.6)",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct* task) {
+           const weak_kfunc<task_struct*(task_struct*)> one(env.k, "bpf_task_acquire___one");
+           const weak_kfunc<task_struct*(task_struct*, void*)> two(env.k, "bpf_task_acquire___two");
+           const weak_kfunc<task_struct*(void*)> three(env.k, "bpf_task_acquire___three");
+           task_struct* acquired = nullptr;
+           if (bpf_ksym_exists(one)) {
+             EXPECT_EQ(one.target(), kfunc_id::bpf_task_acquire);
+             acquired = bpf_task_acquire(task);  // the call through bpf_task_acquire___one
+           } else if (bpf_ksym_exists(two)) {
+             env.err = 3;
+             return 0;
+           } else if (bpf_ksym_exists(three)) {
+             env.err = 4;
+             return 0;
+           }
+           if (acquired != nullptr) {
+             bpf_task_release(acquired);
+           } else {
+             env.err = 5;
+           }
+           return 0;
+         }},
+    // Whether one flavor resolves decides nothing about another: neither of the two
+    // incompatible declarations resolves on its own.
+    {.name = "TestTaskKfuncFlavorReloNotFound",
+     .mirrors = "test_task_kfunc_flavor_relo_not_found (task_kfunc_success.c since v6.6)",
+     .prog = kNewTask,
+     .run = kForkChild,
+     .body =
+         [](prog_env& env, task_struct*) {
+           if (bpf_ksym_exists(weak_kfunc<task_struct*(task_struct*, void*)>(
+                   env.k, "bpf_task_acquire___two"))) {
+             env.err = 1;
+           } else if (bpf_ksym_exists(
+                          weak_kfunc<task_struct*(void*)>(env.k, "bpf_task_acquire___three"))) {
+             env.err = 2;
+           }
+           return 0;
+         }},
     {.name = "TestTaskFromVpidInvalid",
      .mirrors = "test_task_from_vpid_invalid",
      .prog = kSyscall,
@@ -1275,6 +1324,47 @@ TEST_F(ProgTest, KfuncsAreAllowedByProgramType) {
   EXPECT_TRUE(kfunc_allowed(prog_type::kprobe, kfunc_id::bpf_kptr_xchg));
   // syscall_prog_func_proto falls back to tracing_prog_func_proto, which has it.
   EXPECT_TRUE(kfunc_allowed(prog_type::syscall, kfunc_id::bpf_get_current_task_btf));
+}
+
+// test_task_kfunc_flavor_relo's premise: how libbpf resolves a weak kfunc
+// declaration (bpf_core_essential_name_len, bpf_core_types_are_compat).
+TEST_F(ProgTest, WeakKfuncDeclarationsResolveAsLibbpfResolvesThem) {
+  using detail::essential_name;
+  EXPECT_EQ(essential_name("bpf_task_acquire___one"), "bpf_task_acquire");
+  EXPECT_EQ(essential_name("bpf_task_acquire___v2___x"), "bpf_task_acquire___v2")
+      << "only the last flavor is cut";
+  EXPECT_EQ(essential_name("bpf_task_acquire"), "bpf_task_acquire");
+  EXPECT_EQ(essential_name("bpf_task_acquire____one"), "bpf_task_acquire____one")
+      << "four underscores are no separator";
+  EXPECT_EQ(essential_name("bpf_task_acquire___"), "bpf_task_acquire___") << "no flavor after it";
+  EXPECT_EQ(essential_name("a___b"), "a");
+  EXPECT_EQ(essential_name(""), "");
+
+  constexpr auto newest = semantics_profile::newest;
+  using acquire_fn = task_struct*(task_struct*);
+  static_assert(resolve_weak_kfunc(newest, "bpf_task_acquire___one",
+                                   detail::btf_proto_of<acquire_fn>::value) ==
+                kfunc_id::bpf_task_acquire);
+  // Names do not matter to the comparison, kinds do: any struct pointer, any integer,
+  // qualifiers ignored.
+  struct other;
+  EXPECT_TRUE(weak_kfunc<other*(const other*)>(newest, "bpf_task_acquire___mine").resolved());
+  EXPECT_TRUE(weak_kfunc<task_struct*(long)>(newest, "bpf_task_from_pid___wide").resolved());
+  EXPECT_FALSE(weak_kfunc<task_struct*(int*)>(newest, "bpf_task_acquire___p").resolved());
+  EXPECT_FALSE(weak_kfunc<void*(task_struct*)>(newest, "bpf_task_acquire___r").resolved())
+      << "the return type is compared too";
+  EXPECT_FALSE(weak_kfunc<task_struct*(task_struct**)>(newest, "bpf_task_acquire___pp").resolved());
+  // The kernel must have the kfunc: bpf_task_from_vpid came with v6.13 (current).
+  EXPECT_FALSE(
+      weak_kfunc<task_struct*(int)>(semantics_profile::rcu_safe, "bpf_task_from_vpid").resolved());
+  EXPECT_TRUE(
+      weak_kfunc<task_struct*(int)>(semantics_profile::current, "bpf_task_from_vpid").resolved());
+  // A helper is called by number: no declaration names it; an unknown name is NULL.
+  EXPECT_FALSE(weak_kfunc<void*(void*, void*)>(newest, "bpf_kptr_xchg").resolved());
+  EXPECT_FALSE(weak_kfunc<void()>(newest, "invalid_kfunc").resolved());
+  const weak_kfunc<void()> lock(k(), "bpf_rcu_read_lock___any");
+  EXPECT_EQ(lock.name(), "bpf_rcu_read_lock___any");
+  EXPECT_EQ(lock.target(), kfunc_id::bpf_rcu_read_lock) << "resolved against k()'s profile";
 }
 
 // The names the table's failures print with (PrintTo(violation_kind)).

@@ -3,7 +3,9 @@
 // selftest program that checks creation on a task being freed
 // (task_local_storage_exit_creds.c). Each test ends with the kit's invariant and
 // with every value it made destroyed exactly once.
+#include <cerrno>
 #include <cstdint>
+#include <sys/types.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -98,9 +100,11 @@ TEST_P(TaskStorageTest, AUsageHolderKeepsTheStoragePastTheGracePeriod) {
     ASSERT_NE(bpf_task_storage_get(&map, t, &init, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
   });
   get_task_struct(t);  // a usage holder
+  const kernel_stats before = k().stats();
   retire(t);
   k().rcu().rcu_barrier();  // rcu_users' grace period is over: only the holder keeps t
-  ASSERT_FALSE(k().is_freed(t));
+  // Counted, not asked with is_freed(): the unchecked tier remembers no freed task.
+  ASSERT_EQ(k().stats().freed, before.freed);
   EXPECT_EQ(destroyed, 0);
   InSection(reader, [&] {
     const counted* v = bpf_task_storage_get(&map, t, nullptr, 0);
@@ -109,7 +113,7 @@ TEST_P(TaskStorageTest, AUsageHolderKeepsTheStoragePastTheGracePeriod) {
   });
   put_task_struct(t);  // the last put: free_task (after a grace period in newest)
   k().rcu().rcu_barrier();
-  EXPECT_TRUE(k().is_freed(t));
+  EXPECT_EQ(k().stats().freed, before.freed + 1) << "t, and only t";
   EXPECT_EQ(destroyed, 1) << "freed with the task, once";
   EXPECT_EQ(map.size(), 0U);
   retire(reader);
@@ -133,6 +137,7 @@ TEST_P(TaskStorageTest, TraceExitCreds) {
     ASSERT_NE(bpf_task_storage_get(&made, t, &init, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
   });
   get_task_struct(t);
+  const kernel_stats before = k().stats();
   retire(t);
   k().rcu().rcu_barrier();
   int null_ptr_count = 0;
@@ -154,7 +159,7 @@ TEST_P(TaskStorageTest, TraceExitCreds) {
   EXPECT_EQ(valid_ptr_count, 0);
   EXPECT_EQ(late.size(), 1U) << "only the live task's";
   k().rcu().rcu_barrier();
-  EXPECT_TRUE(k().is_freed(t));
+  EXPECT_EQ(k().stats().freed, before.freed + 1) << "t, and only t";
   EXPECT_EQ(destroyed, 1) << "t's value went with t";
   retire({reader, other});
   k().rcu().rcu_barrier();
@@ -197,6 +202,75 @@ TEST_P(TaskStorageTest, OutsideRcuIsReported) {
     EXPECT_EQ(map.size(), 0U) << "refused: nothing made";
   }
   retire(t);
+}
+
+// The helpers' task is ARG_PTR_TO_BTF_ID_OR_NULL: the verifier takes NULL and a
+// pointer it types ptr_, trusted_ptr_ or rcu_ptr_ (btf_ptr_types: the argument, a
+// walked field, a task the iterator yields), and refuses an untrusted one (a field
+// walked outside any RCU section) and a released reference (a scalar by then).
+TEST_P(TaskStorageTest, TheTaskArgumentIsCheckedAsTheVerifierTypesIt) {
+  task_struct* init = fork_task("init");
+  task_struct* child = fork_task("child", init);
+  task_struct* other = fork_task("other", init);
+  bpf_task_storage_map<counted> map(k(), "typed");
+  const pid_t other_pid = other->pid;
+  bpf_prog accepted(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
+    EXPECT_NE(bpf_task_storage_get(&map, task, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    EXPECT_EQ(bpf_task_storage_get(&map, nullptr, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE),
+              nullptr);
+    task_struct* parent = btf_walk(task, &task_struct::real_parent);  // rcu_ptr_
+    EXPECT_NE(bpf_task_storage_get(&map, parent, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    EXPECT_EQ(bpf_task_storage_delete(&map, parent), 0);
+    return 0;
+  });
+  const prog_run_result ok = accepted.run(child, child);
+  EXPECT_TRUE(ok.violations.empty()) << ::testing::PrintToString(ok.violations);
+  EXPECT_EQ(map.size(), 1U) << "the argument's value";
+
+  bpf_prog released(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
+    task_struct* t = bpf_task_from_pid(other_pid);
+    if (t != nullptr) {
+      bpf_task_release(t);
+      EXPECT_EQ(bpf_task_storage_get(&map, t, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    }
+    return 0;
+  });
+  const prog_run_result r = released.run(child, child);
+  EXPECT_THAT(r, testkit::HasViolation(violation_kind::use_after_release,
+                                       "R2 type=scalar expected=ptr_, trusted_ptr_, rcu_ptr_"));
+
+  // A sleepable program outside bpf_rcu_read_lock: the walked field is untrusted.
+  bpf_prog untrusted(k(), prog_type::syscall, "syscall", [&](task_struct*) {
+    task_struct* parent = btf_walk(bpf_get_current_task_btf(), &task_struct::real_parent);
+    EXPECT_EQ(bpf_task_storage_delete(&map, parent), -EINVAL);
+    return 0;
+  });
+  const prog_run_result u = untrusted.run(child);
+  EXPECT_THAT(
+      u, testkit::HasViolation(violation_kind::untrusted_arg,
+                               "R2 type=untrusted_ptr_ expected=ptr_, trusted_ptr_, rcu_ptr_"));
+  EXPECT_EQ(u.violations.size(), 1U) << "refused before the RCU check: nothing else reported";
+  EXPECT_EQ(map.size(), 1U) << "neither refused call made or removed anything";
+  retire({child, other, init});
+}
+
+// A pointer that is no task (the stack's fp) is refused by its type; only checked
+// builds know their tasks from other memory.
+TEST_P(TaskStorageTest, APointerThatIsNoTaskIsRefusedByItsType) {
+  TASKLIFE_REQUIRE_CHECKS(check_level::contracts);
+  task_struct* child = fork_task("child");
+  bpf_task_storage_map<counted> map(k(), "fp");
+  bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
+    long on_stack[64] = {};
+    auto* fake = reinterpret_cast<task_struct*>(on_stack);
+    EXPECT_EQ(bpf_task_storage_get(&map, fake, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    return 0;
+  });
+  const prog_run_result r = p.run(child, child);
+  EXPECT_THAT(r, testkit::HasViolation(violation_kind::arg_type_mismatch,
+                                       "R2 type=fp expected=ptr_, trusted_ptr_, rcu_ptr_"));
+  EXPECT_EQ(map.size(), 0U);
+  retire(child);
 }
 
 INSTANTIATE_TEST_SUITE_P(Profiles, TaskStorageTest,
