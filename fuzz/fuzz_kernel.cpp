@@ -1324,9 +1324,8 @@ class harness {
         }
         bpf_rcu_read_unlock();
         break;
-      case 5:  // NULL to the trusted argument: the verifier's first test
-        check_ptr(bpf_task_acquire(nullptr), nullptr, "bpf_task_acquire(NULL)");
-        expected.push_back(violation_kind::null_arg);
+      case 5:  // a task argument the verifier refuses by its type (the high bits pick)
+        bad_task_arg(op >> 6U, arg, held, released, expected);
         break;
       case 6:  // a release of the trusted argument, never acquired in this run
         if (std::count(held.begin(), held.end(), arg) == 0 && !released.contains(arg)) {
@@ -1382,6 +1381,49 @@ class harness {
         }
         break;
       }
+    }
+  }
+
+  // Task arguments the verifier refuses by their type, each vetoed (NULL, nothing
+  // done): NULL to a trusted argument (its first test); a pointer that is no task (the
+  // stack's fp) to bpf_task_acquire and to the storage helper, whose NULL task is
+  // allowed (ARG_PTR_TO_BTF_ID_OR_NULL); a reference this run released, a scalar by
+  // then, to the storage helper.
+  void bad_task_arg(unsigned which, int arg, const std::vector<int>& held,
+                    const std::set<int>& released, std::vector<violation_kind>& expected) {
+    long on_stack[32] = {};
+    auto* fake = reinterpret_cast<task_struct*>(on_stack);
+    trace_.push_back("  bad task argument " + std::to_string(which % 4U));
+    switch (which % 4U) {
+      case 0:
+        check_ptr(bpf_task_acquire(nullptr), nullptr, "bpf_task_acquire(NULL)");
+        expected.push_back(violation_kind::null_arg);
+        break;
+      case 1:
+        check_ptr(bpf_task_acquire(fake), nullptr, "bpf_task_acquire(a stack pointer)");
+        expected.push_back(violation_kind::arg_type_mismatch);
+        break;
+      case 2:
+        check_bool(bpf_task_storage_get(storage_.get(), nullptr, nullptr,
+                                        BPF_LOCAL_STORAGE_GET_F_CREATE) == nullptr,
+                   true, "bpf_task_storage_get(NULL task)");
+        check_bool(bpf_task_storage_get(storage_.get(), fake, nullptr,
+                                        BPF_LOCAL_STORAGE_GET_F_CREATE) == nullptr,
+                   true, "bpf_task_storage_get(a stack pointer)");
+        expected.push_back(violation_kind::arg_type_mismatch);
+        break;
+      default:
+        // Not the argument nor current, which stay trusted whatever was released.
+        for (const int i : released) {
+          if (i != arg && i != prog_ && std::count(held.begin(), held.end(), i) == 0) {
+            trace("  its released reference to bpf_task_storage_delete:", i);
+            check_bool(bpf_task_storage_delete(storage_.get(), task(i)) == -EINVAL, true,
+                       "bpf_task_storage_delete of a released reference");
+            expected.push_back(violation_kind::use_after_release);
+            break;
+          }
+        }
+        break;
     }
   }
 
