@@ -544,8 +544,11 @@ task_struct* next_of_flavor(kernel& k, const task_struct* after, unsigned int fl
         return listed(t) && detail::thread_group_leader(t);  // next_task: leaders only
       case BPF_TASK_ITER_ALL_THREADS:
         return listed(t);
-      default:  // PROC_THREADS: the group's tasks, and its start, where the walk ends
-        return t == group || (listed(t) && t->group_leader == group->group_leader);
+      case BPF_TASK_ITER_PROC_THREADS:  // the group's tasks, and its start, where the walk ends
+        return group != nullptr &&
+               (t == group || (listed(t) && t->group_leader == group->group_leader));
+      default:
+        return false;  // bpf_iter_task_new refused any other flavor
     }
   });
 }

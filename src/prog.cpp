@@ -72,6 +72,15 @@ prog_run::reference* prog_run::last_released(const void* p) {
   return nullptr;
 }
 
+prog_run::reference* prog_run::last_consumed(const void* p) {
+  for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
+    if (!it->live && it->task == p) {
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
 bool prog_run::check_call(kfunc_id id, std::source_location where) {
   if (kfunc_allowed(prog_.type(), id)) {
     return true;
@@ -212,26 +221,28 @@ bool prog_run::check_task_arg(kfunc_id id, const task_struct* p, kfunc_arg role,
 }
 
 // check_reg_type for a helper's ARG_PTR_TO_BTF_ID_OR_NULL: btf_ptr_types takes a
-// legacy (ptr_), trusted or RCU pointer, and NULL; a released reference is a scalar
-// (mark_reg_invalid), a pointer that is no task the stack's fp.
+// legacy (ptr_), trusted or RCU pointer, and NULL. A reference released or moved
+// into a slot is a scalar by then (mark_reg_invalid), whatever became of the task;
+// a pointer that is no task is taken for the stack's fp (checked builds only: the
+// unchecked tier keeps no registry of tasks).
 bool prog_run::check_helper_btf_id_arg(std::string_view name, const task_struct* p,
                                        std::source_location where) {
   if (p == nullptr || live_ref(p) != nullptr) {
     return true;  // the helper's own "if (!task)"; a reference is trusted
   }
   constexpr std::string_view expected = "expected=ptr_, trusted_ptr_, rcu_ptr_";
-  if (!kernel_.knows_task(p)) {
-    report(violation_kind::arg_type_mismatch, name, p, fmt::format("R2 type=fp {}", expected),
+  const std::optional<trust> known = trust_of(p);
+  const reference* consumed = last_consumed(p);
+  if (consumed != nullptr && (!known || *known == trust::untrusted)) {
+    report(violation_kind::use_after_release, name, p,
+           fmt::format("R2 type=scalar {} (reference id={} to this task was {} at {}:{})", expected,
+                       consumed->id, consumed->moved ? "moved into a slot" : "released",
+                       consumed->released_at.file_name(), consumed->released_at.line()),
            where);
     return false;
   }
-  const std::optional<trust> known = trust_of(p);
-  const reference* released = last_released(p);
-  if (released != nullptr && (!known || *known == trust::untrusted)) {
-    report(violation_kind::use_after_release, name, p,
-           fmt::format("R2 type=scalar {} (reference id={} to this task was released at {}:{})",
-                       expected, released->id, released->released_at.file_name(),
-                       released->released_at.line()),
+  if (!kernel_.knows_task(p)) {
+    report(violation_kind::arg_type_mismatch, name, p, fmt::format("R2 type=fp {}", expected),
            where);
     return false;
   }

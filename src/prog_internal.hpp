@@ -98,6 +98,8 @@ class prog_run {
   const task_struct* task_containing(const void* p) const;
   std::optional<trust> trust_of(const task_struct* p) const;
   reference* last_released(const void* p);
+  // Released or moved into a slot: the register is a scalar either way.
+  reference* last_consumed(const void* p);
   void report(violation_kind kind, std::string_view kfunc, const void* arg, std::string message,
               std::source_location where);
 

@@ -20,16 +20,19 @@ struct task_storage_elem {
   rcu_head rcu;  // the free after a delete or the map's destruction
   task_storage_map_base* map;
   task_struct* task;
-  task_storage_elem* task_next;  // the task's values, under task_storage_lock
-  task_storage_elem* map_prev;   // the map's values, under task_storage_lock
-  task_storage_elem* map_next;
+  // The task's values and the map's: linked under the lock. A list taken off its
+  // owner (the task's at free_task, the map's at its destruction) is walked without
+  // it, through next_detached (no one else can reach it any more).
+  task_storage_elem* task_next TASKLIFE_GUARDED_BY(task_storage_lock);
+  task_storage_elem* map_prev TASKLIFE_GUARDED_BY(task_storage_lock);
+  task_storage_elem* map_next TASKLIFE_GUARDED_BY(task_storage_lock);
   void (*destroy)(void*) noexcept;
   std::size_t align;
   void* value;
 };
 
 // Every task's list and every map's list (task.hpp; map.hpp, Memory ordering).
-mutex task_storage_lock;
+constinit mutex task_storage_lock;
 
 namespace {
 
@@ -48,6 +51,12 @@ void reclaim_elem(rcu_head* rhp) {
   free_elem(elem_of_rcu(rhp));
 }
 
+// The next value of a list no one else can reach (detached under the lock before).
+task_storage_elem* next_detached(task_storage_elem* e, task_storage_elem* task_storage_elem::*link)
+    TASKLIFE_NO_THREAD_SAFETY_ANALYSIS {
+  return e->*link;
+}
+
 // Unlinks `e` from its map's list (the task's list is the caller's business).
 void unlink_from_map(task_storage_elem* e) TASKLIFE_REQUIRES(task_storage_lock) {
   task_storage_access::unlink(*e->map, e);
@@ -56,7 +65,7 @@ void unlink_from_map(task_storage_elem* e) TASKLIFE_REQUIRES(task_storage_lock) 
 // free_task's bpf_task_storage_free: the task's values go with it. No reader can
 // still reach them: the free comes after the last usage put, and after the grace
 // period that followed rcu_users reaching 0.
-void free_task_storage(task_struct* t) noexcept {
+void free_task_storage(task_struct* t) noexcept TASKLIFE_EXCLUDES(task_storage_lock) {
   task_storage_elem* list = nullptr;
   {
     const lock_guard lock(task_storage_lock);
@@ -66,7 +75,7 @@ void free_task_storage(task_struct* t) noexcept {
     }
   }
   while (list != nullptr) {
-    task_storage_elem* const next = list->task_next;
+    task_storage_elem* const next = next_detached(list, &task_storage_elem::task_next);
     free_elem(list);
     list = next;
   }
@@ -118,7 +127,7 @@ task_storage_map_base::~task_storage_map_base() {
     }
   }
   while (list != nullptr) {
-    task_storage_elem* const next = list->map_next;
+    task_storage_elem* const next = next_detached(list, &task_storage_elem::map_next);
     if (attached) {
       kernel_.rcu().call_rcu(&list->rcu, &reclaim_elem);
     } else {

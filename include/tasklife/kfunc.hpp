@@ -35,7 +35,8 @@
 //   (one row per kfunc), info(id), to_string(id), kfunc_exists(), kfunc_flags(),
 //   kfunc_returns_maybe_null(), kfunc_allowed()
 //   weak kfunc declarations (libbpf's __ksym __weak, ___flavor names): weak_kfunc,
-//   bpf_ksym_exists(), resolve_weak_kfunc()
+//   bpf_ksym_exists(), resolve_weak_kfunc(); the prototypes they are checked
+//   against: btf_kind, btf_type_shape, btf_proto, btf_proto_of, btf_compatible()
 //   the kfuncs above; task_kptr_dtor() (the destructor maps and objects run);
 //   the task iterator: bpf_iter_task, BPF_TASK_ITER_*, bpf_iter_task_new/next/destroy;
 //   task local storage's helpers: bpf_task_storage_get, bpf_task_storage_delete
@@ -166,12 +167,14 @@ enum class kfunc_arg : std::uint8_t {
 
 class bpf_iter_task;
 
-namespace detail {
 // ---- BTF prototypes, as far as libbpf compares them ------------------------------------------
-// A type as bpf_core_types_are_compat sees it (tools/lib/bpf/relo_core.c): qualifiers
+// A type as __bpf_core_types_are_compat sees it (tools/lib/bpf/relo_core.c): qualifiers
 // and typedefs skipped, then its kind; a pointer recurses into what it points to.
 // Names play no part: every struct is compatible with every struct, every integer
-// with every integer (signedness and width aside).
+// with every integer (signedness and width aside), every enum with every enum. libbpf
+// has no case for floats: two of them are never compatible. An incomplete struct is a
+// FWD in BTF, compatible with no struct; C++ cannot tell an incomplete class portably,
+// so tasklife takes every class for a complete one (docs/kfuncs.md).
 enum class btf_kind : std::uint8_t { void_, int_, float_, enum_, struct_, union_, ptr };
 inline constexpr std::size_t btf_max_depth = 4;   // T***: ptr, ptr, ptr, T
 inline constexpr std::size_t btf_max_params = 5;  // a BPF call passes at most five
@@ -180,7 +183,9 @@ struct btf_type_shape {
   std::uint8_t depth = 0;
 };
 // A FUNC_PROTO: the return type and the parameters. `kfunc` is false for a helper
-// (BPF_FUNC_*), which a program calls by number: no __ksym declaration names it.
+// (BPF_FUNC_*): its row holds the BPF side's prototype, and no __ksym declaration
+// resolves to it here (libbpf would find a helper's BTF FUNC by name, but the
+// verifier refuses a kfunc call to a function no kfunc set registers).
 struct btf_proto {
   btf_type_shape ret;
   std::array<btf_type_shape, btf_max_params> params{};
@@ -188,6 +193,7 @@ struct btf_proto {
   bool kfunc = true;
 };
 
+namespace detail {
 template <class T>
 constexpr void btf_shape_into(btf_type_shape& s) noexcept {
   using U = std::remove_cv_t<T>;
@@ -222,30 +228,26 @@ constexpr btf_type_shape btf_shape_of() noexcept {
   btf_shape_into<T>(s);
   return s;
 }
+}  // namespace detail
 
+// btf_proto_of<Fn>::value: the prototype of the C function type Fn.
 template <class Fn>
 struct btf_proto_of;
 template <class R, class... Args>
 struct btf_proto_of<R(Args...)> {
   static_assert(sizeof...(Args) <= btf_max_params, "a BPF call passes at most five arguments");
-  static constexpr btf_proto value{btf_shape_of<R>(), {btf_shape_of<Args>()...}, sizeof...(Args)};
+  static constexpr btf_proto value{
+      detail::btf_shape_of<R>(), {detail::btf_shape_of<Args>()...}, sizeof...(Args)};
 };
-// The row's prototype of a kfunc, and of a helper (not resolvable as a __ksym).
-template <class Fn>
-inline constexpr btf_proto kfunc_proto = btf_proto_of<Fn>::value;
-template <class Fn>
-inline constexpr btf_proto helper_proto = [] {
-  btf_proto p = btf_proto_of<Fn>::value;
-  p.kfunc = false;
-  return p;
-}();
+template <class R, class... Args>
+struct btf_proto_of<R(Args...) noexcept> : btf_proto_of<R(Args...)> {};
 
 constexpr bool btf_compatible(const btf_type_shape& a, const btf_type_shape& b) noexcept {
   if (a.depth != b.depth) {
     return false;
   }
   for (std::size_t i = 0; i < a.depth; ++i) {
-    if (a.kinds[i] != b.kinds[i]) {
+    if (a.kinds[i] != b.kinds[i] || a.kinds[i] == btf_kind::float_) {
       return false;
     }
   }
@@ -264,6 +266,17 @@ constexpr bool btf_compatible(const btf_proto& a, const btf_proto& b) noexcept {
   }
   return true;
 }
+
+namespace detail {
+// A row's prototype: a kfunc's, and a helper's (resolvable as no __ksym).
+template <class Fn>
+inline constexpr btf_proto kfunc_proto = btf_proto_of<Fn>::value;
+template <class Fn>
+inline constexpr btf_proto helper_proto = [] {
+  btf_proto p = btf_proto_of<Fn>::value;
+  p.kfunc = false;
+  return p;
+}();
 }  // namespace detail
 
 // A kfunc in one profile: whether it exists there, and its KF_* flags.
@@ -277,9 +290,9 @@ struct kfunc_in_profile {
 struct kfunc_info {
   kfunc_id id;
   std::string_view name;
-  // Its prototype in the kernel's BTF (what libbpf checks a __ksym declaration
-  // against: weak_kfunc); a helper's is marked as one.
-  detail::btf_proto prototype;
+  // Its prototype, what libbpf checks a __ksym declaration against (weak_kfunc): a
+  // kfunc's as its BTF has it; a helper's is the BPF side's and marked as one.
+  btf_proto prototype;
   // In semantics_profile order: rcu_users_inc, usage_based, rcu_safe, current, newest.
   std::array<kfunc_in_profile, semantics_profile_count> in_profile;
   // Bit i: prog_type i may call it (the kfunc set's registered program types).
@@ -411,7 +424,7 @@ inline constexpr kfunc_info kfuncs[] = {
      detail::every_prog_type, kfunc_arg::none, false},
     // Helpers of task local storage (4cf1bc1f1045, v5.11): every profile. Their
     // program types are the kernel's func_proto lists, which tasklife does not
-    // model for helpers (every type may call them here; syscall cannot there).
+    // model for helpers (every type may call them here).
     {kfunc_id::bpf_task_storage_get, "bpf_task_storage_get",
      detail::helper_proto<void*(void*, task_struct*, void*, std::uint64_t)>,
      detail::per_profile(detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0), detail::kf(0)),
@@ -490,8 +503,8 @@ constexpr bool kfunc_allowed(prog_type type, kfunc_id id) noexcept {
 //   struct task_struct *bpf_task_acquire___two(struct task_struct *, void *) __ksym __weak;
 // libbpf resolves each on its own: the name without its suffix must be a kfunc of the
 // kernel (here: a kfunc row that exists in the profile), and the declared prototype
-// must be compatible with the kernel's (bpf_core_types_are_compat, detail::btf_proto).
-// Helpers are called by number, not by name: no declaration resolves to one here.
+// must be compatible with the kernel's (bpf_core_types_are_compat, btf_proto). No
+// declaration resolves to a helper here (btf_proto::kfunc).
 
 namespace detail {
 // bpf_core_essential_name_len: the name up to its last "X___Y" separator (X and Y
@@ -510,12 +523,12 @@ constexpr std::string_view essential_name(std::string_view name) noexcept {
 // resolves to in `profile`, or none (the symbol is NULL there).
 constexpr std::optional<kfunc_id> resolve_weak_kfunc(semantics_profile profile,
                                                      std::string_view declared_name,
-                                                     const detail::btf_proto& declared) noexcept {
+                                                     const btf_proto& declared) noexcept {
   const std::string_view name = detail::essential_name(declared_name);
   for (const kfunc_info& k : kfuncs) {
     if (k.name == name) {
       if (!k.prototype.kfunc || !kfunc_exists(profile, k.id) ||
-          !detail::btf_compatible(declared, k.prototype)) {
+          !btf_compatible(declared, k.prototype)) {
         return std::nullopt;  // found but not usable: a weak symbol stays unresolved
       }
       return k.id;
@@ -525,8 +538,11 @@ constexpr std::optional<kfunc_id> resolve_weak_kfunc(semantics_profile profile,
 }
 
 // One weak declaration with C prototype Fn, resolved against a kernel's profile as
-// libbpf resolves it at load. Call the kfunc it resolved to by its own name, as
-// the program's call through the declaration does:
+// libbpf resolves it at load. The name is not copied: it must outlive the object
+// (a literal does). Call the kfunc it resolved to by its own name, as the
+// program's call through the declaration does (a call through an unresolved
+// declaration, which libbpf poisons and the verifier refuses if reachable, is not
+// modelled: ask bpf_ksym_exists first):
 //   const weak_kfunc<task_struct*(task_struct*)> one(k, "bpf_task_acquire___one");
 //   if (bpf_ksym_exists(one)) acquired = bpf_task_acquire(task);
 template <class Fn>
@@ -534,7 +550,7 @@ class weak_kfunc {
  public:
   constexpr weak_kfunc(semantics_profile profile, std::string_view declared_name) noexcept
       : name_(declared_name),
-        target_(resolve_weak_kfunc(profile, declared_name, detail::btf_proto_of<Fn>::value)) {}
+        target_(resolve_weak_kfunc(profile, declared_name, btf_proto_of<Fn>::value)) {}
   weak_kfunc(const kernel& k, std::string_view declared_name) noexcept
       : weak_kfunc(k.config().profile, declared_name) {}
 

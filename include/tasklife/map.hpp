@@ -825,7 +825,7 @@ class TASKLIFE_API task_storage_map_base {
 
   const std::string& name() const noexcept { return name_; }
   // Values this map holds now (tasks with storage in it).
-  std::size_t size() const;
+  std::size_t size() const TASKLIFE_EXCLUDES(task_storage_lock);
 
  private:
   friend struct task_storage_access;

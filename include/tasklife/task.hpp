@@ -107,10 +107,12 @@ namespace detail {
 struct task_history;
 struct task_storage_elem;
 // Every task's and every task storage map's list of values (map.hpp's
-// bpf_task_storage_map; defined in src/task_storage.cpp). One lock where the kernel
-// has one per task's storage and per map bucket: the lists are short and the
-// operations rare next to acquire and release, which never take it.
-TASKLIFE_API extern mutex task_storage_lock;
+// bpf_task_storage_map; defined in src/task_storage.cpp, not exported: only the
+// library takes it). One lock where the kernel has one per task's storage and per
+// map bucket: the lists are short and the helpers rare next to acquire and release,
+// which never take it. free_task does, for every task freed, once any task storage
+// map has been made in the process.
+extern mutex task_storage_lock;
 
 // A task's pid numbers, level 0 (root) to its active namespace's level: the
 // kernel's struct pid numbers[]. The root level lives inside the task itself, so

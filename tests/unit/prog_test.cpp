@@ -1343,12 +1343,19 @@ TEST_F(ProgTest, WeakKfuncDeclarationsResolveAsLibbpfResolvesThem) {
   constexpr auto newest = semantics_profile::newest;
   using acquire_fn = task_struct*(task_struct*);
   static_assert(resolve_weak_kfunc(newest, "bpf_task_acquire___one",
-                                   detail::btf_proto_of<acquire_fn>::value) ==
-                kfunc_id::bpf_task_acquire);
-  // Names do not matter to the comparison, kinds do: any struct pointer, any integer,
-  // qualifiers ignored.
-  struct other;
+                                   btf_proto_of<acquire_fn>::value) == kfunc_id::bpf_task_acquire);
+  // Names do not matter to the comparison, kinds do: any (complete) struct pointer, any
+  // integer, qualifiers ignored; two floats never match.
+  struct other {
+    int x;
+  };
   EXPECT_TRUE(weak_kfunc<other*(const other*)>(newest, "bpf_task_acquire___mine").resolved());
+  EXPECT_TRUE(
+      weak_kfunc<task_struct*(task_struct*) noexcept>(newest, "bpf_task_acquire___nx").resolved());
+  static_assert(
+      !btf_compatible(btf_proto_of<void(double)>::value, btf_proto_of<void(double)>::value));
+  static_assert(
+      btf_compatible(btf_proto_of<void(unsigned char)>::value, btf_proto_of<void(long)>::value));
   EXPECT_TRUE(weak_kfunc<task_struct*(long)>(newest, "bpf_task_from_pid___wide").resolved());
   EXPECT_FALSE(weak_kfunc<task_struct*(int*)>(newest, "bpf_task_acquire___p").resolved());
   EXPECT_FALSE(weak_kfunc<void*(task_struct*)>(newest, "bpf_task_acquire___r").resolved())

@@ -12,6 +12,8 @@
 
 #include <tasklife/testing.hpp>
 
+#include "../support/values.hpp"
+
 namespace tasklife {
 namespace {
 
@@ -212,15 +214,32 @@ TEST_P(TaskStorageTest, TheTaskArgumentIsCheckedAsTheVerifierTypesIt) {
   task_struct* init = fork_task("init");
   task_struct* child = fork_task("child", init);
   task_struct* other = fork_task("other", init);
+  int destroyed = 0;
+  int made = 0;
+  const counted value(1, &destroyed);
   bpf_task_storage_map<counted> map(k(), "typed");
   const pid_t other_pid = other->pid;
+  const bool iterator = kfunc_exists(GetParam(), kfunc_id::bpf_iter_task_new);
   bpf_prog accepted(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
-    EXPECT_NE(bpf_task_storage_get(&map, task, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
-    EXPECT_EQ(bpf_task_storage_get(&map, nullptr, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE),
-              nullptr);
+    EXPECT_NE(bpf_task_storage_get(&map, task, &value, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    ++made;
+    EXPECT_EQ(bpf_task_storage_get(&map, nullptr, &value, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
     task_struct* parent = btf_walk(task, &task_struct::real_parent);  // rcu_ptr_
-    EXPECT_NE(bpf_task_storage_get(&map, parent, nullptr, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    EXPECT_NE(bpf_task_storage_get(&map, parent, &value, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+    ++made;
     EXPECT_EQ(bpf_task_storage_delete(&map, parent), 0);
+    if (iterator) {  // a task the walk yields is an RCU pointer
+      bpf_iter_task it;
+      (void)bpf_iter_task_new(&it, nullptr, BPF_TASK_ITER_ALL_THREADS);
+      while (task_struct* t = bpf_iter_task_next(&it)) {
+        if (t == other) {
+          EXPECT_NE(bpf_task_storage_get(&map, t, &value, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+          ++made;
+          EXPECT_EQ(bpf_task_storage_delete(&map, t), 0);
+        }
+      }
+      bpf_iter_task_destroy(&it);
+    }
     return 0;
   });
   const prog_run_result ok = accepted.run(child, child);
@@ -252,6 +271,43 @@ TEST_P(TaskStorageTest, TheTaskArgumentIsCheckedAsTheVerifierTypesIt) {
   EXPECT_EQ(u.violations.size(), 1U) << "refused before the RCU check: nothing else reported";
   EXPECT_EQ(map.size(), 1U) << "neither refused call made or removed anything";
   retire({child, other, init});
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(made, iterator ? 3 : 2);
+  EXPECT_EQ(destroyed, made) << "every value made destroyed exactly once";
+}
+
+// A reference moved into a map's slot (bpf_kptr_xchg) is no longer the program's:
+// its register is a scalar, refused as a released one is.
+TEST_P(TaskStorageTest, AReferenceMovedIntoASlotIsRefused) {
+  task_struct* child = fork_task("child");
+  task_struct* other = fork_task("other");
+  int destroyed = 0;
+  const counted value(1, &destroyed);
+  const pid_t other_pid = other->pid;
+  {
+    bpf_task_storage_map<counted> map(k(), "moved");
+    bpf_array_map<test::task_value> slots(k(), 1);
+    bpf_prog p(k(), prog_type::tracing, "tp_btf/task_newtask", [&](task_struct*) {
+      const std::uint32_t key = 0;
+      test::task_value* v = bpf_map_lookup_elem(&slots, &key);
+      task_struct* t = bpf_task_from_pid(other_pid);
+      if (v != nullptr && t != nullptr) {
+        EXPECT_EQ(bpf_kptr_xchg(&v->task, t), nullptr);
+        EXPECT_EQ(bpf_task_storage_get(&map, t, &value, BPF_LOCAL_STORAGE_GET_F_CREATE), nullptr);
+      } else if (t != nullptr) {
+        bpf_task_release(t);
+      }
+      return 0;
+    });
+    const prog_run_result r = p.run(child, child);
+    EXPECT_THAT(r, testkit::HasViolation(violation_kind::use_after_release,
+                                         "R2 type=scalar expected=ptr_, trusted_ptr_, rcu_ptr_"));
+    EXPECT_THAT(r.violations.front().message, ::testing::HasSubstr("moved into a slot"));
+    EXPECT_EQ(map.size(), 0U) << "refused: nothing made";
+  }  // the slot's reference is released with the array
+  retire({child, other});
+  k().rcu().rcu_barrier();
+  EXPECT_EQ(destroyed, 0);
 }
 
 // A pointer that is no task (the stack's fp) is refused by its type; only checked
