@@ -369,19 +369,21 @@ class harness {
     }
     map_.reset();
     m_.queued.emplace_back(pending_kind::map_memory, -1);  // its storage, after a grace period
-    // The task storage map: each value still stored is freed after a grace period
-    // (a freed task's went with it, in free_task).
+    for (const int s : slots_) {
+      if (s >= 0) {
+        m_.release(s);
+      }
+    }
+    // The task storage map: each value still stored is freed after a grace period.
+    // A freed task's went with it, in free_task; a slot's release above may have
+    // been a task's last usage reference (usage_based, an immediate final put), so
+    // the model forgets only after it.
     forget_freed_storage();
     storage_.reset();
     for (std::size_t n = 0; n < stored_.size(); ++n) {
       m_.queued.emplace_back(pending_kind::map_memory, -1);
     }
     stored_.clear();
-    for (const int s : slots_) {
-      if (s >= 0) {
-        m_.release(s);
-      }
-    }
     check();
     // Every task exits and switches away, then the reaps, threads (forked after
     // their leaders) before leaders: a leader is reapable once its group is empty.
