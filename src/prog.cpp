@@ -63,18 +63,9 @@ prog_run::reference* prog_run::live_ref(const void* p) {
   return nullptr;
 }
 
-prog_run::reference* prog_run::last_released(const void* p) {
+prog_run::reference* prog_run::last_released(const void* p, bool or_moved) {
   for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
-    if (!it->live && !it->moved && it->task == p) {  // moved into a slot: not released
-      return &*it;
-    }
-  }
-  return nullptr;
-}
-
-prog_run::reference* prog_run::last_consumed(const void* p) {
-  for (auto it = refs_.rbegin(); it != refs_.rend(); ++it) {
-    if (!it->live && it->task == p) {
+    if (!it->live && (or_moved || !it->moved) && it->task == p) {
       return &*it;
     }
   }
@@ -232,7 +223,7 @@ bool prog_run::check_helper_btf_id_arg(std::string_view name, const task_struct*
   }
   constexpr std::string_view expected = "expected=ptr_, trusted_ptr_, rcu_ptr_";
   const std::optional<trust> known = trust_of(p);
-  const reference* consumed = last_consumed(p);
+  const reference* consumed = last_released(p, /*or_moved=*/true);
   if (consumed != nullptr && (!known || *known == trust::untrusted)) {
     report(violation_kind::use_after_release, name, p,
            fmt::format("R2 type=scalar {} (reference id={} to this task was {} at {}:{})", expected,

@@ -97,9 +97,9 @@ class prog_run {
   // The task whose public fields contain `p`, among the values the run knows.
   const task_struct* task_containing(const void* p) const;
   std::optional<trust> trust_of(const task_struct* p) const;
-  reference* last_released(const void* p);
-  // Released or moved into a slot: the register is a scalar either way.
-  reference* last_consumed(const void* p);
+  // The newest reference to `p` released in this run; with `or_moved`, or moved into
+  // a slot (to the verifier the register is a scalar either way).
+  reference* last_released(const void* p, bool or_moved = false);
   void report(violation_kind kind, std::string_view kfunc, const void* arg, std::string message,
               std::source_location where);
 
