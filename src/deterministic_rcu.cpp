@@ -74,6 +74,9 @@ deterministic_rcu::deterministic_rcu() {
 }
 
 deterministic_rcu::~deterministic_rcu() {
+  if (on_destroy_) {
+    on_destroy_();
+  }
   const detail::lock_guard lock(detail::g_live_mutex);
   detail::g_live.erase(this);
 }

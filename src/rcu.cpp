@@ -16,6 +16,7 @@
 #include <urcu/urcu-memb.h>
 
 #include <tasklife/rcu.hpp>
+#include <tasklife/sched_point.hpp>
 
 #include "thread_state.hpp"
 
@@ -499,7 +500,25 @@ void rcu_domain::rcu_barrier(std::source_location where) {
   // queued before it; a chain link queued by one of them counts under the old
   // index, so pass again until that index has drained. Later roots' chains use
   // the new index and are not waited for.
+  // On the explorer's simulated threads, a second caller waits (as a simulated
+  // thread) for the first, which may be suspended inside backend_->barrier(): the
+  // OS thread must not block on the mutex the first one holds.
+  detail::sched_wait(
+      sched_op::synchronize_rcu, this, "rcu_barrier waits for another rcu_barrier",
+      [](const void* d) {
+        return !static_cast<const rcu_domain*>(d)->barrier_running_.load(std::memory_order_relaxed);
+      },
+      this);
   const detail::lock_guard lock(barrier_mutex_);
+  struct running_flag {
+    std::atomic<bool>& flag;
+    explicit running_flag(std::atomic<bool>& f) : flag(f) {
+      flag.store(true, std::memory_order_relaxed);
+    }
+    ~running_flag() { flag.store(false, std::memory_order_relaxed); }
+    running_flag(const running_flag&) = delete;
+    running_flag& operator=(const running_flag&) = delete;
+  } const running(barrier_running_);
   const unsigned old_epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) & 1U;
   do {
     backend_->barrier();

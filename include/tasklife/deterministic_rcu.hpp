@@ -62,6 +62,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include <tasklife/export.hpp>
 #include <tasklife/rcu.hpp>
@@ -171,6 +172,9 @@ class TASKLIFE_API deterministic_rcu final : public rcu_backend {
   // waiter never misses a change that happened while it did not hold the mutex.
   std::uint64_t progress_ TASKLIFE_GUARDED_BY(mutex_) = 0;
   std::function<bool()> wait_hook_ TASKLIFE_GUARDED_BY(mutex_);
+  // Called first by the destructor (the explorer forgets the backend): set once,
+  // before the backend is shared, by the thread that made it.
+  std::function<void()> on_destroy_;
 };
 
 // A kernel_config::rcu_backend_factory that gives each kernel a deterministic_rcu.
@@ -187,11 +191,14 @@ namespace detail {
 TASKLIFE_API const void* set_reader_identity(const void* identity) noexcept;
 TASKLIFE_API const void* reader_identity() noexcept;
 
-// The explorer's door: a simulated thread ended.
+// The explorer's door: a simulated thread ended; the backend is destroyed.
 struct deterministic_rcu_access {
   static void reader_gone(deterministic_rcu& b, const void* identity,
                           std::string_view who) noexcept {
     b.reader_gone(identity, who);
+  }
+  static void on_destroy(deterministic_rcu& b, std::function<void()> f) {
+    b.on_destroy_ = std::move(f);
   }
 };
 }  // namespace detail

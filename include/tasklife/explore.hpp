@@ -20,7 +20,8 @@
 //   A failure is any contract violation (use-after-free, leak at teardown, a
 //   WARN), refcount warning, verifier violation, failed invariant or check, a
 //   deadlock, or a thread that never ends (these two cannot be unwound: the
-//   process aborts with the failure printed). A failure is reported with its kind and
+//   threads left are suspended for good, their stacks kept; docs/explore.md §6,
+//   "Abandoned threads"). A failure is reported with its kind and
 //   message, the schedule as one replay string, and the timeline of that
 //   execution (every step with the events it caused and the counters after them),
 //   minimised first: fewest preemptions, then fewest steps.
@@ -45,7 +46,7 @@
 // Members
 //   options, strategy, failure_kind, step, failure, report
 //   execution: config(), thread(), invariant(), check(), run()
-//   explore(model, options), replay(model, schedule, options), yield()
+//   explore(model, options), replay(model, schedule, options), yield(), wait_until()
 //
 // Lifetime
 //   Everything a model builds lives in the model function's frame and dies when
@@ -103,6 +104,8 @@ struct options {
   int max_null_paths = 1;
   // NULL paths are explored on executions without preemptions (each program path
   // once, in the order its threads run); true: in every interleaving as well.
+  // Implied by an unbounded search (preemption_bound -1): every schedule at all,
+  // every path in each (its sleep sets are sound with NULL paths only then).
   bool null_paths_with_preemptions = false;
   std::uint64_t max_executions = 1'000'000;
   std::chrono::milliseconds time_budget{60'000};
@@ -138,8 +141,8 @@ enum class failure_kind : std::uint8_t {
   refcount_warning,    // refcount_t saturated and warned (ADD_UAF, SUB_UAF, ...)
   verifier_violation,  // a program broke the verifier's rules on this path
   invariant,           // a model's invariant or check failed
-  deadlock,            // threads left that can never run again (aborts, see above)
-  step_limit,          // a thread exceeded options::max_steps (aborts, see above)
+  deadlock,            // threads left that can never run again (abandoned, see above)
+  step_limit,          // a thread exceeded options::max_steps (abandoned, see above)
   exception,           // a simulated thread or the model threw
   nondeterminism,      // a re-execution diverged: something the explorer does not control
 };
@@ -217,5 +220,16 @@ TASKLIFE_API report replay(const model& m, std::string_view schedule, const opti
 // explorer can interleave there. `object` names what is touched (for the
 // reduction: nullptr conflicts with everything).
 TASKLIFE_API void yield(const void* object = nullptr);
+
+// Waits until `ready()` holds: a spin loop, written so that the explorer can see
+// it. On a simulated thread the thread blocks (it is no option of the scheduler
+// until `ready()` holds, evaluated by the explorer after every step, and a switch
+// away from it is no preemption, so a bounded search still reaches the thread it
+// waits for); if no thread can ever make it hold, the execution fails as a
+// deadlock. `ready` must only read (no scheduling point of its own); an exception
+// it throws is rethrown in the waiting thread. Anywhere else it polls, with
+// std::this_thread::yield() between two calls (`ready` then reads atomics).
+// `object` names what `ready` reads, as for yield().
+TASKLIFE_API void wait_until(const std::function<bool()>& ready, const void* object = nullptr);
 
 }  // namespace tasklife::explore

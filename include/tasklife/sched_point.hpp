@@ -20,6 +20,7 @@
 // Members
 //   sched_op, sched_ops (name of each), to_string(sched_op)
 //   detail::sched_point(op, object)   the announcement
+//   detail::sched_wait(op, object, ready, arg)   an announcement that waits for ready(arg)
 //   detail::null_path(what)           the explorer's NULL-path decision for a result
 //   detail::tls_sim                   the simulated thread running here, or nullptr
 //
@@ -105,6 +106,25 @@ inline void sched_point(sched_op op, const void* object, std::string_view what =
   if (tls_sim != nullptr) [[unlikely]] {
     sched_point_slow(op, object, what);
   }
+}
+
+// The explorer's side of a wait (src/explore/explore.cpp).
+using sched_ready_fn = bool (*)(const void* arg);
+TASKLIFE_API void sched_wait_slow(sched_op op, const void* object, std::string_view what,
+                                  sched_ready_fn ready, const void* arg);
+
+// On a simulated thread: announces `op` on `object` and blocks the thread (as a
+// simulated thread, never the OS thread) until ready(arg) holds; the explorer
+// evaluates ready(arg) on its own context after every step, and switching away
+// from a thread that cannot go on is no preemption. Returns false at once
+// anywhere else: the caller then waits its own way (a mutex, a condition).
+inline bool sched_wait(sched_op op, const void* object, std::string_view what, sched_ready_fn ready,
+                       const void* arg) {
+  if (tls_sim != nullptr) [[unlikely]] {
+    sched_wait_slow(op, object, what, ready, arg);
+    return true;
+  }
+  return false;
 }
 
 // A result the verifier treats as possibly NULL is about to be produced: under

@@ -226,6 +226,10 @@ class sim_thread {
   bool finished_ = false;
   bool abandoned_ = false;                   // a deadlock or the step limit: never resumed
   deterministic_rcu* blocked_on_ = nullptr;  // waiting in synchronize_rcu / rcu_barrier
+  // Waiting in sched_wait (explore::wait_until, a second rcu_barrier): enabled
+  // again once wait_ready_(wait_arg_) holds.
+  sched_ready_fn wait_ready_ = nullptr;
+  const void* wait_arg_ = nullptr;
   // The announcement it is paused at.
   sched_op op_ = sched_op::yield;
   const void* object_ = nullptr;
@@ -235,6 +239,7 @@ class sim_thread {
   current_context ctx_{nullptr, nullptr, semantics_profile::current, false, nullptr, nullptr, {}};
   rcu_thread_state rcu_{};
   typed_thread_state typed_{};
+  exception_state eh_{};
 };
 
 std::uint32_t sim_thread_number(const sim_thread& t) noexcept {
@@ -249,6 +254,9 @@ class execution_state {
  public:
   execution_state(const options& o, chooser& c, std::vector<node>& path)
       : opt_(o), chooser_(c), path_(path) {}
+  ~execution_state() { *alive_ = nullptr; }
+  execution_state(const execution_state&) = delete;
+  execution_state& operator=(const execution_state&) = delete;
 
   // ---- what the model declares -----------------------------------------------------------
   kernel_config config(kernel_config c) {
@@ -257,7 +265,17 @@ class execution_state {
     c.rcu_backend_factory = [this]() -> std::unique_ptr<rcu_backend> {
       auto b = std::make_unique<deterministic_rcu>();
       deterministic_rcu* raw = b.get();
-      raw->set_wait_hook([this, raw] { return wait_hook(raw); });
+      // The backend may outlive this execution (a kernel the model keeps) or die
+      // inside it (a kernel a thread destroys): both hooks go through alive_.
+      raw->set_wait_hook([alive = alive_, raw] {
+        execution_state* x = *alive;
+        return x != nullptr && x->wait_hook(raw);
+      });
+      detail::deterministic_rcu_access::on_destroy(*raw, [alive = alive_, raw] {
+        if (execution_state* x = *alive) {
+          x->backend_gone(raw);
+        }
+      });
       backends_.push_back(raw);
       return b;
     };
@@ -343,6 +361,31 @@ class execution_state {
     t.what_ = what.empty() ? to_string(op) : what;
     switch_to_scheduler(t);
   }
+  // A simulated thread waits until ready(arg): it is no option of the scheduler
+  // until then (enabled()), and a switch away from it is no preemption.
+  void wait(detail::sim_thread& t, sched_op op, const void* object, std::string_view what,
+            detail::sched_ready_fn ready, const void* arg) {
+    if (++t.steps_ > opt_.max_steps) {
+      fail(failure_kind::step_limit,
+           fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
+                       t.name_, opt_.max_steps));
+      abandon(t);
+    }
+    t.wait_ready_ = ready;
+    t.wait_arg_ = arg;
+    t.op_ = op;
+    t.object_ = object;
+    t.what_ = what.empty() ? to_string(op) : what;
+    if (!free_running_) {
+      switch_to_scheduler(t);  // resumed only once ready(arg) holds, or free-running
+    }
+    // Free-running (after a failure or a deadlock): round-robin until it holds.
+    while (!ready(arg)) {
+      switch_to_scheduler(t);
+    }
+    t.wait_ready_ = nullptr;
+    t.wait_arg_ = nullptr;
+  }
   // A possibly-NULL result: true if this path takes NULL.
   bool null_path(std::string_view what) {
     if (!opt_.null_paths || free_running_ || detail::tls_sim == nullptr ||
@@ -371,7 +414,9 @@ class execution_state {
   std::size_t depth_ = 0;  // nodes passed in this execution
   std::vector<std::unique_ptr<detail::sim_thread>> threads_;
   std::vector<std::pair<std::string, std::function<bool()>>> invariants_;
-  std::vector<deterministic_rcu*> backends_;
+  std::vector<deterministic_rcu*> backends_;  // the model's kernels' backends, while they live
+  // This execution while it lives (nullptr after): what its backends' hooks reach.
+  std::shared_ptr<execution_state*> alive_ = std::make_shared<execution_state*>(this);
   std::vector<step> timeline_;
   hasher events_;
   hasher signature_;  // the option counts along the path
@@ -408,6 +453,14 @@ class execution_state {
     t.abandoned_ = true;
     thread_ended(t);
   }
+  void backend_gone(deterministic_rcu* b) noexcept {
+    backends_.erase(std::remove(backends_.begin(), backends_.end(), b), backends_.end());
+    for (const auto& t : threads_) {
+      if (t->blocked_on_ == b) {
+        t->blocked_on_ = nullptr;
+      }
+    }
+  }
   bool wait_hook(deterministic_rcu* b) {
     detail::sim_thread* t = detail::tls_sim;
     if (t == nullptr) {
@@ -428,6 +481,7 @@ class execution_state {
     std::swap(detail::tls_ctx, t.ctx_);
     detail::swap_rcu_thread_state(t.rcu_);
     detail::swap_typed_thread_state(t.typed_);
+    detail::swap_exception_state(t.eh_);
   }
   void switch_to_thread(detail::sim_thread& t) {
     swap_state(t);
@@ -469,6 +523,9 @@ class execution_state {
     }
     if (t.blocked_on_ != nullptr) {
       return t.blocked_on_->can_end_grace_period() || !t.blocked_on_->grace_period_in_progress();
+    }
+    if (t.wait_ready_ != nullptr) {
+      return t.wait_ready_(t.wait_arg_);
     }
     return true;
   }
@@ -1346,7 +1403,15 @@ report merge(std::vector<report> parts) {
 
 }  // namespace
 
-report explore(const model& m, const options& o) {
+report explore(const model& m, const options& given) {
+  options o = given;
+  if (o.strategy == strategy::dfs && o.preemption_bound < 0 && o.null_paths) {
+    // Every schedule at all means every path in every interleaving. The reduction
+    // needs it too: a step asleep in a sleep set stands for both of its paths
+    // (NULL and not), sound only if both are offered wherever the step runs. The
+    // replay string records it ('p').
+    o.null_paths_with_preemptions = true;
+  }
   const auto start = clock::now();
   const search_limits limits{o.max_executions, start + o.time_budget};
   auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
@@ -1558,6 +1623,37 @@ void yield(const void* object) {
   detail::sched_point(sched_op::yield, object, "explore::yield");
 }
 
+void wait_until(const std::function<bool()>& ready, const void* object) {
+  // The explorer evaluates the condition on its own context: an exception from it
+  // is kept (the thread is let go) and rethrown on the simulated thread.
+  struct condition {
+    const std::function<bool()>* ready;
+    mutable std::exception_ptr error;
+  };
+  const condition c{&ready, nullptr};
+  const detail::sched_ready_fn call = [](const void* arg) noexcept {
+    const auto& cond = *static_cast<const condition*>(arg);
+    if (cond.error) {
+      return true;
+    }
+    try {
+      return (*cond.ready)();
+    } catch (...) {
+      cond.error = std::current_exception();
+      return true;
+    }
+  };
+  if (detail::sched_wait(sched_op::yield, object, "explore::wait_until", call, &c)) {
+    if (c.error) {
+      std::rethrow_exception(c.error);
+    }
+    return;
+  }
+  while (!ready()) {  // not on a simulated thread: poll
+    std::this_thread::yield();
+  }
+}
+
 std::string report::summary() const {
   return fmt::format("explored {} execution(s) ({} pruned by the reduction), space {}, {} ms{}",
                      executions, pruned, exhausted ? "exhausted" : "not exhausted",
@@ -1585,6 +1681,12 @@ namespace detail {
 void sched_point_slow(sched_op op, const void* object, std::string_view what) {
   sim_thread* t = tls_sim;
   t->exec_.point(*t, op, object, what);
+}
+
+void sched_wait_slow(sched_op op, const void* object, std::string_view what, sched_ready_fn ready,
+                     const void* arg) {
+  sim_thread* t = tls_sim;
+  t->exec_.wait(*t, op, object, what, ready, arg);
 }
 
 bool null_path_slow(std::string_view what) {

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <cxxabi.h>
 #include <new>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -250,6 +252,18 @@ void fiber::finish_to(fiber& from, fiber& to) noexcept {
 void fiber::trampoline(fiber* self) noexcept {
   self->entry_(self->arg_);
   std::abort();  // an entry must switch away for good, never return
+}
+
+void swap_exception_state(exception_state& other) noexcept {
+  // __cxa_get_globals() is the OS thread's record (declared by <cxxabi.h>, its
+  // type left incomplete there): its first two members are copied in and out.
+  void* globals = abi::__cxa_get_globals();
+  exception_state mine;
+  std::memcpy(&mine.caught, globals, sizeof mine.caught);
+  std::memcpy(&mine.uncaught, static_cast<char*>(globals) + sizeof(void*), sizeof mine.uncaught);
+  std::memcpy(globals, &other.caught, sizeof other.caught);
+  std::memcpy(static_cast<char*>(globals) + sizeof(void*), &other.uncaught, sizeof other.uncaught);
+  other = mine;
 }
 
 }  // namespace tasklife::detail

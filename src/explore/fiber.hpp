@@ -11,6 +11,7 @@
 // Members
 //   fiber(stack_size), fiber::start(entry, arg), fiber::switch_to(from, to),
 //   fiber::main_of_this_thread()
+//   exception_state, swap_exception_state(other)   the C++ runtime's share of a fiber
 //
 // Lifetime
 //   A fiber's stack is allocated once (mmap, with a guard page below it) and
@@ -73,5 +74,20 @@ class fiber {
   [[maybe_unused]] void* tsan_fiber_ = nullptr;
   [[maybe_unused]] bool owns_tsan_fiber_ = false;
 };
+
+// The C++ runtime's per-thread exception state: the stack of exceptions being
+// handled (innermost catch first) and the count of exceptions thrown and not yet
+// caught (std::uncaught_exceptions). It belongs to a fiber, not to the OS thread:
+// a simulated thread that reaches a scheduling point inside a catch block, or in
+// a destructor run by unwinding, must find it as it left it after other fibers
+// have thrown and caught. The explorer swaps it with every switch, as it swaps
+// the library's own thread-local state. The layout is the Itanium C++ ABI's
+// __cxa_eh_globals (§2.2.2: caughtExceptions, uncaughtExceptions), which both
+// libstdc++ and libc++abi keep as their first two members.
+struct exception_state {
+  void* caught = nullptr;
+  unsigned int uncaught = 0;
+};
+void swap_exception_state(exception_state& other) noexcept;
 
 }  // namespace tasklife::detail

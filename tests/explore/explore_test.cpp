@@ -203,6 +203,61 @@ TEST(ExploreTest, ReductionExploresFewerSchedulesWithTheSameVerdict) {
   EXPECT_GT(a.pruned, 0U);
 }
 
+// A failure that needs a NULL path in an interleaving with a preemption: a
+// bounded search explores NULL paths on executions without preemptions only
+// (options::null_paths_with_preemptions), the unbounded one on every
+// interleaving, with and without the reduction (whose sleep sets stand for both
+// paths of a step only then).
+TEST(ExploreTest, AnUnboundedSearchTakesNullPathsInEveryInterleaving) {
+  const explore::model m = [](explore::execution& x) {
+    kernel k(x.config({.name = "null-order", .pid_max = 64}));
+    task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+    std::atomic<int> stage{0};
+    bool null_after_b = false;
+    bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [&](task_struct* task) {
+      task_struct* acquired = bpf_task_acquire(task);
+      if (acquired == nullptr) {
+        null_after_b = stage.load() == 2;
+        return 0;
+      }
+      bpf_task_release(acquired);
+      return 0;
+    });
+    x.thread("a", [&] {
+      explore::yield(&stage);
+      stage.store(1);
+      explore::yield(&stage);  // b runs here only with a preemption
+      (void)p.run(t, t);
+    });
+    x.thread("b", [&] {
+      explore::yield(&stage);
+      if (stage.load() == 1) {
+        stage.store(2);
+      }
+    });
+    x.run();
+    x.check(!null_after_b, "the acquire is NULL after b saw a's first step");
+    k.retire(t);
+  };
+  explore::options bounded;
+  bounded.pct_warmup = 0;
+  const explore::report cut = explore::explore(m, bounded);
+  EXPECT_TRUE(cut.ok()) << "bounded: NULL only without preemptions";
+  for (const bool reduction : {true, false}) {
+    explore::options o;
+    o.preemption_bound = -1;
+    o.reduction = reduction;
+    o.pct_warmup = 0;
+    const explore::report r = testkit::expect_explore_finds(m, explore::failure_kind::invariant, o);
+    ASSERT_FALSE(r.ok()) << "reduction " << reduction;
+    EXPECT_THAT(r.failure->message, HasSubstr("NULL after b"));
+    explore::options plain;  // the string carries the NULL-path options
+    const explore::report again = explore::replay(m, r.failure->schedule, plain);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.failure->kind, explore::failure_kind::invariant);
+  }
+}
+
 TEST(ExploreTest, RandomAndPctFindThePidLookupRace) {
   TASKLIFE_REQUIRE_CHECKS(check_level::full);
   const explore::model m = models::pid_lookup_race(semantics_profile::rcu_users_inc);
