@@ -126,7 +126,10 @@ struct options {
   // A thread that takes more steps than this in one execution is a failure
   // (a loop that never ends).
   std::size_t max_steps = 20'000;
-  std::size_t stack_size = std::size_t{256} << 10;  // per simulated thread
+  // Per simulated thread, at least min_stack_size. A thread that overflows its
+  // stack hits a guard page (SIGSEGV): deep recursion needs a larger one.
+  std::size_t stack_size = std::size_t{256} << 10;
+  static constexpr std::size_t min_stack_size = std::size_t{32} << 10;
   // A thread left suspended for good (a deadlock, the step limit) keeps its stack
   // mapped until the process ends. Once the process holds more than this many,
   // execution::thread() declares no more threads and the execution fails
@@ -145,6 +148,7 @@ enum class failure_kind : std::uint8_t {
   step_limit,          // a thread exceeded options::max_steps (abandoned, see above)
   exception,           // a simulated thread or the model threw
   nondeterminism,      // a re-execution diverged: something the explorer does not control
+  usage,               // invalid options or a malformed schedule string: nothing was run
 };
 TASKLIFE_API std::string_view to_string(failure_kind k) noexcept;
 
@@ -169,15 +173,31 @@ struct failure {
   TASKLIFE_API std::string format_timeline() const;
 };
 
+// Why a search stopped.
+enum class stop_reason : std::uint8_t {
+  exhausted,   // every schedule within the bound was explored
+  failure,     // a failure, with stop_at_first_failure
+  executions,  // options::max_executions reached
+  time,        // options::time_budget reached
+  // random and pct: 64 executions in a row repeated schedules seen before (a
+  // model with little to choose has been covered; dfs proves it)
+  repeats,
+  usage,   // invalid options or schedule: nothing was run
+  replay,  // replay(): the one execution of the schedule
+};
+TASKLIFE_API std::string_view to_string(stop_reason r) noexcept;
+
 struct report {
   std::uint64_t executions = 0;  // complete executions run
   std::uint64_t pruned = 0;      // schedules skipped by the reduction (dfs)
   bool exhausted = false;        // every schedule within the bound was explored
+  explore::stop_reason stopped = explore::stop_reason::exhausted;
   std::chrono::nanoseconds wall{0};
   std::optional<explore::failure> failure;  // minimised when options::minimize
   std::uint64_t failures = 0;               // failing executions seen
   bool ok() const noexcept { return !failure.has_value(); }
-  // "explored N executions (P pruned), space exhausted / not exhausted, T ms"
+  // "explored N executions (P pruned by the reduction), space exhausted, T ms" or
+  // "..., space not exhausted (stopped: time budget), T ms", and the failure's kind.
   TASKLIFE_API std::string summary() const;
 };
 
@@ -208,11 +228,17 @@ class TASKLIFE_API execution {
 
 using model = std::function<void(execution&)>;
 
-// Explores the model.
+// Explores the model. Options out of range (shards 0, shard >= shards, jobs 0, a
+// stack below min_stack_size, a bound or NULL-path count below -1, a time budget
+// not above 0, max_executions 0) explore nothing: the report's failure is of kind
+// `usage` and says which.
 TASKLIFE_API report explore(const model& m, const options& o = {});
 // Re-runs one schedule exactly (a failure's `schedule`); the report's failure is
-// that execution's, or a failure of kind nondeterminism if the schedule no longer
-// matches the model.
+// that execution's, of kind usage if the string is no schedule, or of kind
+// nondeterminism if the schedule does not match the model (another model or
+// profile made it, the model changed, or something it depends on is not
+// controlled). The schedule's hash covers the failure's kind: a failing schedule
+// replayed on a fixed model is a mismatch, not a silent pass.
 TASKLIFE_API report replay(const model& m, std::string_view schedule, const options& o = {});
 
 // A scheduling point of the user's own: before touching state the simulated

@@ -491,4 +491,8 @@ void PrintTo(const refcount_warning& w, std::ostream* os);
 void PrintTo(const violation& v, std::ostream* os);
 void PrintTo(violation_kind k, std::ostream* os);
 void PrintTo(semantics_profile p, std::ostream* os);
+namespace explore {
+void PrintTo(const report& r, std::ostream* os);  // its summary
+void PrintTo(failure_kind k, std::ostream* os);
+}  // namespace explore
 }  // namespace tasklife

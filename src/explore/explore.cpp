@@ -94,6 +94,8 @@ std::string_view to_string(failure_kind k) noexcept {
       return "exception";
     case failure_kind::nondeterminism:
       return "nondeterminism";
+    case failure_kind::usage:
+      return "usage";
   }
   return "?";
 }
@@ -439,8 +441,24 @@ class execution_state {
       f.kind = kind;
       f.message = std::move(message);
       failure_ = std::move(f);
+      // On the model's own context while an exception unwinds its frame (a
+      // kernel's teardown reporting the leaks of an interrupted setup): the
+      // exception, once caught, is the failure to report (model_threw).
+      failure_while_unwinding_ = detail::tls_sim == nullptr && std::uncaught_exceptions() > 0;
     }
   }
+
+ public:
+  // The model function threw: the failure, unless one came before the throw.
+  void model_threw(std::string message) {
+    if (failure_ && failure_while_unwinding_ && !pruned_) {
+      failure_.reset();
+    }
+    fail(failure_kind::exception, std::move(message));
+  }
+
+ private:
+  bool failure_while_unwinding_ = false;
   // The running simulated thread `t` stops here for good: its read-side sections
   // are ended (so that the others and the teardown can go on) and its fiber is
   // kept suspended until the execution is destroyed (fiber.hpp: abandoned).
@@ -773,14 +791,17 @@ void execution_state::run_step(const option& o) {
 void execution_state::check_invariants() {
   for (const auto& [name, holds] : invariants_) {
     bool ok = false;
+    std::string why;
     try {
       ok = holds();
+    } catch (const std::exception& e) {
+      why = fmt::format(" (it threw: {})", e.what());
     } catch (...) {
-      ok = false;
+      why = " (it threw)";
     }
     if (!ok) {
-      fail(failure_kind::invariant,
-           fmt::format("invariant '{}' does not hold after step {}", name, timeline_.size()));
+      fail(failure_kind::invariant, fmt::format("invariant '{}' does not hold after step {}{}",
+                                                name, timeline_.size(), why));
     }
   }
 }
@@ -1188,9 +1209,9 @@ execution_result run_once(const model& m, const options& o, chooser& c, std::vec
     try {
       m(api);
     } catch (const std::exception& e) {
-      x.check(false, fmt::format("the model threw: {}", e.what()));
+      x.model_threw(fmt::format("the model threw: {}", e.what()));
     } catch (...) {
-      x.check(false, "the model threw");
+      x.model_threw("the model threw");
     }
     if (!x.ran_) {
       x.check(false, "the model never called execution::run()");
@@ -1199,6 +1220,11 @@ execution_result run_once(const model& m, const options& o, chooser& c, std::vec
   // Decisions recorded past the end of this execution belong to an earlier one.
   if (path.size() > x.depth_) {
     path.resize(x.depth_);
+  }
+  // The verdict is part of what happened: a failing schedule replayed on a model
+  // that no longer fails there does not match (replay).
+  if (x.failure_ && !x.pruned_) {
+    x.events_.add(2000U + static_cast<unsigned>(x.failure_->kind));
   }
   execution_result r;
   r.pruned = x.pruned_;
@@ -1252,6 +1278,50 @@ struct search_limits {
   std::atomic<bool>* stop = nullptr;
 };
 
+// What is wrong with the options, if anything: each names its field.
+std::optional<std::string> invalid_options(const options& o) {
+  if (o.shards == 0) {
+    return "invalid options: shards is 0 (1 explores the whole search)";
+  }
+  if (o.shard >= o.shards) {
+    return fmt::format("invalid options: shard {} of {} (shards are numbered 0 to {})", o.shard,
+                       o.shards, o.shards - 1);
+  }
+  if (o.jobs == 0) {
+    return "invalid options: jobs is 0 (1 explores on the calling thread)";
+  }
+  if (o.stack_size < options::min_stack_size) {
+    return fmt::format("invalid options: stack_size {} is below min_stack_size ({} bytes)",
+                       o.stack_size, options::min_stack_size);
+  }
+  if (o.preemption_bound < -1) {
+    return fmt::format("invalid options: preemption_bound {} (-1 is unbounded)",
+                       o.preemption_bound);
+  }
+  if (o.max_null_paths < -1) {
+    return fmt::format("invalid options: max_null_paths {} (-1 is any number)", o.max_null_paths);
+  }
+  if (o.time_budget.count() <= 0) {
+    return fmt::format("invalid options: time_budget {} ms explores nothing",
+                       o.time_budget.count());
+  }
+  if (o.max_executions == 0) {
+    return "invalid options: max_executions 0 explores nothing";
+  }
+  if (o.pct_depth == 0) {
+    return "invalid options: pct_depth 0 (1 or more)";
+  }
+  return std::nullopt;
+}
+
+// start + budget, saturated (milliseconds::max() is a budget, not an overflow).
+clock::time_point deadline_after(clock::time_point start, std::chrono::milliseconds budget) {
+  const auto room =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - start);
+  return budget >= room ? clock::time_point::max()
+                        : start + std::chrono::duration_cast<clock::duration>(budget);
+}
+
 bool better(const failure& a, const failure& b) {
   return a.preemptions != b.preemptions ? a.preemptions < b.preemptions : a.steps < b.steps;
 }
@@ -1272,8 +1342,16 @@ report search(const model& m, const options& o, const search_limits& limits,
   std::uint64_t pruned_executions = 0;
   std::size_t expected_steps = 0;
   for (;;) {
-    if (r.executions >= limits.max_executions || clock::now() >= limits.deadline ||
-        (limits.stop != nullptr && limits.stop->load(std::memory_order_relaxed))) {
+    if (r.executions >= limits.max_executions) {
+      r.stopped = stop_reason::executions;
+      break;
+    }
+    if (clock::now() >= limits.deadline) {
+      r.stopped = stop_reason::time;
+      break;
+    }
+    if (limits.stop != nullptr && limits.stop->load(std::memory_order_relaxed)) {
+      r.stopped = stop_reason::failure;  // another job's
       break;  // relaxed: the flag carries no data, the joins publish the reports
     }
     execution_result e;
@@ -1312,17 +1390,20 @@ report search(const model& m, const options& o, const search_limits& limits,
           if (limits.stop != nullptr) {
             limits.stop->store(true, std::memory_order_relaxed);
           }
+          r.stopped = stop_reason::failure;
           break;
         }
       }
     }
     if (o.strategy == strategy::dfs && !backtrack(path)) {
       r.exhausted = true;
+      r.stopped = stop_reason::exhausted;
       break;
     }
     if (o.strategy != strategy::dfs) {
       stale = seen.insert(e.schedule).second ? 0U : stale + 1U;
       if (stale >= 64) {
+        r.stopped = stop_reason::repeats;
         break;
       }
     }
@@ -1393,6 +1474,12 @@ report merge(std::vector<report> parts) {
     r.pruned += p.pruned;
     r.failures += p.failures;
     r.exhausted = r.exhausted && p.exhausted;
+    // The reason of the merged search: a failure's, else the first part's that
+    // did not exhaust its share.
+    if (p.stopped == stop_reason::failure ||
+        (!p.exhausted && r.stopped == stop_reason::exhausted)) {
+      r.stopped = p.stopped;
+    }
     r.wall = std::max(r.wall, p.wall);
     if (p.failure && (!r.failure || better(*p.failure, *r.failure))) {
       r.failure = std::move(p.failure);
@@ -1413,7 +1500,17 @@ report explore(const model& m, const options& given) {
     o.null_paths_with_preemptions = true;
   }
   const auto start = clock::now();
-  const search_limits limits{o.max_executions, start + o.time_budget};
+  if (std::optional<std::string> bad = invalid_options(o)) {
+    report r;
+    failure f;
+    f.kind = failure_kind::usage;
+    f.message = std::move(*bad);
+    r.failure = std::move(f);
+    r.failures = 1;
+    r.stopped = stop_reason::usage;
+    return r;
+  }
+  const search_limits limits{o.max_executions, deadline_after(start, o.time_budget)};
   auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
   report r;
   report warm;
@@ -1504,8 +1601,8 @@ report explore(const model& m, const options& given) {
     r.executions += warm_executions;  // the warm-up's executions count too
   }
   if (r.failure && o.minimize && r.failure->kind != failure_kind::nondeterminism) {
-    r.failure =
-        minimise(m, o, std::move(*r.failure), start + o.time_budget + std::chrono::seconds(10));
+    r.failure = minimise(m, o, std::move(*r.failure),
+                         deadline_after(start, o.time_budget + std::chrono::seconds(10)));
   }
   if (r.failure && r.failure->kind != failure_kind::nondeterminism) {
     // What is printed must reproduce: the failure's schedule is replayed once more.
@@ -1530,15 +1627,23 @@ report explore(const model& m, const options& given) {
 report replay(const model& m, std::string_view schedule, const options& o) {
   report r;
   const auto start = clock::now();
-  auto fail_with = [&](std::string message) {
+  r.stopped = stop_reason::replay;
+  auto fail_with = [&](std::string message, failure_kind kind = failure_kind::usage) {
     failure f;
-    f.kind = failure_kind::nondeterminism;
+    f.kind = kind;
     f.message = std::move(message);
     f.schedule = std::string(schedule);
     r.failure = std::move(f);
+    r.failures = 1;
     r.wall = clock::now() - start;
+    if (kind == failure_kind::usage) {
+      r.stopped = stop_reason::usage;
+    }
     return r;
   };
+  if (std::optional<std::string> bad = invalid_options(o)) {
+    return fail_with(std::move(*bad));
+  }
   // tl1-<16 hex>-<16 hex>-<choices>
   if (schedule.size() < 38 || schedule.substr(0, 4) != "tl1-" || schedule[20] != '-' ||
       schedule[37] != '-') {
@@ -1589,8 +1694,10 @@ report replay(const model& m, std::string_view schedule, const options& o) {
   const bool nondeterministic = e.failure && e.failure->kind == failure_kind::nondeterminism;
   if (!nondeterministic && e.schedule != schedule &&
       e.schedule.substr(0, e.schedule.find('~')) != schedule) {
-    return fail_with(fmt::format("replaying '{}' gave a different execution ('{}'): {}", schedule,
-                                 e.schedule, kUncontrolled));
+    return fail_with(fmt::format("replaying '{}' gave a different execution ('{}'): the schedule "
+                                 "was made by another model or profile, or {}",
+                                 schedule, e.schedule, kUncontrolled),
+                     failure_kind::nondeterminism);
   }
   if (e.failure) {
     r.failure = std::move(e.failure);
@@ -1654,9 +1761,32 @@ void wait_until(const std::function<bool()>& ready, const void* object) {
   }
 }
 
+std::string_view to_string(stop_reason r) noexcept {
+  switch (r) {
+    case stop_reason::exhausted:
+      return "space exhausted";
+    case stop_reason::failure:
+      return "a failure";
+    case stop_reason::executions:
+      return "max_executions";
+    case stop_reason::time:
+      return "time budget";
+    case stop_reason::repeats:
+      return "64 executions in a row repeated earlier schedules";
+    case stop_reason::usage:
+      return "invalid options or schedule";
+    case stop_reason::replay:
+      return "replay";
+  }
+  return "?";
+}
+
 std::string report::summary() const {
-  return fmt::format("explored {} execution(s) ({} pruned by the reduction), space {}, {} ms{}",
+  const bool say_why = !exhausted && stopped != stop_reason::exhausted &&
+                       stopped != stop_reason::failure && stopped != stop_reason::replay;
+  return fmt::format("explored {} execution(s) ({} pruned by the reduction), space {}{}, {} ms{}",
                      executions, pruned, exhausted ? "exhausted" : "not exhausted",
+                     say_why ? fmt::format(" (stopped: {})", to_string(stopped)) : "",
                      std::chrono::duration_cast<std::chrono::milliseconds>(wall).count(),
                      failure ? fmt::format(", failure: {}", to_string(failure->kind)) : "");
 }

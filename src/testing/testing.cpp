@@ -555,6 +555,15 @@ void PrintTo(semantics_profile p, std::ostream* os) {
   *os << to_string(p);
 }
 
+namespace explore {
+void PrintTo(const report& r, std::ostream* os) {
+  *os << r.summary();
+}
+void PrintTo(failure_kind k, std::ostream* os) {
+  *os << to_string(k);
+}
+}  // namespace explore
+
 namespace testkit {
 void PrintTo(const captured_violation& v, std::ostream* os) {
   *os << to_string(v.kind) << " in " << v.component << "/" << v.operation << " about ";

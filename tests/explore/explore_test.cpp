@@ -3,8 +3,10 @@
 // detection of nondeterminism it does not control. Each model is deterministic;
 // every test ends with the explorer's own verdict (failure or exhausted space).
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -115,8 +117,138 @@ TEST(ExploreTest, AMalformedScheduleIsReportedNotRun) {
   for (const char* bad : {"", "tl1-", "tl2-0000000000000000-0000000000000000-0", "tl1-zz"}) {
     const explore::report r = explore::replay(m, bad);
     ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.failure->kind, explore::failure_kind::nondeterminism) << bad;
+    EXPECT_EQ(r.failure->kind, explore::failure_kind::usage) << bad;
+    EXPECT_EQ(r.stopped, explore::stop_reason::usage) << bad;
+    EXPECT_EQ(r.executions, 0U) << bad;
   }
+}
+
+// Options out of range explore nothing and say which field is wrong, both in
+// explore() and in replay(); a budget as large as the type allows is no overflow.
+TEST(ExploreTest, InvalidOptionsExploreNothingAndNameTheField) {
+  std::atomic<int> ran{0};
+  const explore::model base = models::pid_lookup_race(semantics_profile::current);
+  const explore::model m = [&](explore::execution& x) {
+    ran.fetch_add(1);
+    base(x);
+  };
+  struct bad_case {
+    const char* field;
+    void (*set)(explore::options&);
+  };
+  const bad_case cases[] = {
+      {"shards", [](explore::options& o) { o.shards = 0; }},
+      {"shard 5 of 3", [](explore::options& o) { o.shard = 5, o.shards = 3; }},
+      {"jobs", [](explore::options& o) { o.jobs = 0; }},
+      {"stack_size", [](explore::options& o) { o.stack_size = 100; }},
+      {"preemption_bound", [](explore::options& o) { o.preemption_bound = -2; }},
+      {"max_null_paths", [](explore::options& o) { o.max_null_paths = -7; }},
+      {"time_budget", [](explore::options& o) { o.time_budget = std::chrono::milliseconds{-5}; }},
+      {"max_executions", [](explore::options& o) { o.max_executions = 0; }},
+      {"pct_depth", [](explore::options& o) { o.pct_depth = 0; }},
+  };
+  for (const bad_case& c : cases) {
+    explore::options o;
+    c.set(o);
+    const explore::report r = explore::explore(m, o);
+    ASSERT_FALSE(r.ok()) << c.field;
+    EXPECT_EQ(r.failure->kind, explore::failure_kind::usage) << c.field;
+    EXPECT_THAT(r.failure->message, HasSubstr(c.field));
+    EXPECT_FALSE(r.exhausted) << c.field;
+    EXPECT_THAT(r, ::testing::Not(testkit::ExploresCleanly())) << c.field;
+  }
+  EXPECT_EQ(ran.load(), 0) << "an invalid exploration ran the model";
+  explore::options tiny;
+  tiny.stack_size = 0;
+  const explore::report r = explore::replay(m, "tl1-0000000000000000-0000000000000000-0", tiny);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.failure->kind, explore::failure_kind::usage);
+  EXPECT_EQ(ran.load(), 0);
+  explore::options forever;
+  forever.time_budget = std::chrono::milliseconds::max();
+  EXPECT_THAT(explore::explore(m, forever), testkit::ExploresCleanly());
+  EXPECT_GT(ran.load(), 1);
+}
+
+TEST(ExploreTest, TheReportSaysWhyTheSearchStopped) {
+  const explore::model m = models::pid_lookup_race(semantics_profile::current);
+  explore::options few;
+  few.max_executions = 5;
+  few.pct_warmup = 0;
+  const explore::report cut = explore::explore(m, few);
+  EXPECT_TRUE(cut.ok());
+  EXPECT_FALSE(cut.exhausted);
+  EXPECT_EQ(cut.stopped, explore::stop_reason::executions);
+  EXPECT_THAT(cut.summary(), HasSubstr("not exhausted (stopped: max_executions)"));
+  explore::options walk;
+  walk.strategy = explore::strategy::random;
+  const explore::report random = explore::explore(m, walk);
+  EXPECT_EQ(random.stopped, explore::stop_reason::repeats) << random.summary();
+  EXPECT_THAT(random.summary(), HasSubstr("repeated earlier schedules"));
+  const explore::report whole = explore::explore(m);
+  EXPECT_TRUE(whole.exhausted);
+  EXPECT_EQ(whole.stopped, explore::stop_reason::exhausted);
+  const explore::report found =
+      explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc));
+  ASSERT_FALSE(found.ok());
+  EXPECT_EQ(found.stopped, explore::stop_reason::failure);
+}
+
+// A model whose setup throws after a fork: the kernel's teardown during the
+// unwinding reports the task as leaked, but the failure is the exception.
+TEST(ExploreTest, AModelThatThrowsIsAnExceptionFailureWithItsMessage) {
+  const explore::report r = explore::explore([](explore::execution& x) {
+    kernel k(x.config({.name = "throws", .pid_max = 64}));
+    (void)k.fork(nullptr, {.comm = "t"});
+    throw std::runtime_error("setup fails after fork");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.failure->kind, explore::failure_kind::exception) << r.failure->message;
+  EXPECT_THAT(r.failure->message, HasSubstr("setup fails after fork"));
+  const explore::report inv = explore::explore([](explore::execution& x) {
+    kernel k(x.config({.name = "inv", .pid_max = 64}));
+    task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+    x.invariant("thrower", []() -> bool { throw std::runtime_error("inv boom"); });
+    x.thread("a", [&] {
+      get_task_struct(t);
+      put_task_struct(t);
+    });
+    x.run();
+    k.retire(t);
+  });
+  ASSERT_FALSE(inv.ok());
+  EXPECT_EQ(inv.failure->kind, explore::failure_kind::invariant);
+  EXPECT_THAT(inv.failure->message, HasSubstr("it threw: inv boom"));
+}
+
+// The schedule's hash covers the verdict: a failing schedule of the unchecked
+// program replayed on the fixed one (same decisions, same task events) does
+// not pass silently.
+TEST(ExploreTest, AFailingScheduleReplayedOnTheFixedModelIsAMismatch) {
+  auto program = [](bool checked) {
+    return [checked](explore::execution& x) {
+      kernel k(x.config({.name = "null", .pid_max = 64}));
+      task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [checked](task_struct* task) {
+        task_struct* acquired = bpf_task_acquire(task);
+        if (checked && acquired == nullptr) {
+          return 0;
+        }
+        bpf_task_release(acquired);
+        return 0;
+      });
+      x.thread("program", [&] { (void)p.run(t, t); });
+      x.run();
+      k.retire(t);
+    };
+  };
+  const explore::report bad = explore::explore(program(false));
+  ASSERT_FALSE(bad.ok());
+  ASSERT_EQ(bad.failure->kind, explore::failure_kind::verifier_violation);
+  const explore::report fixed = explore::replay(program(true), bad.failure->schedule);
+  ASSERT_FALSE(fixed.ok()) << "the failing schedule passed on another model";
+  EXPECT_EQ(fixed.failure->kind, explore::failure_kind::nondeterminism);
+  EXPECT_THAT(fixed.failure->message, HasSubstr("another model or profile"));
 }
 
 TEST(ExploreTest, AScheduleOfAnotherModelIsDetected) {
