@@ -4,13 +4,20 @@
 // timeline, Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing), an SVG
 // picture and an ftrace-like text.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -37,14 +44,22 @@ struct outputs {
 };
 
 void add_outputs(CLI::App* cmd, outputs& o) {
-  cmd->add_option("--json", o.json, "write the Chrome trace-event JSON here (ui.perfetto.dev)");
-  cmd->add_option("--svg", o.svg, "write the SVG timeline here");
-  cmd->add_option("--ftrace", o.ftrace, "write an ftrace-like text (trace-cmd report) here");
-  cmd->add_option("--text", o.text, "write the text timeline here ('-': stdout, the default)");
+  const CLI::Validator path(
+      [](std::string& v) { return v.empty() ? std::string("an empty path") : std::string(); },
+      "PATH");
+  cmd->add_option("--json", o.json, "write the Chrome trace-event JSON here (ui.perfetto.dev)")
+      ->check(path);
+  cmd->add_option("--svg", o.svg, "write the SVG timeline here")->check(path);
+  cmd->add_option("--ftrace", o.ftrace, "write an ftrace-like text (trace-cmd report) here")
+      ->check(path);
+  cmd->add_option("--text", o.text, "write the text timeline here ('-': stdout, the default)")
+      ->check(path);
   cmd->add_option("--out", o.dir,
                   "write every output into this directory: NAME.json, NAME.svg, NAME.txt, "
-                  "NAME.ftrace");
-  cmd->add_flag("-q,--quiet", o.quiet, "no timeline on stdout (summaries only)");
+                  "NAME.ftrace")
+      ->check(path);
+  cmd->add_flag("-q,--quiet", o.quiet,
+                "no timeline on stdout and no progress line on stderr (summaries only)");
 }
 
 struct selection {
@@ -99,6 +114,32 @@ bool write_file(const std::string& path, const std::string& what,
     return false;
   }
   return true;
+}
+
+// The exit status of an output that could not be written (docs/scenarios.md §1):
+// 2, like a bad command line; 1 is a failed expectation.
+constexpr int exit_unwritable = 2;
+constexpr int exit_usage = 2;
+
+// What is wrong with the output options, or "" (checked before anything runs):
+// no empty path, '-' (stdout) only for the text timeline, no path given twice.
+std::string output_problem(const outputs& o) {
+  const std::pair<const char*, const std::string*> given[] = {
+      {"--text", &o.text}, {"--json", &o.json}, {"--svg", &o.svg}, {"--ftrace", &o.ftrace}};
+  std::map<std::string, const char*> seen;
+  for (const auto& [flag, path] : given) {
+    if (path->empty()) {
+      continue;  // not given (CLI11 leaves it empty; an empty argument is caught below)
+    }
+    if (*path == "-" && std::string_view(flag) != "--text") {
+      return fmt::format("{} -: only the text timeline goes to stdout; give {} a file", flag, flag);
+    }
+    auto [it, fresh] = seen.emplace(*path, flag);
+    if (!fresh) {
+      return fmt::format("{} and {} both write to '{}'", it->second, flag, *path);
+    }
+  }
+  return {};
 }
 
 bool write_outputs(const sc::scenario& s, const std::vector<sc::variant_result>& results,
@@ -176,18 +217,43 @@ int conclude(const sc::scenario& s, sc::mode m, const std::vector<sc::variant_re
   return bad.empty() ? 0 : 1;
 }
 
-void summary(const sc::scenario& s, const sc::variant_result& r) {
-  std::string line = fmt::format("  {:<44} {}", r.v.label, r.trace.outcome);
-  if (r.report) {
-    line += fmt::format("  ({})", r.report->summary());
+// `word` as one shell word: as it is if it is plain, else in single quotes.
+std::string shell_quote(std::string_view word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+           std::string_view("_-./=:,+@%").find(c) != std::string_view::npos;
+  });
+  if (plain) {
+    return std::string(word);
   }
-  fmt::print("{}\n", line);
+  std::string out = "'";
+  for (const char c : word) {
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  }
+  return out + "'";
+}
+
+void summary(const sc::scenario& s, const sc::variant_result& r) {
+  std::string outcome = r.trace.outcome;
+  if (r.how == sc::mode::explore && !r.replayed && !r.failure && !r.complete) {
+    outcome += " (not every interleaving: " + r.stopped + ")";
+  }
+  fmt::print("  {:<44} {}\n", r.v.label, outcome);
+  if (r.report) {
+    fmt::print("      {}\n", r.report->summary());
+  }
   if (r.failure) {
     fmt::print("      {}\n", r.failure->message);
     if (!r.failure->schedule.empty()) {
-      fmt::print("      replay: tasklife replay {} '{}' -p {} --final-put {}\n",
-                 s.file == "scenarios/" + s.name + ".toml" ? s.name : s.file, r.failure->schedule,
-                 to_string(r.v.profile),
+      // A built-in by its name; a file by a path find() reads as a file.
+      const bool builtin =
+          s.file == "scenarios/" + s.name + ".toml" && sc::find_builtin(s.name) != nullptr;
+      std::string file = builtin ? s.name : s.file;
+      if (!builtin && sc::find_builtin(file) != nullptr) {
+        file = "./" + file;
+      }
+      fmt::print("      replay: tasklife replay {} {} -p {} --final-put {}\n", shell_quote(file),
+                 shell_quote(r.failure->schedule), to_string(r.v.profile),
                  r.v.final_put == final_put_mode::deferred ? "deferred" : "immediate");
     }
   }
@@ -248,6 +314,42 @@ class progress {
   std::thread worker_;
 };
 
+// A whole number in lo .. hi, in decimal digits only: CLI11 alone would wrap "-1"
+// into an unsigned option and take a number past 2^64.
+CLI::Validator whole(std::uint64_t lo, std::uint64_t hi) {
+  return {[lo, hi](std::string& v) -> std::string {
+            std::uint64_t n = 0;
+            const char* end = v.data() + v.size();
+            const auto [at, ec] = std::from_chars(v.data(), end, n);
+            if (v.empty() || ec == std::errc::invalid_argument || at != end) {
+              return fmt::format("'{}' is not a whole number", v);
+            }
+            if (ec == std::errc::result_out_of_range || n < lo || n > hi) {
+              return fmt::format("{} is not between {} and {}", v, lo, hi);
+            }
+            return {};
+          },
+          fmt::format("INT in [{} - {}]", lo, hi)};
+}
+
+// A number of seconds: finite, in lo .. hi (CLI::Range lets NaN through).
+CLI::Validator seconds_between(double lo, double hi) {
+  return {[lo, hi](std::string& v) -> std::string {
+            char* end = nullptr;
+            const double d = std::strtod(v.c_str(), &end);
+            if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(d)) {
+              return fmt::format("'{}' is not a number of seconds", v);
+            }
+            if (d < lo || d > hi) {
+              return fmt::format("{} is not between {} and {}", v, lo, hi);
+            }
+            return {};
+          },
+          fmt::format("SECONDS in [{} - {}]", lo, hi)};
+}
+
+constexpr std::string_view commands[] = {"list", "show", "run", "explore", "replay", "check"};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -292,21 +394,20 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 1;
   unsigned jobs = 1, shard = 0, shards = 1;
   bool no_null = false;
-  for (CLI::App* c : {exp}) {
-    c->add_option("--strategy", strategy, "dfs, random or pct")
-        ->check(CLI::IsMember({"dfs", "random", "pct"}));
-    c->add_option("--bound", bound, "preemption bound (-1: unbounded; default: the scenario's)")
-        ->check(CLI::Range(-1, 64));
-    c->add_option("--budget", budget, "at most this many executions per profile")
-        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000'000}));
-    c->add_option("--time", seconds, "at most this many seconds per profile")
-        ->check(CLI::Range(0.001, 86400.0));
-    c->add_option("--seed", seed, "random and pct seed");
-    c->add_option("--jobs", jobs, "parallel workers")->check(CLI::Range(1U, 256U));
-    c->add_option("--shard", shard, "explore shard K of --shards")->check(CLI::Range(0U, 65535U));
-    c->add_option("--shards", shards, "the number of shards")->check(CLI::Range(1U, 65536U));
-    c->add_flag("--no-null-paths", no_null, "do not explore NULL results");
-  }
+  exp->add_option("--strategy", strategy, "dfs, random or pct")
+      ->check(CLI::IsMember({"dfs", "random", "pct"}));
+  exp->add_option("--bound", bound, "preemption bound (-1: unbounded; default: the scenario's)")
+      ->check(CLI::Range(-1, sc::max_preemption_bound));
+  exp->add_option("--budget", budget, "at most this many executions per profile")
+      ->check(whole(1, sc::max_executions_limit));
+  exp->add_option("--time", seconds, "at most this many seconds per profile")
+      ->check(seconds_between(0.001, 86400.0));
+  exp->add_option("--seed", seed, "random and pct seed")
+      ->check(whole(0, std::numeric_limits<std::uint64_t>::max()));
+  exp->add_option("--jobs", jobs, "parallel workers")->check(whole(1, 256));
+  exp->add_option("--shard", shard, "explore shard K of --shards")->check(whole(0, 65535));
+  exp->add_option("--shards", shards, "the number of shards")->check(whole(1, 65536));
+  exp->add_flag("--no-null-paths", no_null, "do not explore NULL results");
 
   auto* rep = app.add_subcommand("replay", "replay one schedule string of an exploration");
   std::string schedule;
@@ -319,6 +420,19 @@ int main(int argc, char** argv) {
   auto* chk = app.add_subcommand("check", "run and explore a scenario, checking every expectation");
   chk->add_option("scenario", name, "built-in name or file")->required();
 
+  // The first word names the command (CLI11 would only say that one is required).
+  if (argc > 1) {
+    const std::string_view first = argv[1];
+    const bool known =
+        std::find(std::begin(commands), std::end(commands), first) != std::end(commands);
+    if (!known && first != "-h" && first != "--help" && first != "--version") {
+      fmt::print(stderr,
+                 "tasklife: unknown {} '{}': expected a command: list, show, run, explore, "
+                 "replay or check (tasklife --help lists them)\n",
+                 first.rfind('-', 0) == 0 ? "option" : "command", first);
+      return exit_usage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -331,7 +445,7 @@ int main(int argc, char** argv) {
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
     fmt::print(stderr, "tasklife: {} (tasklife --help lists the options)\n", what);
-    return 2;
+    return exit_usage;
   }
 
   if (list->parsed()) {
@@ -345,19 +459,44 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  // What the command line alone says is wrong, before anything is printed or run.
+  auto usage = [](const std::string& why) {
+    fmt::print(stderr, "tasklife: {}\n", why);
+    return exit_usage;
+  };
+  if (const std::string p = output_problem(out); !p.empty()) {
+    return usage(p);
+  }
+  for (std::size_t i = 0; i < sel.profiles.size(); ++i) {
+    if (std::count(sel.profiles.begin(), sel.profiles.begin() + static_cast<std::ptrdiff_t>(i),
+                   sel.profiles[i]) != 0) {
+      return usage(fmt::format("--profile {} is given twice", sel.profiles[i]));
+    }
+  }
+  if (exp->parsed() && shard >= shards) {
+    return usage(fmt::format("--shard {} is not below --shards {} (shards are numbered from 0)",
+                             shard, shards));
+  }
+  if (rep->parsed()) {
+    if (const auto p = explore::schedule_problem(schedule)) {
+      return usage("bad schedule: " + *p);
+    }
+  }
+  if (sc::find_builtin(name) != nullptr && ::access(name.c_str(), F_OK) == 0) {
+    // Not silently: the built-in wins over a file named like it.
+    fmt::print(stderr, "tasklife: note: '{}' is the built-in scenario; the file is ./{}\n", name,
+               name);
+  }
   try {
-    sc::scenario s = sc::find(name);
     if (show->parsed()) {
-      for (const sc::builtin& b : sc::builtins()) {
-        if (b.name == name) {
-          fmt::print("{}", b.text);
-          return 0;
-        }
+      if (const sc::builtin* b = sc::find_builtin(name)) {
+        fmt::print("{}", b->text);
+      } else {
+        fmt::print("{}", sc::read_file(name));
       }
-      std::ifstream f(name);
-      std::cout << f.rdbuf();
       return 0;
     }
+    sc::scenario s = sc::find(name);
     if (chk->parsed()) {
       print_header(s);
       const auto vs = sc::variants(s);
@@ -375,8 +514,14 @@ int main(int argc, char** argv) {
       return rc;
     }
     const std::vector<sc::variant> vs = chosen(s, sel);
-    print_header(s);
+    if (rep->parsed() && vs.size() != 1) {
+      return usage(fmt::format(
+          "a schedule belongs to one variant, and the scenario runs {}: pick one with --profile "
+          "(and --final-put)",
+          vs.size()));
+    }
     if (run->parsed()) {
+      print_header(s);
       fmt::print("  run once, {}\n",
                  native ? "on liburcu (memb)" : "on the deterministic RCU backend");
       const auto results =
@@ -386,7 +531,7 @@ int main(int argc, char** argv) {
       for (const auto& r : results) {
         summary(s, r);
       }
-      return std::max(conclude(s, sc::mode::run, results), wrote ? 0 : 1);
+      return std::max(conclude(s, sc::mode::run, results), wrote ? 0 : exit_unwritable);
     }
     explore::options o = sc::default_explore_options(s);
     o.strategy = strategy == "random" ? explore::strategy::random
@@ -403,32 +548,31 @@ int main(int argc, char** argv) {
     o.jobs = jobs;
     o.shard = shard;
     o.shards = shards;
-    if (shard >= shards) {
-      fmt::print(stderr, "tasklife: --shard {} is not below --shards {}\n", shard, shards);
-      return 2;
-    }
     if (no_null) {
       o.null_paths = false;
     }
     if (rep->parsed()) {
-      if (vs.size() != 1) {
-        fmt::print(stderr,
-                   "tasklife: a schedule belongs to one variant: pick it with --profile (and "
-                   "--final-put); the scenario runs {}\n",
-                   vs.size());
-        return 2;
-      }
       std::vector<sc::variant_result> results{sc::replay_variant(s, vs.front(), schedule, o)};
+      const sc::variant_result& r = results.front();
+      if (r.failure && r.failure->kind == explore::failure_kind::nondeterminism) {
+        // A well-formed string the scenario's model does not follow: made from
+        // another scenario, another variant, or another version of this file.
+        return usage(fmt::format(
+            "the schedule belongs to another scenario or variant: it does not match '{}' under "
+            "{} (replay it with the scenario, --profile and --final-put the exploration "
+            "printed)",
+            s.name, r.v.label));
+      }
+      print_header(s);
       const bool wrote = write_outputs(s, results, out);
       fmt::print("\n");
-      summary(s, results.front());
-      return wrote ? 0 : 1;
+      summary(s, r);
+      return wrote ? 0 : exit_unwritable;
     }
-    fmt::print(
-        "  explore: {}, preemption bound {}, at most {} executions and {:.0f} s per "
-        "profile{}\n",
-        explore::to_string(o.strategy), o.preemption_bound, o.max_executions, seconds,
-        o.null_paths ? ", NULL paths" : "");
+    print_header(s);
+    fmt::print("  explore: {}, preemption bound {}, at most {} executions and {} s per profile{}\n",
+               explore::to_string(o.strategy), o.preemption_bound, o.max_executions, seconds,
+               o.null_paths ? ", NULL paths" : "");
     std::vector<sc::variant_result> results;
     progress bar(!out.quiet);
     for (const sc::variant& v : vs) {
@@ -441,9 +585,9 @@ int main(int argc, char** argv) {
     for (const auto& r : results) {
       summary(s, r);
     }
-    return std::max(conclude(s, sc::mode::explore, results), wrote ? 0 : 1);
+    return std::max(conclude(s, sc::mode::explore, results), wrote ? 0 : exit_unwritable);
   } catch (const sc::parse_error& e) {
     fmt::print(stderr, "{}\n", e.what());
-    return 2;
+    return exit_usage;
   }
 }

@@ -44,9 +44,10 @@
 //   divergence as a failure of kind `nondeterminism` rather than a wrong answer.
 //
 // Members
-//   options, strategy, failure_kind, step, failure, report
+//   options, strategy, failure_kind, stop_reason, step, failure, report
 //   execution: config(), thread(), invariant(), check(), run()
-//   explore(model, options), replay(model, schedule, options), yield(), wait_until()
+//   explore(model, options), replay(model, schedule, options), schedule_problem(),
+//   yield(), wait_until()
 //
 // Lifetime
 //   Everything a model builds lives in the model function's frame and dies when
@@ -240,6 +241,11 @@ TASKLIFE_API report explore(const model& m, const options& o = {});
 // controlled). The schedule's hash covers the failure's kind: a failing schedule
 // replayed on a fixed model is a mismatch, not a silent pass.
 TASKLIFE_API report replay(const model& m, std::string_view schedule, const options& o = {});
+// What is wrong with the form of a schedule string ("tl1-<signature>-<events>-
+// <choices>~<NULL-path options>", as a failure's `schedule` has it), in the words
+// replay() would use; nullopt when it is well-formed. Whether it belongs to a
+// given model only replay() can tell.
+TASKLIFE_API std::optional<std::string> schedule_problem(std::string_view schedule);
 
 // A scheduling point of the user's own: before touching state the simulated
 // threads share outside tasklife's API (an atomic flag, a variable), so that the

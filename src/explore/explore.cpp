@@ -1624,6 +1624,63 @@ report explore(const model& m, const options& given) {
   return r;
 }
 
+namespace {
+
+// A schedule string taken apart: the decisions, and the options it was made with
+// (in `ro`); or what is wrong with its form.
+struct parsed_schedule {
+  std::vector<unsigned> choices;
+  std::string problem;  // empty: well-formed
+};
+parsed_schedule parse_schedule(std::string_view schedule, options& ro) {
+  parsed_schedule p;
+  // tl1-<16 hex>-<16 hex>-<choices>
+  if (schedule.size() < 38 || schedule.substr(0, 4) != "tl1-" || schedule[20] != '-' ||
+      schedule[37] != '-') {
+    p.problem = fmt::format("'{}' is not a tasklife schedule (tl1-<signature>-<events>-<choices>)",
+                            schedule);
+    return p;
+  }
+  auto hex = [](std::string_view h) -> std::optional<std::uint64_t> {
+    std::uint64_t v = 0;
+    for (const char c : h) {
+      const auto d = std::string_view("0123456789abcdef").find(c);
+      if (d == std::string_view::npos) {
+        return std::nullopt;
+      }
+      v = (v << 4) | d;
+    }
+    return v;
+  };
+  const auto signature = hex(schedule.substr(4, 16));
+  const auto events = hex(schedule.substr(21, 16));
+  std::string_view rest = schedule.substr(38);
+  // The NULL-path options the schedule was made with, if it says (a string from
+  // before they were written has none: the caller's options then apply).
+  if (const auto tilde = rest.find('~'); tilde != std::string_view::npos) {
+    if (!parse_null_path_options(rest.substr(tilde + 1), ro)) {
+      p.problem = fmt::format("'{}' is not a tasklife schedule: bad NULL-path options", schedule);
+      return p;
+    }
+    rest = rest.substr(0, tilde);
+  }
+  auto choices = decode_choices(rest);
+  if (!signature || !events || !choices) {
+    p.problem = fmt::format("'{}' is not a tasklife schedule: bad hash or choices", schedule);
+    return p;
+  }
+  p.choices = std::move(*choices);
+  return p;
+}
+
+}  // namespace
+
+std::optional<std::string> schedule_problem(std::string_view schedule) {
+  options ignored;
+  parsed_schedule p = parse_schedule(schedule, ignored);
+  return p.problem.empty() ? std::nullopt : std::optional<std::string>(std::move(p.problem));
+}
+
 report replay(const model& m, std::string_view schedule, const options& o) {
   report r;
   const auto start = clock::now();
@@ -1644,45 +1701,17 @@ report replay(const model& m, std::string_view schedule, const options& o) {
   if (std::optional<std::string> bad = invalid_options(o)) {
     return fail_with(std::move(*bad));
   }
-  // tl1-<16 hex>-<16 hex>-<choices>
-  if (schedule.size() < 38 || schedule.substr(0, 4) != "tl1-" || schedule[20] != '-' ||
-      schedule[37] != '-') {
-    return fail_with(fmt::format(
-        "'{}' is not a tasklife schedule (tl1-<signature>-<events>-<choices>)", schedule));
-  }
-  auto hex = [](std::string_view h) -> std::optional<std::uint64_t> {
-    std::uint64_t v = 0;
-    for (const char c : h) {
-      const auto d = std::string_view("0123456789abcdef").find(c);
-      if (d == std::string_view::npos) {
-        return std::nullopt;
-      }
-      v = (v << 4) | d;
-    }
-    return v;
-  };
-  const auto signature = hex(schedule.substr(4, 16));
-  const auto events = hex(schedule.substr(21, 16));
-  std::string_view rest = schedule.substr(38);
   options ro = o;
   ro.shards = 1;
   ro.shard = 0;
-  // The NULL-path options the schedule was made with, if it says (a string from
-  // before they were written has none: the caller's options then apply).
-  if (const auto tilde = rest.find('~'); tilde != std::string_view::npos) {
-    if (!parse_null_path_options(rest.substr(tilde + 1), ro)) {
-      return fail_with(
-          fmt::format("'{}' is not a tasklife schedule: bad NULL-path options", schedule));
-    }
-    rest = rest.substr(0, tilde);
+  parsed_schedule parsed = parse_schedule(schedule, ro);
+  if (!parsed.problem.empty()) {
+    return fail_with(std::move(parsed.problem));
   }
-  const auto choices = decode_choices(rest);
-  if (!signature || !events || !choices) {
-    return fail_with(fmt::format("'{}' is not a tasklife schedule: bad hash or choices", schedule));
-  }
-  std::vector<node> path(choices->size());
-  for (std::size_t i = 0; i < choices->size(); ++i) {
-    path[i].chosen = (*choices)[i];
+  const std::vector<unsigned>& choices = parsed.choices;
+  std::vector<node> path(choices.size());
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    path[i].chosen = choices[i];
   }
   std::uint64_t ignored = 0;
   dfs_chooser c(ro, ignored, path);

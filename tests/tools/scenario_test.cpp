@@ -15,8 +15,10 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -470,8 +472,140 @@ TEST(ScenarioParseTest, AnUnreadableFileIsAnErrorNotACrash) {
     sc::load("/nonexistent/scenario.toml");
     FAIL() << "no error";
   } catch (const sc::parse_error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("/nonexistent/scenario.toml:0:0: cannot read the file"));
+    EXPECT_THAT(e.what(),
+                ::testing::StartsWith("/nonexistent/scenario.toml: cannot read the file"));
   }
+}
+
+// Issue #11, finding 1: what is no regular file is refused before it is read (a
+// device's size says 0 and it never ends; a FIFO with no writer would block).
+TEST(ScenarioParseTest, WhatIsNoRegularFileIsRefusedBeforeItIsRead) {
+  auto error_loading = [](const std::string& path) {
+    try {
+      sc::load(path);
+    } catch (const sc::parse_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error_loading("/dev/zero"),
+            "/dev/zero: is not a regular file (a device, a FIFO or a socket): give a scenario "
+            "file");
+  EXPECT_EQ(error_loading("."), ".: is a directory, not a scenario file");
+  const std::string fifo = temp_path("fifo");
+  std::remove(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_THAT(error_loading(fifo), HasSubstr("is not a regular file"));
+  std::remove(fifo.c_str());
+  // A regular file past the limit: read up to one byte past it, then refused.
+  const std::string big = temp_path("big.toml");
+  {
+    std::ofstream f(big, std::ios::binary);
+    f << std::string(sc::max_file_size + 10, '#');
+  }
+  EXPECT_THAT(error_loading(big), HasSubstr("larger than 1 MiB"));
+  std::remove(big.c_str());
+  // The invariant: a file within the limit still loads.
+  EXPECT_EQ(sc::find("pid_lookup_race").name, "pid_lookup_race");
+}
+
+// Finding 5: the name becomes output file names.
+TEST(ScenarioParseTest, ANameThatIsNoPlainFileNameIsRefused) {
+  for (const char* bad : {"../escaped", "/tmp/abs", "sub/dir", ".hidden", "a\\nb", "a\\u0000b"}) {
+    EXPECT_THAT(error_of(fmt::format("name = \"{}\"\n", bad)),
+                ::testing::StartsWith("bad.toml:1:8: 'name' must be at most 64 letters"))
+        << bad;
+  }
+  EXPECT_THAT(error_of("name = \"" + std::string(65, 'a') + "\"\n"),
+              HasSubstr("'name' must be at most 64"));
+  EXPECT_EQ(sc::parse("name = \"ok-name_1.v2\"\n", "good.toml").name, "ok-name_1.v2");
+}
+
+// Findings 6, 7 and the namespace depth of finding 8.
+TEST(ScenarioParseTest, TaskPlacementIsCheckedWhereItIsWritten) {
+  EXPECT_THAT(error_of("name = \"t\"\n[[task]]\nname = \"a\"\nparent = \"a\"\n"),
+              ::testing::StartsWith("bad.toml:2:1: task 'a': unknown parent 'a' (declare it above: "
+                                    "a task cannot be its own)"));
+  EXPECT_THAT(error_of("name = \"t\"\n[[namespace]]\nname = \"q\"\n[[task]]\nname = \"a\"\n"
+                       "ns = \"q\"\n"),
+              ::testing::StartsWith("bad.toml:6:6: 'ns' names the namespace a fork creates and "
+                                    "needs new_pid_ns = true"));
+  EXPECT_THAT(error_of(R"(name = "t"
+[[namespace]]
+name = "q"
+[[task]]
+name = "p"
+[[thread]]
+name = "u"
+steps = [ { op = "fork", task = "c", parent = "p", ns = "q" } ]
+)"),
+              ::testing::StartsWith("bad.toml:8:57: 'ns' names the namespace a fork creates"));
+  EXPECT_THAT(error_of(R"(name = "t"
+[[task]]
+name = "p"
+[[thread]]
+name = "u"
+steps = [ { op = "fork", task = "p2", parent = "p2" } ]
+)"),
+              HasSubstr("bad.toml:6:11: fork: task 'p2' cannot be its own parent"));
+  // 33 nested CLONE_NEWPID forks: one more than the kernel allows.
+  std::string chain = "name = \"t\"\n[[task]]\nname = \"k0\"\n";
+  for (int i = 1; i <= 33; ++i) {
+    chain += fmt::format(
+        "[[task]]\nname = \"k{}\"\nparent = \"k{}\"\nnew_pid_ns = true\nns = "
+        "\"n{}\"\n",
+        i, i - 1, i);
+  }
+  EXPECT_THAT(error_of(chain), HasSubstr("namespace 'n33' would be nested 33 deep: the kernel "
+                                         "allows 32"));
+  // The invariant: 32 deep is within the limit, and it runs clean.
+  const std::string ok = chain.substr(0, chain.find("[[task]]\nname = \"k33\""));
+  const sc::scenario s = sc::parse(ok, "deep.toml");
+  const auto runs = sc::run(s, {sc::backend::deterministic, false}, sc::variants(s));
+  EXPECT_THAT(sc::check(s, sc::mode::run, runs), ::testing::IsEmpty());
+}
+
+// Finding 10.
+TEST(ScenarioParseTest, AKfuncStepNeedsItsThreadToRunAsATask) {
+  EXPECT_THAT(error_of(R"(name = "t"
+[[task]]
+name = "a"
+[[thread]]
+name = "t"
+steps = [ { op = "bpf_task_acquire", task = "a", into = "q" }, { op = "bpf_task_release", ref = "q" } ]
+)"),
+              ::testing::StartsWith("bad.toml:6:11: step 'bpf_task_acquire' calls a kfunc, which "
+                                    "runs as the thread's current task: add as = \"...\" (a "
+                                    "task) to thread 't'"));
+  EXPECT_THAT(error_of("name = \"t\"\n[setup]\nsteps = [ { op = \"bpf_rcu_read_lock\" }, { op = "
+                       "\"bpf_rcu_read_unlock\" } ]\n"),
+              HasSubstr("to [setup]"));
+}
+
+// Finding 12.
+TEST(ScenarioParseTest, RunOrderErrorsNameTheEntry) {
+  EXPECT_THAT(error_of(std::string(kValid) + "[run]\norder = [\"one\", \"nobody\"]\n"),
+              ::testing::StartsWith("bad.toml:8:17: [run] order: unknown thread 'nobody'"));
+  EXPECT_THAT(error_of(std::string(kValid) + "[run]\norder = [\"one\", \"one\"]\n"),
+              ::testing::StartsWith("bad.toml:8:17: [run] order: thread 'one' has no step left"));
+}
+
+// Finding 16.
+TEST(ScenarioParseTest, ContradictoryExpectationsAreRefused) {
+  EXPECT_THAT(error_of(std::string(kValid) +
+                       "[[expect]]\noutcome = \"clean\"\n[[expect]]\noutcome = \"fails\"\n"),
+              ::testing::StartsWith("bad.toml:9:1: contradictory expectations: the one at line 7 "
+                                    "says the run is clean"));
+  EXPECT_THAT(error_of(std::string(kValid) +
+                       "[[expect]]\nmode = \"explore\"\noutcome = \"fails\"\nfailure = \"leak\"\n"
+                       "[[expect]]\nmode = \"explore\"\noutcome = \"fails\"\nfailure = "
+                       "\"invariant\"\n"),
+              HasSubstr("says the explore fails with leak"));
+  // The invariant: one per mode, or disjoint variants, are fine.
+  EXPECT_NO_THROW(sc::parse(std::string(kValid) +
+                                "[[expect]]\noutcome = \"clean\"\n[[expect]]\nmode = "
+                                "\"explore\"\noutcome = \"fails\"\n",
+                            "good.toml"));
 }
 
 // A run order that would wait forever is refused before anything runs.
@@ -491,6 +625,173 @@ order = ["reader", "writer", "writer"]
   ASSERT_EQ(r.size(), 1U);
   ASSERT_TRUE(r[0].failure.has_value());
   EXPECT_THAT(r[0].failure->message, HasSubstr("would never end"));
+}
+
+// Finding 8: a step that can fail says how it is expected to, and a failed step
+// makes the variant's outcome say so.
+TEST(ScenarioRunTest, AStepThatFailsIsExpectedWithItsError) {
+  constexpr const char* full = R"(name = "full"
+[kernel]
+pid_max = 3
+reserved_pids = 0
+[[task]]
+name = "a"
+[[task]]
+name = "b"
+[[task]]
+name = "c"
+%s
+[[map]]
+name = "m"
+max_entries = 1
+[[thread]]
+name = "t"
+steps = [ { op = "map_update", map = "m", key = 1 }, { op = "map_update", map = "m", key = 2%s },
+          { op = "reap", task = "a"%s } ]
+)";
+  auto run = [&](const char* task_error, const char* map_error, const char* reap_error) {
+    std::string t(full);
+    for (const char* part : {task_error, map_error, reap_error}) {
+      t.replace(t.find("%s"), 2, part);
+    }
+    const sc::scenario s = sc::parse(t, "full.toml");
+    return sc::run(s, {sc::backend::deterministic, true}, sc::variants(s)).front();
+  };
+  const auto expected = run("error = \"EAGAIN\"", ", error = \"E2BIG\"", ", error = \"ECHILD\"");
+  EXPECT_THAT(expected.point_failures, ::testing::IsEmpty());
+  EXPECT_FALSE(expected.failure.has_value()) << expected.failure->message;  // no leak either
+  EXPECT_EQ(expected.trace.outcome, "clean");
+  const auto unexpected = run("", "", "");
+  ASSERT_EQ(unexpected.point_failures.size(), 3U);
+  EXPECT_THAT(unexpected.point_failures[0],
+              HasSubstr("fork failed with EAGAIN (-11) (error = \"EAGAIN\" expects it)"));
+  EXPECT_THAT(unexpected.point_failures[1], HasSubstr("bpf_map_update_elem failed with E2BIG"));
+  EXPECT_THAT(unexpected.point_failures[2], HasSubstr("wait_task_zombie failed with ECHILD"));
+  EXPECT_EQ(unexpected.trace.outcome, "fails: 3 steps not as expected");
+  const sc::scenario ok = sc::parse(R"(name = "ok"
+[[thread]]
+name = "t"
+steps = [ { op = "fork", task = "x", error = "EAGAIN" } ]
+)",
+                                    "ok.toml");
+  const auto succeeded = sc::run(ok, {sc::backend::deterministic, true}, sc::variants(ok)).front();
+  ASSERT_EQ(succeeded.point_failures.size(), 1U);
+  EXPECT_THAT(succeeded.point_failures[0], HasSubstr("expected fork to fail with EAGAIN, it "
+                                                     "succeeded"));
+  // The invariant: the task that forked anyway died at the end, no leak.
+  EXPECT_FALSE(succeeded.failure.has_value());
+  EXPECT_THAT(error_of(R"(name = "t"
+[[thread]]
+name = "t"
+steps = [ { op = "fork", task = "x", error = "EAGIAN" } ]
+)"),
+              HasSubstr("unknown error 'EAGIAN' in step 'fork' (did you mean 'EAGAIN'?)"));
+}
+
+// Finding 4: a clean search that did not cover the space does not satisfy "clean".
+TEST(ScenarioRunTest, ACleanSearchThatRanOutOfBudgetDoesNotSatisfyClean) {
+  const sc::scenario s = sc::find("pid_lookup_race");
+  const sc::variant current = sc::variants(s).back();
+  ASSERT_EQ(current.profile, semantics_profile::current);
+  explore::options o = sc::default_explore_options(s);
+  o.max_executions = 2;
+  const auto cut = sc::explore_variant(s, current, o);
+  ASSERT_FALSE(cut.failure.has_value());
+  EXPECT_FALSE(cut.complete);
+  EXPECT_THAT(cut.stopped, HasSubstr("the execution budget ran out (2 executions)"));
+  const auto problems = sc::check(s, sc::mode::explore, {cut});
+  ASSERT_EQ(problems.size(), 1U);
+  EXPECT_THAT(problems[0], HasSubstr("expected no failure in any interleaving under current, but "
+                                     "the search did not cover them all: the execution budget"));
+  o.strategy = explore::strategy::random;
+  o.max_executions = 1000;
+  EXPECT_THAT(sc::explore_variant(s, current, o).stopped, HasSubstr("random samples schedules"));
+  // The invariant: the whole search covers it and the expectation holds.
+  const auto whole = sc::explore_variant(s, current, sc::default_explore_options(s));
+  EXPECT_TRUE(whole.complete);
+  EXPECT_THAT(sc::check(s, sc::mode::explore, {whole}), ::testing::IsEmpty());
+}
+
+// Finding 2: the form of a schedule string is checked on its own.
+TEST(ScenarioRunTest, MalformedSchedulesAreToldApartFromForeignOnes) {
+  for (const char* bad :
+       {"", "garbage", "tl1", "tl2-0000000000000000-0000000000000000-0",
+        "tl1-0000000000000000-0000000000000000-0*99999999999.",
+        "tl1-000000000000000g-0000000000000000-0", "tl1-0000000000000000-0000000000000000--1",
+        "tl1-0000000000000000-0000000000000000-0~junk"}) {
+    EXPECT_TRUE(explore::schedule_problem(bad).has_value()) << bad;
+  }
+  EXPECT_THAT(*explore::schedule_problem("garbage"), HasSubstr("is not a tasklife schedule"));
+  const sc::scenario s = sc::find("pid_lookup_race");
+  const auto found =
+      sc::explore_variant(s, sc::variants(s).front(), sc::default_explore_options(s));
+  ASSERT_TRUE(found.failure.has_value());
+  // The invariant: a real schedule is well-formed, and it replays.
+  EXPECT_EQ(explore::schedule_problem(found.failure->schedule), std::nullopt);
+}
+
+// Findings 21, 22: the ftrace text shows comms, splits on whitespace, stays UTF-8.
+TEST(ScenarioTraceTest, FtraceShowsCommsAndSplitsIntoFields) {
+  const sc::scenario s = sc::parse(R"(name = "comms"
+[[task]]
+name = "worker"
+comm = "kworker u8 ééééééé"
+[[thread]]
+name = "the thread"
+as = "worker"
+steps = [ { op = "get_task_struct", task = "worker", into = "h" }, { op = "put_task_struct", ref = "h" },
+          { op = "expect", task = "worker", comm = "kworker u8 éé" } ]
+)",
+                                   "comms.toml");
+  const auto runs = sc::run(s, {sc::backend::deterministic, true}, sc::variants(s));
+  EXPECT_THAT(sc::check(s, sc::mode::run, runs), ::testing::IsEmpty());  // cut before the 3rd é
+  std::ostringstream out;
+  sc::write_ftrace(out, traces_of(runs));
+  const std::string text = out.str();
+  EXPECT_THAT(text, HasSubstr("task_newtask: pid=1 comm=kworker_u8_éé clone_flags=0"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("comm=worker")));
+  std::istringstream lines(text);
+  std::size_t checked = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') {
+      continue;
+    }
+    std::istringstream fields(line);
+    std::string task, cpu, flags, stamp;
+    fields >> task >> cpu >> flags >> stamp;
+    EXPECT_EQ(cpu, "[000]") << line;
+    EXPECT_EQ(stamp.back(), ':') << line;
+    if (line.find("tracing_mark_write: get_task_struct") != std::string::npos) {
+      EXPECT_EQ(task, "kworker_u8_éé-1") << line;
+      ++checked;
+    }
+  }
+  // The invariant: the step was there to check, and no output cuts a character.
+  EXPECT_EQ(checked, 1U);
+  EXPECT_EQ(xml_problem([&] {
+              std::ostringstream svg;
+              sc::write_svg(svg, traces_of(runs));
+              return svg.str();
+            }()),
+            "");
+}
+
+// Finding 23: a scenario at the limits renders.
+TEST(ScenarioTraceTest, AScenarioAtTheLimitsRendersWithinTheRenderersSize) {
+  std::string text = "name = \"big\"\n[kernel]\npid_max = 8192\n";
+  for (int i = 0; i < 4096; ++i) {
+    text += fmt::format("[[task]]\nname = \"t{}\"\n", i);
+  }
+  const sc::scenario s = sc::parse(text, "big.toml");
+  const auto runs = sc::run(s, {sc::backend::deterministic, true}, sc::variants(s));
+  std::ostringstream svg;
+  sc::write_svg(svg, traces_of(runs));
+  const std::string doc = svg.str();
+  EXPECT_THAT(doc, HasSubstr("not drawn: "));
+  EXPECT_EQ(xml_problem(doc), "");
+  EXPECT_TRUE(renders(doc, "big")) << "rsvg-convert could not render it";
+  // The invariant: the run itself was clean (every task freed).
+  EXPECT_FALSE(runs.front().failure.has_value());
 }
 
 // ---- docs/scenarios.md -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // thread per simulated thread, one step at a time in the scenario's order), the
 // explorer model, and the expectations.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -10,6 +11,7 @@
 #include <set>
 #include <thread>
 #include <tuple>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -86,6 +88,19 @@ bool needs_full_checks(const scenario& s) {
 
 namespace {
 
+// The kernel keeps TASK_COMM_LEN - 1 bytes of a comm and cuts wherever that is;
+// the interpreter cuts at the last whole UTF-8 character that fits, so that every
+// output stays valid UTF-8.
+std::string comm_of(const std::string& name) {
+  std::size_t n = std::min(name.size(), std::size_t{TASK_COMM_LEN - 1});
+  if (n < name.size()) {
+    while (n > 0 && (static_cast<unsigned char>(name[n]) & 0xC0U) == 0x80U) {
+      --n;  // name[n] continues a character: cut before its first byte
+    }
+  }
+  return name.substr(0, n);
+}
+
 // struct __tasks_kfunc_map_value of the kernel selftests: one task kptr.
 struct task_value {
   kptr<task_struct> task;
@@ -128,6 +143,7 @@ class world {
       st.thread = t.thread;
       st.autoreap = t.autoreap;
       st.new_pid_ns = t.new_pid_ns;
+      st.error = t.error;
       st.pos = t.pos;
       rec_step(rec_ ? rec_->main_track() : 0, st);
     }
@@ -282,6 +298,24 @@ class world {
                                           st.pos.column, v_.label, st.describe(),
                                           st.name.empty() ? "" : " ('" + st.name + "')", what));
   }
+  // A step that can fail returned `rc` (0 or -errno): whether it is what the step
+  // expects (`error`, or success), and if not a point failure saying so.
+  bool as_expected(const step& st, std::string_view call, int rc) {
+    if (rc == -st.error) {
+      return true;
+    }
+    if (rc == 0) {
+      point_failure(st, fmt::format("expected {} to fail with {}, it succeeded", call,
+                                    errno_to_string(st.error)));
+    } else {
+      point_failure(
+          st, fmt::format("{} failed with {} ({}){}", call, errno_to_string(rc), rc,
+                          st.error != 0
+                              ? fmt::format(", not {} as expected", errno_to_string(st.error))
+                              : fmt::format(" (error = \"{}\" expects it)", errno_to_string(rc))));
+    }
+    return false;
+  }
   void forked(const std::string& name, task_struct* t) {
     tasks_[name] = t;
     order_.push_back(name);
@@ -290,7 +324,7 @@ class world {
       level_pids_[{name, ns}] = task_pid_nr_ns(t, ns);
     }
     if (rec_ != nullptr) {
-      rec_->name_task(t->priv.id, name);
+      rec_->name_task(t->priv.id, name, t->comm);
     }
   }
 
@@ -302,15 +336,15 @@ class world {
           return;
         }
         clone_args a;
-        const std::string comm = st.comm.empty() ? st.task : st.comm;
+        const std::string comm = comm_of(st.comm.empty() ? st.task : st.comm);
         a.comm = comm.c_str();
         a.thread = st.thread;
         a.autoreap = st.autoreap;
         a.new_pid_ns = st.new_pid_ns;
         a.trace = true;
         const fork_result r = k_.fork(parent, a);
+        as_expected(st, "fork", r ? 0 : r.error);
         if (!r) {
-          point_failure(st, fmt::format("fork failed with error {}", r.error));
           return;
         }
         if (st.new_pid_ns) {
@@ -327,15 +361,21 @@ class world {
         if (t == nullptr || !usable(t, st)) {
           return;
         }
+        if (st.kind == step_kind::reap) {
+          // wait(2) says ECHILD when there is no zombie to reap; the task then
+          // lives on, and dies at the end like any other.
+          const bool reaped = k_.wait_task_zombie(t);
+          as_expected(st, "wait_task_zombie", reaped ? 0 : -ECHILD);
+          if (reaped) {
+            killed_.insert(st.task);
+          }
+          return;
+        }
         killed_.insert(st.task);
         if (st.kind == step_kind::exit) {
           k_.do_exit(t);
         } else if (st.kind == step_kind::final_switch) {
           k_.finish_task_switch(t);
-        } else if (st.kind == step_kind::reap) {
-          if (!k_.wait_task_zombie(t)) {
-            point_failure(st, "wait_task_zombie found no zombie to reap");
-          }
         } else {
           k_.retire(t);
         }
@@ -438,10 +478,9 @@ class world {
         return;
       }
       case step_kind::map_update: {
-        const long rc = maps_.at(st.map)->update_elem(*st.key, task_value{}, BPF_ANY);
-        if (rc != 0) {
-          point_failure(st, fmt::format("bpf_map_update_elem returned {}", rc));
-        }
+        as_expected(
+            st, "bpf_map_update_elem",
+            static_cast<int>(maps_.at(st.map)->update_elem(*st.key, task_value{}, BPF_ANY)));
         return;
       }
       case step_kind::map_delete:
@@ -831,6 +870,10 @@ void conclude(variant_result& res, const std::string& schedule) {
     place_failure(res.trace, std::string(explore::to_string(res.failure->kind)),
                   res.failure->message);
     res.trace.outcome = fmt::format("fails: {}", explore::to_string(res.failure->kind));
+  } else if (!res.point_failures.empty()) {
+    // A step that did not do what it says (an expect, a step that failed): not clean.
+    res.trace.outcome = fmt::format("fails: {} step{} not as expected", res.point_failures.size(),
+                                    res.point_failures.size() == 1 ? "" : "s");
   } else {
     res.trace.outcome = "clean";
   }
@@ -914,6 +957,30 @@ explore::options default_explore_options(const scenario& s) {
   return o;
 }
 
+namespace {
+
+// Why a search that did not cover the whole space stopped.
+std::string why_stopped(const explore::report& rep, const explore::options& o) {
+  if (rep.failure && o.stop_at_first_failure) {
+    return "stopped at the first failure";
+  }
+  if (o.strategy != explore::strategy::dfs) {
+    return fmt::format("{} samples schedules: it never proves every interleaving clean",
+                       explore::to_string(o.strategy));
+  }
+  if (rep.exhausted) {
+    return fmt::format("shard {} of {} only", o.shard, o.shards);
+  }
+  if (rep.wall >= o.time_budget) {
+    return fmt::format("the time budget ran out ({} s)",
+                       std::chrono::duration_cast<std::chrono::seconds>(o.time_budget).count());
+  }
+  return fmt::format("the execution budget ran out ({} executions{})", o.max_executions,
+                     o.jobs > 1 ? fmt::format(", shared by {} jobs", o.jobs) : std::string());
+}
+
+}  // namespace
+
 variant_result explore_variant(const scenario& s, const variant& v, const explore::options& o,
                                std::atomic<std::uint64_t>* executions) {
   variant_result res;
@@ -955,6 +1022,10 @@ variant_result explore_variant(const scenario& s, const variant& v, const explor
     }
     conclude(res, "");
   }
+  res.complete = rep.exhausted && o.strategy == explore::strategy::dfs && o.shards <= 1;
+  if (!res.complete) {
+    res.stopped = why_stopped(rep, o);
+  }
   res.report = std::move(rep);
   return res;
 }
@@ -993,6 +1064,11 @@ std::vector<std::string> check(const scenario& s, mode m,
       if (!e.fails && r.failure) {
         out.push_back(fmt::format("{}: expected {} clean under {}, got {}", at, to_string(m),
                                   r.v.label, got));
+      } else if (!e.fails && m == mode::explore && !r.complete) {
+        out.push_back(
+            fmt::format("{}: expected no failure in any interleaving under {}, but the "
+                        "search did not cover them all: {}",
+                        at, r.v.label, r.stopped));
       } else if (e.fails && !r.failure) {
         out.push_back(fmt::format(
             "{}: expected {} to fail{} under {}, got no failure", at, to_string(m),
@@ -1019,19 +1095,30 @@ std::vector<std::string> check(const scenario& s, mode m,
   return out;
 }
 
-scenario find(const std::string& name_or_path) {
+const builtin* find_builtin(const std::string& name_or_path) {
+  const std::string_view n(name_or_path);
+  if (n.find('/') != std::string_view::npos ||
+      (n.size() >= 5 && n.substr(n.size() - 5) == ".toml")) {
+    return nullptr;  // a path
+  }
   for (const builtin& b : builtins()) {
     if (b.name == name_or_path) {
-      return parse(b.text, fmt::format("scenarios/{}.toml", b.name));
+      return &b;
     }
   }
-  if (std::FILE* f = std::fopen(name_or_path.c_str(), "rb")) {
-    std::fclose(f);
+  return nullptr;
+}
+
+scenario find(const std::string& name_or_path) {
+  if (const builtin* b = find_builtin(name_or_path)) {
+    return parse(b->text, fmt::format("scenarios/{}.toml", b->name));
+  }
+  if (::access(name_or_path.c_str(), F_OK) == 0) {
     return load(name_or_path);
   }
   throw parse_error({name_or_path, 0, 0},
-                    "no built-in scenario and no readable file of that name (`tasklife list` "
-                    "lists the built-in ones)");
+                    "no built-in scenario and no file of that name (`tasklife list` lists the "
+                    "built-in ones; a path with '/' or ending in .toml is always a file)");
 }
 
 }  // namespace tasklife::scenario

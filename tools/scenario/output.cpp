@@ -167,11 +167,29 @@ std::string xml(std::string_view s) {
   return out;
 }
 
+// At most n bytes of s, "~" marking a cut, which falls between UTF-8 characters.
 std::string clip(std::string_view s, std::size_t n) {
   if (s.size() <= n) {
     return std::string(s);
   }
-  return std::string(s.substr(0, n > 1 ? n - 1 : 0)) + "~";
+  std::size_t cut = n > 1 ? n - 1 : 0;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0U) == 0x80U) {
+    --cut;  // s[cut] continues a character
+  }
+  return std::string(s.substr(0, cut)) + "~";
+}
+
+// A comm in an ftrace line: whitespace would split the line's fields, so it
+// becomes '_' (trace-cmd prints a comm's bytes as they are).
+std::string ftrace_comm(std::string_view comm) {
+  std::string out(comm.empty() ? std::string_view("<none>") : comm);
+  std::replace_if(
+      out.begin(), out.end(),
+      [](char c) {
+        return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+      },
+      '_');
+  return out;
 }
 
 }  // namespace
@@ -386,14 +404,21 @@ void write_chrome_json(std::ostream& out, const std::vector<const trace_data*>& 
 // ---- SVG: time runs down, a column per thread and per task's counters -------------------------
 void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) {
   constexpr int row = 15, top = 84, col_w = 230, counter_w = 64, gap = 30, time_w = 44;
+  // Renderers refuse pictures past 32767 px (rsvg-convert, cairo): a panel draws
+  // at most max_rows rows and max_counters counter columns, says what it left out,
+  // and the whole picture is scaled down to fit if it is still too large.
+  constexpr int max_rows = 1500, max_px = 32000;
+  constexpr std::size_t max_counters = 32;
   struct panel {
     const trace_data* t;
     std::vector<unsigned> columns;      // tracks shown (gp track: bands instead)
     std::vector<std::uint64_t> tasks;   // counter columns
     std::map<std::uint64_t, int> y_of;  // time -> y
-    int rows = 0;
+    int rows = 0;                       // drawn
     int width = 0;
     int x0 = 0;
+    int elided_rows = 0;
+    std::size_t elided_tasks = 0;
   };
   std::vector<panel> panels;
   int x = 10;
@@ -401,14 +426,23 @@ void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) 
   for (const trace_data* t : traces) {
     panel p{t, {}, {}, {}, 0, 0, x};
     std::set<unsigned> used;
+    std::set<std::uint64_t> tasks;
     for (const item& it : t->items) {
       used.insert(it.track);
-      if (it.ev && std::find(p.tasks.begin(), p.tasks.end(), it.ev->task_id) == p.tasks.end()) {
-        p.tasks.push_back(it.ev->task_id);
+      if (it.ev && tasks.insert(it.ev->task_id).second) {
+        if (p.tasks.size() < max_counters) {
+          p.tasks.push_back(it.ev->task_id);
+        } else {
+          ++p.elided_tasks;
+        }
       }
       const bool has_row = it.kind == item_kind::step_begin || it.kind == item_kind::event ||
                            it.kind == item_kind::mark || it.kind == item_kind::failure ||
                            it.kind == item_kind::gp_begin || it.kind == item_kind::gp_end;
+      if (p.rows >= max_rows) {
+        p.elided_rows += has_row ? 1 : 0;
+        continue;  // not drawn: y_of has no row for it
+      }
       p.y_of[it.time] = top + (p.rows + 1) * row;
       if (has_row) {
         ++p.rows;
@@ -427,12 +461,13 @@ void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) 
   }
   const int width = x;
   height += 30;
+  const double scale = std::min(1.0, static_cast<double>(max_px) / std::max(width, height));
   out << fmt::format(
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
       "font-family=\"DejaVu Sans Mono, monospace\" font-size=\"10\">\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-      width, height, width, height);
+      static_cast<int>(width * scale), static_cast<int>(height * scale), width, height);
   for (const panel& p : panels) {
     const trace_data& t = *p.t;
     const bool failed = t.outcome.rfind("fails", 0) == 0;
@@ -445,10 +480,18 @@ void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) 
       return p.x0 + time_w + static_cast<int>(it - p.columns.begin()) * col_w;
     };
     const int bottom = top + (p.rows + 1) * row;
+    // Whether an item is past the rows drawn.
+    auto elided = [&](std::uint64_t time) { return p.y_of.lower_bound(time) == p.y_of.end(); };
     out << fmt::format(
         "<text x=\"{}\" y=\"18\" font-size=\"13\" font-weight=\"bold\">{}</text>\n"
         "<text x=\"{}\" y=\"34\" font-size=\"12\" fill=\"{}\">{}</text>\n",
         p.x0, xml(t.title), p.x0, failed ? "#c0141e" : "#1a7f37", xml(t.outcome));
+    if (p.elided_rows > 0 || p.elided_tasks > 0) {
+      out << fmt::format(
+          "<text x=\"{}\" y=\"48\" fill=\"#c0141e\">not drawn: {} later rows, the counters of "
+          "{} more tasks (the text, JSON and ftrace outputs have them all)</text>\n",
+          p.x0, p.elided_rows, p.elided_tasks);
+    }
     // Grace periods: bands across the panel.
     bool derived = false;
     for (const span& g : grace_periods(t, derived)) {
@@ -490,6 +533,9 @@ void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) 
     std::map<unsigned, std::vector<std::uint64_t>> opened_read, opened_step;
     std::map<unsigned, std::vector<std::string>> step_text;
     for (const item& it : t.items) {
+      if (elided(it.time) && it.kind != item_kind::failure) {
+        continue;  // the failure is drawn at the bottom
+      }
       const int y = y_at(it.time);
       const int cx = it.track < t.tracks.size() && std::find(p.columns.begin(), p.columns.end(),
                                                              it.track) != p.columns.end()
@@ -583,7 +629,7 @@ void write_svg(std::ostream& out, const std::vector<const trace_data*>& traces) 
         double last_x = -1;
         int last_y = 0;
         for (const item& it : t.items) {
-          if (!it.ev || it.ev->task_id != p.tasks[i]) {
+          if (!it.ev || it.ev->task_id != p.tasks[i] || elided(it.time)) {
             continue;
           }
           const unsigned v = usage ? it.ev->usage : it.ev->rcu_users;
@@ -629,16 +675,20 @@ void write_ftrace(std::ostream& out, const std::vector<const trace_data*>& trace
     out << fmt::format("# tracer: nop\n# tasklife: {} ({})\n#\n", t.title, t.outcome);
     out << "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
            "#              | |         |   |||||     |         |\n";
-    std::map<std::string, pid_t> pid_of;
+    // The TASK column is the running task's comm-pid, as trace-cmd prints it; a
+    // thread that runs as no task shows its own name and pid 0.
+    std::map<std::string, std::pair<std::string, pid_t>> task_of;  // scenario name -> comm, pid
     for (const item& it : t.items) {
       if (it.ev && it.ev->kind == task_event_kind::fork) {
-        pid_of[t.task_name(it.ev->task_id)] = it.ev->pid;
+        task_of[t.task_name(it.ev->task_id)] = {t.task_comm(it.ev->task_id), it.ev->pid};
       }
     }
     for (const item& it : t.items) {
       const track& tr = t.tracks[it.track];
-      const std::string comm = tr.current.empty() ? tr.name : tr.current;
-      const pid_t pid = pid_of.count(tr.current) != 0 ? pid_of[tr.current] : 0;
+      auto cur = task_of.find(tr.current);
+      const bool as_task = !tr.current.empty() && cur != task_of.end();
+      const std::string comm = ftrace_comm(as_task ? cur->second.first : tr.name);
+      const pid_t pid = as_task ? cur->second.second : 0;
       const std::string head = fmt::format("{:>16}-{:<7} [000] ..... {:>12.6f}: ", clip(comm, 16),
                                            pid, static_cast<double>(it.time) / 1e6);
       if (it.kind == item_kind::step_begin) {
@@ -653,7 +703,7 @@ void write_ftrace(std::ostream& out, const std::vector<const trace_data*>& trace
                            it.kind == item_kind::gp_begin ? "start" : "end");
       } else if (it.ev) {
         const task_event& e = *it.ev;
-        const std::string& name = t.task_name(e.task_id);
+        const std::string name = ftrace_comm(t.task_comm(e.task_id));
         switch (e.kind) {
           case task_event_kind::fork:
             out << head

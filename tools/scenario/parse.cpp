@@ -2,10 +2,13 @@
 // checks what it says, and every mistake becomes one parse_error naming the
 // file, the line, the column and what was expected.
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <fmt/format.h>
@@ -15,7 +18,9 @@
 namespace tasklife::scenario {
 
 parse_error::parse_error(source_pos pos, const std::string& message)
-    : std::runtime_error(fmt::format("{}:{}:{}: {}", pos.file, pos.line, pos.column, message)),
+    : std::runtime_error(pos.line > 0
+                             ? fmt::format("{}:{}:{}: {}", pos.file, pos.line, pos.column, message)
+                             : fmt::format("{}: {}", pos.file, message)),  // the file as a whole
       pos_(std::move(pos)) {}
 
 std::string_view to_string(mode m) noexcept {
@@ -233,6 +238,47 @@ class reader {
   std::string file_;
 };
 
+// The errors a step may be expected to fail with (`error`): the kernel's errno
+// names, as the library returns them negated.
+struct errno_name {
+  std::string_view name;
+  int value;
+};
+constexpr errno_name errno_names[] = {
+    {"EAGAIN", EAGAIN}, {"ENOMEM", ENOMEM}, {"ENOSPC", ENOSPC}, {"E2BIG", E2BIG},
+    {"EEXIST", EEXIST}, {"ENOENT", ENOENT}, {"ECHILD", ECHILD}, {"EINVAL", EINVAL},
+};
+
+}  // namespace
+
+std::string_view errno_to_string(int error) noexcept {
+  for (const errno_name& e : errno_names) {
+    if (e.value == error || -e.value == error) {
+      return e.name;
+    }
+  }
+  return "an unknown error";
+}
+
+namespace {
+
+// `error = "EAGAIN"`: the errno the step must fail with (0: none given).
+int error_field(const reader& r, const toml::table& t, std::string_view where) {
+  const auto e = r.str(t, "error", where);
+  if (!e) {
+    return 0;
+  }
+  std::vector<std::string_view> names;
+  for (const errno_name& en : errno_names) {
+    if (en.name == *e) {
+      return en.value;
+    }
+    names.push_back(en.name);
+  }
+  r.fail(*t.get("error"), fmt::format("unknown error '{}' in {}{}; expected {}", *e, where,
+                                      suggestion(*e, names), one_of(names)));
+}
+
 std::vector<std::string_view> step_names() {
   std::vector<std::string_view> out;
   for (const step_info& i : step_kinds) {
@@ -257,6 +303,13 @@ std::string fields_of(const step_info& i) {
   }
   return names.empty() ? std::string("no fields") : one_of(names);
 }
+
+// A task's pid namespace is its parent's, or the one it creates (CLONE_NEWPID):
+// nothing forks a task into a declared [[namespace]].
+constexpr std::string_view no_ns_without_new_pid_ns =
+    "'ns' names the namespace a fork creates and needs new_pid_ns = true; a task is "
+    "placed in its parent's namespace (a [[namespace]] holds no task; look up in it with "
+    "find_task_by_pid_ns)";
 
 step read_step(const reader& r, const toml::node& n, const std::vector<semantics_profile>& run) {
   if (!n.is_table()) {
@@ -335,6 +388,7 @@ step read_step(const reader& r, const toml::node& n, const std::vector<semantics
   s.name = get("name");
   s.if_set = get("if_set");
   s.unless_set = get("unless_set");
+  s.error = error_field(r, t, where);
   s.key = r.integer(t, "key", where, 0, 1'000'000'000);
   s.pid = r.integer(t, "pid", where, 0, PID_MAX_LIMIT);
   s.usage = r.integer(t, "usage", where, 0, 0xffff);
@@ -393,6 +447,9 @@ step read_step(const reader& r, const toml::node& n, const std::vector<semantics
   if (s.kind == step_kind::fork && s.new_pid_ns && s.ns.empty()) {
     r.fail(n, "a fork with new_pid_ns = true needs 'ns': the name of the namespace it creates");
   }
+  if (s.kind == step_kind::fork && !s.new_pid_ns && !s.ns.empty()) {
+    r.fail(*t.get("ns"), std::string(no_ns_without_new_pid_ns));
+  }
   if (s.kind == step_kind::expect) {
     if (s.freed == true && (s.usage || s.rcu_users)) {
       r.fail(n,
@@ -443,33 +500,102 @@ thread_spec read_thread(const reader& r, const toml::table& t, std::string_view 
   return th;
 }
 
+// The scenario's name becomes file names (--out DIR/NAME.json): letters, digits,
+// '_', '-' and '.', not starting with '.', so that it names a file inside DIR.
+void check_name(const reader& r, const toml::node& at, const std::string& name) {
+  const bool ok_chars = std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+  if (!ok_chars || name.front() == '.' || name.size() > max_name_length) {
+    r.fail(at, fmt::format("'name' must be at most {} letters, digits, '_', '-' or '.', not "
+                           "starting with '.' (it names the output files)",
+                           max_name_length));
+  }
+}
+
+// Two expectations of one mode that cover a variant in common must agree.
+void check_consistent(const reader& r, const std::vector<expectation>& before,
+                      const expectation& e) {
+  auto overlap = [](const auto& a, const auto& b) {
+    return a.empty() || b.empty() || std::any_of(a.begin(), a.end(), [&](const auto& x) {
+             return std::find(b.begin(), b.end(), x) != b.end();
+           });
+  };
+  for (const expectation& o : before) {
+    if (o.when != e.when || !overlap(o.profiles, e.profiles) ||
+        !overlap(o.final_put, e.final_put)) {
+      continue;
+    }
+    if (o.fails != e.fails || (o.failure && e.failure && *o.failure != *e.failure)) {
+      r.fail(e.pos,
+             fmt::format(
+                 "contradictory expectations: the one at line {} says {} for a variant "
+                 "this one covers too (restrict them with profiles or final_put)",
+                 o.pos.line,
+                 o.fails ? fmt::format("the {} fails{}", to_string(o.when),
+                                       o.failure
+                                           ? fmt::format(" with {}", explore::to_string(*o.failure))
+                                           : std::string())
+                         : fmt::format("the {} is clean", to_string(o.when))));
+    }
+  }
+}
+
 // Cross-references: every name used is declared, every variable is written by
 // some step and used as what it holds; RCU sections balance; expectations can hold.
 void check_references(const reader& r, scenario& s) {
   std::set<std::string> tasks;
   std::set<std::string> namespaces{"root"};
   std::set<std::string> maps;
+  // The nesting level of each namespace (the root's is 0) and of each task's: the
+  // kernel refuses a level past MAX_PID_NS_LEVEL (create_pid_namespace, -ENOSPC).
+  std::map<std::string, unsigned> ns_level{{"root", 0}};
+  std::map<std::string, unsigned> task_level;
+  auto nest = [&](const std::string& ns, unsigned level, const source_pos& p) {
+    if (level > MAX_PID_NS_LEVEL) {
+      r.fail(p, fmt::format("namespace '{}' would be nested {} deep: the kernel allows {} "
+                            "(MAX_PID_NS_LEVEL; the fork would fail with ENOSPC)",
+                            ns, level, MAX_PID_NS_LEVEL));
+    }
+    ns_level[ns] = level;
+    if (ns_level.size() > max_namespaces + 1) {
+      r.fail(p, fmt::format("at most {} namespaces", max_namespaces));
+    }
+  };
   for (const namespace_spec& n : s.namespaces) {
     if (!namespaces.insert(n.name).second) {
       r.fail(n.pos, fmt::format("namespace '{}' is declared twice", n.name));
     }
-    if (!n.parent.empty() && namespaces.count(n.parent) == 0) {
+    if (!n.parent.empty() && (n.parent == n.name || namespaces.count(n.parent) == 0)) {
       r.fail(n.pos, fmt::format("namespace '{}': unknown parent '{}' (declare it above)", n.name,
                                 n.parent));
     }
+    nest(n.name, ns_level.at(n.parent.empty() ? "root" : n.parent) + 1, n.pos);
   }
+  // A task (declared or forked) in its parent's namespace, or one level below.
+  auto place = [&](const std::string& name, const std::string& parent, bool new_ns,
+                   const std::string& ns, const source_pos& p) {
+    auto it = task_level.find(parent);
+    const unsigned level = it == task_level.end() ? 0 : it->second;
+    task_level[name] = new_ns ? level + 1 : level;
+    if (new_ns) {
+      nest(ns, level + 1, p);
+    }
+  };
   for (const task_spec& t : s.tasks) {
+    if (!t.parent.empty() && tasks.count(t.parent) == 0) {
+      r.fail(t.pos, fmt::format("task '{}': unknown parent '{}' (declare it above{})", t.name,
+                                t.parent, t.parent == t.name ? ": a task cannot be its own" : ""));
+    }
     if (!tasks.insert(t.name).second) {
       r.fail(t.pos, fmt::format("task '{}' is declared twice", t.name));
-    }
-    if (!t.parent.empty() && tasks.count(t.parent) == 0) {
-      r.fail(t.pos,
-             fmt::format("task '{}': unknown parent '{}' (declare it above)", t.name, t.parent));
     }
     if (t.new_pid_ns && !namespaces.insert(t.ns).second) {
       r.fail(t.pos,
              fmt::format("task '{}' creates namespace '{}', which exists already", t.name, t.ns));
     }
+    place(t.name, t.parent, t.new_pid_ns, t.ns, t.pos);
   }
   for (const map_spec& m : s.maps) {
     if (!maps.insert(m.name).second) {
@@ -492,6 +618,10 @@ void check_references(const reader& r, scenario& s) {
         if (st.new_pid_ns && !namespaces.insert(st.ns).second) {
           r.fail(st.pos, fmt::format("fork creates namespace '{}', which exists already", st.ns));
         }
+        if (st.parent == st.task) {
+          r.fail(st.pos, fmt::format("fork: task '{}' cannot be its own parent", st.task));
+        }
+        place(st.task, st.parent, st.new_pid_ns, st.ns, st.pos);
       }
       if (st.into.empty()) {
         continue;
@@ -552,6 +682,14 @@ void check_references(const reader& r, scenario& s) {
                                      what, *c));
         }
       }
+      if (info(st.kind).kfunc && th->as.empty()) {
+        r.fail(st.pos, fmt::format("{} calls a kfunc, which runs as the thread's current task: "
+                                   "add as = \"...\" (a task) to {}",
+                                   what,
+                                   th == &s.setup      ? std::string("[setup]")
+                                   : th == &s.teardown ? std::string("[teardown]")
+                                                       : fmt::format("thread '{}'", th->name)));
+      }
       if (!st.ns.empty() && namespaces.count(st.ns) == 0 && st.kind != step_kind::fork) {
         r.fail(st.pos, fmt::format("{}: unknown namespace '{}'", what, st.ns));
       }
@@ -600,13 +738,19 @@ void check_references(const reader& r, scenario& s) {
       r.fail(t.pos, fmt::format("thread '{}' is declared twice", t.name));
     }
   }
-  for (const std::string& name : s.run_order) {
+  for (std::size_t i = 0; i < s.run_order.size(); ++i) {
+    const std::string& name = s.run_order[i];
     auto it = left.find(name);
     if (it == left.end()) {
-      r.fail(s.setup.pos, fmt::format("[run] order: unknown thread '{}'", name));
+      std::vector<std::string_view> names;
+      for (const thread_spec& t : s.threads) {
+        names.push_back(t.name);
+      }
+      r.fail(s.run_order_pos[i],
+             fmt::format("[run] order: unknown thread '{}'{}", name, suggestion(name, names)));
     }
     if (it->second == 0) {
-      r.fail(s.setup.pos,
+      r.fail(s.run_order_pos[i],
              fmt::format("[run] order: thread '{}' has no step left to run there", name));
     }
     --it->second;
@@ -631,6 +775,7 @@ scenario parse(std::string_view text, std::string_view file) {
               {"name", "title", "shows", "commit", "kernel", "namespace", "task", "map", "setup",
                "thread", "run", "teardown", "explore", "expect"});
   s.name = r.need_str(root, "name", "the scenario");
+  check_name(r, *root.get("name"), s.name);
   s.title = r.str(root, "title", "the scenario").value_or(s.name);
   s.shows = r.str(root, "shows", "the scenario").value_or("");
   s.commit = r.str(root, "commit", "the scenario").value_or("");
@@ -669,12 +814,9 @@ scenario parse(std::string_view text, std::string_view file) {
                      r.str(*t, "parent", "[[namespace]]").value_or(""), r.pos(*t)};
     s.namespaces.push_back(std::move(n));
   }
-  if (s.namespaces.size() >= MAX_PID_NS_LEVEL) {
-    r.fail(root, fmt::format("at most {} namespaces", MAX_PID_NS_LEVEL - 1));
-  }
   for (const toml::table* t : r.tables(root, "task")) {
     r.only_keys(*t, "[[task]]",
-                {"name", "parent", "comm", "thread", "autoreap", "new_pid_ns", "ns"});
+                {"name", "parent", "comm", "thread", "autoreap", "new_pid_ns", "ns", "error"});
     task_spec ts;
     ts.pos = r.pos(*t);
     ts.name = r.need_str(*t, "name", "[[task]]");
@@ -684,8 +826,12 @@ scenario parse(std::string_view text, std::string_view file) {
     ts.thread = r.boolean(*t, "thread", "[[task]]").value_or(false);
     ts.autoreap = r.boolean(*t, "autoreap", "[[task]]").value_or(false);
     ts.new_pid_ns = r.boolean(*t, "new_pid_ns", "[[task]]").value_or(false);
+    ts.error = error_field(r, *t, "[[task]]");
     if (ts.new_pid_ns && ts.ns.empty()) {
       r.fail(*t, "a task with new_pid_ns = true needs 'ns': the name of the namespace it creates");
+    }
+    if (!ts.new_pid_ns && !ts.ns.empty()) {
+      r.fail(*t->get("ns"), std::string(no_ns_without_new_pid_ns));
     }
     if (ts.thread && ts.parent.empty()) {
       r.fail(*t, "a thread (thread = true) needs a 'parent' whose thread group it joins");
@@ -719,15 +865,18 @@ scenario parse(std::string_view text, std::string_view file) {
     if (auto o = r.strings(*t, "order", "[run]")) {
       for (const auto& [name, at] : *o) {
         s.run_order.push_back(name);
+        s.run_order_pos.push_back(at);
       }
     }
   }
   if (const toml::table* t = r.table(root, "explore")) {
     r.only_keys(*t, "[explore]", {"preemption_bound", "max_executions", "null_paths"});
-    s.explore.preemption_bound =
-        static_cast<int>(r.integer(*t, "preemption_bound", "[explore]", -1, 16).value_or(2));
-    s.explore.max_executions = static_cast<std::uint64_t>(
-        r.integer(*t, "max_executions", "[explore]", 1, 100'000'000).value_or(200'000));
+    s.explore.preemption_bound = static_cast<int>(
+        r.integer(*t, "preemption_bound", "[explore]", -1, max_preemption_bound).value_or(2));
+    s.explore.max_executions =
+        static_cast<std::uint64_t>(r.integer(*t, "max_executions", "[explore]", 1,
+                                             static_cast<std::int64_t>(max_executions_limit))
+                                       .value_or(200'000));
     s.explore.null_paths = r.boolean(*t, "null_paths", "[explore]").value_or(true);
   }
   for (const toml::table* t : r.tables(root, "expect")) {
@@ -794,23 +943,42 @@ scenario parse(std::string_view text, std::string_view file) {
              "impossible expectation: a deadlock or step limit aborts the process, so no "
              "scenario can expect one");
     }
+    check_consistent(r, s.expectations, e);
     s.expectations.push_back(std::move(e));
   }
   check_references(r, s);
   return s;
 }
 
-scenario load(const std::string& path) {
+std::string read_file(const std::string& path) {
+  // What it is, before opening it: opening a FIFO with no writer would block.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw parse_error({path, 0, 0}, fmt::format("cannot read the file: {}", std::strerror(errno)));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    throw parse_error({path, 0, 0}, "is a directory, not a scenario file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw parse_error({path, 0, 0},
+                      "is not a regular file (a device, a FIFO or a socket): give a scenario file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw parse_error({path, 0, 0}, "cannot read the file");
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (text.str().size() > (std::size_t{1} << 20)) {
+  // At most one byte past the limit, whatever the file's size says.
+  std::string text(max_file_size + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > max_file_size) {
     throw parse_error({path, 0, 0}, "the file is larger than 1 MiB: not a scenario");
   }
-  return parse(text.str(), path);
+  return text;
+}
+
+scenario load(const std::string& path) {
+  return parse(read_file(path), path);
 }
 
 }  // namespace tasklife::scenario

@@ -21,6 +21,11 @@ const std::string& trace_data::task_name(std::uint64_t id) const {
   return it == task_names.end() ? unknown : it->second;
 }
 
+const std::string& trace_data::task_comm(std::uint64_t id) const {
+  auto it = task_comms.find(id);
+  return it == task_comms.end() ? task_name(id) : it->second;
+}
+
 recorder::recorder(trace_data& out) : out_(out), main_id_(event_thread_id()) {
   const detail::lock_guard lock(mutex_);
   out_.add_track(track_kind::main, "main (setup, teardown)");
@@ -50,9 +55,10 @@ void recorder::set_main_is_rcu(bool on) {
   main_is_rcu_ = on;
 }
 
-void recorder::name_task(std::uint64_t id, const std::string& name) {
+void recorder::name_task(std::uint64_t id, const std::string& name, const std::string& comm) {
   const detail::lock_guard lock(mutex_);
   out_.task_names[id] = name;
+  out_.task_comms[id] = comm;
 }
 
 void recorder::step_begin(unsigned track, const std::string& text, const std::string& where) {

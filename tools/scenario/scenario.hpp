@@ -82,7 +82,8 @@ enum class value_type : std::uint8_t { string, integer, boolean, string_list };
   X(if_set, string, "any step: runs only if this variable is not NULL")                     \
   X(unless_set, string, "any step: runs only if this variable is NULL")                     \
   X(profiles, string_list, "any step: runs only under these profiles")                      \
-  X(final_put, string, "any step: runs only under this final-put mode")
+  X(final_put, string, "any step: runs only under this final-put mode")                     \
+  X(error, string, "fork, reap, map_update: the step must fail with this error (EAGAIN, ...)")
 
 enum class field : std::uint8_t {
 #define TASKLIFE_SCENARIO_FIELD_ENUM(n, type, text) n,
@@ -115,67 +116,69 @@ enum class target : std::uint8_t { none, task_or_ref, ref, task };
 
 // ---- the step kinds ---------------------------------------------------------------------------
 // One row per step kind: its `op` name, what it acts on, the fields it requires
-// and may have, whether it may wait for a grace period, and what it does. The
+// and may have, whether it may wait for a grace period, whether it calls a kfunc
+// (which runs as the thread's current task), and what it does. The
 // parser, the interpreter, `tasklife show` and docs/scenarios.md (checked by a
 // test) all read this table.
 #define F(n) bit(field::n)
-#define TASKLIFE_SCENARIO_STEPS(X)                                                                \
-  X(fork, target::task, 0, F(parent) | F(comm) | F(thread) | F(autoreap) | F(new_pid_ns) | F(ns), \
-    false, "copy_process: forks a new task named `task` (usage=1, rcu_users=2)")                  \
-  X(exit, target::task, 0, 0, false,                                                              \
-    "do_exit: PF_EXITING, exit_notify (zombie or autoreap), TASK_DEAD")                           \
-  X(final_switch, target::task, 0, 0, false,                                                      \
-    "finish_task_switch: the scheduler drops its rcu_users reference")                            \
-  X(reap, target::task, 0, 0, false,                                                              \
-    "wait_task_zombie: the parent reaps the zombie: unhash, then its rcu_users drop")             \
-  X(retire, target::task, 0, 0, false,                                                            \
-    "the whole death in the order the task's kind dies (exit, final switch, reap if not "         \
-    "autoreaped)")                                                                                \
-  X(get_task_struct, target::task_or_ref, 0, F(into), false, "usage +1")                          \
-  X(put_task_struct, target::task_or_ref, 0, 0, false, "usage -1 (frees at 0)")                   \
-  X(tryget_task_struct, target::task_or_ref, F(into), 0, false,                                   \
-    "usage +1 unless it is 0; `into` gets the task or NULL")                                      \
-  X(refcount_inc_not_zero, target::task_or_ref, F(counter) | F(into), 0, false,                   \
-    "refcount_inc_not_zero on `counter`; `into` gets the task or NULL")                           \
-  X(put_task_struct_rcu_user, target::task_or_ref, 0, 0, false,                                   \
-    "rcu_users -1 (at 0: call_rcu(delayed_put_task_struct))")                                     \
-  X(rcu_read_lock, target::none, 0, 0, false, "enters an RCU read-side section")                  \
-  X(rcu_read_unlock, target::none, 0, 0, false, "leaves it")                                      \
-  X(synchronize_rcu, target::none, 0, 0, true, "waits for a grace period")                        \
-  X(rcu_barrier, target::none, 0, 0, true, "waits until every queued RCU callback has run")       \
-  X(find_task_by_pid_ns, target::none, F(into), F(pid_of) | F(pid) | F(ns), false,                \
-    "the task numbered `pid` (or `pid_of`'s number) in `ns`, under the caller's RCU section")     \
-  X(bpf_task_acquire, target::task_or_ref, F(into), 0, false,                                     \
-    "the kfunc (the profile decides how it counts); `into` gets the reference or NULL")           \
-  X(bpf_task_release, target::ref, 0, 0, false, "the kfunc: drops the reference")                 \
-  X(bpf_task_from_pid, target::none, F(into), F(pid_of) | F(pid), false,                          \
-    "the kfunc: a reference to the task numbered `pid` (root namespace), or NULL")                \
-  X(bpf_task_from_vpid, target::none, F(into), F(pid_of) | F(pid), false,                         \
-    "the kfunc (v6.13+): the same in the namespace of the thread's current task")                 \
-  X(bpf_task_kptr_get, target::none, F(elem) | F(into), 0, false,                                 \
-    "the kfunc (Nov 2022 .. Apr 2023): a reference to the task in the element's slot, or NULL")   \
-  X(bpf_rcu_read_lock, target::none, 0, 0, false, "the kfunc: an RCU read-side section")          \
-  X(bpf_rcu_read_unlock, target::none, 0, 0, false, "the kfunc: its end")                         \
-  X(map_update, target::none, F(map) | F(key), 0, false,                                          \
-    "bpf_map_update_elem(BPF_ANY): a fresh element with an empty slot")                           \
-  X(map_delete, target::none, F(map) | F(key), 0, false,                                          \
-    "bpf_map_delete_elem: the slot is released now, the memory after a grace period")             \
-  X(map_lookup, target::none, F(map) | F(key) | F(into), 0, false,                                \
-    "bpf_map_lookup_elem under the caller's RCU section; `into` gets the element or NULL")        \
-  X(kptr_xchg, target::none, F(elem), F(ref) | F(into), false,                                    \
-    "bpf_kptr_xchg on the element's slot: stores `ref` (or NULL), `into` gets the old value")     \
-  X(kptr_load, target::none, F(elem) | F(into), 0, false,                                         \
-    "a plain load of the element's slot (an RCU pointer, valid until the section ends)")          \
-  X(set, target::none, F(into), F(ref), false,                                                    \
-    "copies the task pointer in `ref` (or NULL) into `into`: a shared variable, announced to "    \
-    "the explorer (explore::yield) so that it interleaves there")                                 \
-  X(mark, target::none, F(name), 0, false, "names a point on the timeline")                       \
-  X(expect, target::task_or_ref, 0,                                                               \
-    F(name) | F(usage) | F(rcu_users) | F(freed) | F(null) | F(comm) | F(pid) | F(ns), false,     \
-    "run only: checks the counters (and more) at this point; explorations skip it")
+#define TASKLIFE_SCENARIO_STEPS(X)                                                                 \
+  X(fork, target::task, 0,                                                                         \
+    F(parent) | F(comm) | F(thread) | F(autoreap) | F(new_pid_ns) | F(ns) | F(error), false,       \
+    false, "copy_process: forks a new task named `task` (usage=1, rcu_users=2)")                   \
+  X(exit, target::task, 0, 0, false, false,                                                        \
+    "do_exit: PF_EXITING, exit_notify (zombie or autoreap), TASK_DEAD")                            \
+  X(final_switch, target::task, 0, 0, false, false,                                                \
+    "finish_task_switch: the scheduler drops its rcu_users reference")                             \
+  X(reap, target::task, 0, F(error), false, false,                                                 \
+    "wait_task_zombie: the parent reaps the zombie: unhash, then its rcu_users drop")              \
+  X(retire, target::task, 0, 0, false, false,                                                      \
+    "the whole death in the order the task's kind dies (exit, final switch, reap if not "          \
+    "autoreaped)")                                                                                 \
+  X(get_task_struct, target::task_or_ref, 0, F(into), false, false, "usage +1")                    \
+  X(put_task_struct, target::task_or_ref, 0, 0, false, false, "usage -1 (frees at 0)")             \
+  X(tryget_task_struct, target::task_or_ref, F(into), 0, false, false,                             \
+    "usage +1 unless it is 0; `into` gets the task or NULL")                                       \
+  X(refcount_inc_not_zero, target::task_or_ref, F(counter) | F(into), 0, false, false,             \
+    "refcount_inc_not_zero on `counter`; `into` gets the task or NULL")                            \
+  X(put_task_struct_rcu_user, target::task_or_ref, 0, 0, false, false,                             \
+    "rcu_users -1 (at 0: call_rcu(delayed_put_task_struct))")                                      \
+  X(rcu_read_lock, target::none, 0, 0, false, false, "enters an RCU read-side section")            \
+  X(rcu_read_unlock, target::none, 0, 0, false, false, "leaves it")                                \
+  X(synchronize_rcu, target::none, 0, 0, true, false, "waits for a grace period")                  \
+  X(rcu_barrier, target::none, 0, 0, true, false, "waits until every queued RCU callback has run") \
+  X(find_task_by_pid_ns, target::none, F(into), F(pid_of) | F(pid) | F(ns), false, false,          \
+    "the task numbered `pid` (or `pid_of`'s number) in `ns`, under the caller's RCU section")      \
+  X(bpf_task_acquire, target::task_or_ref, F(into), 0, false, true,                                \
+    "the kfunc (the profile decides how it counts); `into` gets the reference or NULL")            \
+  X(bpf_task_release, target::ref, 0, 0, false, true, "the kfunc: drops the reference")            \
+  X(bpf_task_from_pid, target::none, F(into), F(pid_of) | F(pid), false, true,                     \
+    "the kfunc: a reference to the task numbered `pid` (root namespace), or NULL")                 \
+  X(bpf_task_from_vpid, target::none, F(into), F(pid_of) | F(pid), false, true,                    \
+    "the kfunc (v6.13+): the same in the namespace of the thread's current task")                  \
+  X(bpf_task_kptr_get, target::none, F(elem) | F(into), 0, false, true,                            \
+    "the kfunc (Nov 2022 .. Apr 2023): a reference to the task in the element's slot, or NULL")    \
+  X(bpf_rcu_read_lock, target::none, 0, 0, false, true, "the kfunc: an RCU read-side section")     \
+  X(bpf_rcu_read_unlock, target::none, 0, 0, false, true, "the kfunc: its end")                    \
+  X(map_update, target::none, F(map) | F(key), F(error), false, false,                             \
+    "bpf_map_update_elem(BPF_ANY): a fresh element with an empty slot")                            \
+  X(map_delete, target::none, F(map) | F(key), 0, false, false,                                    \
+    "bpf_map_delete_elem: the slot is released now, the memory after a grace period")              \
+  X(map_lookup, target::none, F(map) | F(key) | F(into), 0, false, false,                          \
+    "bpf_map_lookup_elem under the caller's RCU section; `into` gets the element or NULL")         \
+  X(kptr_xchg, target::none, F(elem), F(ref) | F(into), false, true,                               \
+    "bpf_kptr_xchg on the element's slot: stores `ref` (or NULL), `into` gets the old value")      \
+  X(kptr_load, target::none, F(elem) | F(into), 0, false, false,                                   \
+    "a plain load of the element's slot (an RCU pointer, valid until the section ends)")           \
+  X(set, target::none, F(into), F(ref), false, false,                                              \
+    "copies the task pointer in `ref` (or NULL) into `into`: a shared variable, announced to "     \
+    "the explorer (explore::yield) so that it interleaves there")                                  \
+  X(mark, target::none, F(name), 0, false, false, "names a point on the timeline")                 \
+  X(expect, target::task_or_ref, 0,                                                                \
+    F(name) | F(usage) | F(rcu_users) | F(freed) | F(null) | F(comm) | F(pid) | F(ns), false,      \
+    false, "run only: checks the counters (and more) at this point; explorations skip it")
 
 enum class step_kind : std::uint8_t {
-#define TASKLIFE_SCENARIO_STEP_ENUM(n, tgt, req, opt, waits, text) n,
+#define TASKLIFE_SCENARIO_STEP_ENUM(n, tgt, req, opt, waits, kfunc, text) n,
   TASKLIFE_SCENARIO_STEPS(TASKLIFE_SCENARIO_STEP_ENUM)
 #undef TASKLIFE_SCENARIO_STEP_ENUM
 };
@@ -187,12 +190,13 @@ struct step_info {
   std::uint32_t required;  // fields that must be there (besides the target)
   std::uint32_t optional;  // fields that may be there (besides the conditions)
   bool waits;              // may wait for a grace period (hands the run's turn on)
+  bool kfunc;              // calls a kfunc: the thread must run as a task (`as`)
   std::string_view summary;
 };
 
 inline constexpr step_info step_kinds[] = {
-#define TASKLIFE_SCENARIO_STEP_INFO(n, tgt, req, opt, waits, text) \
-  {step_kind::n, #n, tgt, req, opt, waits, text},
+#define TASKLIFE_SCENARIO_STEP_INFO(n, tgt, req, opt, waits, kfunc, text) \
+  {step_kind::n, #n, tgt, req, opt, waits, kfunc, text},
     TASKLIFE_SCENARIO_STEPS(TASKLIFE_SCENARIO_STEP_INFO)
 #undef TASKLIFE_SCENARIO_STEP_INFO
 };
@@ -213,7 +217,8 @@ struct source_pos {
   int column = 0;
 };
 
-// "file:line:column: what was wrong; expected ..." — one line.
+// "file:line:column: what was wrong; expected ..." — one line ("file: ..." for
+// what is about the file as a whole: it cannot be read, it is too large).
 class parse_error : public std::runtime_error {
  public:
   parse_error(source_pos pos, const std::string& message);
@@ -231,6 +236,7 @@ struct step {
   std::optional<bool> freed, null;
   bool thread = false, autoreap = false, new_pid_ns = false;
   std::string if_set, unless_set;
+  int error = 0;                            // `error`: the step must fail with -error
   std::vector<semantics_profile> profiles;  // empty: every profile
   std::optional<final_put_mode> final_put;  // empty: every mode
   // One line for timelines: "bpf_task_from_pid(pid_of victim) -> t".
@@ -243,6 +249,7 @@ struct task_spec {
   std::string comm;    // empty: the name
   std::string ns;      // with new_pid_ns: the namespace it creates
   bool thread = false, autoreap = false, new_pid_ns = false;
+  int error = 0;  // the fork must fail with -error (a full pid space: EAGAIN)
   source_pos pos;
 };
 
@@ -278,6 +285,20 @@ struct expectation {
   source_pos pos;
 };
 
+// The limits of the explorer's settings, in a file's [explore] and on the command line.
+inline constexpr int max_preemption_bound = 16;
+inline constexpr std::uint64_t max_executions_limit = 100'000'000;
+
+// The longest scenario name: it becomes output file names (NAME.json, ...).
+inline constexpr std::size_t max_name_length = 64;
+// The most pid namespaces a scenario makes ([[namespace]] and new_pid_ns together).
+inline constexpr std::size_t max_namespaces = 64;
+// The largest scenario file read.
+inline constexpr std::size_t max_file_size = std::size_t{1} << 20;
+
+// An errno value's name ("EAGAIN" for EAGAIN or -EAGAIN), for `error` fields.
+std::string_view errno_to_string(int error) noexcept;
+
 struct explore_settings {
   int preemption_bound = 2;
   std::uint64_t max_executions = 200'000;
@@ -299,16 +320,20 @@ struct scenario {
   std::vector<map_spec> maps;
   thread_spec setup;  // steps on the main thread before the threads (its `as` applies)
   std::vector<thread_spec> threads;
-  std::vector<std::string> run_order;  // thread names, one per step; then each thread to its end
-  thread_spec teardown;                // steps after the threads
+  std::vector<std::string> run_order;     // thread names, one per step; then each thread to its end
+  std::vector<source_pos> run_order_pos;  // where each entry of run_order is written
+  thread_spec teardown;                   // steps after the threads
   std::vector<expectation> expectations;
   explore_settings explore;
 };
 
 // Reads a scenario; throws parse_error (file:line:column: ...).
 scenario parse(std::string_view text, std::string_view file);
-// Reads the file; throws parse_error (also when it cannot be read).
+// Reads the file; throws parse_error (also when it cannot be read, is no regular
+// file, or is larger than 1 MiB: at most that much plus one byte is read).
 scenario load(const std::string& path);
+// The text of a scenario file, with load()'s checks (`tasklife show`).
+std::string read_file(const std::string& path);
 
 // ---- variants: the configurations compared side by side ---------------------------------------
 struct variant {
@@ -331,6 +356,10 @@ struct variant_result {
   bool replayed = false;                    // the trace is a replay of a schedule
   std::optional<explore::failure> failure;  // what went wrong (run, or the exploration's)
   std::optional<explore::report> report;    // explore only
+  // explore: whether the search covered every interleaving within the bound (the
+  // space exhausted, by a dfs over every shard), and if not why it stopped.
+  bool complete = false;
+  std::string stopped;
   std::vector<std::string> point_failures;  // expect steps that did not hold (run)
   trace_data trace;                         // the traced execution
 };
@@ -375,7 +404,10 @@ struct builtin {
   std::string_view text;
 };
 const std::vector<builtin>& builtins();
-// A built-in by name, or a file by path.
+// A built-in by name, or a file by path: an argument containing '/' or ending in
+// ".toml" is always a file; another is a built-in's name if there is one, else a file.
 scenario find(const std::string& name_or_path);
+// Whether find() reads `name_or_path` as the built-in of that name (its text), or null.
+const builtin* find_builtin(const std::string& name_or_path);
 
 }  // namespace tasklife::scenario

@@ -78,10 +78,12 @@ struct trace_data {
   std::vector<track> tracks;
   std::vector<item> items;
   std::map<std::uint64_t, std::string> task_names;  // task id -> the scenario's name
+  std::map<std::uint64_t, std::string> task_comms;  // task id -> its comm, as the kernel has it
   std::uint64_t clock = 0;
 
   unsigned add_track(track_kind kind, std::string name, std::string current = {});
   const std::string& task_name(std::uint64_t id) const;
+  const std::string& task_comm(std::uint64_t id) const;  // the name when unknown
 };
 
 // Fills a trace_data from an execution.
@@ -95,7 +97,7 @@ class recorder {
   void bind_thread(unsigned track, std::uint32_t thread_id);
   // While true, events from the main OS thread are the explorer's RCU steps.
   void set_main_is_rcu(bool on);
-  void name_task(std::uint64_t id, const std::string& name);
+  void name_task(std::uint64_t id, const std::string& name, const std::string& comm);
 
   void step_begin(unsigned track, const std::string& text, const std::string& where);
   void step_end(unsigned track);

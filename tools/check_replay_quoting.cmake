@@ -1,0 +1,25 @@
+# The replay command the summary prints is one a shell runs as it is: a file name
+# with a space and a quote comes back quoted, and the command replays the failure.
+execute_process(COMMAND "${CMD}" show pid_lookup_race OUTPUT_VARIABLE text RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "show failed")
+endif()
+set(file "${WORK}/my race's.toml")
+file(WRITE "${file}" "${text}")
+execute_process(COMMAND "${CMD}" explore "${file}" -p rcu_users_inc -q
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(REGEX MATCH "replay: ([^\n]*)" line "${out}")
+if(NOT line)
+  message(FATAL_ERROR "no replay line in:\n${out}\n${err}")
+endif()
+set(command "${CMAKE_MATCH_1}")
+string(FIND "${command}" "'${WORK}/my race'\\''s.toml'" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "the file name is not shell-quoted: ${command}")
+endif()
+string(REGEX REPLACE "^tasklife " "\"${CMD}\" " command "${command}")
+execute_process(COMMAND sh -c "${command} -q" RESULT_VARIABLE rc OUTPUT_VARIABLE again
+  ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT again MATCHES "fails: refcount_warning")
+  message(FATAL_ERROR "the printed command does not replay the failure (${rc}):\n${again}\n${err}")
+endif()
