@@ -1612,7 +1612,8 @@ report explore(const model& m, const options& given) {
       failure f;
       f.kind = failure_kind::nondeterminism;
       f.message = fmt::format(
-          "the failing schedule does not reproduce: replaying it {} (the first run: {}: {})",
+          "the failing schedule does not reproduce: replaying it {} (the first run failed with "
+          "{}: '{}')",
           check.failure ? fmt::format("gave '{}'", check.failure->message)
                         : std::string("did not fail"),
           to_string(r.failure->kind), r.failure->message);
