@@ -136,6 +136,12 @@ struct options {
   // execution::thread() declares no more threads and the execution fails
   // (exception) with that diagnostic: a bounded failure, not unbounded growth.
   std::size_t max_abandoned_stacks = 4096;  // about 1 GiB at the default stack_size
+  // A simulated thread that blocks the OS thread (a mutex of its own across a
+  // scheduling point, a condition variable, a real thread) stops the exploration
+  // for good. When no execution has begun for this long, a watch thread prints
+  // that to stderr and aborts the process: a diagnostic instead of a silent hang
+  // (0: wait forever).
+  std::chrono::milliseconds stall_timeout{30'000};
 };
 
 enum class failure_kind : std::uint8_t {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -1199,8 +1200,97 @@ struct execution_result {
   std::string schedule;
 };
 
+// ---- the stall watch -------------------------------------------------------------------------
+//
+// A simulated thread that blocks the OS thread (a mutex of its own held across a
+// scheduling point, a condition variable, a real thread, I/O) stops every other
+// one, and no scheduling point comes to undo it: without a watch the process
+// would hang in silence. The watch is a thread of its own that wakes now and then;
+// when no execution of its exploration has begun for options::stall_timeout it
+// prints what it knows and aborts, the one way out of a frame that cannot be
+// unwound.
+class stall_watch {
+ public:
+  explicit stall_watch(std::chrono::milliseconds timeout)
+      : timeout_(timeout), parent_(std::exchange(tls_watch, this)) {
+    if (timeout_.count() > 0) {
+      thread_ = std::thread([this] { watch(); });
+    }
+  }
+  ~stall_watch() {
+    if (thread_.joinable()) {
+      {
+        const detail::lock_guard lock(mutex_);
+        done_ = true;
+      }
+      wake_.notify_one();
+      thread_.join();
+    }
+    tls_watch = parent_;
+  }
+  stall_watch(const stall_watch&) = delete;
+  stall_watch& operator=(const stall_watch&) = delete;
+
+  // An execution begins on this OS thread: progress for this watch and those it
+  // is nested in (an exploration inside a model).
+  static void progress() noexcept {
+    for (stall_watch* w = tls_watch; w != nullptr; w = w->parent_) {
+      // Relaxed: a count that moves is all the watch reads; no data rides on it.
+      w->executions_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  // A parallel job's thread works for the watch of the thread that started it.
+  struct adopt {
+    explicit adopt(stall_watch* w) noexcept : previous(std::exchange(tls_watch, w)) {}
+    ~adopt() { tls_watch = previous; }
+    adopt(const adopt&) = delete;
+    adopt& operator=(const adopt&) = delete;
+    stall_watch* previous;
+  };
+  static stall_watch* current() noexcept { return tls_watch; }
+
+ private:
+  void watch() {
+    using steady = std::chrono::steady_clock;
+    const detail::lock_guard lock(mutex_);
+    std::uint64_t seen = executions_.load(std::memory_order_relaxed);
+    auto since = steady::now();
+    const auto tick = std::max(std::chrono::milliseconds(10), timeout_ / 8);
+    while (!done_) {
+      wake_.wait_for(mutex_, tick);  // unlocks and relocks mutex_ itself
+      const std::uint64_t now = executions_.load(std::memory_order_relaxed);
+      if (now != seen) {
+        seen = now;
+        since = steady::now();
+      } else if (!done_ && steady::now() - since >= timeout_) {
+        std::fputs(fmt::format("tasklife::explore: no execution has begun for {} ms ({} so far): "
+                               "a simulated thread seems blocked outside tasklife (a mutex or "
+                               "condition variable of its own held across a scheduling point, a "
+                               "real thread, I/O) or runs on without reaching a scheduling "
+                               "point. The explorer cannot unwind it: the process aborts. "
+                               "options::stall_timeout sets the wait (0: wait forever).\n",
+                               timeout_.count(), now)
+                       .c_str(),
+                   stderr);
+        std::abort();
+      }
+    }
+  }
+
+  static thread_local stall_watch* tls_watch;
+  std::chrono::milliseconds timeout_;
+  stall_watch* parent_;
+  std::atomic<std::uint64_t> executions_{0};
+  detail::mutex mutex_;
+  std::condition_variable_any wake_;
+  bool done_ TASKLIFE_GUARDED_BY(mutex_) = false;
+  std::thread thread_;
+};
+thread_local stall_watch* stall_watch::tls_watch = nullptr;
+
 execution_result run_once(const model& m, const options& o, chooser& c, std::vector<node>& path,
                           bool replaying = false) {
+  stall_watch::progress();
   execution_state x(o, c, path);
   x.replaying_ = replaying;
   {
@@ -1277,6 +1367,9 @@ struct search_limits {
   // Parallel jobs: set by the job that found a failure it stops at, read by all.
   std::atomic<bool>* stop = nullptr;
 };
+
+// replay() without a stall watch of its own: what explore() calls inside its watch.
+report replay_once(const model& m, std::string_view schedule, const options& o);
 
 // What is wrong with the options, if anything: each names its field.
 std::optional<std::string> invalid_options(const options& o) {
@@ -1414,7 +1507,7 @@ report search(const model& m, const options& o, const search_limits& limits,
   // after the last decision of each prefix escapes those comparisons.
   if (!first_schedule.empty() && !(r.failure && r.failure->kind == failure_kind::nondeterminism)) {
     std::vector<node> again;
-    const report check = replay(m, first_schedule, o);
+    const report check = replay_once(m, first_schedule, o);
     if (check.failure && check.failure->kind == failure_kind::nondeterminism) {
       r.failure = check.failure;
       ++r.failures;
@@ -1510,6 +1603,7 @@ report explore(const model& m, const options& given) {
     r.stopped = stop_reason::usage;
     return r;
   }
+  const stall_watch watch(o.stall_timeout);
   const search_limits limits{o.max_executions, deadline_after(start, o.time_budget)};
   auto accept = [&o](const failure&) { return o.stop_at_first_failure; };
   report r;
@@ -1563,7 +1657,7 @@ report explore(const model& m, const options& given) {
     r = merge(std::move(rounds));
     r.exhausted = r.exhausted && all_bounds;
     if (!first.empty() && (!r.failure || r.failure->kind != failure_kind::nondeterminism)) {
-      const report check = replay(m, first, o);
+      const report check = replay_once(m, first, o);
       if (check.failure && check.failure->kind == failure_kind::nondeterminism) {
         r.failure = check.failure;
         ++r.failures;
@@ -1580,8 +1674,10 @@ report explore(const model& m, const options& given) {
     std::vector<report> parts(o.jobs);
     std::vector<std::thread> workers;
     std::atomic<bool> stop{false};
+    stall_watch* const watching = stall_watch::current();
     for (unsigned j = 0; j < o.jobs; ++j) {
-      workers.emplace_back([&, j] {
+      workers.emplace_back([&, j, watching] {
+        const stall_watch::adopt progress_for(watching);
         options wo = o;
         wo.jobs = 1;
         wo.shards = o.shards * o.jobs;
@@ -1606,7 +1702,7 @@ report explore(const model& m, const options& given) {
   }
   if (r.failure && r.failure->kind != failure_kind::nondeterminism) {
     // What is printed must reproduce: the failure's schedule is replayed once more.
-    const report check = replay(m, r.failure->schedule, o);
+    const report check = replay_once(m, r.failure->schedule, o);
     if (!check.failure || check.failure->kind == failure_kind::nondeterminism ||
         check.failure->kind != r.failure->kind || check.failure->schedule != r.failure->schedule) {
       failure f;
@@ -1683,6 +1779,12 @@ std::optional<std::string> schedule_problem(std::string_view schedule) {
 }
 
 report replay(const model& m, std::string_view schedule, const options& o) {
+  const stall_watch watch(o.stall_timeout);
+  return replay_once(m, schedule, o);
+}
+
+namespace {
+report replay_once(const model& m, std::string_view schedule, const options& o) {
   report r;
   const auto start = clock::now();
   r.stopped = stop_reason::replay;
@@ -1736,6 +1838,8 @@ report replay(const model& m, std::string_view schedule, const options& o) {
   r.wall = clock::now() - start;
   return r;
 }
+
+}  // namespace
 
 // ---- the public entry points
 // ---------------------------------------------------------------------

@@ -4,7 +4,9 @@
 // and destroy a kernel it made. Each test ends with the explorer's verdict over
 // the whole space (or the failure it must find) and the model's own checks.
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -223,6 +225,31 @@ TEST(ExploreThreadsTest, AKernelDestroyedInsideAThreadIsForgotten) {
     k.wait_task_zombie(t);
   });
   EXPECT_TRUE(r.exhausted) << r.summary();
+}
+
+// A thread that holds a mutex of its own across a scheduling point blocks the OS
+// thread when the other takes it: nothing can undo that, but the process says
+// so on stderr and aborts instead of hanging in silence.
+TEST(ExploreThreadsTest, AThreadBlockingTheOsThreadIsDiagnosedNotAHang) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const explore::model m = [](explore::execution& x) {
+    kernel k(x.config({.name = "mutex", .pid_max = 64}));
+    std::mutex own;
+    for (const char* name : {"a", "b"}) {
+      x.thread(name, [&] {
+        const std::lock_guard<std::mutex> lock(own);
+        explore::yield(&own);  // the other thread may run here and block on `own`
+      });
+    }
+    x.run();
+  };
+  explore::options o;
+  o.stall_timeout = std::chrono::milliseconds(300);
+  EXPECT_DEATH((void)explore::explore(m, o), "no execution has begun for 300 ms");
+  // A model that does not block is not stopped by the watch, however short.
+  explore::options quick;
+  quick.stall_timeout = std::chrono::milliseconds(300);
+  EXPECT_THAT(explore::explore(waits_for_a_flag(), quick), testkit::ExploresCleanly());
 }
 
 }  // namespace
