@@ -500,29 +500,38 @@ void rcu_domain::rcu_barrier(std::source_location where) {
   // queued before it; a chain link queued by one of them counts under the old
   // index, so pass again until that index has drained. Later roots' chains use
   // the new index and are not waited for.
-  // On the explorer's simulated threads, a second caller waits (as a simulated
-  // thread) for the first, which may be suspended inside backend_->barrier(): the
-  // OS thread must not block on the mutex the first one holds.
-  detail::sched_wait(
-      sched_op::synchronize_rcu, this, "rcu_barrier waits for another rcu_barrier",
-      [](const void* d) {
-        return !static_cast<const rcu_domain*>(d)->barrier_running_.load(std::memory_order_relaxed);
-      },
-      this);
-  const detail::lock_guard lock(barrier_mutex_);
-  struct running_flag {
-    std::atomic<bool>& flag;
-    explicit running_flag(std::atomic<bool>& f) : flag(f) {
-      flag.store(true, std::memory_order_relaxed);
-    }
-    ~running_flag() { flag.store(false, std::memory_order_relaxed); }
-    running_flag(const running_flag&) = delete;
-    running_flag& operator=(const running_flag&) = delete;
-  } const running(barrier_running_);
-  const unsigned old_epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) & 1U;
-  do {
-    backend_->barrier();
-  } while (chained_[old_epoch].load(std::memory_order_acquire) != 0);
+  auto flip_and_drain = [this] {
+    const unsigned old_epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) & 1U;
+    do {
+      backend_->barrier();
+    } while (chained_[old_epoch].load(std::memory_order_acquire) != 0);
+  };
+  if (detail::tls_sim != nullptr) {
+    // An explorer's simulated thread: every caller runs on this one OS thread, and
+    // the first may be suspended inside backend_->barrier() (waiting for a reader),
+    // so barrier_mutex_ is never held across that switch. The second waits as a
+    // simulated thread until the first is done.
+    detail::sched_wait(
+        sched_op::synchronize_rcu, this, "rcu_barrier waits for another rcu_barrier",
+        [](const void* d) {
+          return static_cast<const rcu_domain*>(d)->barrier_sim_.load(std::memory_order_relaxed) ==
+                 nullptr;
+        },
+        this);
+    barrier_sim_.store(detail::tls_sim, std::memory_order_relaxed);
+    struct clear_on_exit {
+      std::atomic<const void*>& owner;
+      ~clear_on_exit() { owner.store(nullptr, std::memory_order_relaxed); }
+    } const clear{barrier_sim_};
+    flip_and_drain();
+  } else {
+    // Real threads serialise on the mutex. The model's own context (its teardown)
+    // takes this path too: a simulated thread left inside rcu_barrier for good (a
+    // deadlock abandoned it) holds no mutex, and its readers' sections have been
+    // ended, so this barrier drains what is queued.
+    const detail::lock_guard lock(barrier_mutex_);
+    flip_and_drain();
+  }
   // Acquire pairs with every callback's release of pending_: what the callbacks
   // did happens before rcu_barrier returns (also for TSan, which cannot see
   // liburcu's own barrier).

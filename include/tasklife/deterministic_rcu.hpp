@@ -35,7 +35,9 @@
 //   detail::set_reader_identity   who "this thread" is (the explorer's simulated threads)
 //
 // Lifetime
-//   Owned by its rcu_domain, which drains it (barrier) before destroying it. The
+//   Owned by its rcu_domain, which drains it (barrier) before destroying it; the
+//   explorer's destroy hook (detail::deterministic_rcu_access::on_destroy) runs
+//   first in its destructor, so that the explorer forgets it. The
 //   reader state of a thread is the backend's, keyed by the thread's identity:
 //   the OS thread, or the simulated thread the explorer has made current. An OS
 //   thread that exits inside a read-side section or still registered is reported

@@ -55,13 +55,20 @@
 //   reports) is part of the execution. A simulated thread's callable may capture
 //   the model's locals by reference. Kernels of a model must take their
 //   configuration through execution::config() (the deterministic RCU backend the
-//   explorer controls, events recorded for the timeline).
+//   explorer controls, events recorded for the timeline). A thread may also make
+//   and destroy a kernel of its own: the explorer forgets its backend when it is
+//   destroyed. A kernel kept past its execution is no longer explored (its hooks
+//   find the execution gone and do nothing). Each explore() and replay() call
+//   runs a watch thread for its duration (options::stall_timeout).
 //
 // Memory ordering
 //   None to speak of: simulated threads of an execution run one at a time on one
 //   OS thread, and a switch between them is a function call; sanitizers are told
 //   about every switch. Parallel jobs share nothing but the model function, which
-//   must therefore not touch state outside its own frame.
+//   must therefore not touch state outside its own frame. The watch thread reads
+//   one relaxed counter of executions begun (no data rides on it) and is joined
+//   before explore() returns. wait_until off the explorer polls: its condition
+//   then reads atomics.
 #pragma once
 
 #include <chrono>
@@ -105,7 +112,7 @@ struct options {
   int max_null_paths = 1;
   // NULL paths are explored on executions without preemptions (each program path
   // once, in the order its threads run); true: in every interleaving as well.
-  // Implied by an unbounded search (preemption_bound -1): every schedule at all,
+  // Implied by an unbounded dfs (preemption_bound -1): every schedule at all,
   // every path in each (its sleep sets are sound with NULL paths only then).
   bool null_paths_with_preemptions = false;
   std::uint64_t max_executions = 1'000'000;
@@ -127,10 +134,11 @@ struct options {
   // A thread that takes more steps than this in one execution is a failure
   // (a loop that never ends).
   std::size_t max_steps = 20'000;
-  // Per simulated thread, at least min_stack_size. A thread that overflows its
+  // Per simulated thread, min_stack_size to max_stack_size. A thread that overflows its
   // stack hits a guard page (SIGSEGV): deep recursion needs a larger one.
   std::size_t stack_size = std::size_t{256} << 10;
   static constexpr std::size_t min_stack_size = std::size_t{32} << 10;
+  static constexpr std::size_t max_stack_size = std::size_t{1} << 30;
   // A thread left suspended for good (a deadlock, the step limit) keeps its stack
   // mapped until the process ends. Once the process holds more than this many,
   // execution::thread() declares no more threads and the execution fails
@@ -140,7 +148,7 @@ struct options {
   // scheduling point, a condition variable, a real thread) stops the exploration
   // for good. When no execution has begun for this long, a watch thread prints
   // that to stderr and aborts the process: a diagnostic instead of a silent hang
-  // (0: wait forever).
+  // (0: wait forever; set it when a debugger may hold a thread for long).
   std::chrono::milliseconds stall_timeout{30'000};
 };
 
@@ -236,8 +244,9 @@ class TASKLIFE_API execution {
 using model = std::function<void(execution&)>;
 
 // Explores the model. Options out of range (shards 0, shard >= shards, jobs 0, a
-// stack below min_stack_size, a bound or NULL-path count below -1, a time budget
-// not above 0, max_executions 0) explore nothing: the report's failure is of kind
+// stack outside min_stack_size..max_stack_size, a bound or NULL-path count below
+// -1, a time budget not above 0, max_executions 0, pct_depth 0) explore nothing,
+// nor does a call from a simulated thread: the report's failure is of kind
 // `usage` and says which.
 TASKLIFE_API report explore(const model& m, const options& o = {});
 // Re-runs one schedule exactly (a failure's `schedule`); the report's failure is

@@ -244,12 +244,13 @@ class TASKLIFE_API rcu_domain {
   std::atomic<unsigned> epoch_{0};
   std::atomic<std::uint64_t> chained_[2] = {0, 0};
   detail::mutex barrier_mutex_;  // serialises rcu_barrier (one epoch flip at a time)
-  // Set while an rcu_barrier holds barrier_mutex_ (stored under it). Read only by
-  // the explorer's scheduler, on the OS thread that runs both simulated callers:
-  // the second waits as a simulated thread until the first is done, instead of
-  // blocking the OS thread on the mutex. Relaxed: the readers run on the writer's
-  // OS thread; other threads serialise on the mutex and never read it.
-  std::atomic<bool> barrier_running_{false};
+  // The explorer's simulated thread inside rcu_barrier, or nullptr. Simulated
+  // threads all run on the explorer's OS thread and serialise their barriers on
+  // this instead of barrier_mutex_ (the first may be suspended inside the backend
+  // while the second runs: a mutex held across that switch would block the OS
+  // thread). Relaxed: it is read and written on that one OS thread only (real
+  // threads never touch it but to read nullptr).
+  std::atomic<const void*> barrier_sim_{nullptr};
   std::atomic<std::uint64_t> synchronize_calls_{0};
   std::atomic<std::uint64_t> barrier_calls_{0};
   // The live registrations and what they touch (owned; kept past the domain if

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -264,22 +265,32 @@ class execution_state {
   // ---- what the model declares -----------------------------------------------------------
   kernel_config config(kernel_config c) {
     c.record_history = true;
-    c.event_listener = [this](const task_event& e) { on_event(e); };
-    c.rcu_backend_factory = [this]() -> std::unique_ptr<rcu_backend> {
+    // A kernel the model keeps past this execution outlives it: every hook goes
+    // through alive_ and does nothing once the execution is gone.
+    c.event_listener = [alive = alive_](const task_event& e) {
+      if (execution_state* x = *alive) {
+        x->on_event(e);
+      }
+    };
+    c.rcu_backend_factory = [alive = alive_]() -> std::unique_ptr<rcu_backend> {
       auto b = std::make_unique<deterministic_rcu>();
+      execution_state* owner = *alive;
+      if (owner == nullptr) {
+        return b;  // a kernel made from a stale configuration: no explorer behind it
+      }
       deterministic_rcu* raw = b.get();
       // The backend may outlive this execution (a kernel the model keeps) or die
-      // inside it (a kernel a thread destroys): both hooks go through alive_.
-      raw->set_wait_hook([alive = alive_, raw] {
+      // inside it (a kernel a thread destroys): both hooks go through alive.
+      raw->set_wait_hook([alive, raw] {
         execution_state* x = *alive;
         return x != nullptr && x->wait_hook(raw);
       });
-      detail::deterministic_rcu_access::on_destroy(*raw, [alive = alive_, raw] {
+      detail::deterministic_rcu_access::on_destroy(*raw, [alive, raw] {
         if (execution_state* x = *alive) {
           x->backend_gone(raw);
         }
       });
-      backends_.push_back(raw);
+      owner->backends_.push_back(raw);
       return b;
     };
     return c;
@@ -348,14 +359,25 @@ class execution_state {
                      v.where.file_name(), v.where.line()));
   }
   // A simulated thread reached a scheduling point.
-  void point(detail::sim_thread& t, sched_op op, const void* object, std::string_view what) {
-    // Counted when free-running too: a loop that never ends must not hang it.
+  // Counted when free-running too: a loop that never ends must not hang it.
+  void count_step(detail::sim_thread& t) {
     if (++t.steps_ > opt_.max_steps) {
       fail(failure_kind::step_limit,
            fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
                        t.name_, opt_.max_steps));
       abandon(t);
     }
+    if (t.wait_ready_ != nullptr) {
+      // A scheduling point inside a wait's condition (evaluated on the thread
+      // while free-running): the condition must only read.
+      fail(failure_kind::exception,
+           fmt::format("simulated thread '{}' reached a scheduling point inside the condition "
+                       "of explore::wait_until (a condition must only read)",
+                       t.name_));
+    }
+  }
+  void point(detail::sim_thread& t, sched_op op, const void* object, std::string_view what) {
+    count_step(t);
     if (free_running_) {
       return;
     }
@@ -368,22 +390,17 @@ class execution_state {
   // until then (enabled()), and a switch away from it is no preemption.
   void wait(detail::sim_thread& t, sched_op op, const void* object, std::string_view what,
             detail::sched_ready_fn ready, const void* arg) {
-    if (++t.steps_ > opt_.max_steps) {
-      fail(failure_kind::step_limit,
-           fmt::format("simulated thread '{}' took more than {} steps: a loop that never ends?",
-                       t.name_, opt_.max_steps));
-      abandon(t);
-    }
+    count_step(t);
     t.wait_ready_ = ready;
     t.wait_arg_ = arg;
     t.op_ = op;
     t.object_ = object;
     t.what_ = what.empty() ? to_string(op) : what;
     if (!free_running_) {
-      switch_to_scheduler(t);  // resumed only once ready(arg) holds, or free-running
+      switch_to_scheduler(t);  // resumed once ready(arg) holds (chosen), or free-running
     }
     // Free-running (after a failure or a deadlock): round-robin until it holds.
-    while (!ready(arg)) {
+    while (free_running_ && !ready(arg)) {
       switch_to_scheduler(t);
     }
     t.wait_ready_ = nullptr;
@@ -472,11 +489,20 @@ class execution_state {
     t.abandoned_ = true;
     thread_ended(t);
   }
+  // A kernel's backend is destroyed (a kernel a thread made and dropped). Its slot
+  // stays, empty, so that the RCU options of the others keep their keys. A thread
+  // still waiting inside it (a synchronize_rcu or rcu_barrier of that kernel) would
+  // resume in freed memory: reported, and abandoned where it waits.
   void backend_gone(deterministic_rcu* b) noexcept {
-    backends_.erase(std::remove(backends_.begin(), backends_.end(), b), backends_.end());
+    std::replace(backends_.begin(), backends_.end(), b, static_cast<deterministic_rcu*>(nullptr));
     for (const auto& t : threads_) {
       if (t->blocked_on_ == b) {
         t->blocked_on_ = nullptr;
+        fail(failure_kind::contract_violation,
+             fmt::format("a kernel's RCU was destroyed while simulated thread '{}' waited in its "
+                         "synchronize_rcu or rcu_barrier",
+                         t->name_));
+        mark_abandoned(*t);  // never resumed: its frames are inside the freed backend
       }
     }
   }
@@ -531,8 +557,10 @@ class execution_state {
     // A thread that ends inside a read-side section (or still registered) would
     // hold every later grace period up: reported, and its sections ended.
     for (deterministic_rcu* b : backends_) {
-      detail::deterministic_rcu_access::reader_gone(
-          *b, &t, fmt::format("simulated thread '{}' ends", t.name_));
+      if (b != nullptr) {
+        detail::deterministic_rcu_access::reader_gone(
+            *b, &t, fmt::format("simulated thread '{}' ends", t.name_));
+      }
     }
   }
 
@@ -580,6 +608,9 @@ class execution_state {
     // could go on is a preemption, a run of RCU steps counts once.
     const bool rcu_preempts = current_enabled && !last_step_rcu_;
     for (unsigned b = 0; b < backends_.size(); ++b) {
+      if (backends_[b] == nullptr) {
+        continue;  // destroyed (backend_gone)
+      }
       deterministic_rcu& r = *backends_[b];
       if (!r.grace_period_in_progress() && r.callbacks_need_grace_period()) {
         out.push_back(option{action_kind::gp_start, b, &r, false, rcu_preempts});
@@ -729,9 +760,14 @@ void execution_state::run() {
   const bool stuck = std::any_of(threads_.begin(), threads_.end(),
                                  [](const auto& t) { return !t->finished_ && !t->abandoned_; });
   if (stuck) {
+    std::string who;
+    for (const auto& t : threads_) {
+      if (!t->finished_ && !t->abandoned_) {
+        who += fmt::format("{}'{}' ({})", who.empty() ? "" : ", ", t->name_, t->what_);
+      }
+    }
     fail(failure_kind::deadlock,
-         "simulated threads are left that can never run again (waiting for a grace period "
-         "that a reader which never leaves holds up)");
+         fmt::format("simulated threads are left that can never run again: {}", who));
     free_run();
   }
   running_ = false;
@@ -827,8 +863,10 @@ void execution_state::free_run() {
       return;
     }
     for (deterministic_rcu* b : backends_) {
-      b->advance_grace_period();
-      b->run_callbacks();
+      if (b != nullptr) {
+        b->advance_grace_period();
+        b->run_callbacks();
+      }
     }
   }
   // Still stuck (each waits for another): abandoned where they are. The failure
@@ -1211,11 +1249,11 @@ struct execution_result {
 // unwound.
 class stall_watch {
  public:
-  explicit stall_watch(std::chrono::milliseconds timeout)
-      : timeout_(timeout), parent_(std::exchange(tls_watch, this)) {
+  explicit stall_watch(std::chrono::milliseconds timeout) : timeout_(timeout), parent_(tls_watch) {
     if (timeout_.count() > 0) {
       thread_ = std::thread([this] { watch(); });
     }
+    tls_watch = this;  // once constructed (std::thread may throw)
   }
   ~stall_watch() {
     if (thread_.joinable()) {
@@ -1256,10 +1294,15 @@ class stall_watch {
     std::uint64_t seen = executions_.load(std::memory_order_relaxed);
     auto since = steady::now();
     const auto tick = std::max(std::chrono::milliseconds(10), timeout_ / 8);
+    auto woke = steady::now();
     while (!done_) {
       wake_.wait_for(mutex_, tick);  // unlocks and relocks mutex_ itself
       const std::uint64_t now = executions_.load(std::memory_order_relaxed);
-      if (now != seen) {
+      const auto late = steady::now() - woke;
+      woke = steady::now();
+      if (now != seen || late > 4 * tick) {
+        // Progress, or a wake-up far later than asked: the process was stopped
+        // (a debugger, SIGSTOP, a suspended VM), and that time is not the model's.
         seen = now;
         since = steady::now();
       } else if (!done_ && steady::now() - since >= timeout_) {
@@ -1371,8 +1414,26 @@ struct search_limits {
 // replay() without a stall watch of its own: what explore() calls inside its watch.
 report replay_once(const model& m, std::string_view schedule, const options& o);
 
-// What is wrong with the options, if anything: each names its field.
+// A report of a usage failure: nothing was run.
+report usage_report(std::string message, std::string_view schedule) {
+  report r;
+  failure f;
+  f.kind = failure_kind::usage;
+  f.message = std::move(message);
+  f.schedule = std::string(schedule);
+  r.failure = std::move(f);
+  r.failures = 1;
+  r.stopped = stop_reason::usage;
+  return r;
+}
+
+// What is wrong with the options, if anything: each names its field; and a call
+// from a simulated thread (its thread-local state is the outer execution's).
 std::optional<std::string> invalid_options(const options& o) {
+  if (detail::tls_sim != nullptr) {
+    return "explore() or replay() called from a simulated thread: explore a model from the "
+           "model's own context (its setup) or from outside, never from inside a thread";
+  }
   if (o.shards == 0) {
     return "invalid options: shards is 0 (1 explores the whole search)";
   }
@@ -1383,9 +1444,11 @@ std::optional<std::string> invalid_options(const options& o) {
   if (o.jobs == 0) {
     return "invalid options: jobs is 0 (1 explores on the calling thread)";
   }
-  if (o.stack_size < options::min_stack_size) {
-    return fmt::format("invalid options: stack_size {} is below min_stack_size ({} bytes)",
-                       o.stack_size, options::min_stack_size);
+  if (o.stack_size < options::min_stack_size || o.stack_size > options::max_stack_size) {
+    return fmt::format(
+        "invalid options: stack_size {} is not between min_stack_size ({}) and "
+        "max_stack_size ({} bytes)",
+        o.stack_size, options::min_stack_size, options::max_stack_size);
   }
   if (o.preemption_bound < -1) {
     return fmt::format("invalid options: preemption_bound {} (-1 is unbounded)",
@@ -1506,7 +1569,6 @@ report search(const model& m, const options& o, const search_limits& limits,
   // first execution is replayed whole as well, since a change that only shows
   // after the last decision of each prefix escapes those comparisons.
   if (!first_schedule.empty() && !(r.failure && r.failure->kind == failure_kind::nondeterminism)) {
-    std::vector<node> again;
     const report check = replay_once(m, first_schedule, o);
     if (check.failure && check.failure->kind == failure_kind::nondeterminism) {
       r.failure = check.failure;
@@ -1594,14 +1656,7 @@ report explore(const model& m, const options& given) {
   }
   const auto start = clock::now();
   if (std::optional<std::string> bad = invalid_options(o)) {
-    report r;
-    failure f;
-    f.kind = failure_kind::usage;
-    f.message = std::move(*bad);
-    r.failure = std::move(f);
-    r.failures = 1;
-    r.stopped = stop_reason::usage;
-    return r;
+    return usage_report(std::move(*bad), {});
   }
   const stall_watch watch(o.stall_timeout);
   const search_limits limits{o.max_executions, deadline_after(start, o.time_budget)};
@@ -1697,23 +1752,24 @@ report explore(const model& m, const options& given) {
     r.executions += warm_executions;  // the warm-up's executions count too
   }
   if (r.failure && o.minimize && r.failure->kind != failure_kind::nondeterminism) {
-    r.failure = minimise(m, o, std::move(*r.failure),
-                         deadline_after(start, o.time_budget + std::chrono::seconds(10)));
+    // The whole exploration's guard, with 10 s more for the minimisation.
+    const clock::time_point end = deadline_after(start, o.time_budget);
+    r.failure =
+        minimise(m, o, std::move(*r.failure), deadline_after(end, std::chrono::seconds(10)));
   }
   if (r.failure && r.failure->kind != failure_kind::nondeterminism) {
     // What is printed must reproduce: the failure's schedule is replayed, three
     // times (a model that fails at random, one time in k, passes all three with
     // odds 1 in k^3 instead of 1 in k).
-    report check;
-    for (int i = 0; i < 3; ++i) {
+    const auto reproduces = [&r](const report& check) {
+      return check.failure && check.failure->kind == r.failure->kind &&
+             check.failure->schedule == r.failure->schedule;
+    };
+    report check = replay_once(m, r.failure->schedule, o);
+    for (int i = 1; i < 3 && reproduces(check); ++i) {
       check = replay_once(m, r.failure->schedule, o);
-      if (!check.failure || check.failure->kind != r.failure->kind ||
-          check.failure->schedule != r.failure->schedule) {
-        break;
-      }
     }
-    if (!check.failure || check.failure->kind == failure_kind::nondeterminism ||
-        check.failure->kind != r.failure->kind || check.failure->schedule != r.failure->schedule) {
+    if (!reproduces(check)) {
       failure f;
       f.kind = failure_kind::nondeterminism;
       f.message = fmt::format(
@@ -1725,6 +1781,9 @@ report explore(const model& m, const options& given) {
       f.schedule = r.failure->schedule;
       r.failure = std::move(f);
     }
+  }
+  if (r.failure) {
+    r.stopped = stop_reason::failure;  // also one a final replay found
   }
   r.wall = clock::now() - start;
   return r;
@@ -1797,7 +1856,13 @@ report replay_once(const model& m, std::string_view schedule, const options& o) 
   report r;
   const auto start = clock::now();
   r.stopped = stop_reason::replay;
+  if (std::optional<std::string> bad = invalid_options(o)) {
+    return usage_report(std::move(*bad), schedule);
+  }
   auto fail_with = [&](std::string message, failure_kind kind = failure_kind::usage) {
+    if (kind == failure_kind::usage) {
+      return usage_report(std::move(message), schedule);
+    }
     failure f;
     f.kind = kind;
     f.message = std::move(message);
@@ -1805,14 +1870,8 @@ report replay_once(const model& m, std::string_view schedule, const options& o) 
     r.failure = std::move(f);
     r.failures = 1;
     r.wall = clock::now() - start;
-    if (kind == failure_kind::usage) {
-      r.stopped = stop_reason::usage;
-    }
     return r;
   };
-  if (std::optional<std::string> bad = invalid_options(o)) {
-    return fail_with(std::move(*bad));
-  }
   options ro = o;
   ro.shards = 1;
   ro.shard = 0;
@@ -1898,6 +1957,13 @@ void wait_until(const std::function<bool()>& ready, const void* object) {
       std::rethrow_exception(c.error);
     }
     return;
+  }
+  if (detail::tls_observer != nullptr) {
+    // The model's own context during an execution (its setup or teardown): no
+    // simulated thread runs while it waits, so the condition could never change.
+    throw std::logic_error(
+        "explore::wait_until on the model's own context: only a simulated thread can wait for "
+        "another");
   }
   while (!ready()) {  // not on a simulated thread: poll
     std::this_thread::yield();

@@ -168,6 +168,16 @@ TEST(ExploreTest, InvalidOptionsExploreNothingAndNameTheField) {
   forever.time_budget = std::chrono::milliseconds::max();
   EXPECT_THAT(explore::explore(m, forever), testkit::ExploresCleanly());
   EXPECT_GT(ran.load(), 1);
+  // ... also when a failure is minimised within it (the guard plus 10 s).
+  const explore::report found =
+      explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc), forever);
+  ASSERT_FALSE(found.ok());
+  EXPECT_NE(found.failure->kind, explore::failure_kind::usage);
+  explore::options huge;
+  huge.stack_size = static_cast<std::size_t>(-1);
+  const explore::report big = explore::explore(m, huge);
+  ASSERT_FALSE(big.ok());
+  EXPECT_THAT(big.failure->message, HasSubstr("max_stack_size"));
 }
 
 TEST(ExploreTest, TheReportSaysWhyTheSearchStopped) {
