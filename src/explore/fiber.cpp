@@ -256,13 +256,11 @@ void fiber::trampoline(fiber* self) noexcept {
 
 void swap_exception_state(exception_state& other) noexcept {
   // __cxa_get_globals() is the OS thread's record (declared by <cxxabi.h>, its
-  // type left incomplete there): its first two members are copied in and out.
+  // type left incomplete there): copied out and in as the struct it is.
   void* globals = abi::__cxa_get_globals();
   exception_state mine;
-  std::memcpy(&mine.caught, globals, sizeof mine.caught);
-  std::memcpy(&mine.uncaught, static_cast<char*>(globals) + sizeof(void*), sizeof mine.uncaught);
-  std::memcpy(globals, &other.caught, sizeof other.caught);
-  std::memcpy(static_cast<char*>(globals) + sizeof(void*), &other.uncaught, sizeof other.uncaught);
+  std::memcpy(&mine, globals, sizeof mine);
+  std::memcpy(globals, &other, sizeof other);
   other = mine;
 }
 

@@ -83,10 +83,15 @@ class fiber {
 // have thrown and caught. The explorer swaps it with every switch, as it swaps
 // the library's own thread-local state. The layout is the Itanium C++ ABI's
 // __cxa_eh_globals (§2.2.2: caughtExceptions, uncaughtExceptions), which both
-// libstdc++ and libc++abi keep as their first two members.
+// libstdc++ and libc++abi keep as their first two members; the ARM EABI unwinder
+// adds a third (propagatingExceptions). The struct below has their members, in
+// their order, so it has their layout.
 struct exception_state {
   void* caught = nullptr;
   unsigned int uncaught = 0;
+#ifdef __ARM_EABI_UNWINDER__
+  void* propagating = nullptr;
+#endif
 };
 void swap_exception_state(exception_state& other) noexcept;
 
