@@ -134,7 +134,11 @@ std::string output_problem(const outputs& o) {
     if (*path == "-" && std::string_view(flag) != "--text") {
       return fmt::format("{} -: only the text timeline goes to stdout; give {} a file", flag, flag);
     }
-    auto [it, fresh] = seen.emplace(*path, flag);
+    // The same file by two spellings ("x", "./x", "d/../x") is the same file.
+    std::error_code ec;
+    const std::filesystem::path abs = std::filesystem::absolute(*path, ec);
+    const std::string key = *path == "-" || ec ? *path : abs.lexically_normal().string();
+    auto [it, fresh] = seen.emplace(key, flag);
     if (!fresh) {
       return fmt::format("{} and {} both write to '{}'", it->second, flag, *path);
     }
@@ -245,11 +249,10 @@ void summary(const sc::scenario& s, const sc::variant_result& r) {
   if (r.failure) {
     fmt::print("      {}\n", r.failure->message);
     if (!r.failure->schedule.empty()) {
-      // A built-in by its name; a file by a path find() reads as a file.
-      const bool builtin =
-          s.file == "scenarios/" + s.name + ".toml" && sc::find_builtin(s.name) != nullptr;
-      std::string file = builtin ? s.name : s.file;
-      if (!builtin && sc::find_builtin(file) != nullptr) {
+      // A built-in by its name; a file by a path find() reads as a file (a bare
+      // name that is also a built-in's gets "./").
+      std::string file = s.builtin ? s.name : s.file;
+      if (!s.builtin && sc::find_builtin(file) != nullptr) {
         file = "./" + file;
       }
       fmt::print("      replay: tasklife replay {} {} -p {} --final-put {}\n", shell_quote(file),
@@ -560,8 +563,8 @@ int main(int argc, char** argv) {
         return usage(fmt::format(
             "the schedule belongs to another scenario or variant: it does not match '{}' under "
             "{} (replay it with the scenario, --profile and --final-put the exploration "
-            "printed)",
-            s.name, r.v.label));
+            "printed; or the scenario depends on something the explorer does not control). {}",
+            s.name, r.v.label, r.failure->message));
       }
       print_header(s);
       const bool wrote = write_outputs(s, results, out);

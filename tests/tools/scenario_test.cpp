@@ -629,6 +629,36 @@ order = ["reader", "writer", "writer"]
 
 // Finding 8: a step that can fail says how it is expected to, and a failed step
 // makes the variant's outcome say so.
+// What a fork expected to fail would have made (its namespace, a child of its
+// task) is missing later: a point failure naming it, never an exception out of
+// the interpreter (it was std::out_of_range, an abort) nor a parentless fork.
+TEST(ScenarioRunTest, WhatAFailedForkWouldHaveMadeIsAPointFailureNotACrash) {
+  const sc::scenario s = sc::parse(R"(name = "after_failed_fork"
+[kernel]
+pid_max = 3
+reserved_pids = 0
+[[task]]
+name = "a"
+[[task]]
+name = "b"
+[[thread]]
+name = "t"
+as = "a"
+steps = [ { op = "fork", task = "c", parent = "a", new_pid_ns = true, ns = "q", error = "EAGAIN" },
+          { op = "rcu_read_lock" },
+          { op = "find_task_by_pid_ns", pid = 1, ns = "q", into = "x" },
+          { op = "rcu_read_unlock" },
+          { op = "fork", task = "d", parent = "c" } ]
+)",
+                                   "after_failed_fork.toml");
+  const auto r = sc::run(s, {sc::backend::deterministic, true}, sc::variants(s)).front();
+  ASSERT_EQ(r.point_failures.size(), 2U);
+  EXPECT_THAT(r.point_failures[0], HasSubstr("namespace 'q' was never created"));
+  EXPECT_THAT(r.point_failures[1], HasSubstr("parent 'c' does not exist"));
+  EXPECT_EQ(r.trace.outcome, "fails: 2 steps not as expected");
+  EXPECT_FALSE(r.failure.has_value()) << r.failure->message;  // nothing leaked on the way
+}
+
 TEST(ScenarioRunTest, AStepThatFailsIsExpectedWithItsError) {
   constexpr const char* full = R"(name = "full"
 [kernel]
@@ -664,7 +694,7 @@ steps = [ { op = "map_update", map = "m", key = 1 }, { op = "map_update", map = 
   const auto unexpected = run("", "", "");
   ASSERT_EQ(unexpected.point_failures.size(), 3U);
   EXPECT_THAT(unexpected.point_failures[0],
-              HasSubstr("fork failed with EAGAIN (-11) (error = \"EAGAIN\" expects it)"));
+              HasSubstr("fork failed with EAGAIN (-11); error = \"EAGAIN\" expects it"));
   EXPECT_THAT(unexpected.point_failures[1], HasSubstr("bpf_map_update_elem failed with E2BIG"));
   EXPECT_THAT(unexpected.point_failures[2], HasSubstr("wait_task_zombie failed with ECHILD"));
   EXPECT_EQ(unexpected.trace.outcome, "fails: 3 steps not as expected");

@@ -92,13 +92,7 @@ namespace {
 // the interpreter cuts at the last whole UTF-8 character that fits, so that every
 // output stays valid UTF-8.
 std::string comm_of(const std::string& name) {
-  std::size_t n = std::min(name.size(), std::size_t{TASK_COMM_LEN - 1});
-  if (n < name.size()) {
-    while (n > 0 && (static_cast<unsigned char>(name[n]) & 0xC0U) == 0x80U) {
-      --n;  // name[n] continues a character: cut before its first byte
-    }
-  }
-  return name.substr(0, n);
+  return name.substr(0, utf8_prefix(name, TASK_COMM_LEN - 1));
 }
 
 // struct __tasks_kfunc_map_value of the kernel selftests: one task kptr.
@@ -281,8 +275,20 @@ class world {
     auto lv = level_pids_.find({st.pid_of, ns});
     return lv == level_pids_.end() ? 0 : lv->second;
   }
-  pid_namespace* ns_arg(const step& st) const {
-    return st.ns.empty() ? &k_.init_pid_ns() : ns_.at(st.ns);
+  // The step's namespace: the root, or one a fork made. nullptr (a point failure
+  // said why) when that fork failed or did not run.
+  pid_namespace* ns_arg(const step& st) {
+    if (st.ns.empty()) {
+      return &k_.init_pid_ns();
+    }
+    auto it = ns_.find(st.ns);
+    if (it == ns_.end()) {
+      point_failure(st, fmt::format("namespace '{}' was never created: the fork that makes it "
+                                    "failed or did not run",
+                                    st.ns));
+      return nullptr;
+    }
+    return it->second;
   }
   void set(const std::string& into, task_struct* t) {
     if (!into.empty()) {
@@ -312,7 +318,7 @@ class world {
           st, fmt::format("{} failed with {} ({}){}", call, errno_to_string(rc), rc,
                           st.error != 0
                               ? fmt::format(", not {} as expected", errno_to_string(st.error))
-                              : fmt::format(" (error = \"{}\" expects it)", errno_to_string(rc))));
+                              : fmt::format("; error = \"{}\" expects it", errno_to_string(rc))));
     }
     return false;
   }
@@ -332,6 +338,12 @@ class world {
     switch (st.kind) {
       case step_kind::fork: {
         task_struct* parent = st.parent.empty() ? nullptr : task_named(st.parent);
+        if (!st.parent.empty() && parent == nullptr) {
+          point_failure(st, fmt::format("parent '{}' does not exist: its fork failed or did not "
+                                        "run",
+                                        st.parent));
+          return;
+        }
         if (parent != nullptr && !usable(parent, st)) {
           return;
         }
@@ -448,7 +460,7 @@ class world {
         return;
       case step_kind::find_task_by_pid_ns: {
         pid_namespace* ns = ns_arg(st);
-        set(st.into, find_task_by_pid_ns(pid_arg(st, ns), ns));
+        set(st.into, ns == nullptr ? nullptr : find_task_by_pid_ns(pid_arg(st, ns), ns));
         return;
       }
       case step_kind::bpf_task_acquire: {
@@ -572,8 +584,9 @@ class world {
       point_failure(st, fmt::format("expected comm '{}', it is '{}'", st.comm, t->comm));
     }
     if (st.pid) {
-      const pid_t got = task_pid_nr_ns(t, ns_arg(st));
-      if (got != *st.pid) {
+      pid_namespace* ns = ns_arg(st);
+      const pid_t got = ns == nullptr ? 0 : task_pid_nr_ns(t, ns);
+      if (ns != nullptr && got != *st.pid) {
         point_failure(st, fmt::format("expected pid {} in {}, it is {}", *st.pid,
                                       st.ns.empty() ? "root" : st.ns, got));
       }
@@ -1111,7 +1124,9 @@ const builtin* find_builtin(const std::string& name_or_path) {
 
 scenario find(const std::string& name_or_path) {
   if (const builtin* b = find_builtin(name_or_path)) {
-    return parse(b->text, fmt::format("scenarios/{}.toml", b->name));
+    scenario s = parse(b->text, fmt::format("scenarios/{}.toml", b->name));
+    s.builtin = true;
+    return s;
   }
   if (::access(name_or_path.c_str(), F_OK) == 0) {
     return load(name_or_path);

@@ -12,6 +12,16 @@
 
 namespace tasklife::scenario {
 
+std::size_t utf8_prefix(std::string_view s, std::size_t n) noexcept {
+  if (n >= s.size()) {
+    return s.size();
+  }
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0U) == 0x80U) {
+    --n;  // s[n] continues a character: cut before its first byte
+  }
+  return n;
+}
+
 namespace {
 
 // ---- what the writers share ---------------------------------------------------------------------
@@ -172,11 +182,7 @@ std::string clip(std::string_view s, std::size_t n) {
   if (s.size() <= n) {
     return std::string(s);
   }
-  std::size_t cut = n > 1 ? n - 1 : 0;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0U) == 0x80U) {
-    --cut;  // s[cut] continues a character
-  }
-  return std::string(s.substr(0, cut)) + "~";
+  return std::string(s.substr(0, utf8_prefix(s, n > 1 ? n - 1 : 0))) + "~";
 }
 
 // A comm in an ftrace line: whitespace would split the line's fields, so it

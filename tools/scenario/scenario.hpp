@@ -306,7 +306,8 @@ struct explore_settings {
 };
 
 struct scenario {
-  std::string file;  // where it was read from ("" or a built-in's name)
+  std::string file;      // where it was read from ("" or a built-in's name)
+  bool builtin = false;  // find() took it from the built-in library, not from a file
   std::string name;
   std::string title;
   std::string shows;   // what it shows

@@ -34,6 +34,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <tasklife/deterministic_rcu.hpp>
@@ -41,6 +42,10 @@
 #include <tasklife/thread_safety.hpp>
 
 namespace tasklife::scenario {
+
+// The longest prefix of s of at most n bytes that ends between UTF-8 characters
+// (a comm, a label: every output stays valid UTF-8).
+std::size_t utf8_prefix(std::string_view s, std::size_t n) noexcept;
 
 enum class track_kind : std::uint8_t { main, thread, callbacks, grace_periods };
 
