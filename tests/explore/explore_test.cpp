@@ -27,6 +27,26 @@ namespace {
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
+// task_kfunc_acquire_release_no_null_check (checked = false: the result is
+// released unchecked) and its fixed version.
+explore::model acquire_release_program(bool checked) {
+  return [checked](explore::execution& x) {
+    kernel k(x.config({.name = "null", .pid_max = 64}));
+    task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
+    bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [checked](task_struct* task) {
+      task_struct* acquired = bpf_task_acquire(task);
+      if (checked && acquired == nullptr) {
+        return 0;
+      }
+      bpf_task_release(acquired);
+      return 0;
+    });
+    x.thread("program", [&] { (void)p.run(t, t); });
+    x.run();
+    k.retire(t);
+  };
+}
+
 TEST(ExploreTest, PidLookupRaceIsFoundUnderTheNov2022Acquire) {
   const explore::report r =
       explore::explore(models::pid_lookup_race(semantics_profile::rcu_users_inc));
@@ -235,27 +255,11 @@ TEST(ExploreTest, AModelThatThrowsIsAnExceptionFailureWithItsMessage) {
 // program replayed on the fixed one (same decisions, same task events) does
 // not pass silently.
 TEST(ExploreTest, AFailingScheduleReplayedOnTheFixedModelIsAMismatch) {
-  auto program = [](bool checked) {
-    return [checked](explore::execution& x) {
-      kernel k(x.config({.name = "null", .pid_max = 64}));
-      task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
-      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [checked](task_struct* task) {
-        task_struct* acquired = bpf_task_acquire(task);
-        if (checked && acquired == nullptr) {
-          return 0;
-        }
-        bpf_task_release(acquired);
-        return 0;
-      });
-      x.thread("program", [&] { (void)p.run(t, t); });
-      x.run();
-      k.retire(t);
-    };
-  };
-  const explore::report bad = explore::explore(program(false));
+  const explore::report bad = explore::explore(acquire_release_program(false));
   ASSERT_FALSE(bad.ok());
   ASSERT_EQ(bad.failure->kind, explore::failure_kind::verifier_violation);
-  const explore::report fixed = explore::replay(program(true), bad.failure->schedule);
+  const explore::report fixed =
+      explore::replay(acquire_release_program(true), bad.failure->schedule);
   ASSERT_FALSE(fixed.ok()) << "the failing schedule passed on another model";
   EXPECT_EQ(fixed.failure->kind, explore::failure_kind::nondeterminism);
   EXPECT_THAT(fixed.failure->message, HasSubstr("another model or profile"));
@@ -301,31 +305,13 @@ TEST(ExploreTest, UncontrolledNondeterminismIsDetected) {
 }
 
 TEST(ExploreTest, NullPathOfAcquireIsReportedWithTheVerifiersMessage) {
-  // task_kfunc_acquire_release_no_null_check: the result is released unchecked.
-  auto program = [](bool checked) {
-    return [checked](explore::execution& x) {
-      kernel k(x.config({.name = "null", .pid_max = 64}));
-      task_struct* t = k.fork(nullptr, {.comm = "t"}).task;
-      bpf_prog p(k, prog_type::tracing, "tp_btf/task_newtask", [checked](task_struct* task) {
-        task_struct* acquired = bpf_task_acquire(task);
-        if (checked && acquired == nullptr) {
-          return 0;
-        }
-        bpf_task_release(acquired);
-        return 0;
-      });
-      x.thread("program", [&] { (void)p.run(t, t); });
-      x.run();
-      k.retire(t);
-    };
-  };
-  const explore::report bad = explore::explore(program(false));
+  const explore::report bad = explore::explore(acquire_release_program(false));
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.failure->kind, explore::failure_kind::verifier_violation);
   EXPECT_THAT(bad.failure->message, HasSubstr("Possibly NULL pointer passed to trusted arg0"));
   explore::options exact;
   exact.pct_warmup = 0;  // count only the search's executions
-  const explore::report good = explore::explore(program(true), exact);
+  const explore::report good = explore::explore(acquire_release_program(true), exact);
   EXPECT_TRUE(good.ok()) << (good.failure ? good.failure->message : "");
   EXPECT_TRUE(good.exhausted);
   EXPECT_EQ(good.executions, 2U) << "the non-NULL path and the NULL path";
